@@ -1,0 +1,124 @@
+"""Atomic file writes and the training checkpoint (our own file, never published).
+
+The checkpoint is written with torch.save and read back with ``torch.load(weights_only=True)``:
+it holds only tensors, numbers, strings and containers, so no pickled code is ever executed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+__all__ = ["atomic_write", "write_json", "save_checkpoint", "load_checkpoint", "rng_state",
+           "set_rng_state", "CHECKPOINT_FILE"]
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
+    """Write to a temporary file in the same folder, flush, fsync, then rename over ``path``.
+
+    A crash or a full disk leaves either the old file or the new one, never a torn one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. platforms that cannot open folders; the rename itself already happened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """JSON, atomically; NaN/inf are refused (allow_nan=False) so files stay standard JSON."""
+    text = json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False)
+    with atomic_write(path, "w") as f:
+        f.write(text + "\n")
+    return Path(path)
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and CUDA) generator states, in weights_only-loadable form."""
+    np_state = np.random.get_state()
+    state = {
+        "python": _tuples_to_lists(random.getstate()),
+        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                  "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    np.random.set_state((np_state["name"], np_state["keys"].numpy().astype(np.uint32),
+                         np_state["pos"], np_state["has_gauss"], np_state["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples_to_lists(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_tuples_to_lists(v) for v in value]
+    return value
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """torch.save ``state`` atomically, after checking that every tensor in it is finite."""
+    _check_finite(state, "checkpoint")
+    with atomic_write(path, "wb") as f:
+        torch.save(state, f)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by save_checkpoint (weights_only: no code is unpickled)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _check_finite(value: Any, where: str) -> None:
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise FloatingPointError(f"non-finite values in {where}; refusing to write them")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if k != "rng":
+                _check_finite(v, f"{where}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{where}[{i}]")
