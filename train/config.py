@@ -43,7 +43,7 @@ SAMPLERS = {
     "shuffle": "every training image once per epoch, in a seeded random order",
     "balanced": "class-balanced oversampling: each class drawn equally often, with replacement",
 }
-MONITOR_METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "roc_auc", "loss")
+MONITOR_METRICS = ("balanced_accuracy", "accuracy", "f1_macro", "roc_auc", "loss")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("plateau", "cosine", "none")
 CACHE_MODES = ("auto", "memory", "disk", "off")

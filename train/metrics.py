@@ -19,12 +19,12 @@ from sklearn.metrics import (
 __all__ = ["classification_metrics", "flat_metrics", "HEADLINE_METRICS", "METRIC_TITLES"]
 
 # the flat, single-number test metrics (model card model-index, app columns, early stopping)
-HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_precision", "macro_sensitivity",
-                    "macro_specificity", "macro_f1", "roc_auc")
+HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "precision_macro", "sensitivity_macro",
+                    "specificity_macro", "f1_macro", "roc_auc")
 METRIC_TITLES = {
     "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
-    "macro_precision": "Precision (macro)", "macro_sensitivity": "Sensitivity / recall (macro)",
-    "macro_specificity": "Specificity (macro)", "macro_f1": "F1 (macro)",
+    "precision_macro": "Precision (macro)", "sensitivity_macro": "Sensitivity / recall (macro)",
+    "specificity_macro": "Specificity (macro)", "f1_macro": "F1 (macro)",
     "roc_auc": "ROC-AUC (one-vs-rest, macro)", "loss": "Loss",
 }
 
@@ -68,10 +68,10 @@ def classification_metrics(y_true: Sequence[int], probs: np.ndarray,
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "balanced_accuracy": float(balanced),
         # macro averages over the classes present in y_true, as balanced_accuracy does
-        "macro_precision": macro(precision),
-        "macro_sensitivity": macro(recall),
-        "macro_specificity": macro(specificity),
-        "macro_f1": macro(f1),
+        "precision_macro": macro(precision),
+        "sensitivity_macro": macro(recall),
+        "specificity_macro": macro(specificity),
+        "f1_macro": macro(f1),
         "roc_auc": auc,
         "per_class": per_class,
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),

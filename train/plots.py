@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+from sklearn.metrics import auc, roc_curve  # noqa: E402
 
 from .metrics import METRIC_TITLES  # noqa: E402
 
@@ -26,7 +26,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, monitor: st
     axes[0].plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     axes[0].plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
     axes[0].set(title="Loss", xlabel="epoch")
-    metric_names = ["accuracy", "balanced_accuracy", "macro_f1"]
+    metric_names = ["accuracy", "balanced_accuracy", "f1_macro"]
     if monitor not in metric_names and monitor != "loss":
         metric_names.append(monitor)
     for name in metric_names:
@@ -89,7 +89,7 @@ def plot_roc(y_true: Sequence[int], probs: np.ndarray, label_names: Sequence[str
             continue  # ROC undefined without both positives and negatives
         fpr, tpr, _ = roc_curve(positives, probs[:, c])
         name = f"{label_names[1]} vs {label_names[0]}" if len(label_names) == 2 else label_names[c]
-        ax.plot(fpr, tpr, lw=1.3, label=name)
+        ax.plot(fpr, tpr, lw=1.3, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
     ax.set(xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)",
            title=title or "ROC curves (one-vs-rest)", xlim=(0, 1), ylim=(0, 1.02))

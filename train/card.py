@@ -1,0 +1,157 @@
+"""The run-specific sections of the model card (the zoo writes the header, details, use and loading)."""
+from __future__ import annotations
+
+import shlex
+from typing import Any, Sequence
+
+from .config import SAMPLERS, TrainConfig
+from .data import DataSource, Splits, class_counts
+from .losses import class_weights
+from .plots import PLOT_FILES
+
+__all__ = ["card_sections", "reproduce_command"]
+
+
+_AUGMENT = {
+    "none": "none (as seed 000 trains QuadSNet)",
+    "medical-safe": "medical-safe: rotation ±10°, shifts 5%, zoom ±10%, brightness/contrast ±10%, no flips",
+    "standard": "standard (seed 002): rotation ±20°, shifts 10%, zoom ±15%, horizontal and vertical flips",
+}
+
+
+def _loss_text(cfg: TrainConfig, counts: Sequence[int], names: Sequence[str]) -> str:
+    if cfg.loss == "ce":
+        return "cross-entropy" + (f" with label smoothing {cfg.label_smoothing}" if cfg.label_smoothing else "")
+    weights = ", ".join(f"{n} {w:.3f}" for n, w in zip(names, class_weights(counts).tolist()))
+    if cfg.loss == "weighted-ce":
+        return ("class-weighted cross-entropy, W_c = N / (C · N_c) from the training split (seed 002)"
+                + (f", label smoothing {cfg.label_smoothing}" if cfg.label_smoothing else "")
+                + f"; weights: {weights}")
+    return ("seed 000's weighted margin loss (eq. 2: m⁺ 0.9, m⁻ 0.1, λ 0.5, on softmax "
+            f"probabilities), samples weighted by W_c = N / (C · N_c); weights: {weights}")
+
+
+def reproduce_command(cfg: TrainConfig) -> str:
+    """The command that repeats this run from its saved configuration."""
+    return f"python -m train --config {shlex.quote(str(cfg.out))}/run_config.yaml --out NEW_RUN_FOLDER"
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def card_sections(cfg: TrainConfig, source: DataSource, splits: Splits, data_config: dict[str, Any],
+                  params: tuple[int, int], test: dict[str, Any], history: list[dict[str, Any]],
+                  best_epoch: int | None, best_value: float | None, stopped_early: bool, cache_note: str,
+                  timings: dict[str, float], in_chans: int) -> dict[str, str]:
+    """{title: markdown} for zoo.save_pretrained(card_sections=...)."""
+    names = source.label_names
+    total, trainable = params
+    counts = {name: class_counts(part, source.num_classes) for name, part in splits.items()}
+    split_how = ("the split the data defines (its train/val/test folders or arrays)"
+                 + ("; validation carved from training, stratified" if source.kind == "imagefolder" else "")
+                 if splits.predefined else
+                 f"a stratified split with seed {cfg.seed}: {1 - cfg.val_frac - cfg.test_frac:.0%} train, "
+                 f"{cfg.val_frac:.0%} validation, {cfg.test_frac:.0%} test"
+                 + (" (grouped by lesion_id so one lesion never spans two splits)"
+                    if any(s.group for s in splits.train) else ""))
+    data = [
+        f"- Data: {source.description} (`--data {cfg.data}`)",
+        f"- Split: {split_how}; every image's split is listed in `split.json`",
+        f"- Images: {len(splits.train)} train, {len(splits.val)} validation, {len(splits.test)} test"
+        + (f"; {len(source.skipped)} unreadable or missing files skipped (`skipped_files.json`)"
+           if source.skipped else ""),
+        f"- Preprocessing (from the model's pretrained_cfg via timm): resize to "
+        f"{data_config['input_size'][1]}x{data_config['input_size'][2]} ({data_config.get('interpolation')}, "
+        f"crop_pct {data_config.get('crop_pct')}), mean {tuple(round(m, 4) for m in data_config['mean'])}, "
+        f"std {tuple(round(s, 4) for s in data_config['std'])}; "
+        + ("grayscale input (colour images converted to luminance)" if in_chans == 1 else
+           "3-channel input (grayscale images replicated to 3 channels)"),
+        "",
+        _table(["class", "train", "validation", "test"],
+               [[n, counts["train"][c], counts["val"][c], counts["test"][c]] for c, n in enumerate(names)]),
+    ]
+    epochs_run = len(history)
+    lr_text = f"{cfg.lr:g}"
+    if cfg.mode in ("fine-tune", "partial-fine-tune") and history and "head_lr" in history[0]:
+        lr_text += f" (backbone), {history[0]['head_lr']:g} (head)"
+    recipe = [
+        f"- Transfer mode: **{cfg.mode}**"
+        + (f" (last {cfg.trainable_stages} backbone stage(s) trained)" if cfg.mode == "partial-fine-tune" else "")
+        + f"; initial weights: {'ImageNet (offline copy for efficientnet_lite0)' if cfg.use_pretrained else 'random'}"
+        + (f", init {cfg.init}" if cfg.init else ""),
+        f"- Parameters: {trainable:,} trained of {total:,} ({100.0 * trainable / max(total, 1):.2f}%)",
+        f"- Loss: {_loss_text(cfg, counts['train'], names)}",
+        f"- Sampling: {SAMPLERS[cfg.sampler]}",
+        f"- Augmentation: {_AUGMENT[cfg.augment]}",
+        f"- Optimiser: {cfg.opt}, lr {lr_text}, batch {cfg.batch_size}, weight decay {cfg.weight_decay:g}"
+        + (f", momentum {cfg.momentum}" if cfg.opt == "sgd" else "")
+        + (f", L1 {cfg.l1:g}" if cfg.l1 else "") + (f", L2 {cfg.l2:g}" if cfg.l2 else "")
+        + (f", gradient clipping at {cfg.clip_grad:g}" if cfg.clip_grad else "")
+        + (f", dropout {cfg.drop_rate}" if cfg.drop_rate is not None else ""),
+        f"- Schedule: {cfg.sched}"
+        + (f" on validation {cfg.monitor} (factor {cfg.plateau_factor}, patience {cfg.plateau_patience}, "
+           f"min lr {cfg.min_lr:g})" if cfg.sched == "plateau" else "")
+        + (f" to {cfg.min_lr:g}" if cfg.sched == "cosine" else ""),
+        f"- Epochs: {epochs_run} of at most {cfg.epochs}"
+        + (f"; early stopping after {cfg.patience} epochs without improvement" if cfg.patience else "")
+        + ("; stopped early" if stopped_early else "")
+        + (f"; weights from the best validation {cfg.monitor} epoch ({best_epoch})" if best_epoch else ""),
+        f"- Feature cache: {cache_note}",
+        f"- Seed {cfg.seed}" + (", deterministic kernels" if cfg.deterministic else "")
+        + f"; training took {timings.get('train_s', 0.0):.1f} s on {timings.get('device', 'cpu')}"
+        + (f" (+{timings['feature_extraction_s']:.1f} s feature extraction)"
+           if timings.get("feature_extraction_s") else ""),
+        f"- Reproduce: `{reproduce_command(cfg)}` (the resolved options are in `run_config.yaml`)",
+    ]
+    per_class = test["per_class"]
+    per_class_rows = [[n, _fmt(per_class[n]["precision"], 3), _fmt(per_class[n]["sensitivity"], 3),
+                       _fmt(per_class[n]["specificity"], 3), _fmt(per_class[n]["f1"], 3),
+                       _fmt(per_class[n]["roc_auc"], 3), per_class[n]["support"]] for n in names]
+    matrix = test["confusion_matrix"]
+    evaluation = [
+        f"The test metrics above are on the held-out test split ({test['num_samples']} images), "
+        "computed with scikit-learn; macro averages weight every class equally, specificity is "
+        "TN / (TN + FP) per class and ROC-AUC is one-vs-rest for more than two classes. "
+        f"Best validation {cfg.monitor}: {_fmt(best_value)} (epoch {best_epoch}).",
+        "",
+        "Per class:",
+        "",
+        _table(["class", "precision", "sensitivity", "specificity", "F1", "ROC-AUC", "support"],
+               per_class_rows),
+        "",
+        "Confusion matrix (rows: true class, columns: predicted class):",
+        "",
+        _table(["true \\ predicted", *names], [[n, *matrix[i]] for i, n in enumerate(names)]),
+    ]
+    plots = [
+        f"![Training curves]({PLOT_FILES['curves']})",
+        "",
+        f"![Confusion matrix]({PLOT_FILES['confusion_matrix']})",
+        "",
+        f"![ROC curves]({PLOT_FILES['roc']})",
+        "",
+        "Per-epoch values are in `metrics.json` (`history`).",
+    ]
+    limits = [
+        f"- Trained and evaluated only on {source.name} ({len(splits.test)} test images); expect different "
+        "results on images from other scanners, sites or populations.",
+        "- Validation metrics chose the epoch and drove the schedule; the test split was used once, "
+        "after training.",
+    ]
+    if source.kind == "bundled":
+        limits.append("- The training data are not medical images: this model exists to demonstrate "
+                      "the pipeline and transfer-learning modes.")
+    return {
+        "Training data and split": "\n".join(data),
+        "Training recipe": "\n".join(recipe),
+        "Evaluation": "\n".join(evaluation),
+        "Plots": "\n".join(plots),
+        "Limitations of this run": "\n".join(limits),
+    }

@@ -1,0 +1,463 @@
+"""The training loop: fit -> train_one_epoch -> evaluate, with checkpoints, interruption and resume.
+
+Reproducibility: the order of each epoch comes from a generator seeded by (seed, epoch), random
+augmentation from a per-item seed, and the global torch RNG (dropout) is saved in every checkpoint,
+so a run resumed from any step ends with the same weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from ._errors import NonFiniteError, TrainingInterrupted
+from .checkpoint import CHECKPOINT_FILE, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .data import ImageDataset, class_counts
+from .features import CachePlan, cached_forward, extract_features
+from .losses import build_loss, penalty
+from .metrics import HEADLINE_METRICS, classification_metrics
+
+__all__ = ["EpochBatchSampler", "SplitData", "Trainer", "TrainState", "build_optimizer",
+           "build_scheduler", "epoch_batches"]
+
+_logger = logging.getLogger("train")
+
+
+# --- epoch order ----------------------------------------------------------------------------------
+
+def epoch_batches(labels: Sequence[int], epoch: int, seed: int, batch_size: int,
+                  sampler: str = "shuffle", with_item_seeds: bool = False) -> list[list[Any]]:
+    """The batches of one training epoch: a seeded shuffle, or class-balanced draws with replacement.
+
+    With ``with_item_seeds`` every item is (index, seed) so augmentation is reproducible per item.
+    A last batch of a single image is merged into the one before (batch norm needs two).
+    """
+    n = len(labels)
+    generator = torch.Generator().manual_seed(_mix(seed, epoch, 0))
+    if sampler == "shuffle":
+        order = torch.randperm(n, generator=generator).tolist()
+    elif sampler == "balanced":
+        counts = np.bincount(np.asarray(labels), minlength=max(labels) + 1).astype(np.float64)
+        weights = torch.as_tensor(1.0 / counts[np.asarray(labels)], dtype=torch.float64)
+        order = torch.multinomial(weights, n, replacement=True, generator=generator).tolist()
+    else:
+        raise ValueError(f"unknown sampler {sampler!r}; expected shuffle or balanced")
+    items: list[Any] = ([(i, _mix(seed, epoch, pos + 1)) for pos, i in enumerate(order)]
+                        if with_item_seeds else order)
+    batches = [items[i:i + batch_size] for i in range(0, n, batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2] += batches.pop()
+    return batches
+
+
+def _mix(seed: int, epoch: int, position: int) -> int:
+    # a distinct, reproducible 63-bit seed per (run seed, epoch, position in the epoch)
+    return (((seed * 1_000_003) ^ (epoch * 7_919)) * 2_654_435_761 + position) % (2 ** 63 - 1)
+
+
+class EpochBatchSampler:
+    """A batch sampler whose batches are set per epoch (and start step, when resuming)."""
+
+    def __init__(self, labels: Sequence[int], batch_size: int, seed: int, sampler: str,
+                 with_item_seeds: bool):
+        self.labels, self.batch_size, self.seed = list(labels), batch_size, seed
+        self.sampler, self.with_item_seeds = sampler, with_item_seeds
+        self.batches: list[list[Any]] = []
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> int:
+        """Prepare `epoch`, skipping its first `start_step` batches; returns its number of batches."""
+        self.batches = epoch_batches(self.labels, epoch, self.seed, self.batch_size, self.sampler,
+                                     self.with_item_seeds)
+        self.start = start_step
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        return iter(self.batches[self.start:])
+
+    def __len__(self) -> int:
+        return len(self.batches) - self.start
+
+
+# --- optimiser and schedule -----------------------------------------------------------------------
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD; fine-tune modes get the zoo's head/backbone parameter groups."""
+    import zoo
+    if cfg.mode in ("fine-tune", "partial-fine-tune"):
+        groups = zoo.param_groups(model, cfg.lr, head_lr=cfg.head_lr, weight_decay=cfg.weight_decay)
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
+        groups = [dict(params=params, lr=cfg.lr, weight_decay=cfg.weight_decay, name="all")]
+    if not any(g["params"] for g in groups):
+        raise ValueError(f"{cfg.arch} in mode {cfg.mode!r} has no trainable parameters")
+    if cfg.opt == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.opt == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    """ReduceLROnPlateau on the monitored metric (seed 002: factor 0.2, minimum lr), cosine, or none."""
+    if cfg.sched == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min" if cfg.monitor == "loss" else "max", factor=cfg.plateau_factor,
+            patience=cfg.plateau_patience, min_lr=cfg.min_lr)
+    if cfg.sched == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.min_lr)
+    return None
+
+
+# --- state ----------------------------------------------------------------------------------------
+
+@dataclass
+class TrainState:
+    """Where the run is; saved in the checkpoint."""
+
+    next_epoch: int = 1
+    next_step: int = 0            # batches of next_epoch already done (mid-epoch checkpoint)
+    best_value: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    finished: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+    partial: dict[str, float] = field(default_factory=lambda: {"loss_sum": 0.0, "seen": 0,
+                                                               "correct": 0, "time_s": 0.0})
+
+
+@dataclass
+class SplitData:
+    """One split, ready to feed: its dataset (images) and, once extracted, its cached features."""
+
+    name: str
+    dataset: ImageDataset
+    labels: torch.Tensor              # (N,) int64
+    metadata: torch.Tensor | None     # (N, F) encoded metadata for a metadata head
+    features: torch.Tensor | None = None
+
+
+# --- the trainer ----------------------------------------------------------------------------------
+
+class Trainer:
+    """Trains one model on train/val splits; the runner builds it and evaluates the test split."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, splits: dict[str, SplitData],
+                 num_classes: int, run_dir: str | Path, device: torch.device, plan: CachePlan,
+                 workers: int = 0, progress: bool = True,
+                 on_step: Callable[["Trainer", int, int], None] | None = None):
+        self.model, self.cfg, self.splits = model.to(device), cfg, splits
+        self.num_classes, self.run_dir, self.device = num_classes, Path(run_dir), device
+        self.plan, self.workers, self.progress, self.on_step = plan, workers, progress, on_step
+        counts = class_counts(splits["train"].dataset.samples, num_classes)
+        self.loss_fn = build_loss(cfg.loss, counts, cfg.label_smoothing).to(device)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.uses_metadata = "metadata" in str(getattr(model, "zoo_cfg", {}).get("head") or "")
+        self.state = TrainState()
+        self.best_model: dict[str, torch.Tensor] | None = None
+        self.feature_extraction_s = 0.0
+        self._stop: str | None = None
+        self._head_forward = cached_forward(self.model, plan.level) if plan.level else None
+        self._sampler = EpochBatchSampler(
+            splits["train"].labels.tolist(), cfg.batch_size, cfg.seed, cfg.sampler,
+            with_item_seeds=cfg.augment != "none" and plan.level is None)
+        self._loaders: dict[str, DataLoader] = {}
+
+    # -- data feeding --
+
+    def _loader(self, split: str) -> DataLoader:
+        """The training loader (epoch batches) for "train", a sequential one for "<split>/eval"."""
+        if split not in self._loaders:
+            name, _, purpose = split.partition("/")
+            common = dict(num_workers=self.workers, persistent_workers=self.workers > 0,
+                          pin_memory=self.device.type == "cuda",
+                          # its own generator: creating iterators never draws from the global RNG
+                          generator=torch.Generator().manual_seed(self.cfg.seed))
+            dataset = self.splits[name].dataset
+            if purpose == "eval":
+                self._loaders[split] = DataLoader(dataset, batch_size=self.cfg.batch_size,
+                                                  shuffle=False, **common)
+            else:
+                self._loaders[split] = DataLoader(dataset, batch_sampler=self._sampler, **common)
+        return self._loaders[split]
+
+    def _metadata(self, data: SplitData, index: torch.Tensor) -> torch.Tensor | None:
+        if not self.uses_metadata or data.metadata is None:
+            return None
+        return data.metadata[index].to(self.device, non_blocking=True)
+
+    def _feed(self, split: str, train_order: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """(inputs, targets, metadata) batches on the device: images, or cached features."""
+        data = self.splits[split]
+        if data.features is not None:
+            batches = (self._sampler if train_order else
+                       [list(range(i, min(i + self.cfg.batch_size, len(data.labels))))
+                        for i in range(0, len(data.labels), self.cfg.batch_size)])
+            for batch in batches:
+                index = torch.as_tensor(batch, dtype=torch.long)
+                yield (data.features[index].to(self.device, non_blocking=True),
+                       data.labels[index].to(self.device, non_blocking=True), self._metadata(data, index))
+            return
+        for x, y, index in self._loader(split if train_order else f"{split}/eval"):
+            yield (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True),
+                   self._metadata(data, index))
+
+    def _forward(self, x: torch.Tensor, metadata: torch.Tensor | None, cached: bool) -> torch.Tensor:
+        if cached:
+            return self._head_forward(x, metadata)
+        return self.model(x, metadata) if self.uses_metadata else self.model(x)
+
+    def prepare_features(self) -> None:
+        """Run the frozen backbone once per split (or reuse the disk cache) when the plan allows."""
+        if self.plan.level is None:
+            return
+        start = time.perf_counter()
+        for name, data in self.splits.items():
+            if data.features is None:
+                loader = self._loader(f"{name}/eval")
+                data.features = extract_features(
+                    self.model, self.plan.level, loader, self.device, total=len(loader),
+                    desc=f"features {name}", progress=self.progress)
+        self.feature_extraction_s = time.perf_counter() - start
+
+    # -- one epoch --
+
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        """Train over the epoch's batches (from the saved step when resuming); return its stats."""
+        cfg, state = self.cfg, self.state
+        num_batches = self._sampler.set_epoch(epoch, state.next_step)
+        cached = self.splits["train"].features is not None
+        self.model.train()
+        partial = state.partial
+        from tqdm import tqdm
+        bar = tqdm(total=num_batches, initial=state.next_step, desc=f"epoch {epoch}/{cfg.epochs}",
+                   unit="batch", disable=not self.progress, leave=False, dynamic_ncols=True)
+        step, tick = state.next_step, time.perf_counter()
+        try:
+            for x, y, metadata in self._feed("train", train_order=True):
+                step += 1
+                logits = self._forward(x, metadata, cached)
+                loss = self.loss_fn(logits, y)
+                extra = penalty(self.trainable, cfg.l1, cfg.l2)
+                total = loss if extra is None else loss + extra
+                value = float(total.detach())
+                if not math.isfinite(value):
+                    raise NonFiniteError(
+                        f"the loss became {value} at epoch {epoch}, step {step}/{num_batches}; nothing "
+                        f"was saved for this epoch and the last checkpoint is intact. Lower --lr "
+                        f"(now {cfg.lr}), set --clip-grad, or check the data for broken images")
+                self.optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                if cfg.clip_grad:
+                    torch.nn.utils.clip_grad_norm_(self.trainable, cfg.clip_grad)
+                self.optimizer.step()
+                n = len(y)
+                partial["loss_sum"] += float(loss.detach()) * n
+                partial["seen"] += n
+                partial["correct"] += int((logits.detach().argmax(1) == y).sum())
+                now = time.perf_counter()
+                partial["time_s"] += now - tick
+                tick = now
+                bar.update(1)
+                bar.set_postfix(loss=f"{partial['loss_sum'] / partial['seen']:.4f}",
+                                img_s=f"{partial['seen'] / max(partial['time_s'], 1e-9):.0f}")
+                if self.on_step is not None:
+                    self.on_step(self, epoch, step)
+                if self._stop and step < num_batches:
+                    state.next_epoch, state.next_step = epoch, step
+                    self.save_checkpoint()
+                    raise TrainingInterrupted(
+                        f"{self._stop} received: stopped after epoch {epoch}, step {step}/{num_batches} "
+                        f"and saved {self.run_dir / CHECKPOINT_FILE}; continue with: "
+                        f"python -m train --resume {self.run_dir}", str(self.run_dir))
+        finally:
+            bar.close()
+        seen = max(partial["seen"], 1)
+        stats = {"train_loss": partial["loss_sum"] / seen, "train_accuracy": partial["correct"] / seen,
+                 "train_time_s": partial["time_s"], "images_per_s": partial["seen"] / max(partial["time_s"], 1e-9)}
+        state.partial = TrainState().partial
+        return stats
+
+    @torch.no_grad()
+    def predict(self, split: str) -> tuple[np.ndarray, np.ndarray, float]:
+        """(probabilities (N, C), labels (N,), mean loss) on a split, in eval mode."""
+        data = self.splits[split]
+        cached = data.features is not None
+        self.model.eval()
+        probs, labels, loss_sum = [], [], 0.0
+        for x, y, metadata in self._feed(split, train_order=False):
+            logits = self._forward(x, metadata, cached).float()
+            loss_sum += float(self.loss_fn(logits, y)) * len(y)
+            probs.append(logits.softmax(dim=1).cpu())
+            labels.append(y.cpu())
+        probs_np = torch.cat(probs).double().numpy()
+        return probs_np, torch.cat(labels).numpy(), loss_sum / max(len(data.labels), 1)
+
+    def evaluate(self, split: str, label_names: Sequence[str]) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+        probs, labels, loss = self.predict(split)
+        metrics = classification_metrics(labels, probs, label_names)
+        metrics["loss"] = loss
+        return metrics, probs, labels
+
+    # -- the loop --
+
+    def fit(self, label_names: Sequence[str], checkpoint: dict[str, Any] | None = None) -> TrainState:
+        """Train until --epochs or early stopping; keeps the best validation weights in memory."""
+        cfg, state = self.cfg, self.state
+        self.prepare_features()
+        if checkpoint is not None:
+            self.restore(checkpoint)
+            _logger.info("resuming at epoch %d, step %d", state.next_epoch, state.next_step)
+        fit_start = time.perf_counter() - sum(h.get("time_s", 0.0) for h in state.history)
+        with self._signals():
+            while not state.finished and state.next_epoch <= cfg.epochs:
+                epoch = state.next_epoch
+                start = time.perf_counter() - state.partial["time_s"]
+                stats = self.train_one_epoch(epoch)
+                val, _, _ = self.evaluate("val", label_names)
+                record = {"epoch": epoch, **stats, "val_loss": val["loss"],
+                          **{f"val_{k}": val[k] for k in HEADLINE_METRICS},
+                          "lr": self.optimizer.param_groups[0]["lr"],
+                          **({"head_lr": self.optimizer.param_groups[-1]["lr"]}
+                             if len(self.optimizer.param_groups) > 1 else {}),
+                          "time_s": time.perf_counter() - start}
+                improved = self._track_best(epoch, val)
+                self._step_scheduler(val)
+                state.history.append(record)
+                state.next_epoch, state.next_step = epoch + 1, 0
+                if cfg.patience is not None and state.bad_epochs >= cfg.patience:
+                    state.stopped_early, state.finished = True, True
+                if state.next_epoch > cfg.epochs:
+                    state.finished = True
+                self.save_checkpoint()
+                self._log_epoch(record, improved, time.perf_counter() - fit_start)
+                if self._stop and not state.finished:
+                    raise TrainingInterrupted(
+                        f"{self._stop} received: stopped after epoch {epoch} and saved "
+                        f"{self.run_dir / CHECKPOINT_FILE}; continue with: "
+                        f"python -m train --resume {self.run_dir}", str(self.run_dir))
+                if state.stopped_early:
+                    _logger.info("early stopping: validation %s did not improve for %d epochs "
+                                 "(best %.4f at epoch %d)", cfg.monitor, cfg.patience,
+                                 state.best_value, state.best_epoch)
+        if self.best_model is not None:
+            self.model.load_state_dict(self.best_model)
+        return state
+
+    def _monitor_value(self, val: dict[str, Any]) -> float:
+        value = val.get(self.cfg.monitor)
+        worst = math.inf if self.cfg.monitor == "loss" else -math.inf
+        return worst if value is None or not math.isfinite(value) else float(value)
+
+    def _track_best(self, epoch: int, val: dict[str, Any]) -> bool:
+        value, state = self._monitor_value(val), self.state
+        better = (state.best_value is None or
+                  (value < state.best_value if self.cfg.monitor == "loss" else value > state.best_value))
+        if better and math.isfinite(value):
+            state.best_value, state.best_epoch, state.bad_epochs = value, epoch, 0
+            self.best_model = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            return True
+        state.bad_epochs += 1
+        if state.best_value is None:  # first epochs without a defined value: keep the latest weights
+            self.best_model = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            state.best_epoch = epoch
+        return False
+
+    def _step_scheduler(self, val: dict[str, Any]) -> None:
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            value = self._monitor_value(val)
+            if math.isfinite(value):
+                self.scheduler.step(value)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+
+    def _log_epoch(self, record: dict[str, Any], improved: bool, elapsed: float) -> None:
+        cfg = self.cfg
+        done = record["epoch"]
+        per_epoch = elapsed / max(len(self.state.history), 1)
+        remaining = 0 if self.state.finished else (cfg.epochs - done) * per_epoch
+        monitor = record.get(f"val_{cfg.monitor}") if cfg.monitor != "loss" else record["val_loss"]
+        _logger.info(
+            "epoch %d/%d  train loss %.4f acc %.3f  val loss %.4f acc %.3f bal.acc %.3f f1 %.3f  "
+            "lr %.2e  %.1fs (%.0f img/s)  elapsed %s  eta %s%s",
+            done, cfg.epochs, record["train_loss"], record["train_accuracy"], record["val_loss"],
+            record["val_accuracy"], record["val_balanced_accuracy"], record["val_f1_macro"] or 0.0,
+            record["lr"], record["time_s"], record["images_per_s"], _hms(elapsed), _hms(remaining),
+            f"  * best {cfg.monitor} {monitor:.4f}" if improved and monitor is not None else "")
+
+    # -- checkpoints --
+
+    def save_checkpoint(self) -> Path:
+        """Atomically write model, optimiser, scheduler, RNG and loop state to checkpoint.pt."""
+        payload = {
+            "format": 1,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": rng_state(),
+            "state": asdict(self.state),
+            "best_model": self.best_model,
+        }
+        try:
+            return save_checkpoint(self.run_dir / CHECKPOINT_FILE, payload)
+        except FloatingPointError as e:
+            raise NonFiniteError(f"weights became non-finite by the end of epoch "
+                                 f"{self.state.next_epoch - 1} ({e}); the previous checkpoint is kept. "
+                                 "Lower --lr or set --clip-grad") from None
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scheduler is not None and checkpoint.get("scheduler") is not None:
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.state = TrainState(**checkpoint["state"])
+        self.best_model = checkpoint.get("best_model")
+        set_rng_state(checkpoint["rng"])
+
+    @contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM ask the loop to stop after the current step (a second SIGINT aborts)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._stop and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop = signal.Signals(signum).name
+            _logger.warning("%s: finishing the current step, then saving a checkpoint "
+                            "(press Ctrl-C again to abort without saving)", self._stop)
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def request_stop(self, reason: str = "stop request") -> None:
+        """Stop after the current step, as SIGINT does (for callers that embed the trainer)."""
+        self._stop = reason
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

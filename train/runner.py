@@ -1,0 +1,352 @@
+"""From a configuration to a complete run folder: data, model, training, evaluation, files.
+
+``run_training`` is what ``python -m train`` calls; other tools (studies, the demo zoo builder)
+call it from Python with a TrainConfig or keyword options.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+import zoo
+
+from ._errors import ConfigError, DataError
+from .augment import eval_transform, train_transform
+from .card import card_sections
+from .checkpoint import CHECKPOINT_FILE, load_checkpoint, write_json
+from .config import RUN_CONFIG_FILE, TrainConfig, config_to_yaml, load_yaml_config
+from .data import (DataSource, ImageDataset, Splits, data_fingerprint, load_source, make_splits,
+                   split_record, verify_images)
+from .engine import SplitData, Trainer
+from .features import cache_key, load_cached, plan_cache, store_cached, weights_digest
+from .metrics import flat_metrics
+from .plots import PLOT_FILES, plot_confusion_matrix, plot_curves, plot_roc
+
+__all__ = ["RunResult", "run_training", "configure_logging", "RUN_FILES", "RESUME_OPTIONS"]
+
+_logger = logging.getLogger("train")
+
+# every file a run writes; --overwrite replaces exactly these and leaves anything else alone
+RUN_FILES = ("model.safetensors", "config.json", "README.md", "metrics.json", RUN_CONFIG_FILE,
+             "split.json", "skipped_files.json", CHECKPOINT_FILE, *PLOT_FILES.values())
+# options that may differ when resuming (they do not change the result)
+RESUME_OPTIONS = ("quiet", "workers", "device")
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    config: TrainConfig
+    test: dict[str, Any]           # full test metrics (per class, confusion matrix, ...)
+    metrics: dict[str, float]      # the flat headline test metrics (as in the model card)
+    history: list[dict[str, Any]]
+    best_epoch: int | None
+    params: tuple[int, int]        # (total, trainable)
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines that do not tear the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+        try:
+            tqdm.write(self.format(record), file=sys.stdout if record.levelno < logging.WARNING else sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+def configure_logging(quiet: bool = False) -> None:
+    """INFO lines to stdout (WARNING and up only with quiet), once per process."""
+    if not any(isinstance(h, _TqdmHandler) for h in _logger.handlers):
+        handler = _TqdmHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        _logger.addHandler(handler)
+        _logger.propagate = False
+    _logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        # warn_only: a few ops (e.g. some CUDA pooling backwards) have no deterministic kernel
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} asked for CUDA, but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def _run_dir(cfg: TrainConfig, source_name: str | None = None) -> Path:
+    if cfg.out:
+        return Path(cfg.out)
+    name = cfg.name or f"{cfg.arch}-{cfg.mode}-{source_name or Path(cfg.data).stem}"
+    return Path("weights") / name
+
+
+def _check_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuse to touch an existing run folder without --overwrite (checked before any work)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} exists and is a file, not a folder")
+    existing = [f for f in RUN_FILES if (run_dir / f).exists()]
+    if not existing:
+        return
+    if not overwrite:
+        hint = (f"; it holds an unfinished run: continue it with --resume {run_dir}"
+                if (run_dir / CHECKPOINT_FILE).exists() and not (run_dir / "model.safetensors").exists()
+                else "")
+        raise ConfigError(f"run folder {run_dir} already holds a run ({', '.join(existing[:4])}"
+                          f"{', ...' if len(existing) > 4 else ''}){hint}; pass --overwrite to replace "
+                          "it or choose another --out/--name")
+
+
+def _clear_run_files(run_dir: Path) -> None:
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_file():
+            path.unlink()
+
+
+def _metadata_schema(source: DataSource, splits: Splits) -> zoo.MetadataSchema:
+    """A schema whose categories and age normalisation come from the training split."""
+    if not source.metadata_fields:
+        raise DataError(f"a metadata head needs metadata (age, sex, site) per image, but {source.spec} "
+                        "has none; use a CSV with such columns (HAM10000_metadata.csv has age, sex, "
+                        "localization) or drop --head metadata")
+    fields = list(source.metadata_fields)
+    age = next((f for f in fields if f.lower().startswith("age")), None)
+    sex = next((f for f in fields if f.lower() in ("sex", "gender")), None)
+    site = next((f for f in fields if f not in (age, sex)), None)
+    if len([f for f in (age, sex, site) if f]) < len(fields):
+        _logger.warning("metadata columns %s: only age, sex and one site column feed the metadata "
+                        "head; using %s", fields, [f for f in (age, sex, site) if f])
+    records = [s.metadata or {} for s in splits.train]
+
+    def categories(field_name: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+        if field_name is None:
+            return default
+        values = sorted({str(r[field_name]) for r in records if r.get(field_name) is not None})
+        return tuple(values) or default
+
+    default = zoo.MetadataSchema()
+    schema = zoo.MetadataSchema(sex=categories(sex, default.sex), site=categories(site, default.site),
+                                age_field=age or "age", sex_field=sex or "sex",
+                                site_field=site or "localization")
+    return schema.fit(records)
+
+
+def _apply_img_size(model: torch.nn.Module, size: int) -> None:
+    """Train at a square input size other than the model's default; config.json records it."""
+    cfg = dict(model.pretrained_cfg)
+    if cfg.get("fixed_input_size"):
+        raise ConfigError(f"--img-size {size}: {cfg.get('architecture')} only takes its fixed input "
+                          f"size {cfg['input_size'][1:]}")
+    minimum = cfg.get("min_input_size") or cfg["input_size"]
+    if size < minimum[1] or size < minimum[2]:
+        raise ConfigError(f"--img-size {size} is below this model's minimum input size "
+                          f"{minimum[1]}x{minimum[2]}")
+    cfg["input_size"] = (cfg["input_size"][0], size, size)
+    cfg.pop("test_input_size", None)
+    cfg.pop("test_crop_pct", None)
+    model.pretrained_cfg = cfg
+
+
+def _prepare(cfg: TrainConfig, progress: bool) -> tuple[DataSource, Splits]:
+    source = load_source(cfg.data, image_dir=cfg.image_dir, image_col=cfg.image_col,
+                         label_col=cfg.label_col, metadata_cols=cfg.metadata_cols)
+    source = verify_images(source, strict=cfg.strict, progress=progress)
+    splits = make_splits(source, cfg.val_frac, cfg.test_frac, cfg.seed)
+    return source, splits
+
+
+def run_training(cfg: TrainConfig | None = None, *, resume: str | Path | None = None,
+                 on_step: Callable[[Trainer, int, int], None] | None = None,
+                 resume_overrides: dict[str, Any] | None = None, **options: Any) -> RunResult:
+    """Train, evaluate and write a run folder; returns its metrics.
+
+    Pass a TrainConfig, or options as keywords (``run_training(arch="lenet5", data="digits")``).
+    ``resume`` continues the run in that folder with its saved configuration. ``on_step(trainer,
+    epoch, step)`` is called after every training step (progress hooks, tests).
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / RUN_CONFIG_FILE).is_file() or not (run_dir / CHECKPOINT_FILE).is_file():
+            raise ConfigError(f"--resume {run_dir}: no {RUN_CONFIG_FILE} and {CHECKPOINT_FILE} there, "
+                              "so there is no interrupted run to continue")
+        cfg = TrainConfig.from_dict(load_yaml_config(run_dir / RUN_CONFIG_FILE))
+        cfg = replace(cfg, out=str(run_dir), **(resume_overrides or {}))
+    elif cfg is None:
+        cfg = TrainConfig.from_dict(options)
+    elif options:
+        cfg = replace(cfg, **options)
+    cfg = replace(cfg).validate()
+    configure_logging(cfg.quiet)
+    progress = not cfg.quiet
+
+    if resume is None and (cfg.out or cfg.name):
+        _check_run_dir(_run_dir(cfg), cfg.overwrite)  # fail before the slow work
+    _seed_everything(cfg.seed, cfg.deterministic)
+    device = _device(cfg.device)
+    source, splits = _prepare(cfg, progress)
+    run_dir = _run_dir(cfg, source.name)
+    checkpoint = None
+    if resume is None:
+        _check_run_dir(run_dir, cfg.overwrite)
+    else:
+        checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
+        saved = _saved_split(run_dir)
+        if saved is not None and saved != split_record(source, splits, cfg.seed, cfg.val_frac, cfg.test_frac):
+            raise DataError(f"the data of {cfg.data} changed since {run_dir} started (its split differs "
+                            "from split.json); resuming would mix two datasets. Start a new run")
+        if checkpoint["state"].get("finished") and (run_dir / "model.safetensors").is_file():
+            raise ConfigError(f"{run_dir} is a finished run (model.safetensors exists); nothing to resume")
+
+    model, data_config, schema = _create_model(cfg, source, splits)
+    in_chans = data_config["input_size"][0]
+    cfg = replace(cfg, pretrained=cfg.use_pretrained, out=str(run_dir), name=run_dir.name)
+
+    # every check passed: now the run folder may change
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume is None:
+        _clear_run_files(run_dir)
+        (run_dir / RUN_CONFIG_FILE).write_text(config_to_yaml(cfg), encoding="utf-8")
+        write_json(run_dir / "split.json", split_record(source, splits, cfg.seed, cfg.val_frac, cfg.test_frac))
+    write_json(run_dir / "skipped_files.json",
+               [{"file": s.key, "reason": s.reason} for s in source.skipped])
+    _logger.info("resolved configuration (%s):\n%s", run_dir / RUN_CONFIG_FILE, config_to_yaml(cfg).rstrip())
+    if source.skipped:
+        _logger.warning("%d file(s) skipped (listed in %s)", len(source.skipped), run_dir / "skipped_files.json")
+
+    total, trainable = zoo.count_params(model)
+    _logger.info("data: %s; %d train / %d val / %d test images, %d classes", source.description,
+                 len(splits.train), len(splits.val), len(splits.test), source.num_classes)
+    _logger.info("model: %s, mode %s, %s parameters, %s trainable (%.2f%%); input %s",
+                 cfg.arch, cfg.mode, f"{total:,}", f"{trainable:,}", 100.0 * trainable / max(total, 1),
+                 data_config["input_size"])
+
+    split_data = _split_data(cfg, source, splits, data_config, in_chans, schema)
+    plan = plan_cache(model, cfg.mode, cfg.cache, cfg.augment, sum(len(p) for _, p in splits.items()),
+                      tuple(data_config["input_size"]))
+    _logger.info("feature cache: %s", plan.reason)
+    workers = cfg.workers if cfg.workers is not None else (
+        0 if source.in_memory else min(4, max(1, (os.cpu_count() or 1) - 1)))
+    trainer = Trainer(model, cfg, split_data, source.num_classes, run_dir, device, plan,
+                      workers=workers, progress=progress, on_step=on_step)
+    if plan.level is not None and cfg.cache == "disk":
+        _use_disk_cache(cfg, trainer, source, splits, data_config)
+    trainer.prepare_features()
+
+    start = time.perf_counter()
+    state = trainer.fit(source.label_names, checkpoint=checkpoint)
+    train_s = time.perf_counter() - start
+    test, probs, labels = trainer.evaluate("test", source.label_names)
+    flat = flat_metrics(test)
+    _write_outputs(cfg, run_dir, trainer, source, splits, data_config, in_chans, test, probs, labels,
+                   flat, plan, train_s, device)
+    _logger.info("test: %s", "  ".join(f"{k} {v:.4f}" for k, v in flat.items()))
+    _logger.info("run folder: %s", run_dir)
+    return RunResult(run_dir=run_dir, config=cfg, test=test, metrics=flat, history=state.history,
+                     best_epoch=state.best_epoch, params=zoo.count_params(trainer.model))
+
+
+def _saved_split(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "split.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _create_model(cfg: TrainConfig, source: DataSource, splits: Splits):
+    schema = _metadata_schema(source, splits) if cfg.head and "metadata" in cfg.head else None
+    kwargs = {} if cfg.drop_rate is None else {"drop_rate": cfg.drop_rate}
+    model = zoo.create_model(cfg.arch, num_classes=source.num_classes, mode=cfg.mode,
+                             pretrained=cfg.use_pretrained, in_chans=cfg.in_chans, head=cfg.head,
+                             metadata_schema=schema, init=cfg.init,
+                             trainable_stages=cfg.trainable_stages, **kwargs)
+    if cfg.img_size is not None:
+        _apply_img_size(model, cfg.img_size)
+    return model, zoo.resolve_data_config(model), schema
+
+
+def _split_data(cfg: TrainConfig, source: DataSource, splits: Splits, data_config: dict[str, Any],
+                in_chans: int, schema: Any) -> dict[str, SplitData]:
+    out = {}
+    for name, samples in splits.items():
+        transform = (train_transform(data_config, cfg.augment, in_chans) if name == "train"
+                     else eval_transform(data_config))
+        metadata = schema.encode([s.metadata for s in samples]) if schema is not None else None
+        out[name] = SplitData(name=name, dataset=ImageDataset(source, samples, transform, in_chans),
+                              labels=torch.tensor([s.label for s in samples], dtype=torch.long),
+                              metadata=metadata)
+    return out
+
+
+def _use_disk_cache(cfg: TrainConfig, trainer: Trainer, source: DataSource, splits: Splits,
+                    data_config: dict[str, Any]) -> None:
+    """Fill the splits' features from the disk cache, or extract now and store them."""
+    key = cache_key(cfg.arch, trainer.plan.level, weights_digest(trainer.model), data_config,
+                    {name: data_fingerprint(source, part) for name, part in splits.items()})
+    cached = load_cached(cfg.cache_dir, cfg.arch, key)
+    if cached is not None and all(len(cached.get(n, ())) == len(d.labels) for n, d in trainer.splits.items()):
+        for name, data in trainer.splits.items():
+            data.features = cached[name]
+        return
+    trainer.prepare_features()
+    store_cached(cfg.cache_dir, cfg.arch, key, {n: d.features for n, d in trainer.splits.items()})
+
+
+def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: DataSource,
+                   splits: Splits, data_config: dict[str, Any], in_chans: int, test: dict[str, Any],
+                   probs: np.ndarray, labels: np.ndarray, flat: dict[str, float], plan, train_s: float,
+                   device: torch.device) -> None:
+    state, names = trainer.state, source.label_names
+    title = f"{cfg.arch} ({cfg.mode}) on {source.name}"
+    plot_curves(state.history, run_dir / PLOT_FILES["curves"], monitor=cfg.monitor, title=title)
+    plot_confusion_matrix(test["confusion_matrix"], names, run_dir / PLOT_FILES["confusion_matrix"],
+                          title=f"{title}: test split")
+    plot_roc(labels, probs, names, run_dir / PLOT_FILES["roc"], title=f"ROC, test split: {title}")
+    params = zoo.count_params(trainer.model)
+    timings = {"train_s": train_s, "feature_extraction_s": trainer.feature_extraction_s,
+               "device": str(device)}
+    cache_note = plan.reason + (f" ({trainer.feature_extraction_s:.1f} s to extract)"
+                                if plan.level and trainer.feature_extraction_s else "")
+    write_json(run_dir / "metrics.json", {
+        "test": test, "headline": flat, "monitor": cfg.monitor, "best_epoch": state.best_epoch,
+        "best_val": state.best_value, "epochs_run": len(state.history),
+        "stopped_early": state.stopped_early, "params": {"total": params[0], "trainable": params[1]},
+        "feature_cache": {"level": plan.level, "reason": plan.reason,
+                          "extraction_s": trainer.feature_extraction_s},
+        "timing": timings, "history": state.history,
+    })
+    sections = card_sections(cfg, source, splits, data_config, params, test, state.history,
+                             state.best_epoch, state.best_value, state.stopped_early, cache_note,
+                             timings, in_chans)
+    extra = {"training": {"run": run_dir.name, "data": cfg.data, "loss": cfg.loss, "augment": cfg.augment,
+                          "sampler": cfg.sampler, "epochs_run": len(state.history),
+                          "best_epoch": state.best_epoch, "seed": cfg.seed},
+             "test_metrics": flat}
+    trainer.model.cpu()
+    zoo.save_pretrained(trainer.model, run_dir, label_names=list(names), dataset=source.name,
+                        metrics=flat, card_sections=sections, extra_config=extra)
