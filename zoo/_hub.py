@@ -290,6 +290,26 @@ def _download(repo_id: str, revision: str | None) -> Path:
     return Path(files[1]).parent
 
 
+def _build_for_weights(arch: str, weights: dict[str, torch.Tensor], source: str, **kwargs) -> nn.Module:
+    """Create `arch` and load `weights` into it, checked tensor by tensor.
+
+    The model is built on the meta device and takes the loaded tensors as they are, so no time goes into
+    a random initialisation that would be overwritten (a VGG16 loads in a fraction of the time).
+    """
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(arch, pretrained=False, **kwargs)
+    except TypeError as e:
+        raise ZooError(f"{source}: config.json model_args do not fit {arch} ({e}).") from None
+    check_state_dict(model, weights, source)
+    if {n for n, _ in model.named_buffers()} - set(weights):  # non-persistent buffers need their real init
+        model = timm.create_model(arch, pretrained=False, **kwargs)
+    else:
+        model.to_empty(device="cpu")  # allocate without initialising; every tensor is overwritten next
+    model.load_state_dict(weights)
+    return model
+
+
 def load_pretrained(source: str | os.PathLike, revision: str | None = None) -> nn.Module:
     """A model from a run folder or a Hub repo id ("owner/name"), in eval mode, with its zoo_cfg and labels."""
     from ._builder import guard_input_size  # noqa: PLC0415
@@ -313,12 +333,7 @@ def load_pretrained(source: str | os.PathLike, revision: str | None = None) -> n
     pretrained_cfg = dict(config.get("pretrained_cfg") or {})
     if config.get("label_names"):
         pretrained_cfg["label_names"] = list(config["label_names"])
-    try:
-        model = timm.create_model(arch, pretrained=False, pretrained_cfg=pretrained_cfg, **model_args)
-    except TypeError as e:
-        raise ZooError(f"{source}: config.json model_args do not fit {arch} ({e}).") from None
-    check_state_dict(model, weights, str(source))
-    model.load_state_dict(weights)
+    model = _build_for_weights(arch, weights, str(source), pretrained_cfg=pretrained_cfg, **model_args)
     zoo_cfg = dict(config.get("zoo") or {})
     zoo_cfg.setdefault("architecture", arch)
     zoo_cfg.setdefault("mode", "fine-tune")

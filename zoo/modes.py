@@ -74,6 +74,8 @@ def apply_mode(model: nn.Module, mode: str, trainable_stages: int = 1, pretraine
             del m._forward_pre_hooks[h]
     for p in model.parameters():
         p.requires_grad_(True)
+    if isinstance(getattr(model, "zoo_cfg", None), dict):
+        model.zoo_cfg.update(mode=mode, trainable_stages=trainable_stages if mode == "partial-fine-tune" else None)
     if mode in ("scratch", "fine-tune"):
         return model
 

@@ -1,0 +1,130 @@
+"""Weights on disk: the offline ImageNet import, the Hub layout, and every bad weights file."""
+import json
+
+import pytest
+import timm
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from skimage import data
+
+import zoo
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return zoo.create_model("efficientnet_lite0", pretrained=True, mode="feature-extraction").eval()
+
+
+@pytest.mark.parametrize("image, classes", [("chelsea", range(281, 286)), ("coffee", [967])])
+def test_offline_imagenet_weights_are_real(lite0, image, classes):
+    # scikit-image's bundled photos: a tabby cat (ImageNet 281-285) and an espresso (967).
+    transform = timm.data.create_transform(**zoo.resolve_data_config(lite0))
+    x = transform(Image.fromarray(getattr(data, image)())).unsqueeze(0)
+    with torch.no_grad():
+        assert lite0(x).argmax().item() in classes
+
+
+def test_offline_import_maps_every_tensor_by_name_and_shape():
+    imported = load_file(zoo.offline_imagenet_weights("efficientnet_lite0"))
+    reference = timm.create_model("efficientnet_lite0").state_dict()
+    assert imported.keys() == reference.keys()
+    assert all(imported[k].shape == reference[k].shape for k in reference)
+
+
+def test_grayscale_pretrained_first_conv_is_adapted():
+    gray = zoo.create_model("efficientnet_lite0", num_classes=2, in_chans=1, pretrained=True, mode="fine-tune")
+    rgb = load_file(zoo.offline_imagenet_weights())["conv_stem.weight"]
+    assert torch.allclose(gray.conv_stem.weight[:, 0], rgb.sum(dim=1), atol=1e-5)  # timm sums RGB filters
+
+
+@pytest.fixture
+def run(tmp_path):
+    model = zoo.create_model("lenet5", num_classes=3).eval()
+    folder = zoo.save_pretrained(model, tmp_path / "run", label_names=["benign", "malignant", "normal"],
+                                 dataset="digits", metrics={"accuracy": 0.91, "roc_auc": 0.97},
+                                 card_sections={"Training recipe": "Adam, 3 epochs."})
+    return model, folder
+
+
+def test_config_json_is_timm_layout_with_zoo_metadata(run):
+    _, folder = run
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "lenet5" and config["num_classes"] == 3
+    assert config["label_names"] == ["benign", "malignant", "normal"]
+    assert config["pretrained_cfg"]["input_size"] == [1, 32, 32]
+    assert {"mean", "std", "first_conv", "classifier"} <= set(config["pretrained_cfg"])
+    assert config["zoo"]["mode"] == "scratch" and config["zoo"]["dataset"] == "digits"
+
+
+def test_model_card_header_parses_and_carries_the_metrics(run):
+    _, folder = run
+    text = (folder / "README.md").read_text()
+    header = yaml.safe_load(text.split("---")[1])
+    assert header["library_name"] == "timm" and header["pipeline_tag"] == "image-classification"
+    metrics = {m["type"]: m["value"] for m in header["model-index"][0]["results"][0]["metrics"]}
+    assert metrics == {"accuracy": 0.91, "roc_auc": 0.97}
+    assert "## Training recipe" in text and "not a medical device" in text
+
+
+def _corrupt(folder, change):
+    weights = load_file(folder / "model.safetensors")
+    change(weights)
+    save_file(weights, folder / "model.safetensors")
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda w: w.pop("fc.bias"), r"lacks tensor 'fc.bias' \(expected shape \(3,\)\)"),
+    (lambda w: w.update(extra=torch.zeros(2)), r"unexpected tensor 'extra' \(shape \(2,\)\)"),
+    (lambda w: w.update({"fc.bias": torch.zeros(5)}), r"'fc.bias' has shape \(5,\), expected \(3,\)"),
+])
+def test_mismatched_weights_name_the_tensor(run, change, match):
+    _, folder = run
+    _corrupt(folder, change)
+    with pytest.raises(zoo.ZooError, match=match):
+        zoo.load_pretrained(folder)
+
+
+def test_corrupt_safetensors_header(run):
+    _, folder = run
+    (folder / "model.safetensors").write_bytes(b"\xff" * 8 + b"{not json")
+    with pytest.raises(zoo.ZooError, match="not a readable safetensors file"):
+        zoo.load_pretrained(folder)
+
+
+def test_pickle_weights_are_refused_before_unpickling(run, monkeypatch):
+    _, folder = run
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"not even opened")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called"))
+    with pytest.raises(zoo.ZooError, match="no model.safetensors.*pytorch_model.bin.*refuses"):
+        zoo.load_pretrained(folder)
+
+
+def test_unknown_architecture_in_config(run):
+    _, folder = run
+    config = json.loads((folder / "config.json").read_text())
+    config["architecture"] = "hypernet9000"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(zoo.ZooError, match="'hypernet9000'.*import zoo"):
+        zoo.load_pretrained(folder)
+
+
+def test_not_a_folder_nor_repo(tmp_path):
+    with pytest.raises(zoo.ZooError, match="neither a model folder nor a Hub repo id"):
+        zoo.load_pretrained(str(tmp_path / "missing" / "deep" / "x"))
+
+
+def test_non_finite_weights_are_never_written(tmp_path):
+    model = zoo.create_model("lenet5", num_classes=2)
+    with torch.no_grad():
+        model.get_classifier().weight[0, 0] = float("nan")
+    with pytest.raises(zoo.ZooError, match="non-finite"):
+        zoo.save_pretrained(model, tmp_path / "nan")
+    assert not (tmp_path / "nan" / "model.safetensors").exists()
+
+
+def test_label_names_must_match_outputs(tmp_path):
+    with pytest.raises(zoo.ZooError, match="2 label_names for a model with 3 outputs"):
+        zoo.save_pretrained(zoo.create_model("lenet5", num_classes=3), tmp_path / "x", label_names=["a", "b"])
