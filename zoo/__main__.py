@@ -16,7 +16,7 @@ from ._errors import ZooError
 
 
 def _list(args: argparse.Namespace) -> None:
-    print(f"{'architecture':22} {'family':12} {'params@1k':>12} {'input':>12} {"ImageNet weights":40} "
+    print(f"{'architecture':22} {'family':12} {'params@1k':>12} {'input':>12} {'ImageNet weights':40} "
           f"{'recommended':18} seeds")
     for name in list_architectures(args.family):
         a = get_architecture(name)
