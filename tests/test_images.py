@@ -1,0 +1,482 @@
+"""zoo.images: every supported input becomes the expected 8-bit pixels; every bad input a clear error.
+
+Image files are made in tmp_path; DICOM files are pydicom's bundled test files, read from the
+installed package (never downloaded: download=False) and modified copies of them in tmp_path.
+"""
+import struct
+import time
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.pixels import get_decoder
+from pydicom.uid import JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSLossless
+
+from zoo._errors import ZooError
+from zoo.images import MAX_IMAGE_PIXELS, ImageLoadError, LoadedImage, load_image, to_model_mode
+
+
+def dicom_file(name: str) -> str:
+    path = get_testdata_file(name, download=False)
+    assert path is not None, f"{name} should ship inside the installed pydicom package"
+    return path
+
+
+def pixels(loaded: LoadedImage) -> np.ndarray:
+    return np.asarray(loaded.image)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims width x height but that holds no pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    chunks = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks
+
+
+# ----------------------------------------------------------------------------------------------
+# Ordinary image formats
+
+
+@pytest.mark.parametrize(
+    "fmt, suffix", [("PNG", ".png"), ("JPEG", ".jpg"), ("BMP", ".bmp"), ("TIFF", ".tif")]
+)
+def test_colour_formats_load_as_rgb(tmp_path, fmt, suffix):
+    array = np.zeros((20, 30, 3), dtype=np.uint8)
+    array[:, :15] = (200, 30, 30)
+    array[:, 15:] = (30, 30, 200)
+    path = tmp_path / f"img{suffix}"
+    Image.fromarray(array).save(path, fmt, **({"quality": 95, "subsampling": 0} if fmt == "JPEG" else {}))
+    loaded = load_image(path)
+    assert loaded.image.mode == "RGB" and loaded.image.size == (30, 20)
+    assert loaded.info["format"] == fmt and loaded.info["source"] == path.name
+    error = np.abs(pixels(loaded).astype(int) - array)
+    assert error.mean() < 4 and (fmt == "JPEG" or error.max() == 0)  # JPEG is lossy
+    assert type(loaded.image) is Image.Image  # not tied to the (closed) file
+
+
+def test_grayscale_stays_grayscale_and_bytes_match_path(tmp_path):
+    array = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    path = tmp_path / "gray.png"
+    Image.fromarray(array).save(path)
+    from_path, from_bytes = load_image(path), load_image(path.read_bytes())
+    assert from_path.image.mode == "L"
+    np.testing.assert_array_equal(pixels(from_path), array)
+    np.testing.assert_array_equal(pixels(from_bytes), array)
+    assert from_bytes.info["source"] == "<bytes>"
+
+
+def test_16bit_png_is_scaled_by_min_max_not_clipped(tmp_path):
+    array = np.arange(4096, dtype=np.uint16).reshape(64, 64)  # 12-bit values 0..4095
+    path = tmp_path / "xray16.png"
+    Image.fromarray(array).save(path)
+    loaded = load_image(path)
+    out = pixels(loaded)
+    assert loaded.info["original_mode"] == "I;16" and loaded.image.mode == "L"
+    assert out.min() == 0 and out.max() == 255
+    assert out.flat[0] == 0 and out.flat[2048] == 128 and out.flat[4095] == 255
+    assert (out == 255).sum() < 10  # clipping to 8 bits would make almost every pixel white
+    assert np.all(np.diff(out.ravel().astype(int)) >= 0)
+
+
+@pytest.mark.parametrize(
+    "dtype, low, high", [(np.uint16, 100, 900), (np.int32, -5000, 70000), (np.float32, -1.5, 2.5)]
+)
+def test_high_depth_tiff_is_scaled_by_min_max(tmp_path, dtype, low, high):
+    array = np.linspace(low, high, 100).reshape(10, 10).astype(dtype)
+    path = tmp_path / "deep.tif"
+    Image.fromarray(array).save(path)
+    loaded = load_image(path)
+    out = pixels(loaded)
+    assert loaded.image.mode == "L"
+    assert out[0, 0] == 0 and out[-1, -1] == 255 and out.min() == 0 and out.max() == 255
+
+
+def test_rgba_is_composited_on_black(tmp_path):
+    array = np.zeros((2, 2, 4), dtype=np.uint8)
+    array[0, 0] = (255, 0, 0, 255)  # opaque red
+    array[0, 1] = (255, 0, 0, 128)  # half-transparent red
+    array[1, 0] = (255, 255, 255, 0)  # transparent white
+    array[1, 1] = (0, 255, 0, 255)
+    path = tmp_path / "rgba.png"
+    Image.fromarray(array, mode="RGBA").save(path)
+    loaded = load_image(path)
+    out = pixels(loaded)
+    assert loaded.image.mode == "RGB"
+    assert tuple(out[0, 0]) == (255, 0, 0)
+    assert tuple(out[0, 1]) == (128, 0, 0)
+    assert tuple(out[1, 0]) == (0, 0, 0)
+    assert tuple(out[1, 1]) == (0, 255, 0)
+    assert any("black" in note for note in loaded.info["notes"])
+
+
+def test_la_becomes_l_composited(tmp_path):
+    path = tmp_path / "la.png"
+    Image.fromarray(np.array([[[200, 255], [200, 0]]], dtype=np.uint8), mode="LA").save(path)
+    loaded = load_image(path)
+    assert loaded.image.mode == "L"
+    assert pixels(loaded).tolist() == [[200, 0]]
+
+
+def test_cmyk_becomes_rgb(tmp_path):
+    path = tmp_path / "cmyk.tif"
+    Image.new("CMYK", (4, 4), (0, 255, 255, 0)).save(path)  # no cyan, full magenta + yellow = red
+    loaded = load_image(path)
+    assert loaded.info["original_mode"] == "CMYK" and loaded.image.mode == "RGB"
+    assert tuple(pixels(loaded)[0, 0]) == (255, 0, 0)
+
+
+@pytest.mark.parametrize("fmt, suffix", [("PNG", ".png"), ("GIF", ".gif")])
+def test_palette_with_transparency_becomes_rgb_on_black(tmp_path, fmt, suffix):
+    image = Image.new("P", (2, 1))
+    image.putpalette([255, 255, 255, 0, 0, 255] + [0] * 762)
+    image.putpixel((0, 0), 0)  # white, made transparent below
+    image.putpixel((1, 0), 1)  # blue, opaque
+    path = tmp_path / f"palette{suffix}"
+    image.save(path, fmt, transparency=0)
+    loaded = load_image(path)
+    assert loaded.image.mode == "RGB"
+    assert pixels(loaded)[0].tolist() == [[0, 0, 0], [0, 0, 255]]
+
+
+def test_bilevel_becomes_l(tmp_path):
+    path = tmp_path / "mask.png"
+    Image.fromarray(np.array([[True, False]])).convert("1").save(path)
+    loaded = load_image(path)
+    assert loaded.info["original_mode"] == "1" and loaded.image.mode == "L"
+    assert pixels(loaded).tolist() == [[255, 0]]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    array = np.zeros((20, 40, 3), dtype=np.uint8)
+    array[:, :20] = (255, 0, 0)  # left half red
+    array[:, 20:] = (0, 0, 255)  # right half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored image must be turned 90 degrees clockwise to display
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(array).save(path, "JPEG", exif=exif.tobytes(), quality=95)
+    loaded = load_image(path)
+    out = pixels(loaded).astype(int)
+    assert loaded.image.size == (20, 40) and loaded.info["exif_orientation"] == 6
+    assert out[2, 10, 0] > 200 and out[2, 10, 2] < 50  # top is the former left (red)
+    assert out[-3, 10, 2] > 200 and out[-3, 10, 0] < 50  # bottom is the former right (blue)
+
+
+def test_animated_gif_gives_first_frame(tmp_path):
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=50, loop=0)
+    loaded = load_image(path)
+    assert loaded.image.mode == "RGB"
+    assert tuple(pixels(loaded)[4, 4]) == (255, 0, 0)
+    assert any("first frame" in note for note in loaded.info["notes"])
+
+
+def test_scikit_image_retina_loads_as_rgb():
+    import skimage
+
+    path = Path(skimage.__file__).parent / "data" / "retina.jpg"
+    loaded = load_image(path)
+    assert loaded.image.mode == "RGB" and loaded.info["format"] == "JPEG"
+    assert min(loaded.image.size) > 500
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad inputs
+
+
+def test_zero_byte_file(tmp_path):
+    path = tmp_path / "empty.png"
+    path.write_bytes(b"")
+    with pytest.raises(ImageLoadError, match=r"empty\.png: the file is empty \(0 bytes\)"):
+        load_image(path)
+
+
+def test_html_named_png(tmp_path):
+    path = tmp_path / "scan.png"
+    path.write_text("<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>login</body></html>")
+    with pytest.raises(ImageLoadError, match=r"scan\.png: looks like an HTML/XML document, not an image"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".dcm"])
+def test_text_file_named_as_image(tmp_path, suffix):
+    path = tmp_path / f"notes{suffix}"
+    path.write_text("patient 12, left eye, grade 2\nno further findings\n")
+    with pytest.raises(ImageLoadError, match=r"looks like a text file, not an image"):
+        load_image(path)
+
+
+def test_git_lfs_pointer(tmp_path):
+    path = tmp_path / "x.png"
+    path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n")
+    with pytest.raises(ImageLoadError, match="git lfs pull"):
+        load_image(path)
+
+
+def test_unrecognised_binary(tmp_path):
+    path = tmp_path / "noise.png"
+    path.write_bytes(bytes(range(1, 256)) * 4)
+    with pytest.raises(ImageLoadError, match=r"noise\.png: not a recognised image"):
+        load_image(path)
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(ImageLoadError, match="no such file"):
+        load_image(tmp_path / "nope.png")
+    with pytest.raises(ImageLoadError, match="is a folder"):
+        load_image(tmp_path)
+
+
+def test_truncated_png(tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)  # incompressible
+    full = tmp_path / "full.png"
+    Image.fromarray(noise).save(full)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(ImageLoadError, match=r"cut\.png: the PNG data are truncated or corrupt"):
+        load_image(cut)
+
+
+def test_huge_header_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header_only(30000, 30000))
+    start = time.perf_counter()
+    with pytest.raises(ImageLoadError, match=r"bomb\.png: .*(decompression bomb|pixels)"):
+        load_image(path)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_max_pixels_is_configurable(tmp_path):
+    path = tmp_path / "big.png"
+    path.write_bytes(png_header_only(100, 100))
+    with pytest.raises(ImageLoadError, match=r"100x100 = 10,000 pixels is over the limit of 5,000"):
+        load_image(path, max_pixels=5000)
+    assert MAX_IMAGE_PIXELS == 40_000_000
+    path_between = tmp_path / "between.png"  # over our cap, under Pillow's own bomb limit
+    path_between.write_bytes(png_header_only(7000, 7000))
+    with pytest.raises(ImageLoadError, match="49,000,000 pixels is over the limit of 40,000,000"):
+        load_image(path_between)
+
+
+def test_pillow_bomb_warning_is_an_error_without_changing_global_state(tmp_path):
+    path = tmp_path / "warned.png"
+    side = int((Image.MAX_IMAGE_PIXELS * 1.2) ** 0.5)  # between Pillow's warning and error limits
+    path.write_bytes(png_header_only(side, side))
+    filters_before, limit_before = list(warnings.filters), Image.MAX_IMAGE_PIXELS
+    with pytest.raises(ImageLoadError, match="decompression bomb"):
+        load_image(path, max_pixels=10**10)
+    assert warnings.filters == filters_before and Image.MAX_IMAGE_PIXELS == limit_before
+    with pytest.warns(Image.DecompressionBombWarning):  # other code still gets Pillow's usual warning
+        Image.open(path).close()
+
+
+def test_bad_max_pixels():
+    with pytest.raises(ImageLoadError, match="max_pixels"):
+        load_image(b"x", max_pixels=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# DICOM
+
+
+def hounsfield(path: str) -> np.ndarray:
+    ds = pydicom.dcmread(path)
+    return ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+
+
+def linear_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
+    """DICOM PS3.3 C.11.2.1.2.1 LINEAR window, written out here to check the loader against."""
+    return np.round(np.clip((values - (center - 0.5)) / (width - 1) + 0.5, 0, 1) * 255)
+
+
+def test_ct_small_without_window_uses_robust_min_max():
+    path = dicom_file("CT_small.dcm")
+    loaded = load_image(path)
+    info, out = loaded.info, pixels(loaded)
+    assert loaded.image.mode == "L" and loaded.image.size == (128, 128)
+    assert info["format"] == "DICOM" and info["modality"] == "CT"
+    assert info["window_source"].startswith("robust min-max")
+    assert (info["rescale_slope"], info["rescale_intercept"]) == (1.0, -1024.0)
+    assert info["transfer_syntax_uid"] == "1.2.840.10008.1.2.1" and info["number_of_frames"] == 1
+    low, high = np.percentile(hounsfield(path), (0.5, 99.5))
+    assert info["window_center"] == pytest.approx((low + high) / 2)
+    expected = np.round(np.clip((hounsfield(path) - low) / (high - low), 0, 1) * 255)
+    assert np.abs(out - expected).max() <= 1
+    assert out.min() == 0 and out.max() == 255
+
+
+def test_ct_window_from_file_is_used_first_value_when_multi_valued(tmp_path):
+    ds = pydicom.dcmread(dicom_file("CT_small.dcm"))
+    ds.WindowCenter, ds.WindowWidth = [40, 300], [400, 1500]  # soft tissue first, then bone
+    path = tmp_path / "ct_window.dcm"
+    ds.save_as(path)
+    loaded = load_image(path)
+    assert loaded.info["window_source"] == "file (Window Center/Width)"
+    assert (loaded.info["window_center"], loaded.info["window_width"]) == (40.0, 400.0)
+    expected = linear_window(hounsfield(dicom_file("CT_small.dcm")), 40, 400)
+    assert np.abs(pixels(loaded) - expected).max() <= 1
+
+
+def test_mr_small_window_from_file():
+    path = dicom_file("MR_small.dcm")
+    loaded = load_image(path)
+    assert loaded.info["window_source"] == "file (Window Center/Width)"
+    center, width = loaded.info["window_center"], loaded.info["window_width"]
+    assert (center, width) == (600.0, 1600.0)
+    expected = linear_window(pydicom.dcmread(path).pixel_array.astype(float), center, width)
+    assert np.abs(pixels(loaded) - expected).max() <= 1
+
+
+def test_voi_lut_sequence_is_preferred_to_the_window(tmp_path):
+    ds = pydicom.dcmread(dicom_file("MR_small.dcm"))  # also has Window Center/Width 600/1600
+    ramp = np.round(np.clip((np.arange(4096) - 400) / 1200, 0, 1) * 4095).astype(int)  # 12-bit output
+    item = pydicom.Dataset()
+    item.add_new("LUTDescriptor", "US", [4096, 0, 12])
+    item.add_new("LUTData", "US", ramp.tolist())
+    ds.VOILUTSequence = pydicom.Sequence([item])
+    path = tmp_path / "mr_voi_lut.dcm"
+    ds.save_as(path)
+    loaded = load_image(path)
+    assert loaded.info["window_source"] == "file (VOI LUT Sequence)"
+    expected = np.round(np.clip((ds.pixel_array - 400) / 1200, 0, 1) * 255)
+    assert np.abs(pixels(loaded) - expected).max() <= 1
+
+
+def test_monochrome1_is_inverted_relative_to_monochrome2(tmp_path):
+    ds = pydicom.dcmread(dicom_file("MR_small.dcm"))
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    path = tmp_path / "mr_mono1.dcm"
+    ds.save_as(path)
+    mono1, mono2 = load_image(path), load_image(dicom_file("MR_small.dcm"))
+    assert mono1.info["photometric_interpretation"] == "MONOCHROME1"
+    difference = pixels(mono1).astype(int) - (255 - pixels(mono2).astype(int))
+    assert np.abs(difference).max() <= 1
+    assert np.abs(pixels(mono1).astype(int) - pixels(mono2)).mean() > 50
+
+
+def test_multiframe_uses_first_frame(tmp_path):
+    multi, single = load_image(dicom_file("rtdose.dcm")), load_image(dicom_file("rtdose_1frame.dcm"))
+    assert multi.info["number_of_frames"] == 15 and multi.info["frame_used"] == 0
+    np.testing.assert_array_equal(pixels(multi), pixels(single))
+
+    ds = pydicom.dcmread(dicom_file("CT_small.dcm"))
+    first = ds.pixel_array
+    ds.NumberOfFrames = 2
+    ds.PixelData = np.stack([first, first[::-1].T]).tobytes()  # frame 2 differs from frame 1
+    path = tmp_path / "ct_2frames.dcm"
+    ds.save_as(path)
+    np.testing.assert_array_equal(pixels(load_image(path)), pixels(load_image(dicom_file("CT_small.dcm"))))
+
+
+def test_multiframe_colour_jpeg_dicom():
+    decoder = get_decoder(JPEGBaseline8Bit)
+    if not decoder.is_available:
+        with pytest.raises(ImageLoadError, match="JPEG Baseline"):
+            load_image(dicom_file("examples_ybr_color.dcm"))
+        return
+    loaded = load_image(dicom_file("examples_ybr_color.dcm"))  # 30 frames, YBR_FULL_422, JPEG baseline
+    assert loaded.image.mode == "RGB" and loaded.image.size == (320, 240)
+    assert loaded.info["number_of_frames"] == 30
+
+
+def test_dicom_without_preamble_loads_the_same_pixels(tmp_path):
+    raw = Path(dicom_file("CT_small.dcm")).read_bytes()
+    assert raw[128:132] == b"DICM"
+    reference = pixels(load_image(dicom_file("CT_small.dcm")))
+    for name in ("no_preamble.dcm", "no_preamble_no_extension"):
+        path = tmp_path / name
+        path.write_bytes(raw[132:])
+        np.testing.assert_array_equal(pixels(load_image(path)), reference)
+    np.testing.assert_array_equal(pixels(load_image(raw[132:])), reference)
+
+
+def test_dicom_detected_by_content_not_extension(tmp_path):
+    path = tmp_path / "scan.bin"
+    path.write_bytes(Path(dicom_file("CT_small.dcm")).read_bytes())
+    assert load_image(path).info["format"] == "DICOM"
+
+
+def test_dicom_without_pixel_data(tmp_path):
+    ds = pydicom.dcmread(dicom_file("CT_small.dcm"))
+    del ds.PixelData
+    path = tmp_path / "no_pixels.dcm"
+    ds.save_as(path)
+    with pytest.raises(ImageLoadError, match=r"no_pixels\.dcm: is a 'CT Image Storage' object with no Pixel"):
+        load_image(path)
+    with pytest.raises(ImageLoadError, match=r"rtplan\.dcm: is a 'RT Plan Storage' object with no Pixel"):
+        load_image(dicom_file("rtplan.dcm"))
+
+
+def test_unsupported_compressed_transfer_syntax_is_named(tmp_path):
+    ds = pydicom.dcmread(dicom_file("MR_small_RLE.dcm"))  # encapsulated data, relabelled as JPEG-LS
+    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    path = tmp_path / "mr_jpegls.dcm"
+    ds.save_as(path)
+    with pytest.raises(ImageLoadError) as caught:
+        load_image(path)
+    message = str(caught.value)
+    assert "mr_jpegls.dcm" in message
+    assert "JPEG-LS Lossless Image Compression" in message and "1.2.840.10008.1.2.4.80" in message
+    if not get_decoder(JPEGLSLossless).is_available:
+        assert "no installed package decodes it" in message
+        assert "pylibjpeg" in message and "gdcm" in message
+
+
+def test_bundled_jpeg_dicoms_decode_or_name_the_missing_decoder():
+    # JPEG baseline (8-bit): pydicom's pillow plugin decodes it when Pillow is installed
+    if get_decoder(JPEGBaseline8Bit).is_available:
+        jpeg = load_image(dicom_file("SC_rgb_small_odd_jpeg.dcm"))
+        plain = load_image(dicom_file("SC_rgb_small_odd.dcm"))
+        assert jpeg.info["transfer_syntax"] == "JPEG Baseline (Process 1)" and jpeg.image.mode == "RGB"
+        assert np.abs(pixels(jpeg).astype(int) - pixels(plain)).mean() < 10  # lossy copy of the same image
+    # JPEG extended (12-bit): Pillow cannot; pylibjpeg-libjpeg or gdcm can
+    extended = get_decoder(JPEGExtended12Bit)
+    if {"pylibjpeg", "gdcm"} & set(extended.available_plugins):
+        assert load_image(dicom_file("JPGExtended.dcm")).image.mode == "L"
+    else:
+        named = r"JPEG Extended \(Process 2 and 4\) \(1\.2\.840\.10008\.1\.2\.4\.51\).*pylibjpeg"
+        with pytest.raises(ImageLoadError, match=named):
+            load_image(dicom_file("JPGExtended.dcm"))
+
+
+def test_rgb_and_palette_dicom_stay_colour():
+    path = dicom_file("SC_rgb_small_odd.dcm")
+    loaded = load_image(path)
+    assert loaded.image.mode == "RGB"
+    np.testing.assert_array_equal(pixels(loaded), pydicom.dcmread(path).pixel_array)
+    palette = load_image(dicom_file("examples_palette.dcm"))
+    assert palette.image.mode == "RGB" and palette.info["photometric_interpretation"] == "PALETTE COLOR"
+
+
+def test_dicom_truncated_pixel_data_and_size_cap():
+    with pytest.raises(ImageLoadError, match=r"MR_truncated\.dcm: the DICOM pixel data are truncated"):
+        load_image(dicom_file("MR_truncated.dcm"))
+    with pytest.raises(ImageLoadError, match=r"128x128 = 16,384 pixels is over the limit of 1,000"):
+        load_image(dicom_file("CT_small.dcm"), max_pixels=1000)
+
+
+# ----------------------------------------------------------------------------------------------
+# to_model_mode
+
+
+def test_to_model_mode():
+    gray = Image.fromarray(np.array([[0, 128, 255]], dtype=np.uint8))
+    colour = Image.fromarray(np.array([[[255, 0, 0], [0, 255, 0], [10, 10, 10]]], dtype=np.uint8))
+    assert to_model_mode(gray, 1) is gray
+    replicated = np.asarray(to_model_mode(gray, 3))
+    assert replicated.shape == (1, 3, 3) and (replicated == np.asarray(gray)[..., None]).all()
+    assert to_model_mode(colour, 3) is colour
+    luma = to_model_mode(colour, 1)
+    assert luma.mode == "L" and np.asarray(luma).tolist() == [[76, 150, 10]]  # ITU-R 601-2 weights
+    with pytest.raises(ZooError, match="in_chans must be 1"):
+        to_model_mode(gray, 4)
+    with pytest.raises(ZooError, match="load_image"):
+        to_model_mode(Image.new("I;16", (2, 2)), 1)

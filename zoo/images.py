@@ -1,0 +1,477 @@
+"""Turn an image file into 8-bit pixels, the same way for training and for the app.
+
+`load_image` reads PNG, JPEG, BMP, TIFF and GIF with Pillow and DICOM with pydicom, and returns an
+8-bit ``"L"`` (grayscale source) or ``"RGB"`` (colour source) image plus a record of what was done
+to it. Every problem with the input raises `ImageLoadError`, whose message names the file, says what
+is wrong with it and what to do.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import threading
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pydicom
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from ._errors import ZooError
+
+__all__ = ["ImageLoadError", "LoadedImage", "MAX_IMAGE_PIXELS", "load_image", "to_model_mode"]
+
+MAX_IMAGE_PIXELS = 40_000_000  # ~6300 x 6300; larger inputs are refused before their pixels are decoded
+PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF")  # Pillow plugins allowed to open user files
+DICOM_ROBUST_PERCENTILES = (0.5, 99.5)  # display range of a DICOM that carries no window of its own
+
+_HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+_ALPHA_MODES = ("LA", "La", "RGBA", "RGBa")
+_DICOM_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_DICOM_IDENTITY_KEYWORDS = ("SOPClassUID", "StudyInstanceUID", "Modality", "Rows", "Columns")
+# warnings.catch_warnings swaps process-wide state; serialise our own short uses of it
+_WARNINGS_LOCK = threading.Lock()
+
+
+class ImageLoadError(ZooError):
+    """An input file that cannot be turned into an image; the message names the file and the fix."""
+
+
+@dataclass
+class LoadedImage:
+    """An 8-bit ``"L"`` or ``"RGB"`` image and a record of how it was made from the file."""
+
+    image: Image.Image
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def load_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> LoadedImage:
+    """Read a PNG, JPEG, BMP, TIFF, GIF or DICOM file (a path or its bytes) into an 8-bit L/RGB image.
+
+    Images with more than `max_pixels` pixels are refused from their header, before decoding.
+    """
+    if not isinstance(max_pixels, int) or max_pixels <= 0:
+        raise ImageLoadError(f"max_pixels must be a positive int, got {max_pixels!r}")
+    name, readable, head = _open_source(source)
+    if not head:
+        raise ImageLoadError(f"{name}: the file is empty (0 bytes). Re-export or re-download it.")
+    if head[128:132] == b"DICM":
+        return _load_dicom(readable(), name, max_pixels)
+    loaded = _load_with_pillow(readable(), name, max_pixels)
+    if loaded is not None:
+        return loaded
+    text_problem = _describe_text(head)
+    if text_problem is not None:
+        raise ImageLoadError(f"{name}: {text_problem}")
+    if name.lower().endswith((".dcm", ".dicom")) or _starts_like_dicom_dataset(head):
+        return _load_dicom(readable(), name, max_pixels)
+    raise ImageLoadError(
+        f"{name}: not a recognised image; its content is not {', '.join(PILLOW_FORMATS)} or DICOM "
+        f"(first bytes {head[:8]!r}). Convert it to PNG (or DICOM for scans) and try again."
+    )
+
+
+def to_model_mode(image: Image.Image, in_chans: int) -> Image.Image:
+    """Give a loaded image the channels a model takes: 1 -> ``"L"``, 3 -> ``"RGB"`` (gray replicated).
+
+    RGB -> L uses Pillow's ITU-R 601-2 luma.
+    """
+    if image.mode not in ("L", "RGB"):
+        raise ZooError(
+            f"to_model_mode expects an 'L' or 'RGB' image, got mode {image.mode!r}; "
+            "read the file with zoo.images.load_image first"
+        )
+    if in_chans == 1:
+        return image if image.mode == "L" else image.convert("L")
+    if in_chans == 3:
+        return image if image.mode == "RGB" else image.convert("RGB")
+    raise ZooError(f"in_chans must be 1 (grayscale) or 3 (RGB), got {in_chans!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Input handling and content sniffing
+
+
+def _open_source(source: str | os.PathLike | bytes):
+    """-> (name for messages, callable giving a fresh path-or-stream, first 2 KiB of content)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        return "<bytes>", lambda: io.BytesIO(data), data[:2048]
+    if not isinstance(source, (str, os.PathLike)):
+        raise ImageLoadError(
+            f"load_image takes a file path or the file's bytes, got {type(source).__name__}"
+        )
+    path = os.fspath(source)
+    name = os.path.basename(path) or path
+    if not os.path.exists(path):
+        raise ImageLoadError(f"{name}: no such file ({path}). Check the path.")
+    if os.path.isdir(path):
+        raise ImageLoadError(f"{name}: is a folder, not an image file ({path}). Pass a file inside it.")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2048)
+    except OSError as exc:
+        raise ImageLoadError(f"{name}: cannot be read ({exc}). Check the file's permissions.") from exc
+    return name, lambda: path, head
+
+
+def _describe_text(head: bytes) -> str | None:
+    """Say what a file that is text rather than an image looks like, or None if it is binary."""
+    sample = head[:1024].lstrip(b"\xef\xbb\xbf \t\r\n")
+    lowered = sample.lower()
+    if lowered.startswith(b"version https://git-lfs"):
+        return "is a Git LFS pointer, not the image itself. Fetch the real file with `git lfs pull`."
+    if re.match(rb"<(!doctype html|html|head|body|\?xml|svg)", lowered) or b"<html" in lowered:
+        return (
+            "looks like an HTML/XML document, not an image (often a web page - a login, error or "
+            "preview page - saved instead of the file). Download the image file itself."
+        )
+    if b"\x00" in sample:
+        return None
+    controls = sum(1 for b in sample if b < 32 and b not in (9, 10, 13))
+    undecodable = sample.decode("utf-8", errors="replace").count("\ufffd")
+    if controls <= len(sample) // 100 and undecodable <= len(sample) // 100 + 1:
+        return "looks like a text file, not an image. Pass the image file itself."
+    return None
+
+
+def _starts_like_dicom_dataset(head: bytes) -> bool:
+    """True for a DICOM stream without the 128-byte preamble: it opens with a group 0002/0008 tag."""
+    return head[:2] in (b"\x02\x00", b"\x08\x00") and len(head) >= 8
+
+
+# ----------------------------------------------------------------------------------------------
+# PNG, JPEG, BMP, TIFF, GIF (Pillow)
+
+
+def _load_with_pillow(fp: str | io.BytesIO, name: str, max_pixels: int) -> LoadedImage | None:
+    """Decode with Pillow, or return None if the content is not one of PILLOW_FORMATS."""
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        # Pillow only warns between its MAX_IMAGE_PIXELS and twice that (at open, GIF seek, TIFF load)
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(fp, formats=PILLOW_FORMATS)
+        except UnidentifiedImageError:
+            return None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise _bomb_error(name, exc, max_pixels) from exc
+        except Exception as exc:  # a header Pillow recognised but could not parse
+            raise ImageLoadError(
+                f"{name}: corrupt image header ({exc}). Re-export or re-download it."
+            ) from exc
+        with im:
+            return _decode_with_pillow(im, name, max_pixels)
+
+
+def _decode_with_pillow(im: Image.Image, name: str, max_pixels: int) -> LoadedImage:
+    _check_pixel_count(name, im.size, max_pixels)
+    info: dict[str, Any] = {
+        "source": name, "format": im.format, "original_mode": im.mode, "original_size": im.size, "notes": [],
+    }
+    try:
+        if getattr(im, "is_animated", False):
+            info["notes"].append("animated/multi-page file: the first frame was used")
+        im.load()  # full decode, so truncated or corrupt data fail here rather than later
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _bomb_error(name, exc, max_pixels) from exc
+    except Exception as exc:
+        raise ImageLoadError(
+            f"{name}: the {im.format} data are truncated or corrupt ({exc}). Re-export or re-download it."
+        ) from exc
+    orientation = im.getexif().get(0x0112, 1)  # EXIF Orientation
+    if orientation != 1:
+        im = ImageOps.exif_transpose(im)
+        info["exif_orientation"] = orientation
+        info["notes"].append(f"EXIF orientation {orientation} applied")
+    image = _pil_to_8bit(im, name, info["notes"])
+    if image is im:  # detach from the file, which the caller closes
+        image = im.copy()
+    info.update(mode=image.mode, size=image.size)
+    return LoadedImage(image, info)
+
+
+def _bomb_error(name: str, exc: Exception, max_pixels: int) -> ImageLoadError:
+    return ImageLoadError(
+        f"{name}: refused as a possible decompression bomb: {exc} (Pillow's limit "
+        f"PIL.Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS:,}; this loader's max_pixels={max_pixels:,}). "
+        "Downscale the image before using it."
+    )
+
+
+def _pil_to_8bit(im: Image.Image, name: str, notes: list[str]) -> Image.Image:
+    """Convert any Pillow mode to 8-bit L or RGB: high depth min-max scaled, alpha on black."""
+    mode = im.mode
+    if mode in _HIGH_DEPTH_MODES:
+        values = np.asarray(im).astype(np.float64)
+        return Image.fromarray(_min_max_to_uint8(values, name, notes, f"mode {mode}"), mode="L")
+    if mode == "1":
+        return im.convert("L")
+    if mode in ("P", "PA"):
+        im = im.convert("RGBA" if im.has_transparency_data else "RGB")
+        notes.append(f"palette image expanded to {im.mode}")
+    elif mode in ("L", "RGB") and im.has_transparency_data:  # a tRNS colour key
+        im = im.convert("LA" if mode == "L" else "RGBA")
+    if im.mode in _ALPHA_MODES:
+        im = _composite_on_black(im)
+        notes.append("alpha channel composited on a black background")
+    if im.mode not in ("L", "RGB"):
+        notes.append(f"{im.mode} converted to RGB")
+        im = im.convert("RGB")
+    return im
+
+
+def _composite_on_black(im: Image.Image) -> Image.Image:
+    """Flatten an image with alpha onto black, so that transparent pixels read the same everywhere."""
+    gray = im.mode in ("LA", "La")
+    im = im.convert("LA" if gray else "RGBA")
+    color = im.convert("L" if gray else "RGB")
+    return Image.composite(color, Image.new(color.mode, im.size, 0), im.getchannel("A"))
+
+
+def _min_max_to_uint8(values: np.ndarray, name: str, notes: list[str], what: str) -> np.ndarray:
+    """Scale the actual min..max of `values` to 0..255 (non-finite values -> 0)."""
+    finite = np.isfinite(values)
+    if not finite.any():
+        raise ImageLoadError(f"{name}: every pixel is NaN or infinite; there is no image to show.")
+    low, high = float(values[finite].min()), float(values[finite].max())
+    if not finite.all():
+        notes.append(f"{int((~finite).sum())} NaN/infinite pixels set to 0")
+    if high == low:
+        notes.append(f"{what}: constant image (every pixel {low:g}) shown black")
+        return np.zeros(values.shape, dtype=np.uint8)
+    scaled = np.where(finite, (values - low) / (high - low), 0.0)
+    notes.append(f"{what}: values {low:g}..{high:g} scaled to 0..255")
+    return np.round(scaled * 255).astype(np.uint8)
+
+
+def _check_pixel_count(name: str, size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageLoadError(
+            f"{name}: {width}x{height} = {width * height:,} pixels is over the limit of {max_pixels:,} "
+            "pixels (max_pixels). Downscale the image, or pass a larger max_pixels if you trust the file."
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# DICOM (pydicom)
+
+
+def _load_dicom(fp: str | io.BytesIO, name: str, max_pixels: int) -> LoadedImage:
+    """Decode the first frame of a DICOM file and present it as a radiology viewer would."""
+    ds = _read_dicom(fp, name)
+    try:
+        rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        if not rows or not columns:
+            raise ValueError(f"Rows/Columns are {ds.get('Rows')!r}/{ds.get('Columns')!r}")
+        _check_pixel_count(name, (columns, rows), max_pixels)
+        info = _dicom_info(ds, name)
+        transfer_syntax = _transfer_syntax(ds, name, info["notes"])
+        info.update(transfer_syntax=transfer_syntax.name, transfer_syntax_uid=str(transfer_syntax))
+        pixels = _decode_first_frame(ds, name, transfer_syntax)
+        if info["number_of_frames"] > 1:
+            info["notes"].append(f"first of {info['number_of_frames']} frames used")
+        image = _dicom_to_8bit(pixels, ds, info)
+    except ImageLoadError:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        raise ImageLoadError(
+            f"{name}: the DICOM header has an invalid or inconsistent value ({exc}). "
+            "Repair or re-export the file."
+        ) from exc
+    info.update(mode=image.mode, size=image.size)
+    return LoadedImage(image, info)
+
+
+def _read_dicom(fp: str | io.BytesIO, name: str) -> pydicom.Dataset:
+    """Read a DICOM dataset, checking that it is one and that it holds pixels."""
+    try:
+        ds = pydicom.dcmread(fp, force=True)  # force: also files without the 128-byte preamble
+        is_dicom = any(keyword in ds for keyword in _DICOM_IDENTITY_KEYWORDS + _DICOM_PIXEL_KEYWORDS)
+    except Exception as exc:
+        raise ImageLoadError(
+            f"{name}: cannot be read as DICOM ({exc}). Check that the file is complete."
+        ) from exc
+    if not is_dicom:
+        raise ImageLoadError(
+            f"{name}: has no DICOM elements (no SOP Class, Modality, Rows or Pixel Data), so it is not a "
+            "DICOM file. Pass a DICOM, PNG, JPEG, BMP, TIFF or GIF image."
+        )
+    if not any(keyword in ds for keyword in _DICOM_PIXEL_KEYWORDS):
+        sop_class = ds.get("SOPClassUID")
+        kind = f"a '{UID(sop_class).name}' object" if sop_class else "a DICOM object"
+        raise ImageLoadError(
+            f"{name}: is {kind} with no Pixel Data (7FE0,0010), so it holds no image "
+            "(reports, plans and structure sets do not). Pass the image series' files instead."
+        )
+    return ds
+
+
+def _dicom_info(ds: pydicom.Dataset, name: str) -> dict[str, Any]:
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    return {
+        "source": name, "format": "DICOM", "modality": ds.get("Modality"),
+        "sop_class": UID(ds.SOPClassUID).name if ds.get("SOPClassUID") else None,
+        "photometric_interpretation": photometric,
+        "original_mode": f"{ds.get('BitsStored', ds.get('BitsAllocated'))}-bit {photometric}",
+        "original_size": (int(ds.Columns), int(ds.Rows)),
+        "number_of_frames": int(ds.get("NumberOfFrames") or 1), "frame_used": 0,
+        "bits_stored": ds.get("BitsStored"),
+        "rescale_slope": None if slope is None else float(slope),
+        "rescale_intercept": None if intercept is None else float(intercept),
+        "notes": [],
+    }
+
+
+def _transfer_syntax(ds: pydicom.Dataset, name: str, notes: list[str]) -> UID:
+    """The file's transfer syntax, checked to have an installed decoder; inferred if missing."""
+    if not hasattr(ds, "file_meta"):
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+    transfer_syntax = ds.file_meta.get("TransferSyntaxUID")
+    if transfer_syntax is None:
+        if "PixelData" in ds and ds["PixelData"].is_undefined_length:  # encapsulated = compressed
+            raise ImageLoadError(
+                f"{name}: the Pixel Data are compressed but the file names no Transfer Syntax UID "
+                "(0002,0010), so the codec is unknown. Re-export the file with its file meta header."
+            )
+        is_implicit, is_little = ds.original_encoding
+        transfer_syntax = (
+            ImplicitVRLittleEndian if is_implicit
+            else ExplicitVRLittleEndian if is_little is not False else ExplicitVRBigEndian
+        )
+        ds.file_meta.TransferSyntaxUID = transfer_syntax
+        notes.append(f"no Transfer Syntax UID in the file; read as {transfer_syntax.name}")
+    transfer_syntax = UID(transfer_syntax)
+    try:
+        decoder = get_decoder(transfer_syntax)
+    except NotImplementedError as exc:
+        raise ImageLoadError(
+            f"{name}: its pixel data use the transfer syntax {transfer_syntax.name} ({transfer_syntax}), "
+            "which pydicom has no decoder for. Convert it to an uncompressed DICOM (e.g. dcmtk "
+            "`dcmdjpeg`, `gdcmconv --raw`) or to PNG."
+        ) from exc
+    if not decoder.is_available:
+        raise ImageLoadError(
+            f"{name}: its pixel data are compressed with {transfer_syntax.name} ({transfer_syntax}) and no "
+            f"installed package decodes it. Install one of: {_decoder_packages(decoder)}; or convert the "
+            "file to an uncompressed DICOM (e.g. `gdcmconv --raw`)."
+        )
+    return transfer_syntax
+
+
+def _decoder_packages(decoder: Any) -> str:
+    # missing_dependencies reads like 'pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1'
+    return "; ".join(dep.replace(" - requires ", " (") + ")" for dep in decoder.missing_dependencies)
+
+
+def _decode_first_frame(ds: pydicom.Dataset, name: str, transfer_syntax: UID) -> np.ndarray:
+    try:
+        ds.pixel_array_options(index=0)  # decode only the first frame of a multi-frame file
+        return ds.pixel_array
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        if transfer_syntax.is_compressed:
+            decoder = get_decoder(transfer_syntax)
+            raise ImageLoadError(
+                f"{name}: the {transfer_syntax.name} ({transfer_syntax}) pixel data could not be decoded "
+                f"by the installed decoder(s) {', '.join(decoder.available_plugins) or 'none'} ({reason}). "
+                f"Install another decoder ({_decoder_packages(decoder) or 'gdcm; pylibjpeg'}) or convert "
+                "the file to an uncompressed DICOM."
+            ) from exc
+        raise ImageLoadError(
+            f"{name}: the DICOM pixel data are truncated or inconsistent with the header ({reason}). "
+            "Re-export or re-download the file."
+        ) from exc
+
+
+def _dicom_to_8bit(pixels: np.ndarray, ds: pydicom.Dataset, info: dict[str, Any]) -> Image.Image:
+    """Rescale, window and (for MONOCHROME1) invert grayscale; keep colour as RGB."""
+    photometric = info["photometric_interpretation"]
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(pixels, ds)[..., :3]  # (H, W) -> (H, W, 3)
+        info["notes"].append("palette colour lookup table applied")
+        return Image.fromarray(_full_range_to_uint8(rgb, 8 * rgb.dtype.itemsize), mode="RGB")
+    if pixels.ndim == 3:  # RGB; pydicom has already turned YBR into RGB
+        if photometric != "RGB":
+            info["notes"].append(f"{photometric} converted to RGB by pydicom")
+        bits = int(ds.get("BitsStored") or 8 * pixels.dtype.itemsize)
+        return Image.fromarray(_full_range_to_uint8(pixels, bits), mode="RGB")
+
+    values = apply_modality_lut(pixels, ds)  # stored values -> modality units (e.g. Hounsfield)
+    if ds.get("ModalityLUTSequence"):
+        info["notes"].append("modality LUT sequence applied")
+    gray = _apply_window(values, ds, info)
+    if photometric == "MONOCHROME1":
+        gray = 1.0 - gray
+        info["notes"].append("MONOCHROME1: inverted so that higher values are brighter")
+    return Image.fromarray(np.round(gray * 255).astype(np.uint8), mode="L")
+
+
+def _apply_window(values: np.ndarray, ds: pydicom.Dataset, info: dict[str, Any]) -> np.ndarray:
+    """Map modality values to 0..1 with the file's VOI LUT / window, else a robust min-max."""
+    has_lut = bool(ds.get("VOILUTSequence"))
+    has_window = ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
+    if has_lut or has_window:
+        try:
+            if has_lut:  # a LUT is indexed by integer values
+                values = np.round(values).astype(np.int64)
+            windowed = apply_voi_lut(values, ds, index=0, prefer_lut=True)
+            low, high = _voi_output_range(ds, has_lut)
+            gray = np.clip((windowed - low) / (high - low), 0.0, 1.0)
+        except (ValueError, TypeError, AttributeError, ZeroDivisionError, NotImplementedError) as exc:
+            info["notes"].append(f"the file's VOI LUT/window failed ({exc}); used robust min-max")
+        else:
+            if has_lut:
+                info.update(window_source="file (VOI LUT Sequence)", window_center=None, window_width=None)
+            else:
+                info.update(
+                    window_source="file (Window Center/Width)",
+                    window_center=_first_value(ds.WindowCenter), window_width=_first_value(ds.WindowWidth),
+                    voi_lut_function=str(ds.get("VOILUTFunction", "LINEAR")),
+                )
+            return gray
+    low_percentile, high_percentile = DICOM_ROBUST_PERCENTILES
+    low, high = (float(p) for p in np.percentile(values, DICOM_ROBUST_PERCENTILES))
+    if high <= low:  # e.g. a mostly empty mask: fall back to the full range
+        low, high = float(values.min()), float(values.max())
+    info.update(
+        window_source=f"robust min-max ({low_percentile}th-{high_percentile}th percentile)",
+        window_center=(low + high) / 2, window_width=high - low,
+    )
+    if high <= low:
+        info["notes"].append(f"constant image (every pixel {low:g}) shown black")
+        return np.zeros(values.shape, dtype=np.float64)
+    return np.clip((values - low) / (high - low), 0.0, 1.0)
+
+
+def _voi_output_range(ds: pydicom.Dataset, has_lut: bool) -> tuple[float, float]:
+    """The output values pydicom's VOI step gives below and above the window (or the LUT's extremes)."""
+    if has_lut:
+        descriptor = ds.VOILUTSequence[0].LUTDescriptor
+        entries, first_mapped = (descriptor[0] or 2**16), descriptor[1]
+        lut = apply_voi_lut(np.arange(first_mapped, first_mapped + entries), ds, index=0, prefer_lut=True)
+        return float(lut.min()), float(lut.max())
+    center, width = _first_value(ds.WindowCenter), abs(_first_value(ds.WindowWidth))
+    # far outside the window every VOI function (LINEAR, LINEAR_EXACT, SIGMOID) reaches its limits
+    probe = np.array([center - 100 * width - 1, center + 100 * width + 1], dtype=np.float64)
+    below, above = apply_voi_lut(probe, ds, index=0, prefer_lut=False)
+    return float(below), float(above)
+
+
+def _first_value(value: Any) -> float:
+    """The first of a multi-valued DICOM element (e.g. several windows), as a float."""
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        value = value[0]
+    return float(value)
+
+
+def _full_range_to_uint8(pixels: np.ndarray, bits: int) -> np.ndarray:
+    """Scale unsigned `bits`-bit colour samples to 8 bits."""
+    if pixels.dtype == np.uint8 and bits <= 8:
+        return pixels
+    return np.round(np.clip(pixels.astype(np.float64) / (2**bits - 1), 0.0, 1.0) * 255).astype(np.uint8)
