@@ -97,17 +97,17 @@ _SCRATCH = dict(recommended_mode="scratch", native=True)
 # Natively implemented (zoo/archs); no ImageNet weights exist for them here, so scratch is recommended.
 # Feature extraction on them is allowed for teaching, with a warning that the frozen features are random.
 _add("lenet5", "lenet", ["001"], "LeCun et al., Gradient-based learning applied to document recognition, 1998",
-     (1, 32, 32), (1, 32, 32), 61_706, **_SCRATCH, description="LeNet-5: the first CNN of the surveys")
+     (1, 32, 32), (1, 32, 32), 145_856, **_SCRATCH, description="LeNet-5: the first CNN of the surveys")
 _add("alexnet", "alexnet", ["001", "004"], "Krizhevsky et al., ImageNet classification with deep CNNs, 2012",
      _S224, (3, 63, 63), 62_378_344, **_SCRATCH, description="AlexNet, single tower, with LRN")
 _add("zfnet", "alexnet", ["001"], "Zeiler & Fergus, Visualizing and understanding convolutional networks, 2014",
-     _S224, (3, 63, 63), 62_357_608, **_SCRATCH, description="ZFNet: AlexNet with 7x7/2 first layer")
+     _S224, (3, 47, 47), 62_357_608, **_SCRATCH, description="ZFNet: AlexNet with 7x7/2 first layer")
 _add("googlenet", "googlenet", ["001", "004"], "Szegedy et al., Going deeper with convolutions, 2015",
      _S224, _S32, 6_998_552, **_SCRATCH, description="GoogLeNet / Inception v1, optional auxiliary classifiers")
 _add("nasnet_mobile", "nasnet", ["002"], "Zoph et al., Learning transferable architectures, 2018",
      _S224, _S32, 5_289_978, **_SCRATCH, description="NASNet-A Mobile (4 @ 1056)")
 _add("quadsnet", "quadsnet", ["000"], "Ali et al., QuadSNet: multiple streams network, seed 000",
-     _S224, (3, 16, 16), 5_235_944, **_SCRATCH, description="Four conventional/separable conv streams, fused")
+     _S224, (3, 16, 16), 6_735_118, **_SCRATCH, description="Four conventional/separable conv streams, fused")
 
 # From timm, under timm's names so timm users find them.
 _VGG = "Simonyan & Zisserman, Very deep convolutional networks, 2015"
