@@ -227,14 +227,16 @@ class Trainer:
         """Run the frozen backbone once per split (or reuse the disk cache) when the plan allows."""
         if self.plan.level is None:
             return
-        start = time.perf_counter()
         for name, data in self.splits.items():
             if data.features is None:
+                start = time.perf_counter()
                 loader = self._loader(f"{name}/eval")
                 data.features = extract_features(
                     self.model, self.plan.level, loader, self.device, total=len(loader),
                     desc=f"features {name}", progress=self.progress)
-        self.feature_extraction_s = time.perf_counter() - start
+                self.feature_extraction_s += time.perf_counter() - start
+                _logger.info("feature cache: ran the frozen backbone over %d %s images (%s)",
+                             len(data.labels), name, _hms(time.perf_counter() - start))
 
     # -- one epoch --
 
@@ -319,11 +321,12 @@ class Trainer:
 
     def fit(self, label_names: Sequence[str], checkpoint: dict[str, Any] | None = None) -> TrainState:
         """Train until --epochs or early stopping; keeps the best validation weights in memory."""
-        cfg, state = self.cfg, self.state
+        cfg = self.cfg
         self.prepare_features()
         if checkpoint is not None:
             self.restore(checkpoint)
-            _logger.info("resuming at epoch %d, step %d", state.next_epoch, state.next_step)
+            _logger.info("resuming at epoch %d, step %d", self.state.next_epoch, self.state.next_step)
+        state = self.state
         fit_start = time.perf_counter() - sum(h.get("time_s", 0.0) for h in state.history)
         with self._signals():
             while not state.finished and state.next_epoch <= cfg.epochs:
