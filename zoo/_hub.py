@@ -259,13 +259,70 @@ def _weights_file(folder: Path, source: str) -> Path:
     raise ZooError(f"{source} has no {WEIGHTS_NAME}.{also} Re-save the weights as safetensors.")
 
 
-def _download(repo_id: str, revision: str | None) -> Path:
-    """config.json + model.safetensors of a Hub repo into huggingface_hub's cache; returns their folder."""
+def _check_hub_source(repo_id: str, revision: str | None) -> None:
+    """Refuse a repo id or revision the Hub cannot have, before any network call."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id  # noqa: PLC0415
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise ZooError(f"{repo_id!r} is not a Hub repo id ({e}). Use OWNER/NAME: letters, digits, '-', '_' "
+                       "and '.', no '--' or '..', at most 96 characters each.") from None
+    if revision is not None and (not isinstance(revision, str) or not revision.strip()):
+        raise ZooError(f"revision must be a branch, a tag or a commit hash, got {revision!r}.")
+
+
+def _hub_file(repo_id: str, name: str, revision: str | None, offline: bool, where: str) -> Path:
+    """One file of a Hub repo through huggingface_hub's cache, every failure a ZooError naming it."""
+    import httpx2  # noqa: PLC0415  (huggingface_hub's HTTP client; its errors are the network ones)
     from huggingface_hub import constants, hf_hub_download  # noqa: PLC0415
     from huggingface_hub.errors import (  # noqa: PLC0415
-        EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
+        EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+        RevisionNotFoundError)
 
-    where = f"{repo_id}" + (f" at revision {revision!r}" if revision else "")
+    try:
+        return Path(hf_hub_download(repo_id, name, revision=revision, local_files_only=offline))
+    except LocalEntryNotFoundError:
+        reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} cannot be reached"
+        raise ZooError(f"{name} of {where} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+                       f"{reason}. Connect once to download it, or load a local folder.") from None
+    except RepositoryNotFoundError:
+        raise ZooError(f"Hub repo {repo_id!r} does not exist, or it is private and HF_TOKEN / the stored login "
+                       f"cannot read it (nor is there a local folder {repo_id!r}).") from None
+    except RevisionNotFoundError:
+        raise ZooError(f"Hub repo {repo_id!r} has no revision {revision!r}; give a branch, a tag or a full "
+                       "40-character commit hash.") from None
+    except EntryNotFoundError:
+        if name == WEIGHTS_NAME:
+            raise ZooError(f"{where} has no {WEIGHTS_NAME}. The zoo reads only safetensors weights and never "
+                           "unpickles pytorch_model.bin or other pickle files: ask its owner to publish "
+                           f"{WEIGHTS_NAME}.") from None
+        raise ZooError(f"{where} has no {name}; it is not a timm/zoo model repo.") from None
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else None
+        if status == 401:
+            raise ZooError(f"the Hub refused the token (HTTP 401) while fetching {name} of {where}: HF_TOKEN or "
+                           "the stored login is invalid or expired. Fix it, or unset it for a public repo.") from None
+        raise ZooError(f"the Hub answered HTTP {status} for {name} of {where}: "
+                       f"{str(e).splitlines()[0]}. Try again later.") from None
+    except (OSError, httpx2.HTTPError) as e:
+        # huggingface_hub writes to a unique .incomplete file and renames only a complete one, so
+        # nothing partial is left in the cache to be read later
+        raise ZooError(f"downloading {name} of {where} was interrupted ({type(e).__name__}: {e}). Nothing "
+                       "partial was kept; run again to download it.") from None
+
+
+def _download(repo_id: str, revision: str | None) -> Path:
+    """config.json, then model.safetensors of a Hub repo into huggingface_hub's cache; returns their folder.
+
+    The config comes first, so an unknown architecture is refused before the weights download, and the
+    weights are fetched at the config's commit, so a branch that moves in between cannot mix two commits.
+    Unreachable Hub or HF_HUB_OFFLINE: from the cache only, failing at once when it lacks the files.
+    """
+    from huggingface_hub import constants  # noqa: PLC0415
+
+    _check_hub_source(repo_id, revision)
+    where = f"Hub repo {repo_id} at revision {revision or 'main'}"
     offline = constants.HF_HUB_OFFLINE
     if not offline:
         from ._builder import _check_hub_reachable  # noqa: PLC0415
@@ -273,21 +330,17 @@ def _download(repo_id: str, revision: str | None) -> Path:
             _check_hub_reachable(f"the repo {where}")
         except ZooError:
             offline = True  # unreachable: use the cache if it has the files, fail at once otherwise
-    try:
-        files = [hf_hub_download(repo_id, name, revision=revision, local_files_only=offline)
-                 for name in (CONFIG_NAME, WEIGHTS_NAME)]
-    except LocalEntryNotFoundError:
-        raise ZooError(f"{where} is not in the local Hugging Face cache and the Hub cannot be reached "
-                       f"({constants.ENDPOINT}{', HF_HUB_OFFLINE is set' if constants.HF_HUB_OFFLINE else ''}). "
-                       "Connect once to download it, or load a local folder.") from None
-    except RepositoryNotFoundError:
-        raise ZooError(f"Hub repo {repo_id!r} does not exist or is private (log in with HF_TOKEN).") from None
-    except RevisionNotFoundError:
-        raise ZooError(f"Hub repo {repo_id!r} has no revision {revision!r} (a branch, tag or commit hash).") from None
-    except EntryNotFoundError:
-        raise ZooError(f"Hub repo {where} has no {WEIGHTS_NAME} (or {CONFIG_NAME}); the zoo reads only "
-                       "safetensors weights, never pickle files.") from None
-    return Path(files[1]).parent
+    config_path = _hub_file(repo_id, CONFIG_NAME, revision, offline, where)
+    _require_known_architecture(read_config(config_path.parent), repo_id)
+    commit = config_path.parent.name  # the cache keeps each commit's files in snapshots/<commit hash>/
+    return _hub_file(repo_id, WEIGHTS_NAME, commit, offline, where).parent
+
+
+def _require_known_architecture(config: dict, source: str) -> None:
+    arch = config["architecture"]
+    if not timm.is_model(arch):
+        raise ZooError(f"{source}: config.json names architecture {arch!r}, which neither timm nor the zoo knows. "
+                       "`import zoo` registers the zoo's native ones; a newer timm may know it.")
 
 
 def _build_for_weights(arch: str, weights: dict[str, torch.Tensor], source: str, **kwargs) -> nn.Module:
@@ -325,9 +378,7 @@ def load_pretrained(source: str | os.PathLike, revision: str | None = None) -> n
     config = read_config(folder)
     weights = read_safetensors(_weights_file(folder, str(source)))
     arch = config["architecture"]
-    if not timm.is_model(arch):
-        raise ZooError(f"{source}: config.json names architecture {arch!r}, which neither timm nor the zoo knows. "
-                       "`import zoo` registers the zoo's native ones; a newer timm may know it.")
+    _require_known_architecture(config, str(source))
     model_args = dict(config.get("model_args") or {})
     model_args["num_classes"] = config["num_classes"]
     pretrained_cfg = dict(config.get("pretrained_cfg") or {})
