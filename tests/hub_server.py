@@ -80,7 +80,7 @@ class HubServer:
         handler = type("Handler", (_Handler,), {"hub": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -132,9 +132,10 @@ class HubServer:
 class _Error(Exception):
     """An HTTP error answer: status, the Hub's X-Error-Code (or None) and message."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, headers: dict | None = None):
+    def __init__(self, status: int, message: str, code: str | None = None, headers: dict | None = None,
+                 extra: dict | None = None):
         super().__init__(message)
-        self.status, self.code, self.headers = status, code, headers or {}
+        self.status, self.code, self.headers, self.extra = status, code, headers or {}, extra or {}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -186,7 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {"X-Error-Message": str(e), **e.headers}
             if e.code:
                 headers["X-Error-Code"] = e.code
-            self._send(e.status, {"error": str(e)}, headers)
+            self._send(e.status, {"error": str(e), **e.extra}, headers)
 
     # --- helpers --------------------------------------------------------------------------------------
 
@@ -252,7 +253,7 @@ class _Handler(BaseHTTPRequestHandler):
                               f"{repo_id.split('/')[0]}")
         url = f"{self.hub.endpoint}/{repo_id}"
         if repo_id in self.hub.repos:
-            raise _Error(409, "You already created this model repo", headers={"X-Repo-Url": url})
+            raise _Error(409, "You already created this model repo", extra={"url": url})
         self.hub.create_repo(repo_id, private=request.get("visibility") == "private")
         self._send(200, {"url": url, "name": repo_id, "id": hashlib.sha1(repo_id.encode()).hexdigest()[:24]})
 
