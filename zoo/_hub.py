@@ -285,7 +285,8 @@ def _hub_file(repo_id: str, name: str, revision: str | None, offline: bool, wher
     except LocalEntryNotFoundError:
         reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} cannot be reached"
         raise ZooError(f"{name} of {where} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
-                       f"{reason}. Connect once to download it, or load a local folder.") from None
+                       f"{reason}. Connect once to download it, or load a local folder (there is no folder "
+                       f"{repo_id!r}).") from None
     except RepositoryNotFoundError:
         raise ZooError(f"Hub repo {repo_id!r} does not exist, or it is private and HF_TOKEN / the stored login "
                        f"cannot read it (nor is there a local folder {repo_id!r}).") from None
