@@ -207,8 +207,8 @@ def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, revisi
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m train.push",
-        description="Publish a finished run folder to the Hugging Face Hub: its weights, config.json, model "
-                    "card, metrics, plots, split and run_config.yaml, never checkpoints or caches. The token "
+        description="Publish a finished run folder to the Hugging Face Hub: its weights, config.json, model\n"
+                    "card, metrics, plots, split and run_config.yaml, never checkpoints or caches. The token\n"
                     "comes from HF_TOKEN or `hf auth login` (never from the command line).",
         epilog="Example:\n  HF_TOKEN=hf_... python -m train.push weights/lenet5-digits alice/lenet5-digits",
         formatter_class=argparse.RawDescriptionHelpFormatter)
