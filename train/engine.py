@@ -59,7 +59,8 @@ def epoch_batches(labels: Sequence[int], epoch: int, seed: int, batch_size: int,
                         if with_item_seeds else order)
     batches = [items[i:i + batch_size] for i in range(0, n, batch_size)]
     if len(batches) > 1 and len(batches[-1]) == 1:
-        batches[-2] += batches.pop()
+        last = batches.pop()
+        batches[-1] = batches[-1] + last
     return batches
 
 
@@ -90,6 +91,13 @@ class EpochBatchSampler:
 
     def __len__(self) -> int:
         return len(self.batches) - self.start
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group; loader workers must not die mid-step, because the
+    # main process finishes the step, saves, and then shuts them down itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # --- optimiser and schedule -----------------------------------------------------------------------
@@ -187,6 +195,7 @@ class Trainer:
             name, _, purpose = split.partition("/")
             common = dict(num_workers=self.workers, persistent_workers=self.workers > 0,
                           pin_memory=self.device.type == "cuda",
+                          worker_init_fn=_ignore_stop_signals if self.workers > 0 else None,
                           # its own generator: creating iterators never draws from the global RNG
                           generator=torch.Generator().manual_seed(self.cfg.seed))
             dataset = self.splits[name].dataset

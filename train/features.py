@@ -151,8 +151,8 @@ def weights_digest(model: nn.Module) -> str:
         param = named.get(name)
         if param is not None and id(param) in trainable:
             continue
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        t = tensor.detach().cpu().reshape(-1).contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}\n".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 

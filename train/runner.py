@@ -54,6 +54,7 @@ class RunResult:
     history: list[dict[str, Any]]
     best_epoch: int | None
     params: tuple[int, int]        # (total, trainable)
+    timing: dict[str, Any]         # train_s, feature_extraction_s, device
 
 
 class _TqdmHandler(logging.Handler):
@@ -265,12 +266,14 @@ def run_training(cfg: TrainConfig | None = None, *, resume: str | Path | None = 
     train_s = time.perf_counter() - start
     test, probs, labels = trainer.evaluate("test", source.label_names)
     flat = flat_metrics(test)
+    timing = {"train_s": train_s, "feature_extraction_s": trainer.feature_extraction_s,
+              "device": str(device)}
     _write_outputs(cfg, run_dir, trainer, source, splits, data_config, in_chans, test, probs, labels,
-                   flat, plan, train_s, device)
+                   flat, plan, timing)
     _logger.info("test: %s", "  ".join(f"{k} {v:.4f}" for k, v in flat.items()))
     _logger.info("run folder: %s", run_dir)
     return RunResult(run_dir=run_dir, config=cfg, test=test, metrics=flat, history=state.history,
-                     best_epoch=state.best_epoch, params=zoo.count_params(trainer.model))
+                     best_epoch=state.best_epoch, params=zoo.count_params(trainer.model), timing=timing)
 
 
 def _saved_split(run_dir: Path) -> dict[str, Any] | None:
@@ -319,8 +322,8 @@ def _use_disk_cache(cfg: TrainConfig, trainer: Trainer, source: DataSource, spli
 
 def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: DataSource,
                    splits: Splits, data_config: dict[str, Any], in_chans: int, test: dict[str, Any],
-                   probs: np.ndarray, labels: np.ndarray, flat: dict[str, float], plan, train_s: float,
-                   device: torch.device) -> None:
+                   probs: np.ndarray, labels: np.ndarray, flat: dict[str, float], plan,
+                   timings: dict[str, Any]) -> None:
     state, names = trainer.state, source.label_names
     title = f"{cfg.arch} ({cfg.mode}) on {source.name}"
     plot_curves(state.history, run_dir / PLOT_FILES["curves"], monitor=cfg.monitor, title=title)
@@ -328,8 +331,6 @@ def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: Da
                           title=f"{title}: test split")
     plot_roc(labels, probs, names, run_dir / PLOT_FILES["roc"], title=f"ROC, test split: {title}")
     params = zoo.count_params(trainer.model)
-    timings = {"train_s": train_s, "feature_extraction_s": trainer.feature_extraction_s,
-               "device": str(device)}
     cache_note = plan.reason + (f" ({trainer.feature_extraction_s:.1f} s to extract)"
                                 if plan.level and trainer.feature_extraction_s else "")
     write_json(run_dir / "metrics.json", {
