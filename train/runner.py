@@ -284,6 +284,12 @@ def _saved_split(run_dir: Path) -> dict[str, Any] | None:
 def _create_model(cfg: TrainConfig, source: DataSource, splits: Splits):
     schema = _metadata_schema(source, splits) if cfg.head and "metadata" in cfg.head else None
     kwargs = {} if cfg.drop_rate is None else {"drop_rate": cfg.drop_rate}
+    if cfg.use_pretrained and zoo.get_architecture(cfg.arch).offline_weights:
+        # the first use imports the weights by building a throw-away model, which draws from the
+        # global RNG; do it outside the seeded sequence so the first run equals every later one
+        with torch.random.fork_rng(devices=[]):
+            zoo.offline_imagenet_weights(cfg.arch)
+    torch.manual_seed(cfg.seed)  # initialisation depends on the seed only, not on what ran before
     model = zoo.create_model(cfg.arch, num_classes=source.num_classes, mode=cfg.mode,
                              pretrained=cfg.use_pretrained, in_chans=cfg.in_chans, head=cfg.head,
                              metadata_schema=schema, init=cfg.init,
