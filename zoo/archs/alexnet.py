@@ -1,0 +1,248 @@
+"""AlexNet and ZFNet
+
+Papers:
+* `ImageNet Classification with Deep Convolutional Neural Networks` - Krizhevsky, Sutskever, Hinton,
+  NeurIPS 2012 (AlexNet; surveyed in seeds 001_0f58f971053e01d7.txt and 004_9c4af62090aa3adb.txt)
+* `Visualizing and Understanding Convolutional Networks` - Zeiler, Fergus, ECCV 2014,
+  https://arxiv.org/abs/1311.2901 (ZFNet; seed 001_0f58f971053e01d7.txt)
+
+Both are the single-tower form of the paper networks (the 2012 model split conv2/4/5 over two GPUs;
+here every layer sees all channels, as in torchvision's AlexNet), with the papers' channel widths
+96-256-384-384-256, local response normalisation (k=2, n=5, alpha=1e-4, beta=0.75), overlapping 3x3/2
+max pooling and an FC 4096-4096 head with dropout 0.5 after each hidden layer (Caffe order).
+* AlexNet: conv1 11x11/4, LRN then pool; conv2 5x5/1.
+* ZFNet: conv1 7x7/2, pool then LRN; conv2 5x5/2; ceil-mode pooling, which gives the paper's Fig. 3
+  sizes 110 -> 55 -> 26 -> 13 -> 6 at 224 px.
+An adaptive pool to the paper's 6x6 grid feeds the first FC layer, so smaller inputs (down to
+min_input_size) work, as in torchvision's AlexNet. Weights use He (fan-in) normal init with zero biases:
+the papers' N(0, 0.01) init (AlexNet: biases 1 in conv2/4/5 and the hidden FC layers) was made for
+their 90-epoch SGD schedules; in a 60-step Adam run (lr 1e-4) on scikit-learn's digits it reached 10 %
+(AlexNet, 64 px) and 23 % (ZFNet, 48 px) accuracy, He init 84 % and 90 %.
+
+Parameters at 1000 classes: AlexNet 62,378,344; ZFNet 62,357,608.
+"""
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import SelectAdaptivePool2d, get_device_dtype
+from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs, register_model
+
+from zoo._errors import ZooError
+
+__all__ = ['AlexNet']
+
+_POOL_TYPES = ('avg', 'max')
+
+# conv1 and conv2 as (out_chs, kernel, stride, padding), the remaining layers are shared;
+# min_size: the smallest input that forwards (measured).
+cfgs: Dict[str, Dict[str, Any]] = {
+    'alexnet': dict(
+        name='AlexNet', conv1=(96, 11, 4, 2), conv2=(256, 5, 1, 2), norm_before_pool=True,
+        ceil_mode=False, min_size=(63, 63),
+    ),
+    'zfnet': dict(
+        name='ZFNet', conv1=(96, 7, 2, 1), conv2=(256, 5, 2, 0), norm_before_pool=False,
+        ceil_mode=True, min_size=(47, 47),
+    ),
+}
+
+
+def _reject_unsupported(name: str, kwargs: Dict[str, Any]) -> None:
+    unsupported = {k: v for k, v in kwargs.items() if v is not None and v is not False and v != 0}
+    if unsupported:
+        raise ZooError(f"{name} does not support {unsupported}; leave these options out for this model.")
+
+
+class AlexNet(nn.Module):
+    """AlexNet-style network (5 convolutions, 3 fully connected layers); `cfg` selects AlexNet or ZFNet."""
+
+    def __init__(
+            self,
+            cfg: Dict[str, Any],
+            num_classes: int = 1000,
+            in_chans: int = 3,
+            drop_rate: float = 0.5,
+            global_pool: str = 'avg',
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
+            **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            cfg: One of `cfgs` (conv1/conv2 geometry, LRN/pool order, pooling mode, minimum input size).
+            num_classes: Number of output classes; 0 leaves the classifier out (pre-logits output).
+            in_chans: Number of input channels.
+            drop_rate: Dropout after each hidden FC layer (0.5 in both papers).
+            global_pool: 'avg' or 'max' adaptive pooling to the 6x6 grid the first FC layer takes.
+            device, dtype: Where and in which dtype to create the parameters.
+            **kwargs: Options of other timm models (drop_path_rate, ...), accepted only as no-ops (None, 0).
+        """
+        super().__init__()
+        self.name = cfg['name']
+        _reject_unsupported(self.name, kwargs)
+        if global_pool not in _POOL_TYPES:
+            raise ZooError(f"{self.name} global_pool must be one of {_POOL_TYPES}, got {global_pool!r}.")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+        self.min_size: Tuple[int, int] = cfg['min_size']
+        self.grad_checkpointing = False
+
+        c1_chs, c1_k, c1_s, c1_p = cfg['conv1']
+        c2_chs, c2_k, c2_s, c2_p = cfg['conv2']
+        ceil_mode = cfg['ceil_mode']
+
+        def lrn() -> nn.Module:
+            # paper: a / (k + alpha * sum(a^2))^beta; torch divides alpha by n, so pass alpha * n
+            return nn.LocalResponseNorm(size=5, alpha=5e-4, beta=0.75, k=2.)
+
+        def pool() -> nn.Module:
+            return nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=ceil_mode)
+
+        def norm_pool(i: int) -> List[Tuple[str, nn.Module]]:
+            if cfg['norm_before_pool']:
+                return [(f'norm{i}', lrn()), (f'pool{i}', pool())]
+            return [(f'pool{i}', pool()), (f'norm{i}', lrn())]
+
+        # shapes at 224 px for AlexNet (ZFNet: 110, 55, 26, 13, 13, 13, 6)
+        self.features = nn.Sequential(OrderedDict([
+            ('conv1', nn.Conv2d(in_chans, c1_chs, c1_k, stride=c1_s, padding=c1_p)),  # -> (B, 96, 55, 55)
+            ('act1', nn.ReLU(inplace=True)),
+            *norm_pool(1),  # -> (B, 96, 27, 27)
+            ('conv2', nn.Conv2d(c1_chs, c2_chs, c2_k, stride=c2_s, padding=c2_p)),  # -> (B, 256, 27, 27)
+            ('act2', nn.ReLU(inplace=True)),
+            *norm_pool(2),  # -> (B, 256, 13, 13)
+            ('conv3', nn.Conv2d(c2_chs, 384, 3, padding=1)),
+            ('act3', nn.ReLU(inplace=True)),
+            ('conv4', nn.Conv2d(384, 384, 3, padding=1)),
+            ('act4', nn.ReLU(inplace=True)),
+            ('conv5', nn.Conv2d(384, 256, 3, padding=1)),
+            ('act5', nn.ReLU(inplace=True)),
+            ('pool5', pool()),  # -> (B, 256, 6, 6)
+        ]))
+        self.stage_starts = [i for i, m in enumerate(self.features) if isinstance(m, nn.Conv2d)]
+        self.num_features = 256
+        self.head_hidden_size = 4096
+        # taps before each max pool and the final map, like timm's VGG
+        first_tap = 'norm1' if cfg['norm_before_pool'] else 'act1'
+        second_tap = 'norm2' if cfg['norm_before_pool'] else 'act2'
+        self.feature_info = [
+            dict(num_chs=c1_chs, reduction=c1_s, module=f'features.{first_tap}'),
+            dict(num_chs=c2_chs, reduction=2 * c1_s * c2_s, module=f'features.{second_tap}'),
+            dict(num_chs=256, reduction=4 * c1_s * c2_s, module='features.act5'),
+            dict(num_chs=256, reduction=8 * c1_s * c2_s, module='features.pool5'),
+        ]
+
+        self.global_pool = SelectAdaptivePool2d(output_size=6, pool_type=global_pool, flatten=True)
+        self.fc1 = nn.Linear(256 * 6 * 6, self.head_hidden_size)
+        self.act6 = nn.ReLU(inplace=True)
+        self.drop6 = nn.Dropout(drop_rate)
+        self.fc2 = nn.Linear(self.head_hidden_size, self.head_hidden_size)
+        self.act7 = nn.ReLU(inplace=True)
+        self.drop7 = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights()
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, mode='fan_in', nonlinearity='relu')
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(stem=r'^features\.conv1\.', blocks=[(r'^features\.conv(\d+)\.', None)])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        if global_pool is not None:
+            if global_pool not in _POOL_TYPES:
+                raise ZooError(f"{self.name} global_pool must be one of {_POOL_TYPES}, got {global_pool!r}.")
+            self.global_pool = SelectAdaptivePool2d(output_size=6, pool_type=global_pool, flatten=True)
+        self.num_classes = num_classes
+        dd = get_device_dtype(self)
+        self.fc = nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2] < self.min_size[0] or x.shape[-1] < self.min_size[1]:
+            raise ZooError(
+                f"{self.name} needs inputs of at least {self.min_size[0]}x{self.min_size[1]} pixels, got "
+                f"{x.shape[-2]}x{x.shape[-1]}; resize the images to at least that size."
+            )
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            # one checkpoint per stage (a convolution and the layers up to the next one)
+            for start, end in zip(self.stage_starts, self.stage_starts[1:] + [len(self.features)]):
+                x = checkpoint(self.features[start:end], x)
+            return x
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)  # (B, 256, H, W) -> (B, 256 * 6 * 6)
+        x = self.drop6(self.act6(self.fc1(x)))  # -> (B, 4096)
+        x = self.drop7(self.act7(self.fc2(x)))  # -> (B, 4096)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x)
+        return self.forward_head(x)
+
+
+def _create_alexnet(variant: str, pretrained: bool = False, **kwargs: Any) -> AlexNet:
+    return build_model_with_cfg(
+        AlexNet,
+        variant,
+        pretrained,
+        model_cfg=cfgs[variant],
+        feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)),
+        **kwargs,
+    )
+
+
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    return {
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (6, 6),
+        'crop_pct': 0.875, 'interpolation': 'bilinear',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'features.conv1', 'classifier': 'fc',
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'alexnet': _cfg(
+        min_input_size=(3, *cfgs['alexnet']['min_size']),
+        paper_name='Krizhevsky, Sutskever, Hinton. ImageNet Classification with Deep Convolutional '
+                   'Neural Networks. NeurIPS 2012',
+        paper_ids='doi:10.1145/3065386',
+    ),
+    'zfnet': _cfg(
+        min_input_size=(3, *cfgs['zfnet']['min_size']),
+        paper_name='Zeiler, Fergus. Visualizing and Understanding Convolutional Networks. ECCV 2014',
+        paper_ids='arXiv:1311.2901',
+    ),
+})
+
+
+@register_model
+def alexnet(pretrained: bool = False, **kwargs: Any) -> AlexNet:
+    """AlexNet (Krizhevsky et al. 2012), single tower, with LRN."""
+    return _create_alexnet('alexnet', pretrained, **kwargs)
+
+
+@register_model
+def zfnet(pretrained: bool = False, **kwargs: Any) -> AlexNet:
+    """ZFNet (Zeiler & Fergus 2013): AlexNet with a 7x7/2 first layer and a strided conv2."""
+    return _create_alexnet('zfnet', pretrained, **kwargs)
