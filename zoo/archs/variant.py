@@ -153,8 +153,10 @@ def _derived_cfg(backbone: str, in_chans: int) -> dict:
     if "input_size" in cfg:
         cfg["input_size"] = (in_chans, *cfg["input_size"][1:])
     first_conv = src.get("first_conv")
-    if first_conv:
+    if isinstance(first_conv, str):
         cfg["first_conv"] = f"backbone.{first_conv}"
+    elif first_conv:  # several first convolutions (QuadSNet's four streams)
+        cfg["first_conv"] = tuple(f"backbone.{name}" for name in first_conv)
     cfg["classifier"] = "fc"
     return cfg
 
