@@ -164,7 +164,7 @@ def _derived_cfg(backbone: str, in_chans: int) -> dict:
 @register_model
 def zoo_variant(pretrained: bool = False, **kwargs) -> ZooVariant:
     """A zoo backbone (model_args `backbone`, a timm name) with a `head` from zoo.archs.variant.HEADS."""
-    backbone = kwargs.get("backbone", "resnet50")
-    overlay = _derived_cfg(backbone, kwargs.get("in_chans", 3))
-    overlay.update(kwargs.pop("pretrained_cfg_overlay", None) or {})
+    overlay = kwargs.pop("pretrained_cfg_overlay", None) or {}
+    if kwargs.get("pretrained_cfg") is None:  # a new model; a saved one brings its own config
+        overlay = {**_derived_cfg(kwargs.get("backbone", "resnet50"), kwargs.get("in_chans", 3)), **overlay}
     return build_model_with_cfg(ZooVariant, "zoo_variant", pretrained, pretrained_cfg_overlay=overlay, **kwargs)
