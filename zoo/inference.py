@@ -1,0 +1,508 @@
+"""Several models judge one image: a model cache, preprocessing from each model's own config, predictions,
+Grad-CAM maps, comparison records and an agreement summary.
+
+This is the comparison app's engine, written without any UI code so that it can be tested and used on its
+own::
+
+    from zoo.catalog import discover_models
+    from zoo.images import load_image
+    from zoo import inference
+
+    entries = discover_models("weights")
+    cache = inference.ModelCache(max_models=8)
+    comparison = inference.compare(load_image("scan.dcm"), entries[:3], cache)
+    comparison.records()          # one JSON-ready dict per model
+    comparison.summary.markdown   # which models agree on the top class
+
+Every model sees the image as it saw its training data: ``zoo.images.to_model_mode`` gives it its own
+channel count, and timm's evaluation transform built from its ``pretrained_cfg`` (the same transform
+``python -m train`` evaluates with) resizes, crops and normalises it.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from timm.data import create_transform
+from torch import nn
+
+from ._builder import resolve_data_config
+from ._errors import ZooError
+from ._hub import WEIGHTS_NAME, load_pretrained
+from .archs.metadata import MetadataSchema
+from .cam import cam_target_layers
+from .catalog import ModelEntry
+from .images import LoadedImage, to_model_mode
+from .modes import count_params
+
+__all__ = [
+    "MIN_MODELS", "MAX_MODELS", "DEFAULT_TOP_K", "LoadedModel", "ModelCache", "Prediction", "ModelResult",
+    "Agreement", "Comparison", "build_transform", "preprocess", "encode_metadata", "predict", "grad_cam",
+    "cam_overlay", "model_view", "agreement_summary", "check_selection", "compare",
+]
+
+MIN_MODELS, MAX_MODELS = 2, 6
+DEFAULT_TOP_K = 5
+MAX_AGE = 130.0
+CAM_DISPLAY_SIZE = 224  # heatmaps of small inputs (LeNet's 32 px) are upscaled to at least this for display
+CAM_MIN_MAP_SIZE = 3  # Grad-CAM uses the last feature level at least this many pixels a side (zoo.cam)
+_TRANSFORM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+
+# --- loading and caching -----------------------------------------------------------------------------
+
+@dataclass
+class LoadedModel:
+    """A model ready to predict: the module, its preprocessing, labels and Grad-CAM layers."""
+
+    entry: ModelEntry
+    model: nn.Module
+    data_config: dict[str, Any]
+    transform: Callable[[Image.Image], torch.Tensor]
+    label_names: list[str]
+    metadata_schema: MetadataSchema | None
+    target_layers: list[nn.Module]
+    cam_layer: str                   # the target layers' names, for display
+    params: tuple[int, int]          # (total, trainable in its transfer mode)
+    load_s: float
+    # one request at a time per model: Grad-CAM adds hooks that another request's forward would run
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.data_config["input_size"][0])
+
+    @property
+    def nbytes(self) -> int:
+        tensors = list(self.model.parameters()) + list(self.model.buffers())
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def build_transform(data_config: Mapping[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
+    """timm's evaluation transform (resize, centre crop, to tensor, normalise) for a resolved data config.
+
+    The same call as train.augment.eval_transform (tests check both give identical tensors), so a model
+    sees in the app exactly what it was evaluated on.
+    """
+    return create_transform(**{k: data_config[k] for k in _TRANSFORM_KEYS if k in data_config}, is_training=False)
+
+
+def load_model(entry: ModelEntry) -> LoadedModel:
+    """Load one catalog entry's weights; any failure is a ZooError that says which model and why."""
+    if not entry.available:
+        raise ZooError(f"{entry.id} is unavailable: {entry.reason}")
+    start = time.perf_counter()
+    try:
+        model = load_pretrained(entry.location, revision=entry.revision)
+    except ZooError as e:
+        raise ZooError(f"{entry.id} could not be loaded: {e}") from None
+    except Exception as e:  # torch/timm errors on a damaged folder must not take the app down
+        raise ZooError(f"{entry.id} could not be loaded ({type(e).__name__}: {e}).") from None
+    data_config = resolve_data_config(model)
+    schema = getattr(model, "metadata_schema", None)
+    target_layers = cam_target_layers(model, tuple(data_config["input_size"]), CAM_MIN_MAP_SIZE)
+    names = {module: name for name, module in model.named_modules()}
+    return LoadedModel(
+        entry=entry, model=model.eval(), data_config=data_config, transform=build_transform(data_config),
+        label_names=[str(n) for n in model.label_names],
+        metadata_schema=MetadataSchema.from_dict(schema) if schema is not None else None,
+        target_layers=target_layers, cam_layer=", ".join(names.get(m, type(m).__name__) for m in target_layers),
+        params=count_params(model), load_s=time.perf_counter() - start)
+
+
+def _weights_stamp(entry: ModelEntry) -> tuple:
+    """Changes when a local run folder's weights are rewritten (a re-trained run is reloaded)."""
+    if entry.source == "local":
+        try:
+            stat = (entry.run_dir or Path(entry.location)).joinpath(WEIGHTS_NAME).stat()
+            return stat.st_mtime_ns, stat.st_size
+        except OSError:
+            return ()
+    return (entry.revision,)
+
+
+class ModelCache:
+    """Loaded models, least recently used evicted first, bounded by a count and optionally by bytes.
+
+    Thread-safe: concurrent requests for the same model wait for one load instead of loading twice.
+    """
+
+    def __init__(self, max_models: int = 8, max_bytes: int | None = None):
+        if not isinstance(max_models, int) or max_models < 1:
+            raise ZooError(f"ModelCache max_models must be an integer >= 1, got {max_models!r}.")
+        self.max_models, self.max_bytes = max_models, max_bytes
+        self._models: OrderedDict[tuple, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[tuple, threading.Lock] = {}
+        self.loads = 0  # how many loads happened (a cached prediction does not add one)
+
+    @staticmethod
+    def _key(entry: ModelEntry) -> tuple:
+        return entry.id, entry.location, _weights_stamp(entry)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def is_loaded(self, entry: ModelEntry) -> bool:
+        return self._key(entry) in self._models
+
+    def get(self, entry: ModelEntry, on_load: Callable[[ModelEntry], None] | None = None) -> LoadedModel:
+        """The loaded model for `entry`, loading it (and calling `on_load(entry)` first) if needed."""
+        key = self._key(entry)
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._models:  # another request loaded it while we waited
+                    self._models.move_to_end(key)
+                    return self._models[key]
+            if on_load is not None:
+                on_load(entry)
+            loaded = load_model(entry)
+            with self._lock:
+                self.loads += 1
+                for old in [k for k in self._models if k[0] == entry.id]:  # a stale version of a re-trained run
+                    del self._models[old]
+                self._models[key] = loaded
+                self._evict()
+                self._loading.pop(key, None)
+            return loaded
+
+    def _evict(self) -> None:
+        while len(self._models) > self.max_models:
+            self._models.popitem(last=False)
+        if self.max_bytes is not None:
+            while len(self._models) > 1 and sum(m.nbytes for m in self._models.values()) > self.max_bytes:
+                self._models.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+# --- preprocessing and prediction --------------------------------------------------------------------
+
+def preprocess(loaded: LoadedModel, image: Image.Image) -> torch.Tensor:
+    """An 8-bit L/RGB image -> the model's input batch (1, C, H, W), from the model's own config."""
+    x = loaded.transform(to_model_mode(image, loaded.in_chans))  # PIL -> (C, H, W)
+    return x.unsqueeze(0)  # (C, H, W) -> (1, C, H, W)
+
+
+def encode_metadata(loaded: LoadedModel, metadata: Mapping[str, Any] | None) -> torch.Tensor | None:
+    """{"age", "sex", "site"} -> the (1, F) tensor a metadata head takes (None for other models).
+
+    Missing or unrecognised values use the model's unknown category.
+    """
+    schema = loaded.metadata_schema
+    if schema is None:
+        return None
+    metadata = dict(metadata or {})
+    age = metadata.get("age")
+    if age not in (None, ""):
+        try:
+            age_value = float(age)
+        except (TypeError, ValueError):
+            raise ZooError(f"age must be a number of years or empty, got {age!r}.") from None
+        if not math.isfinite(age_value) or not 0 <= age_value <= MAX_AGE:
+            raise ZooError(f"age must be between 0 and {MAX_AGE:g} years, got {age!r}; leave it empty if unknown.")
+    record = {schema.age_field: age, schema.sex_field: metadata.get("sex"), schema.site_field: metadata.get("site")}
+    return schema.encode([record])  # (1, F)
+
+
+@dataclass
+class Prediction:
+    """One model's answer for one image."""
+
+    probabilities: np.ndarray        # (num_classes,)
+    top_k: list[tuple[str, float]]   # [(label, probability)], most probable first
+    latency_ms: float                # preprocessing + forward + postprocessing
+    input: torch.Tensor              # (1, C, H, W), what the model saw
+    metadata: torch.Tensor | None    # (1, F) for a metadata head
+
+    @property
+    def class_index(self) -> int:
+        return int(self.probabilities.argmax())
+
+
+def predict(loaded: LoadedModel, image: Image.Image, metadata: Mapping[str, Any] | None = None,
+            top_k: int = DEFAULT_TOP_K) -> Prediction:
+    """Class probabilities for `image`; deterministic for the same input (eval mode, inference mode)."""
+    start = time.perf_counter()
+    x = preprocess(loaded, image)
+    meta = encode_metadata(loaded, metadata)
+    with loaded.lock, torch.inference_mode():
+        logits = loaded.model(x) if meta is None else loaded.model(x, meta)  # (1, C, H, W) -> (1, K)
+        probs = logits.float().softmax(dim=-1)[0]  # (1, K) -> (K,)
+        values, indices = probs.topk(min(max(1, int(top_k)), probs.numel()))
+    names = loaded.label_names
+    top = [(names[i] if i < len(names) else str(i), float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+    latency_ms = (time.perf_counter() - start) * 1000.0
+    return Prediction(probabilities=probs.numpy(), top_k=top, latency_ms=latency_ms, input=x, metadata=meta)
+
+
+# --- Grad-CAM ----------------------------------------------------------------------------------------
+
+class _WithMetadata(nn.Module):
+    """Binds a metadata tensor so that pytorch-grad-cam can call model(x) on a metadata-fusion model."""
+
+    def __init__(self, model: nn.Module, metadata: torch.Tensor):
+        super().__init__()
+        self.model, self.metadata = model, metadata
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x, self.metadata)
+
+
+@contextmanager
+def _no_weight_grads(model: nn.Module):
+    """Grad-CAM needs gradients of activations only: skip the weights' (faster, nothing accumulates)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def grad_cam(loaded: LoadedModel, prediction: Prediction, class_index: int | None = None) -> np.ndarray:
+    """Grad-CAM map (H, W) in [0, 1] at the model's input size, for `class_index` (default: the top class).
+
+    The target layer comes from the zoo (zoo.cam_target_layers), so every architecture gets its last
+    feature map, native ones included.
+    """
+    from pytorch_grad_cam import GradCAM  # noqa: PLC0415
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: PLC0415
+
+    index = prediction.class_index if class_index is None else int(class_index)
+    model = loaded.model
+    target = model if prediction.metadata is None else _WithMetadata(model, prediction.metadata)
+    with loaded.lock, _no_weight_grads(model), torch.enable_grad():
+        # a normal tensor (the prediction's comes from inference mode) that requires grad: with frozen
+        # weights, only such an input makes the target layer's output carry a gradient
+        x = prediction.input.clone().requires_grad_(True)
+        with GradCAM(model=target, target_layers=loaded.target_layers) as cam:
+            mask = cam(input_tensor=x, targets=[ClassifierOutputTarget(index)])[0]  # (H, W)
+    mask = np.nan_to_num(np.asarray(mask, dtype=np.float32), nan=0.0)
+    return np.clip(mask, 0.0, 1.0)
+
+
+def model_view(loaded: LoadedModel, x: torch.Tensor) -> np.ndarray:
+    """The input the model saw, de-normalised for display: (1, C, H, W) -> (H, W, 3) float32 in [0, 1]."""
+    mean = torch.tensor(loaded.data_config["mean"], dtype=x.dtype).view(-1, 1, 1)
+    std = torch.tensor(loaded.data_config["std"], dtype=x.dtype).view(-1, 1, 1)
+    image = (x[0].detach() * std + mean).clamp(0.0, 1.0)  # (C, H, W)
+    if image.shape[0] == 1:
+        image = image.expand(3, -1, -1)  # (1, H, W) -> (3, H, W)
+    return image.permute(1, 2, 0).numpy().astype(np.float32)  # (3, H, W) -> (H, W, 3)
+
+
+def cam_overlay(loaded: LoadedModel, prediction: Prediction, mask: np.ndarray,
+                display_size: int = CAM_DISPLAY_SIZE) -> np.ndarray:
+    """The heatmap over the model's view of the image, (H', W', 3) uint8, at least `display_size` wide."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: PLC0415
+
+    overlay = show_cam_on_image(model_view(loaded, prediction.input), mask, use_rgb=True, image_weight=0.55)
+    height, width = overlay.shape[:2]
+    scale = math.ceil(display_size / max(height, width))
+    if scale > 1:
+        overlay = np.asarray(Image.fromarray(overlay).resize((width * scale, height * scale), Image.BILINEAR))
+    return overlay
+
+
+# --- comparing models --------------------------------------------------------------------------------
+
+@dataclass
+class ModelResult:
+    """One column of a comparison: a model's answer, or the error that stopped it."""
+
+    model: str
+    architecture: str | None = None
+    mode: str | None = None
+    head: str | None = None
+    dataset: str | None = None
+    source: str | None = None
+    label_names: list[str] = field(default_factory=list)
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+    latency_ms: float | None = None
+    cam_ms: float | None = None
+    load_ms: float | None = None     # set when this request loaded the model
+    params_total: int | None = None
+    params_trainable: int | None = None
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    heatmap: np.ndarray | None = None  # (H, W, 3) uint8 overlay
+    cam_layer: str | None = None
+    cam_note: str | None = None      # e.g. a map with no positive evidence
+    cam_error: str | None = None
+    error: str | None = None
+    label_set_differs: bool = False
+
+    @property
+    def top_label(self) -> str | None:
+        return self.top_k[0][0] if self.top_k else None
+
+    def record(self) -> dict[str, Any]:
+        """The JSON record of the app's /compare API."""
+        return {
+            "model": self.model, "architecture": self.architecture, "mode": self.mode, "head": self.head,
+            "dataset": self.dataset, "source": self.source,
+            "top_k": [{"label": label, "probability": round(p, 6)} for label, p in self.top_k],
+            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3),
+            "cam_ms": None if self.cam_ms is None else round(self.cam_ms, 3),
+            "load_ms": None if self.load_ms is None else round(self.load_ms, 1),
+            "params_total": self.params_total, "params_trainable": self.params_trainable,
+            "test_metrics": self.test_metrics, "num_classes": len(self.label_names),
+            "label_set_differs": self.label_set_differs, "cam_layer": self.cam_layer, "cam_note": self.cam_note,
+            "cam_error": self.cam_error, "error": self.error,
+        }
+
+
+@dataclass
+class Agreement:
+    """Which models agree on the top class, and which cannot be compared (another label set, an error)."""
+
+    markdown: str
+    unanimous: bool
+    votes: dict[str, list[str]]        # top label -> models, among models sharing the common label set
+    differing_label_sets: list[str]    # models whose classes differ from the common set
+    failed: list[str]
+
+
+def agreement_summary(results: Sequence[ModelResult]) -> Agreement:
+    """Summarise a comparison: agreement on the top class, disagreements, differing label sets, failures.
+
+    Sets ``label_set_differs`` on the results whose classes are not the most common label set.
+    """
+    answered = [r for r in results if r.error is None and r.top_k]
+    failed = [r.model for r in results if r.error is not None]
+    sets = Counter(tuple(r.label_names) for r in answered)
+    common = max(sets, key=lambda s: (sets[s], -[tuple(r.label_names) for r in answered].index(s))) if sets else ()
+    comparable = [r for r in answered if tuple(r.label_names) == common]
+    differing = [r for r in answered if tuple(r.label_names) != common]
+    for r in results:
+        r.label_set_differs = r in differing
+    votes: dict[str, list[str]] = {}
+    for r in sorted(comparable, key=lambda r: -r.top_k[0][1]):
+        votes.setdefault(r.top_label, []).append(r.model)
+    ranked = sorted(votes.items(), key=lambda kv: -len(kv[1]))
+
+    lines = []
+    unanimous = len(comparable) >= 2 and len(votes) == 1
+    if unanimous:
+        label, names = ranked[0]
+        mean = np.mean([r.top_k[0][1] for r in comparable])
+        lines.append(f"**All {len(names)} models agree: `{label}`** (mean probability {mean:.2f}).")
+    elif len(comparable) >= 2:
+        top_count = len(ranked[0][1])
+        lead = (f"Most say `{ranked[0][0]}` ({top_count} of {len(comparable)})"
+                if top_count > 1 and sum(len(v) == top_count for _, v in ranked) == 1 else "No majority")
+        lines.append(f"**The models disagree.** {lead}.")
+        lines += [f"- `{label}`: {', '.join(f'`{m}`' for m in names)}" for label, names in ranked]
+    elif len(comparable) == 1:
+        r = comparable[0]
+        lines.append(f"Only `{r.model}` answered with this label set: `{r.top_label}` ({r.top_k[0][1]:.2f}).")
+    else:
+        lines.append("**No model answered.**")
+    if differing:
+        common_desc = _describe_labels(common)
+        for r in differing:
+            lines.append(f"- ⚠ **Different label set:** `{r.model}` chooses among {_describe_labels(r.label_names)}, "
+                         f"not the {common_desc} of the others; its answer `{r.top_label}` is not counted above.")
+    for r in results:
+        if r.error is not None:
+            lines.append(f"- ✖ `{r.model}` failed: {r.error.splitlines()[0]}")
+    return Agreement(markdown="\n".join(lines), unanimous=unanimous, votes=dict(ranked),
+                     differing_label_sets=[r.model for r in differing], failed=failed)
+
+
+def _describe_labels(labels: Sequence[str]) -> str:
+    shown = ", ".join(labels[:6]) + (", …" if len(labels) > 6 else "")
+    return f"{len(labels)} classes ({shown})"
+
+
+@dataclass
+class Comparison:
+    """The answer of every selected model for one image."""
+
+    results: list[ModelResult]
+    summary: Agreement
+    image_info: dict[str, Any]
+
+    def records(self) -> list[dict[str, Any]]:
+        return [r.record() for r in self.results]
+
+
+def check_selection(model_ids: Sequence[str]) -> list[str]:
+    """The selected ids, de-duplicated in order; fewer than MIN_MODELS or more than MAX_MODELS raises."""
+    if isinstance(model_ids, str) or not isinstance(model_ids, Sequence):
+        raise ZooError(f"models must be a list of model ids, got {type(model_ids).__name__}: {model_ids!r:.80}.")
+    ids = list(dict.fromkeys(str(m) for m in model_ids))
+    if not MIN_MODELS <= len(ids) <= MAX_MODELS:
+        raise ZooError(f"Select {MIN_MODELS} to {MAX_MODELS} models to compare; {len(ids)} selected"
+                       f"{' (' + ', '.join(ids) + ')' if ids else ''}.")
+    return ids
+
+
+def _result_for(entry: ModelEntry) -> ModelResult:
+    total, trainable = entry.params
+    return ModelResult(model=entry.id, architecture=entry.architecture, mode=entry.mode, head=entry.head,
+                       dataset=entry.dataset, source=entry.source, label_names=entry.label_names,
+                       params_total=total, params_trainable=trainable, test_metrics=entry.test_metrics)
+
+
+def run_model(entry: ModelEntry, image: Image.Image, cache: ModelCache, metadata: Mapping[str, Any] | None = None,
+              top_k: int = DEFAULT_TOP_K, cam: bool = True,
+              on_load: Callable[[ModelEntry], None] | None = None) -> ModelResult:
+    """One model's column: load (cached), predict, Grad-CAM. Errors end up in the result, never raised."""
+    result = _result_for(entry)
+    try:
+        was_loaded = cache.is_loaded(entry)
+        loaded = cache.get(entry, on_load=on_load)
+        if not was_loaded:
+            result.load_ms = loaded.load_s * 1000.0
+        result.label_names = loaded.label_names
+        result.params_total, result.params_trainable = loaded.params
+        prediction = predict(loaded, image, metadata, top_k)
+    except ZooError as e:
+        result.error = str(e)
+        return result
+    except Exception as e:  # one broken model must not stop the others
+        result.error = f"{entry.id} failed ({type(e).__name__}: {e})."
+        return result
+    result.top_k, result.latency_ms = prediction.top_k, prediction.latency_ms
+    if cam:
+        start = time.perf_counter()
+        result.cam_layer = loaded.cam_layer
+        try:
+            mask = grad_cam(loaded, prediction)
+            result.heatmap = cam_overlay(loaded, prediction, mask)
+            if not mask.any():
+                result.cam_note = (f"Grad-CAM found no region with positive evidence for `{prediction.top_k[0][0]}` "
+                                   f"at layer {loaded.cam_layer}: the map is empty.")
+        except Exception as e:  # the prediction stands even if its explanation fails
+            result.cam_error = f"Grad-CAM failed for {entry.id} ({type(e).__name__}: {e})."
+        result.cam_ms = (time.perf_counter() - start) * 1000.0
+    return result
+
+
+def compare(image: LoadedImage, entries: Sequence[ModelEntry], cache: ModelCache,
+            metadata: Mapping[str, Any] | None = None, top_k: int = DEFAULT_TOP_K, cam: bool = True,
+            on_load: Callable[[ModelEntry], None] | None = None) -> Comparison:
+    """Run every entry on one loaded image; a model that fails reports its error while the others answer."""
+    check_selection([e.id for e in entries])
+    results = [run_model(entry, image.image, cache, metadata, top_k, cam, on_load) for entry in entries]
+    return Comparison(results=results, summary=agreement_summary(results), image_info=dict(image.info))
