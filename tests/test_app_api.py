@@ -1,0 +1,168 @@
+"""The app served on 127.0.0.1 and called with gradio_client: /compare on real example images, bad inputs,
+limits, and what the server will and will not serve."""
+import os
+import socket
+import urllib.error
+import urllib.request
+from urllib.parse import quote
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from _app_zoo import BROKEN, TINY_MODELS, bad_inputs, build_tiny_zoo, convertible_inputs, packaged_examples  # noqa: E402
+
+RECORD_FIELDS = {"model", "top_k", "latency_ms", "params_total", "params_trainable", "mode", "error"}
+DIGIT_MODELS = ["lenet5-scratch-digits", "lite0-fe-digits", "quadsnet-scratch-digits"]
+MAX_FILE_SIZE = 2 * 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(app module, demo, url, client) for the tiny zoo, with a 2 MB upload limit."""
+    import app
+    from gradio_client import Client
+
+    weights = build_tiny_zoo(tmp_path_factory.getbasetemp() / "app-zoo")
+    settings = app.Settings(weights=weights, examples_dir=tmp_path_factory.mktemp("examples"),
+                            max_file_size=f"{MAX_FILE_SIZE}b", queue_size=5)
+    demo = app.build_demo(settings)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                            **app.launch_kwargs(settings))
+    client = Client(url, verbose=False)
+    yield app, demo, url, client
+    client.close() if hasattr(client, "close") else None
+    demo.close()
+
+
+def compare(client, path, models, age=None, sex="", site="", top_k=5):
+    from gradio_client import handle_file
+    return client.predict(handle_file(str(path)), models, age, sex, site, top_k, api_name="/compare")
+
+
+def test_only_compare_is_public_api(served):
+    _, _, _, client = served
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert list(endpoints) == ["/compare"]
+
+
+@pytest.mark.parametrize("example", ["retina", "ct", "mr"])
+def test_compare_on_real_example_images(served, example):
+    _, demo, _, client = served
+    records = compare(client, packaged_examples()[example], DIGIT_MODELS, top_k=3)
+    assert [r["model"] for r in records] == DIGIT_MODELS
+    entries = demo.zoo_app.entries
+    for record in records:
+        assert RECORD_FIELDS <= set(record) and record["error"] is None
+        assert len(record["top_k"]) == 3 and all(set(t) == {"label", "probability"} for t in record["top_k"])
+        assert 0 < sum(t["probability"] for t in record["top_k"]) <= 1.0001
+        assert record["latency_ms"] > 0
+        entry = entries[record["model"]]
+        assert (record["params_total"], record["params_trainable"]) == entry.params
+        assert record["mode"] == entry.mode
+
+
+def test_compare_with_digit_example_is_deterministic_and_cached(served):
+    _, demo, _, client = served
+    digit = demo.zoo_app.examples[0][0]
+    first = compare(client, digit, DIGIT_MODELS[:2])
+    loads = demo.zoo_app.cache.loads
+    second = compare(client, digit, DIGIT_MODELS[:2])
+    assert [r["top_k"] for r in first] == [r["top_k"] for r in second]
+    assert demo.zoo_app.cache.loads == loads  # the second prediction reloads nothing
+    assert all(r["load_ms"] is None for r in second)
+
+
+def test_model_ids_as_comma_separated_text(served):
+    _, _, _, client = served
+    records = compare(client, packaged_examples()["ct"], ",".join(DIGIT_MODELS[:2]))
+    assert [r["model"] for r in records] == DIGIT_MODELS[:2]
+
+
+def test_metadata_reaches_the_metadata_head(served):
+    _, _, _, client = served
+    path = packaged_examples()["retina"]
+    models = ["lenet5-meta-lesions", "lenet5-scratch-digits"]
+    unknown = compare(client, path, models)[0]
+    given = compare(client, path, models, age=72, sex="female", site="face")[0]
+    assert unknown["error"] is None and given["error"] is None
+    assert unknown["top_k"] != given["top_k"]
+
+
+@pytest.mark.parametrize("models", [[], ["lenet5-scratch-digits"], [f"m{i}" for i in range(7)]])
+def test_two_to_six_models(served, models):
+    from gradio_client.exceptions import AppError
+    _, _, _, client = served
+    with pytest.raises(AppError, match="Select 2 to 6 models"):
+        compare(client, packaged_examples()["ct"], models)
+
+
+def test_failing_and_unknown_models_report_errors_while_others_answer(served):
+    _, _, _, client = served
+    records = compare(client, packaged_examples()["ct"], ["lenet5-scratch-digits", BROKEN, "no-such-model"])
+    by_id = {r["model"]: r for r in records}
+    assert by_id["lenet5-scratch-digits"]["error"] is None and by_id["lenet5-scratch-digits"]["top_k"]
+    assert "could not be loaded" in by_id[BROKEN]["error"]
+    assert "no model with id 'no-such-model'" in by_id["no-such-model"]["error"]
+
+
+def test_bad_inputs_give_clear_errors_and_the_app_stays_up(served, tmp_path):
+    from gradio_client.exceptions import AppError
+    _, _, _, client = served
+    for name, (path, phrase) in bad_inputs(tmp_path).items():
+        with pytest.raises(AppError) as caught:
+            compare(client, path, DIGIT_MODELS[:2])
+        message = str(caught.value)
+        assert name in message and phrase.lower() in message.lower(), message
+    records = compare(client, packaged_examples()["ct"], DIGIT_MODELS[:2])
+    assert all(r["error"] is None for r in records)
+
+
+def test_unusual_images_are_converted(served, tmp_path):
+    _, _, _, client = served
+    for name, path in convertible_inputs(tmp_path).items():
+        records = compare(client, path, DIGIT_MODELS[:2], top_k=1)
+        assert all(r["error"] is None and r["top_k"] for r in records), name
+
+
+def test_upload_over_the_size_limit_is_refused(served, tmp_path):
+    import httpx
+    _, _, url, client = served
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(MAX_FILE_SIZE + 1024))
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):  # the client knows the limit
+        compare(client, big, DIGIT_MODELS[:2])
+    with big.open("rb") as f:  # and the server enforces it for any other client
+        response = httpx.post(f"{url}gradio_api/upload", files={"files": ("big.png", f, "image/png")}, timeout=30)
+    assert response.status_code == 413, response.text
+    assert compare(client, packaged_examples()["ct"], DIGIT_MODELS[:2])[0]["error"] is None
+
+
+def test_only_the_upload_cache_and_examples_are_served(served):
+    app, demo, url, _ = served
+    settings = demo.zoo_app.settings
+
+    def status(path) -> int:
+        try:
+            with urllib.request.urlopen(f"{url}gradio_api/file={quote(str(path))}") as response:
+                return response.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    assert status(demo.zoo_app.examples[0][0]) == 200
+    for secret in (app.__file__, settings.weights / "lenet5-scratch-digits" / "config.json",
+                   settings.weights / "lenet5-scratch-digits" / "model.safetensors", "/etc/passwd"):
+        assert status(secret) in (403, 404), secret
+
+
+def test_queue_and_limits_are_configured(served):
+    _, demo, _, _ = served
+    assert demo._queue.max_size == 5
+    assert demo.max_file_size == MAX_FILE_SIZE
+    assert set(TINY_MODELS) <= set(demo.zoo_app.entries)

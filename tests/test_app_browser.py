@@ -1,0 +1,146 @@
+"""End to end in a real browser: Debian's headless Chromium driven by Playwright opens the app, uploads a
+scan, selects models, runs the comparison and checks every column. Screenshots go to test-artifacts/."""
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from _app_zoo import build_tiny_zoo, packaged_examples  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+SELECTED = ["lenet5-scratch-digits", "lite0-fe-digits", "quadsnet-scratch-digits", "lenet5-meta-lesions"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file() or shutil.which(CHROMIUM) is None,
+                                reason=f"{CHROMIUM} missing: apt-get install -y chromium (.ci/run installs it)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    import app
+
+    weights = build_tiny_zoo(tmp_path_factory.getbasetemp() / "app-zoo")
+    settings = app.Settings(weights=weights, examples_dir=tmp_path_factory.mktemp("examples"))
+    demo = app.build_demo(settings)
+    _, local_url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                  quiet=True, **app.launch_kwargs(settings))
+    yield local_url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        page.locator("#compare-button").wait_for()
+        yield page
+        browser.close()
+
+
+def select_models(page, wanted):
+    boxes = page.locator("#models input[type=checkbox]")
+    for i in range(boxes.count()):
+        box = boxes.nth(i)
+        name = box.locator("xpath=..").inner_text().strip()
+        if (name in wanted) != box.is_checked():
+            box.click()
+
+
+def upload(page, path) -> None:
+    """Put a file into the image input, clearing the previous one first."""
+    clear = page.locator("#image-file button[aria-label='Clear']")
+    if clear.count():
+        clear.first.click()
+    page.locator("#image-file input[type=file]").set_input_files(str(path))
+
+
+def test_compare_shows_a_prediction_and_a_heatmap_per_model(page):
+    from playwright.sync_api import expect
+
+    select_models(page, SELECTED)
+    expect(page.locator("#models input[type=checkbox]:checked")).to_have_count(len(SELECTED))
+    upload(page, packaged_examples()["ct"])
+    expect(page.locator("#image-info")).to_contain_text("Modality CT")
+    expect(page.locator("#image-info")).to_contain_text("Window")
+    expect(page.locator("#preview img")).to_be_visible()
+    expect(page.get_by_label("Age (years)")).to_be_visible()  # a metadata model is selected
+    page.get_by_label("Age (years)").fill("63")
+    page.locator("#compare-button").click()
+    headers = []
+    for i in range(len(SELECTED)):
+        expect(page.locator(f"#col-{i}")).to_be_visible()
+        # columns follow the order the models were ticked in
+        expect(page.locator(f"#header-{i} h3")).to_have_text(re.compile("^(" + "|".join(map(re.escape, SELECTED)) + ")$"))
+        headers.append(page.locator(f"#header-{i} h3").inner_text().strip())
+        expect(page.locator(f"#label-{i}")).to_contain_text("%")  # the top classes with probabilities
+        heatmap = page.locator(f"#cam-{i} img")
+        expect(heatmap).to_be_visible()
+        assert heatmap.evaluate("img => img.naturalWidth") >= 224
+        expect(page.locator(f"#details-{i}")).to_contain_text("Latency")
+        expect(page.locator(f"#details-{i}")).to_contain_text("Trainable")
+    assert sorted(headers) == sorted(SELECTED)
+    expect(page.locator(f"#col-{len(SELECTED)}")).to_be_hidden()
+    expect(page.locator("#summary")).to_contain_text("Different label set")  # the lesion model
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-compare.png"), full_page=True)
+
+
+def test_teaching_and_zoo_tabs_have_content(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Teaching").click()
+    panel = page.get_by_role("tabpanel")
+    expect(panel).to_contain_text("Feature extraction")
+    expect(panel).to_contain_text("12,810 of 3,383,818 parameters (0.38%)")  # the FE model's own numbers
+    expect(panel).to_contain_text("What these numbers say")
+    expect(panel.get_by_text("lenet5-scratch-digits: training curves")).to_be_visible()  # run-folder plots
+    expect(panel.locator("img").first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "app-teaching.png"), full_page=True)
+    page.get_by_role("tab", name="Model zoo").click()
+    panel = page.get_by_role("tabpanel")
+    expect(panel).to_contain_text("quadsnet")
+    expect(panel).to_contain_text("efficientnet_lite0")
+    expect(panel).to_contain_text("offline (PyPI)")
+    page.screenshot(path=str(ARTIFACTS / "app-zoo.png"), full_page=True)
+    page.get_by_role("tab", name="Compare").click()
+
+
+def test_bad_upload_shows_a_message_and_the_app_keeps_working(page, tmp_path):
+    from playwright.sync_api import expect
+
+    bad = tmp_path / "notes.png"
+    bad.write_text("These are my notes, not an image.\n" * 5)
+    upload(page, bad)
+    expect(page.locator("#image-info")).to_contain_text("looks like a text file")
+    page.locator("#compare-button").click()
+    expect(page.locator("#summary")).to_contain_text("This image cannot be used")
+    expect(page.locator("#summary")).to_contain_text("notes.png: looks like a text file")
+    expect(page.locator("#col-0")).to_be_hidden()
+    page.screenshot(path=str(ARTIFACTS / "app-bad-input.png"), full_page=True)
+    select_models(page, SELECTED[:1])
+    upload(page, packaged_examples()["retina"])
+    expect(page.locator("#image-info")).to_contain_text("retina.jpg")
+    page.locator("#compare-button").click()
+    expect(page.locator("#summary")).to_contain_text("Select 2 to 6 models to compare; 1 selected")
+    select_models(page, SELECTED[:2])
+    page.locator("#compare-button").click()
+    expect(page.locator("#label-1")).to_contain_text("%")
+    expect(page.locator("#col-2")).to_be_hidden()
