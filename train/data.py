@@ -14,7 +14,7 @@ import math
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -98,15 +98,22 @@ class Splits:
 
 # --- bundled datasets -----------------------------------------------------------------------------
 
-BUNDLED_DATASETS: dict[str, Callable[[], DataSource]] = {}
+BUNDLED_DATASETS: dict[str, Callable[..., DataSource]] = {}
+_PARAMETRIZED: set[str] = set()  # bundled names that take options: --data NAME:OPTIONS
 
 
-def register_bundled(name: str) -> Callable[[Callable[[], DataSource]], Callable[[], DataSource]]:
-    """Register a dataset that needs no download under a ``--data`` name."""
-    def wrap(fn: Callable[[], DataSource]) -> Callable[[], DataSource]:
+def register_bundled(name: str, parametrized: bool = False
+                     ) -> Callable[[Callable[..., DataSource]], Callable[..., DataSource]]:
+    """Register a dataset that needs no download under a ``--data`` name.
+
+    A ``parametrized`` loader is called with the text after ``NAME:`` ("" when there is none).
+    """
+    def wrap(fn: Callable[..., DataSource]) -> Callable[..., DataSource]:
         if name in BUNDLED_DATASETS:
             raise ValueError(f"bundled dataset {name!r} is already registered")
         BUNDLED_DATASETS[name] = fn
+        if parametrized:
+            _PARAMETRIZED.add(name)
         return fn
     return wrap
 
@@ -127,6 +134,63 @@ def load_digits_source() -> DataSource:
                     "(seed 000's Θ7)")
 
 
+DIGITS_IMBALANCED_DEFAULTS = {"fraction": 0.1, "classes": ("3", "8"), "split_seed": 42,
+                              "val_frac": 0.15, "test_frac": 0.15}
+
+
+@register_bundled("digits-imbalanced", parametrized=True)
+def load_digits_imbalanced_source(options: str = "") -> DataSource:
+    """The digits with a fixed split whose training split keeps only a fraction of some classes.
+
+    ``--data digits-imbalanced[:FRACTION[:CLASSES]]``, e.g. ``digits-imbalanced:0.1:3,8`` (the default).
+    The split is the stratified one ``--data digits`` gets with seed 42, 15 % validation, 15 % test;
+    validation and test are left exactly as they are, so every remedy is scored on the same images.
+    """
+    fraction, classes = DIGITS_IMBALANCED_DEFAULTS["fraction"], DIGITS_IMBALANCED_DEFAULTS["classes"]
+    spec = "digits-imbalanced" + (f":{options}" if options else "")
+    parts = options.split(":") if options else []
+    if len(parts) > 2:
+        raise DataError(f"--data {spec!r}: expected digits-imbalanced[:FRACTION[:CLASSES]], "
+                        "e.g. digits-imbalanced:0.1:3,8")
+    if parts and parts[0]:
+        try:
+            fraction = float(parts[0])
+        except ValueError:
+            raise DataError(f"--data {spec!r}: FRACTION {parts[0]!r} is not a number; e.g. 0.1 keeps "
+                            "10 % of the minority classes' training images") from None
+    if len(parts) == 2:
+        classes = tuple(c.strip() for c in parts[1].split(",") if c.strip())
+    if not 0.0 < fraction <= 1.0:
+        raise DataError(f"--data {spec!r}: FRACTION must be in (0, 1], got {fraction}")
+    base = load_digits_source()
+    unknown = [c for c in classes if c not in base.label_names]
+    if not classes or unknown or len(set(classes)) != len(classes):
+        raise DataError(f"--data {spec!r}: CLASSES must be distinct digits among {base.label_names}, "
+                        f"got {list(classes)}")
+    d = DIGITS_IMBALANCED_DEFAULTS
+    splits = make_splits(base, d["val_frac"], d["test_frac"], d["split_seed"])
+    rng = np.random.default_rng(d["split_seed"])
+    minority = {base.label_names.index(c) for c in classes}
+    train: list[Sample] = []
+    for label in range(base.num_classes):
+        members = [s for s in splits.train if s.label == label]
+        if label in minority:  # a seeded choice of round(fraction * n) images, at least one
+            keep = max(1, round(fraction * len(members)))
+            chosen = sorted(rng.choice(len(members), size=keep, replace=False).tolist())
+            members = [members[i] for i in chosen]
+        train += members
+    samples = ([replace(s, split="train") for s in train] + [replace(s, split="val") for s in splits.val]
+               + [replace(s, split="test") for s in splits.test])
+    counts = class_counts(train, base.num_classes)
+    return DataSource(
+        name="digits-imbalanced", kind="bundled", spec=spec, label_names=base.label_names,
+        samples=samples, array=base.array,
+        description=f"scikit-learn's handwritten digits with an imbalanced training split: minority class(es) "
+                    f"{', '.join(classes)} keep {fraction:.0%} of their training images (train counts "
+                    f"{dict(zip(base.label_names, counts))}); validation and test are the balanced "
+                    f"splits of --data digits (seed {d['split_seed']}, {d['val_frac']:.0%}/{d['test_frac']:.0%})")
+
+
 # --- spec resolution ------------------------------------------------------------------------------
 
 def load_source(spec: str, image_dir: str | None = None, image_col: str | None = None,
@@ -134,7 +198,10 @@ def load_source(spec: str, image_dir: str | None = None, image_col: str | None =
     """Resolve a ``--data`` spec: a bundled name, an ImageFolder directory, a CSV or an .npz file."""
     spec = str(spec)
     if spec in BUNDLED_DATASETS:
-        return BUNDLED_DATASETS[spec]()
+        return BUNDLED_DATASETS[spec]("") if spec in _PARAMETRIZED else BUNDLED_DATASETS[spec]()
+    name, _, options = spec.partition(":")
+    if name in _PARAMETRIZED:
+        return BUNDLED_DATASETS[name](options)
     path = Path(spec).expanduser()
     if path.is_dir():
         return load_image_folder(path)
