@@ -71,6 +71,7 @@ class TrainConfig:
     metadata_cols: list[str] | None = None
     val_frac: float = 0.15
     test_frac: float = 0.15
+    split_seed: int | None = None  # None: the split uses --seed
     strict: bool = False
     workers: int | None = None
     # augmentation and imbalance
@@ -78,6 +79,8 @@ class TrainConfig:
     loss: str = "ce"
     label_smoothing: float = 0.0
     sampler: str = "shuffle"
+    synthetic: str | None = None     # folder written by python -m train.gan generate
+    target_balance: float = 1.0
     # optimisation
     epochs: int = 10
     batch_size: int = 32
@@ -149,6 +152,9 @@ class TrainConfig:
             raise ConfigError(f"--clip-grad must be positive, got {self.clip_grad}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"--patience must be at least 1, got {self.patience}")
+        if not 0.0 < self.target_balance <= 1.0:
+            raise ConfigError(f"--target-balance must be in (0, 1] (1.0: every class topped up to the "
+                              f"largest class's real count), got {self.target_balance}")
         if self.img_size is not None and self.img_size < 8:
             raise ConfigError(f"--img-size must be at least 8 pixels, got {self.img_size}")
         return self
@@ -260,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an ImageFolder directory (one subfolder per class, optionally inside "
                         "train/ val/ test/), a CSV of images and labels (HAM10000_metadata.csv "
                         "works as is), a MedMNIST .npz file, or a bundled dataset: "
-                        "digits (scikit-learn's handwritten digits)")
+                        "digits (scikit-learn's handwritten digits) or "
+                        "digits-imbalanced[:FRACTION[:CLASSES]] (the digits whose training split keeps "
+                        "only FRACTION of CLASSES; default 0.1 of 3,8; validation/test untouched)")
     g.add_argument("--image-dir", help="CSV only: folder searched for the images named in the CSV; "
                                        "default: the CSV's folder")
     g.add_argument("--image-col", help="CSV only: column with image paths or ids; default: the first "
@@ -274,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation fraction of a stratified split (when the data has no split)")
     g.add_argument("--test-frac", type=float,
                    help="test fraction of a stratified split (when the data has no split)")
+    g.add_argument("--split-seed", type=_none_or(int),
+                   help="seed of the stratified split; default: --seed. Fix it to compare several "
+                        "seeds on one split (python -m train.study does)")
     g.add_argument("--strict", action=argparse.BooleanOptionalAction,
                    help="stop at the first unreadable image instead of skipping and listing it")
     g.add_argument("--workers", type=_none_or(int),
@@ -289,6 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--label-smoothing", type=float, help="label smoothing for cross-entropy losses")
     g.add_argument("--sampler", choices=tuple(SAMPLERS),
                    help="; ".join(f"'{k}': {v}" for k, v in SAMPLERS.items()))
+    g.add_argument("--synthetic", type=_none_or(str), metavar="DIR",
+                   help="add the synthetic images in DIR (written by python -m train.gan generate, "
+                        "with its manifest.json) to the training split only, never to validation or "
+                        "test; the model card lists how many of each class were used")
+    g.add_argument("--target-balance", type=float, metavar="R",
+                   help="with --synthetic: top each class up to R x the largest class's real training "
+                        "count (1.0: balanced), as far as DIR has images of that class")
 
     g = parser.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="maximum number of epochs")
