@@ -29,14 +29,14 @@ def test_metrics_match_sklearn_and_hand_values():
     assert m["confusion_matrix"] == CM.tolist()
     assert m["accuracy"] == pytest.approx(12 / 16)
     assert m["balanced_accuracy"] == pytest.approx((5 / 6 + 3 / 6 + 4 / 4) / 3)
-    assert m["macro_precision"] == pytest.approx(precision_score(y_true, y_pred, average="macro"))
-    assert m["macro_sensitivity"] == pytest.approx(recall_score(y_true, y_pred, average="macro"))
-    assert m["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+    assert m["precision_macro"] == pytest.approx(precision_score(y_true, y_pred, average="macro"))
+    assert m["sensitivity_macro"] == pytest.approx(recall_score(y_true, y_pred, average="macro"))
+    assert m["f1_macro"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
     # specificity by hand: TN / (TN + FP) per class
     spec = {"a": 8 / 10, "b": 9 / 10, "c": 11 / 12}
     for name, value in spec.items():
         assert m["per_class"][name]["specificity"] == pytest.approx(value)
-    assert m["macro_specificity"] == pytest.approx(np.mean(list(spec.values())))
+    assert m["specificity_macro"] == pytest.approx(np.mean(list(spec.values())))
     assert m["per_class"]["b"]["precision"] == pytest.approx(3 / 4)
     assert m["per_class"]["b"]["sensitivity"] == pytest.approx(3 / 6)
     assert m["per_class"]["c"]["support"] == 4
