@@ -17,6 +17,7 @@ Settings, from environment variables:
     ZOO_APP_QUEUE_SIZE     requests allowed to wait (default 20)
     ZOO_APP_CONCURRENCY    comparisons run at the same time (default 1: a comparison already uses every core)
     ZOO_APP_EXAMPLES       folder the example images are written to (default: <temp>/zoo-app-examples)
+    ZOO_APP_OPEN_BROWSER   1: open the page in a browser on start (run.sh sets it when there is a display)
 """
 from __future__ import annotations
 
@@ -262,7 +263,7 @@ class ComparisonApp:
     def choices(self) -> list[tuple[str, str]]:
         return [(model_choice_label(e), e.id) for e in self.entries.values()]
 
-    def default_selection(self, count: int = 4) -> list[str]:
+    def default_selection(self, count: int = 5) -> list[str]:
         """Up to `count` available models, one per (architecture, mode) first so the modes are all shown."""
         available = [e for e in self.entries.values() if e.available]
         picked, seen = [], set()
@@ -440,8 +441,9 @@ def params_figure(entries: list[ModelEntry]):
     ax.set_yticks(y, names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    ax.set_xlim(right=max(trainable.max(), frozen.max()) * 20)  # room for the labels
     ax.set_xlabel("parameters (log scale)")
-    ax.legend(loc="lower right", fontsize=8)
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
     ax.set_title("Frozen vs trainable parameters")
     return fig
 
@@ -564,7 +566,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                 teaching_text = gr.Markdown()
                 params_plot = gr.Plot(label="Parameters")
                 params_df = gr.Dataframe(headers=TEACHING_HEADERS, interactive=False, label="Numbers")
-                plots = gr.Gallery(columns=3, height="auto",
+                plots = gr.Gallery(columns=3, height="auto", object_fit="contain",
                                    label="Training curves, confusion matrices and ROC curves from the run folders")
 
             with gr.Tab("Model zoo", id="zoo"):
@@ -647,7 +649,7 @@ def launch_kwargs(settings: Settings | None = None) -> dict[str, Any]:
     # Gradio serves its own upload/temporary cache; allowed_paths adds only the examples. Run folders are
     # never served: the Teaching tab reads their plots and sends copies.
     return dict(max_file_size=settings.max_file_size, allowed_paths=[str(settings.examples_dir)],
-                show_error=True, theme=THEME, css=CSS)
+                show_error=True, theme=THEME, css=CSS, inbrowser=os.environ.get("ZOO_APP_OPEN_BROWSER") == "1")
 
 
 SETTINGS = Settings.from_env()
