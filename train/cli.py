@@ -6,7 +6,7 @@ from typing import Sequence
 
 from ._errors import TrainError, TrainingInterrupted
 from .config import parse_args
-from .runner import RESUME_OPTIONS, configure_logging, run_training
+from .runner import RESUME_OPTIONS, run_training
 
 __all__ = ["main"]
 
@@ -36,7 +36,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TrainError, ZooError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    configure_logging(False)
     m = result.metrics
     print(f"done: {result.run_dir}  test accuracy {m.get('accuracy', float('nan')):.4f}, balanced accuracy "
           f"{m.get('balanced_accuracy', float('nan')):.4f}, macro F1 {m.get('f1_macro', float('nan')):.4f}"
