@@ -160,6 +160,11 @@ class TrainConfig:
         return self
 
     @property
+    def effective_split_seed(self) -> int:
+        """The seed of the stratified split: --split-seed, else --seed."""
+        return self.seed if self.split_seed is None else self.split_seed
+
+    @property
     def use_pretrained(self) -> bool:
         return self.mode != "scratch" if self.pretrained is None else bool(self.pretrained)
 
