@@ -180,7 +180,11 @@ def _prepare(cfg: TrainConfig, progress: bool) -> tuple[DataSource, Splits]:
     source = load_source(cfg.data, image_dir=cfg.image_dir, image_col=cfg.image_col,
                          label_col=cfg.label_col, metadata_cols=cfg.metadata_cols)
     source = verify_images(source, strict=cfg.strict, progress=progress)
-    splits = make_splits(source, cfg.val_frac, cfg.test_frac, cfg.seed)
+    splits = make_splits(source, cfg.val_frac, cfg.test_frac, cfg.effective_split_seed)
+    if cfg.synthetic:  # synthetic images join the training split only (train/synthetic.py)
+        from .synthetic import add_synthetic
+        splits = add_synthetic(source, splits, cfg.synthetic, cfg.target_balance,
+                               needs_metadata=bool(cfg.head and "metadata" in cfg.head))
     return source, splits
 
 
@@ -220,7 +224,8 @@ def run_training(cfg: TrainConfig | None = None, *, resume: str | Path | None = 
     else:
         checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
         saved = _saved_split(run_dir)
-        if saved is not None and saved != split_record(source, splits, cfg.seed, cfg.val_frac, cfg.test_frac):
+        current = split_record(source, splits, cfg.effective_split_seed, cfg.val_frac, cfg.test_frac)
+        if saved is not None and saved != current:
             raise DataError(f"the data of {cfg.data} changed since {run_dir} started (its split differs "
                             "from split.json); resuming would mix two datasets. Start a new run")
         if checkpoint["state"].get("finished") and (run_dir / "model.safetensors").is_file():
@@ -235,7 +240,8 @@ def run_training(cfg: TrainConfig | None = None, *, resume: str | Path | None = 
     if resume is None:
         _clear_run_files(run_dir)
         (run_dir / RUN_CONFIG_FILE).write_text(config_to_yaml(cfg), encoding="utf-8")
-        write_json(run_dir / "split.json", split_record(source, splits, cfg.seed, cfg.val_frac, cfg.test_frac))
+        write_json(run_dir / "split.json",
+                   split_record(source, splits, cfg.effective_split_seed, cfg.val_frac, cfg.test_frac))
     write_json(run_dir / "skipped_files.json",
                [{"file": s.key, "reason": s.reason} for s in source.skipped])
     _logger.info("resolved configuration (%s):\n%s", run_dir / RUN_CONFIG_FILE, config_to_yaml(cfg).rstrip())
@@ -354,6 +360,9 @@ def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: Da
                           "sampler": cfg.sampler, "epochs_run": len(state.history),
                           "best_epoch": state.best_epoch, "seed": cfg.seed},
              "test_metrics": flat}
+    if cfg.synthetic:
+        from .synthetic import synthetic_counts
+        extra["training"]["synthetic_images"] = synthetic_counts(splits.train, names)
     trainer.model.cpu()
     zoo.save_pretrained(trainer.model, run_dir, label_names=list(names), dataset=source.name,
                         metrics=flat, card_sections=sections, extra_config=extra)
