@@ -31,6 +31,13 @@ def _loss_text(cfg: TrainConfig, counts: Sequence[int], names: Sequence[str]) ->
             f"probabilities), samples weighted by W_c = N / (C · N_c); weights: {weights}")
 
 
+def _synthetic_counts(cfg: TrainConfig, splits: Splits, names: Sequence[str]) -> dict[str, int] | None:
+    if not cfg.synthetic:
+        return None
+    from .synthetic import synthetic_counts
+    return synthetic_counts(splits.train, names)
+
+
 def reproduce_command(cfg: TrainConfig) -> str:
     """The command that repeats this run from its saved configuration."""
     return f"python -m train --config {shlex.quote(str(cfg.out))}/run_config.yaml --out NEW_RUN_FOLDER"
@@ -57,10 +64,12 @@ def card_sections(cfg: TrainConfig, source: DataSource, splits: Splits, data_con
     split_how = ("the split the data defines (its train/val/test folders or arrays)"
                  + ("; validation carved from training, stratified" if source.kind == "imagefolder" else "")
                  if splits.predefined else
-                 f"a stratified split with seed {cfg.seed}: {1 - cfg.val_frac - cfg.test_frac:.0%} train, "
+                 f"a stratified split with seed {cfg.effective_split_seed}: "
+                 f"{1 - cfg.val_frac - cfg.test_frac:.0%} train, "
                  f"{cfg.val_frac:.0%} validation, {cfg.test_frac:.0%} test"
                  + (" (grouped by lesion_id so one lesion never spans two splits)"
                     if any(s.group for s in splits.train) else ""))
+    synthetic = _synthetic_counts(cfg, splits, names)
     data = [
         f"- Data: {source.description} (`--data {cfg.data}`)",
         f"- Split: {split_how}; every image's split is listed in `split.json`",
@@ -73,10 +82,20 @@ def card_sections(cfg: TrainConfig, source: DataSource, splits: Splits, data_con
         f"std {tuple(round(s, 4) for s in data_config['std'])}; "
         + ("grayscale input (colour images converted to luminance)" if in_chans == 1 else
            "3-channel input (grayscale images replicated to 3 channels)"),
-        "",
-        _table(["class", "train", "validation", "test"],
-               [[n, counts["train"][c], counts["val"][c], counts["test"][c]] for c, n in enumerate(names)]),
     ]
+    if synthetic is not None:
+        per_class = ", ".join(f"{n}: {k}" for n, k in synthetic.items() if k) or "none needed"
+        data.append(f"- Synthetic images (DCGAN, seed 003) from `{cfg.synthetic}`, added to the training split "
+                    f"only, up to {cfg.target_balance:g} x the largest class's real count: "
+                    f"{sum(synthetic.values())} in all ({per_class}); validation and test hold real images only. "
+                    "`split.json` lists them with keys starting `synthetic:`")
+        data += ["", _table(["class", "train (real)", "train (synthetic)", "validation", "test"],
+                            [[n, counts["train"][c] - synthetic[n], synthetic[n], counts["val"][c],
+                              counts["test"][c]] for c, n in enumerate(names)])]
+    else:
+        data += ["", _table(["class", "train", "validation", "test"],
+                            [[n, counts["train"][c], counts["val"][c], counts["test"][c]]
+                             for c, n in enumerate(names)])]
     epochs_run = len(history)
     lr_text = f"{cfg.lr:g}"
     if cfg.mode in ("fine-tune", "partial-fine-tune") and history and "head_lr" in history[0]:
