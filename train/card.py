@@ -61,8 +61,12 @@ def card_sections(cfg: TrainConfig, source: DataSource, splits: Splits, data_con
     names = source.label_names
     total, trainable = params
     counts = {name: class_counts(part, source.num_classes) for name, part in splits.items()}
+    # a predefined split lacking val/test gets them carved from its training part (data.make_splits)
+    carved = [name for name, part in (("validation", splits.val), ("test", splits.test))
+              if any(s.split == "train" for s in part)]
     split_how = ("the split the data defines (its train/val/test folders or arrays)"
-                 + ("; validation carved from training, stratified" if source.kind == "imagefolder" else "")
+                 + (f"; {' and '.join(carved)} carved from its training images, stratified, seed "
+                    f"{cfg.effective_split_seed}" if carved else "")
                  if splits.predefined else
                  f"a stratified split with seed {cfg.effective_split_seed}: "
                  f"{1 - cfg.val_frac - cfg.test_frac:.0%} train, "
