@@ -231,3 +231,35 @@ def test_too_few_images_for_a_split(tmp_path):
     root = make_folder(tmp_path / "tiny", per_class=2)
     with pytest.raises(DataError):
         make_splits(load_source(str(root)), 0.5, 0.45, seed=0)
+
+
+def test_medmnist_spec_without_the_package_says_what_to_do(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "medmnist", None)  # import fails as if not installed
+    with pytest.raises(DataError, match=r"pip install medmnist.*pneumoniamnist.npz"):
+        load_source("medmnist:pneumoniamnist")
+
+
+def test_medmnist_spec_loads_what_the_package_downloads(tmp_path, monkeypatch):
+    """A stand-in with the medmnist package's interface (INFO, classes, root, FLAG_SIZE.npz)."""
+    import sys
+    import types
+    rng = np.random.default_rng(0)
+
+    class BreastMNIST:
+        def __init__(self, split, download=False, size=None, root=str(tmp_path)):
+            self.root = root
+            arrays = {f"{s}_{k}": v for s in ("train", "val", "test") for k, v in (
+                ("images", rng.integers(0, 255, size=(12, size, size), dtype=np.uint8)),
+                ("labels", (np.arange(12) % 2).reshape(12, 1)))}
+            np.savez(tmp_path / f"breastmnist_{size}.npz", **arrays)
+
+    fake = types.SimpleNamespace(INFO={"breastmnist": {"python_class": "BreastMNIST",
+                                                       "label": {"0": "malignant", "1": "normal"}}},
+                                 BreastMNIST=BreastMNIST)
+    monkeypatch.setitem(sys.modules, "medmnist", fake)
+    source = load_source("medmnist:breastmnist:64")
+    assert source.label_names == ["malignant", "normal"] and source.array.shape == (36, 64, 64)
+    assert source.spec == "medmnist:breastmnist:64"
+    with pytest.raises(DataError, match="unknown MedMNIST flag"):
+        load_source("medmnist:nosuchmnist")

@@ -270,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", metavar="SPEC",
                    help="an ImageFolder directory (one subfolder per class, optionally inside "
                         "train/ val/ test/), a CSV of images and labels (HAM10000_metadata.csv "
-                        "works as is), a MedMNIST .npz file, or a bundled dataset: "
+                        "works as is), a MedMNIST .npz file (any size; medmnist:FLAG[:SIZE] fetches "
+                        "one with the medmnist package when online), or a bundled dataset: "
                         "digits (scikit-learn's handwritten digits) or "
                         "digits-imbalanced[:FRACTION[:CLASSES]] (the digits whose training split keeps "
                         "only FRACTION of CLASSES; default 0.1 of 3,8; validation/test untouched)")

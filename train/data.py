@@ -444,6 +444,50 @@ def _to_uint8(images: np.ndarray) -> np.ndarray:
     return np.rint((images - low) * scale).astype(np.uint8)
 
 
+@register_bundled("medmnist", parametrized=True)
+def load_medmnist_source(options: str = "") -> DataSource:
+    """``--data medmnist:FLAG[:SIZE]``: a MedMNIST file fetched by the ``medmnist`` package (online).
+
+    The package downloads ``FLAG.npz`` (28 px) or ``FLAG_SIZE.npz`` into its root (~/.medmnist);
+    offline, download the file once elsewhere and pass its path as ``--data``.
+    """
+    flag, _, size_text = options.partition(":")
+    flag = flag.strip().lower()
+    if not flag:
+        raise DataError("--data medmnist needs a dataset flag, e.g. medmnist:pneumoniamnist or "
+                        "medmnist:dermamnist:64")
+    try:
+        size = int(size_text) if size_text else 28
+    except ValueError:
+        raise DataError(f"--data medmnist:{options}: SIZE {size_text!r} is not a number (28, 64, 128 "
+                        "or 224)") from None
+    try:
+        import medmnist  # type: ignore[import-not-found]
+    except ImportError:
+        raise DataError(f"--data medmnist:{options} needs the medmnist package and a network "
+                        f"connection (pip install medmnist); or download {flag}.npz yourself and pass "
+                        "its path as --data") from None
+    info = getattr(medmnist, "INFO", {}).get(flag)
+    if info is None:
+        raise DataError(f"--data medmnist:{options}: unknown MedMNIST flag {flag!r}; known: "
+                        f"{sorted(getattr(medmnist, 'INFO', {}))}")
+    dataset_class = getattr(medmnist, info["python_class"])
+    kwargs = {} if size == 28 else {"size": size}
+    try:  # downloads (or finds) the .npz in the package's root folder
+        dataset = dataset_class(split="train", download=True, **kwargs)
+    except Exception as e:  # network errors, bad sizes, checksum failures: all mean "no file"
+        raise DataError(f"--data medmnist:{options}: the medmnist package could not fetch {flag} "
+                        f"at size {size} ({type(e).__name__}: {e}); download the .npz elsewhere and "
+                        "pass its path as --data") from None
+    root = Path(getattr(dataset, "root", None) or getattr(medmnist, "DEFAULT_ROOT", "."))
+    path = root / (f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz")
+    if not path.is_file():
+        raise DataError(f"--data medmnist:{options}: expected the download at {path}, found nothing")
+    source = load_npz(path)
+    source.spec = f"medmnist:{options}"
+    return source
+
+
 def _medmnist_label_names(stem: str, num_classes: int) -> list[str]:
     flag = stem.split("_")[0].lower()
     try:  # the medmnist package, when installed, knows the class names of its files
