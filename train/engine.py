@@ -6,7 +6,6 @@ so a run resumed from any step ends with the same weights as an uninterrupted on
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import signal
@@ -23,7 +22,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from ._errors import NonFiniteError, TrainingInterrupted
-from .checkpoint import CHECKPOINT_FILE, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import CHECKPOINT_FILE, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data import ImageDataset, class_counts
 from .features import CachePlan, cached_forward, extract_features
