@@ -19,8 +19,6 @@ Settings, from environment variables:
     ZOO_APP_EXAMPLES       folder the example images are written to (default: <temp>/zoo-app-examples)
     ZOO_APP_OPEN_BROWSER   1: open the page in a browser on start (run.sh sets it when there is a display)
 """
-from __future__ import annotations
-
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
