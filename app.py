@@ -12,6 +12,7 @@ Settings, from environment variables:
     ZOO_APP_WEIGHTS        run folders to offer (default: weights/ beside this file)
     ZOO_APP_CATALOG        catalog file (default: <weights>/catalog.json; format in zoo/catalog.py)
     ZOO_APP_CACHE_MODELS   loaded models kept in memory, least recently used evicted (default 8)
+    ZOO_APP_CACHE_MB       and at most this many megabytes of their weights (default: no byte limit)
     ZOO_APP_MAX_FILE_SIZE  upload limit (default 50mb)
     ZOO_APP_MAX_PIXELS     largest image accepted, in pixels (default zoo.images.MAX_IMAGE_PIXELS, 40 million)
     ZOO_APP_QUEUE_SIZE     requests allowed to wait (default 20)
@@ -53,6 +54,7 @@ class Settings:
     weights: Path
     catalog: Path | None = None
     cache_models: int = 8
+    cache_mb: int | None = None
     max_file_size: str = "50mb"
     max_pixels: int = zoo_images.MAX_IMAGE_PIXELS
     queue_size: int = 20
@@ -64,13 +66,14 @@ class Settings:
         env = os.environ.get
         catalog = env("ZOO_APP_CATALOG")
         return cls(weights=Path(env("ZOO_APP_WEIGHTS", ROOT / "weights")), catalog=Path(catalog) if catalog else None,
-                   cache_models=_int_env("ZOO_APP_CACHE_MODELS", 8), max_file_size=env("ZOO_APP_MAX_FILE_SIZE", "50mb"),
+                   cache_models=_int_env("ZOO_APP_CACHE_MODELS", 8), cache_mb=_int_env("ZOO_APP_CACHE_MB", None),
+                   max_file_size=env("ZOO_APP_MAX_FILE_SIZE", "50mb"),
                    max_pixels=_int_env("ZOO_APP_MAX_PIXELS", zoo_images.MAX_IMAGE_PIXELS),
                    queue_size=_int_env("ZOO_APP_QUEUE_SIZE", 20), concurrency=_int_env("ZOO_APP_CONCURRENCY", 1),
                    examples_dir=Path(env("ZOO_APP_EXAMPLES", Path(tempfile.gettempdir()) / "zoo-app-examples")))
 
 
-def _int_env(name: str, default: int) -> int:
+def _int_env(name: str, default: int | None) -> int | None:
     value = os.environ.get(name)
     if value is None or value == "":
         return default
@@ -214,7 +217,8 @@ def column_header(result: inference.ModelResult) -> str:
     parts = [result.architecture or "?", result.mode or "?"]
     if result.head:
         parts.append(f"head {result.head}")
-    return f"### {result.model}\n{' · '.join(parts)}" + (f" · trained on **{result.dataset}**" if result.dataset else "")
+    trained_on = f" · trained on **{result.dataset}**" if result.dataset else ""
+    return f"### {result.model}\n{' · '.join(parts)}{trained_on}"
 
 
 def column_details(result: inference.ModelResult) -> str:
@@ -223,14 +227,16 @@ def column_details(result: inference.ModelResult) -> str:
     if result.error:
         lines.append(f"**✖ Error:** {result.error}\n")
     if result.label_set_differs:
-        lines.append(f"**⚠ Different label set** ({len(result.label_names)} classes): not comparable with the others.\n")
+        lines.append(f"**⚠ Different label set** ({len(result.label_names)} classes): "
+                     "not comparable with the others.\n")
     if result.latency_ms is not None:
         load = f" (+ {result.load_ms:.0f} ms to load, first use)" if result.load_ms is not None else ""
         lines.append(f"- **Latency** {result.latency_ms:.1f} ms{load}")
     if result.cam_ms is not None:
         lines.append(f"- **Grad-CAM** {result.cam_ms:.1f} ms, layer `{result.cam_layer}`")
     lines.append(f"- **Parameters** {_fmt_int(result.params_total)}")
-    lines.append(f"- **Trainable** {_fmt_int(result.params_trainable)} ({_share(result.params_trainable, result.params_total)})")
+    share = _share(result.params_trainable, result.params_total)
+    lines.append(f"- **Trainable** {_fmt_int(result.params_trainable)} ({share})")
     lines.append(f"- **Mode** {result.mode or '—'}")
     lines.append(f"- **Dataset** {result.dataset or '—'}")
     for key, title in METRIC_COLUMNS:
@@ -248,7 +254,8 @@ class ComparisonApp:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.cache = inference.ModelCache(max_models=settings.cache_models)
+        self.cache = inference.ModelCache(max_models=settings.cache_models,
+                                          max_bytes=settings.cache_mb * 2**20 if settings.cache_mb else None)
         self.entries: dict[str, ModelEntry] = {}
         self.refresh()
         self.examples = write_examples(settings.examples_dir, settings.weights)
@@ -321,7 +328,8 @@ class ComparisonApp:
 
     def metadata_fields(self, model_ids: list[str] | None) -> tuple[bool, list[str], list[str]]:
         """Whether a selected model has a metadata head, and the union of their sex and site categories."""
-        schemas = [e.metadata_schema for e in self.selected_entries(model_ids or []) if e.available and e.metadata_schema]
+        schemas = [e.metadata_schema for e in self.selected_entries(model_ids or [])
+                   if e.available and e.metadata_schema]
         sexes = sorted({s for schema in schemas for s in schema["sex"]})
         sites = sorted({s for schema in schemas for s in schema["site"]})
         return bool(schemas), [UNKNOWN] + sexes, [UNKNOWN] + sites
@@ -377,7 +385,8 @@ def _contrasts(entries: list[ModelEntry]) -> list[str]:
                 continue
             fe_total, fe_train = fe.params
             _, ft_train = ft.params
-            line = (f"Fine-tuning `{ft.architecture}` trained {ft_train / max(fe_train or 1, 1):,.0f}× more parameters "
+            ratio = ft_train / max(fe_train or 1, 1)
+            line = (f"Fine-tuning `{ft.architecture}` trained {ratio:,.0f}× more parameters "
                     f"than feature extraction ({_fmt_int(ft_train)} vs {_fmt_int(fe_train)})")
             a, b = fe.test_metrics.get("balanced_accuracy"), ft.test_metrics.get("balanced_accuracy")
             if a is not None and b is not None:
@@ -456,7 +465,8 @@ def teaching_table(entries: list[ModelEntry]) -> list[list[Any]]:
         seconds = (run.get("timing") or {}).get("train_s")
         rows.append([e.id, e.mode, total, trainable, (total or 0) - (trainable or 0), _share(trainable, total),
                      run.get("epochs_run"), None if seconds is None else round(seconds, 1),
-                     *[None if e.test_metrics.get(k) is None else round(e.test_metrics[k], 4) for k, _ in METRIC_COLUMNS]])
+                     *[None if e.test_metrics.get(k) is None else round(e.test_metrics[k], 4)
+                       for k, _ in METRIC_COLUMNS]])
     return rows
 
 
@@ -568,7 +578,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                                    label="Training curves, confusion matrices and ROC curves from the run folders")
 
             with gr.Tab("Model zoo", id="zoo"):
-                gr.Markdown(f"Every architecture registered in the zoo ({len(zoo.list_architectures())}), trained or not. "
+                gr.Markdown(f"Every architecture registered in the zoo ({len(zoo.list_architectures())}), "
+                            "trained or not. "
                             "Train one with `python -m train --arch NAME --mode MODE --data SPEC`.")
                 gr.Dataframe(zoo_rows(), headers=ZOO_HEADERS, interactive=False, wrap=True, show_search="search",
                              label="Architectures")
@@ -620,7 +631,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         def on_rescan(ids):
             app.refresh()
             kept = [m for m in ids or [] if m in app.entries]
-            return gr.CheckboxGroup(choices=app.choices(), value=kept), models_table_markdown(list(app.entries.values()))
+            table = models_table_markdown(list(app.entries.values()))
+            return gr.CheckboxGroup(choices=app.choices(), value=kept), table
 
         image_file.change(app.preview, inputs=image_file, outputs=[preview, image_info], api_visibility="private")
         run_button.click(run_ui, inputs=[image_file, models, age, sex, site, top_k],

@@ -101,7 +101,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         entries = [e for e in discover_models(args.weights) if e.available] + extra_models(Path(tmp))
         pictures = images()
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians of {args.repeats} interleaved runs")
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+              f"medians of {args.repeats} interleaved runs")
         print(f"{'model':46} {'input':>9} {'image':>17} {'app ms':>8} {'(preproc)':>9} {'bare ms':>8} "
               f"{'ratio':>6} {'excl. preproc':>13} {'Grad-CAM ms':>12}")
         rows = []

@@ -78,7 +78,8 @@ def build_tiny_zoo(weights: Path) -> Path:
         folder = weights / run
         params = zoo.count_params(model)
         metrics = metrics_json(seed, labels, params)
-        zoo.save_pretrained(model.eval(), folder, label_names=labels, dataset="lesions" if labels == LESIONS else "digits",
+        zoo.save_pretrained(model.eval(), folder, label_names=labels,
+                            dataset="lesions" if labels == LESIONS else "digits",
                             metrics=metrics["headline"], extra_config={"test_metrics": metrics["headline"]})
         (folder / "metrics.json").write_text(json.dumps(metrics))
         if plots:

@@ -10,7 +10,8 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from _app_zoo import BROKEN, TINY_MODELS, bad_inputs, build_tiny_zoo, convertible_inputs, packaged_examples  # noqa: E402
+from _app_zoo import (BROKEN, TINY_MODELS, bad_inputs, build_tiny_zoo, convertible_inputs,  # noqa: E402
+                      packaged_examples)
 
 RECORD_FIELDS = {"model", "top_k", "latency_ms", "params_total", "params_trainable", "mode", "error"}
 DIGIT_MODELS = ["lenet5-scratch-digits", "lite0-fe-digits", "quadsnet-scratch-digits"]
@@ -166,3 +167,23 @@ def test_queue_and_limits_are_configured(served):
     assert demo._queue.max_size == 5
     assert demo.max_file_size == MAX_FILE_SIZE
     assert set(TINY_MODELS) <= set(demo.zoo_app.entries)
+
+
+def test_settings_from_the_environment(monkeypatch, tmp_path):
+    import gradio as gr
+
+    import app
+    monkeypatch.setenv("ZOO_APP_CACHE_MODELS", "3")
+    monkeypatch.setenv("ZOO_APP_MAX_PIXELS", "1000")
+    monkeypatch.setenv("ZOO_APP_WEIGHTS", str(tmp_path / "none"))
+    monkeypatch.setenv("ZOO_APP_EXAMPLES", str(tmp_path / "examples"))
+    settings = app.Settings.from_env()
+    assert settings.cache_models == 3 and settings.max_pixels == 1000
+    state = app.ComparisonApp(settings)  # no run folders: the app still starts, with the examples
+    assert state.entries == {} and len(state.examples) == 6
+    assert "No models yet" in app.models_table_markdown([])
+    with pytest.raises(gr.Error, match="over the limit of 1,000 pixels"):
+        state.read_image(str(packaged_examples()["ct"]))  # 128 x 128 > 1000
+    monkeypatch.setenv("ZOO_APP_CACHE_MODELS", "many")
+    with pytest.raises(SystemExit, match="ZOO_APP_CACHE_MODELS='many' must be a whole number"):
+        app.Settings.from_env()

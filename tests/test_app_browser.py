@@ -17,6 +17,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 SELECTED = ["lenet5-scratch-digits", "lite0-fe-digits", "quadsnet-scratch-digits", "lenet5-meta-lesions"]
+ONE_OF_SELECTED = re.compile("^(" + "|".join(map(re.escape, SELECTED)) + ")$")
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file() or shutil.which(CHROMIUM) is None,
                                 reason=f"{CHROMIUM} missing: apt-get install -y chromium (.ci/run installs it)")
@@ -88,7 +89,7 @@ def test_compare_shows_a_prediction_and_a_heatmap_per_model(page):
     for i in range(len(SELECTED)):
         expect(page.locator(f"#col-{i}")).to_be_visible()
         # columns follow the order the models were ticked in
-        expect(page.locator(f"#header-{i} h3")).to_have_text(re.compile("^(" + "|".join(map(re.escape, SELECTED)) + ")$"))
+        expect(page.locator(f"#header-{i} h3")).to_have_text(ONE_OF_SELECTED)
         headers.append(page.locator(f"#header-{i} h3").inner_text().strip())
         expect(page.locator(f"#label-{i}")).to_contain_text("%")  # the top classes with probabilities
         heatmap = page.locator(f"#cam-{i} img")

@@ -150,6 +150,21 @@ def test_cache_loads_once_and_evicts_least_recently_used(entries):
         inference.ModelCache(max_models=0)
 
 
+def test_cache_memory_budget_evicts_but_keeps_the_newest(entries):
+    budget = inference.ModelCache(max_models=8, max_bytes=1)  # smaller than any model
+    for run in DIGIT_MODELS:
+        budget.get(entries[run])
+    assert len(budget) == 1 and budget.is_loaded(entries[DIGIT_MODELS[-1]])
+
+
+def test_a_failed_load_is_not_cached(entries):
+    failing = inference.ModelCache(max_models=2)
+    for _ in range(2):
+        with pytest.raises(zoo.ZooError, match="could not be loaded"):
+            failing.get(entries[BROKEN])
+    assert len(failing) == 0 and failing.loads == 0 and not failing._loading
+
+
 def test_concurrent_requests_load_a_model_once(entries):
     shared = inference.ModelCache(max_models=2)
     results = []
@@ -260,7 +275,8 @@ def test_agreement_summary_cases():
     agree = inference.agreement_summary([result("a", "1"), result("b", "1")])
     assert agree.unanimous and "All 2 models agree: `1`" in agree.markdown
     split = inference.agreement_summary([result("a", "1"), result("b", "1"), result("c", "0")])
-    assert not split.unanimous and "Most say `1` (2 of 3)" in split.markdown and split.votes == {"1": ["a", "b"], "0": ["c"]}
+    assert not split.unanimous and "Most say `1` (2 of 3)" in split.markdown
+    assert split.votes == {"1": ["a", "b"], "0": ["c"]}
     tie = inference.agreement_summary([result("a", "1"), result("b", "0")])
     assert "No majority" in tie.markdown
     failed = inference.agreement_summary([inference.ModelResult(model="x", error="boom"), result("a", "1")])

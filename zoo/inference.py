@@ -169,16 +169,19 @@ class ModelCache:
                 if key in self._models:  # another request loaded it while we waited
                     self._models.move_to_end(key)
                     return self._models[key]
-            if on_load is not None:
-                on_load(entry)
-            loaded = load_model(entry)
-            with self._lock:
-                self.loads += 1
-                for old in [k for k in self._models if k[0] == entry.id]:  # a stale version of a re-trained run
-                    del self._models[old]
-                self._models[key] = loaded
-                self._evict()
-                self._loading.pop(key, None)
+            try:
+                if on_load is not None:
+                    on_load(entry)
+                loaded = load_model(entry)  # a failure is not cached: the next request tries again
+                with self._lock:
+                    self.loads += 1
+                    for old in [k for k in self._models if k[0] == entry.id]:  # a re-trained run's old weights
+                        del self._models[old]
+                    self._models[key] = loaded
+                    self._evict()
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
             return loaded
 
     def _evict(self) -> None:
