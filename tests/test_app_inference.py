@@ -313,3 +313,14 @@ def test_unusual_inputs_are_converted_and_classified(entries, cache, tmp_path):
         assert all(r.error is None and r.top_k for r in comparison.results), name
     deep = np.asarray(load_image(tmp_path / "deep16.png").image)
     assert deep.min() == 0 and deep.max() == 255  # 16-bit scaled to the full range, not clipped to white
+
+
+def test_inference_and_catalog_import_no_ui_code():
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import sys, zoo.inference, zoo.catalog; bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('gradio', 'gradio_client', 'train', 'app')]; print(bad); sys.exit(bool(bad))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
