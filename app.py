@@ -617,6 +617,12 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
 
         def run_api(path: str | None, ids: Any, age_value: float | None = None, sex_value: str = "",
                     site_value: str = "", k: float = inference.DEFAULT_TOP_K) -> list[dict[str, Any]]:
+            """Classify an image file with 2-6 models (a list of ids, or one comma-separated string).
+
+            Returns one record per model: model, top_k [{label, probability}], latency_ms, params_total,
+            params_trainable, mode, dataset, test_metrics, label_set_differs and error (null, or why that
+            model failed). Age/sex/site feed models with a metadata head. No Grad-CAM is computed here.
+            """
             if isinstance(ids, str):
                 ids = [m.strip() for m in ids.split(",") if m.strip()]
             return app.compare(path, ids, metadata_record(age_value, sex_value, site_value),
@@ -649,6 +655,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                   outputs=[metadata_group, sex, site, teaching_text, params_plot, params_df, plots],
                   api_visibility="private")
 
+    # a Blocks app has no flagging (that is gr.Interface's), so nothing users send is stored
     demo.queue(max_size=app.settings.queue_size, default_concurrency_limit=2)
     return demo
 
