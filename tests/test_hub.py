@@ -128,3 +128,12 @@ def test_non_finite_weights_are_never_written(tmp_path):
 def test_label_names_must_match_outputs(tmp_path):
     with pytest.raises(zoo.ZooError, match="2 label_names for a model with 3 outputs"):
         zoo.save_pretrained(zoo.create_model("lenet5", num_classes=3), tmp_path / "x", label_names=["a", "b"])
+
+
+def test_first_offline_import_leaves_the_global_rng_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo._hub, "CACHE_DIR", tmp_path / "fresh-cache")
+    torch.manual_seed(0)
+    zoo.offline_imagenet_weights()  # imports for the first time into the fresh cache
+    after_import = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(3), after_import)

