@@ -33,6 +33,8 @@ from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs,
 
 from zoo._errors import ZooError
 
+from ._common import check_min_size, reject_unsupported
+
 __all__ = ['AlexNet']
 
 _POOL_TYPES = ('avg', 'max')
@@ -51,10 +53,6 @@ cfgs: Dict[str, Dict[str, Any]] = {
 }
 
 
-def _reject_unsupported(name: str, kwargs: Dict[str, Any]) -> None:
-    unsupported = {k: v for k, v in kwargs.items() if v is not None and v is not False and v != 0}
-    if unsupported:
-        raise ZooError(f"{name} does not support {unsupported}; leave these options out for this model.")
 
 
 class AlexNet(nn.Module):
@@ -83,7 +81,7 @@ class AlexNet(nn.Module):
         """
         super().__init__()
         self.name = cfg['name']
-        _reject_unsupported(self.name, kwargs)
+        reject_unsupported(self.name, kwargs)
         if global_pool not in _POOL_TYPES:
             raise ZooError(f"{self.name} global_pool must be one of {_POOL_TYPES}, got {global_pool!r}.")
         self.num_classes = num_classes
@@ -177,11 +175,7 @@ class AlexNet(nn.Module):
         self.fc = nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2] < self.min_size[0] or x.shape[-1] < self.min_size[1]:
-            raise ZooError(
-                f"{self.name} needs inputs of at least {self.min_size[0]}x{self.min_size[1]} pixels, got "
-                f"{x.shape[-2]}x{x.shape[-1]}; resize the images to at least that size."
-            )
+        check_min_size(self.name, x, self.min_size)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             # one checkpoint per stage (a convolution and the layers up to the next one)
             for start, end in zip(self.stage_starts, self.stage_starts[1:] + [len(self.features)]):

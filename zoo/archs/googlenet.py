@@ -29,7 +29,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, get_device_dtype
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs, register_model
 
-from zoo._errors import ZooError
+
+from ._common import check_min_size, reject_unsupported
 
 __all__ = ['GoogLeNet']
 
@@ -49,10 +50,6 @@ _INCEPTION_CFGS: Dict[str, Tuple[int, int, int, int, int, int]] = {
 }
 
 
-def _reject_unsupported(kwargs: Dict[str, Any]) -> None:
-    unsupported = {k: v for k, v in kwargs.items() if v is not None and v is not False and v != 0}
-    if unsupported:
-        raise ZooError(f"GoogLeNet does not support {unsupported}; leave these options out for this model.")
 
 
 class ConvAct(nn.Sequential):
@@ -137,7 +134,7 @@ class GoogLeNet(nn.Module):
             **kwargs: Options of other timm models (drop_path_rate, ...), accepted only as no-ops (None, 0).
         """
         super().__init__()
-        _reject_unsupported(kwargs)
+        reject_unsupported('GoogLeNet', kwargs)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
@@ -218,11 +215,7 @@ class GoogLeNet(nn.Module):
             x: torch.Tensor,
             with_aux: bool,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
-        if x.shape[-2] < _MIN_SIZE[0] or x.shape[-1] < _MIN_SIZE[1]:
-            raise ZooError(
-                f"GoogLeNet needs inputs of at least {_MIN_SIZE[0]}x{_MIN_SIZE[1]} pixels, got "
-                f"{x.shape[-2]}x{x.shape[-1]}; resize the images to at least that size."
-            )
+        check_min_size('GoogLeNet', x, _MIN_SIZE)
         x = self.stem(x)
         aux_4a = aux_4d = None
         for name, block in self.blocks.named_children():

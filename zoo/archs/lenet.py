@@ -25,16 +25,14 @@ from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs,
 
 from zoo._errors import ZooError
 
+from ._common import check_min_size, reject_unsupported
+
 __all__ = ['LeNet5']
 
 _MIN_SIZE = (32, 32)  # C5 (5x5, valid) needs a 5x5 S4 map, i.e. a 32x32 input
 _POOL_TYPES = ('avg', 'max')
 
 
-def _reject_unsupported(kwargs: Dict[str, Any]) -> None:
-    unsupported = {k: v for k, v in kwargs.items() if v is not None and v is not False and v != 0}
-    if unsupported:
-        raise ZooError(f"LeNet-5 does not support {unsupported}; leave these options out for this model.")
 
 
 class LeNet5(nn.Module):
@@ -60,7 +58,7 @@ class LeNet5(nn.Module):
             **kwargs: Options of other timm models (drop_path_rate, ...), accepted only as no-ops (None, 0).
         """
         super().__init__()
-        _reject_unsupported(kwargs)
+        reject_unsupported('LeNet-5', kwargs)
         if global_pool not in _POOL_TYPES:
             raise ZooError(f"LeNet-5 global_pool must be one of {_POOL_TYPES}, got {global_pool!r}.")
         self.num_classes = num_classes
@@ -125,11 +123,7 @@ class LeNet5(nn.Module):
         self.fc = nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2] < _MIN_SIZE[0] or x.shape[-1] < _MIN_SIZE[1]:
-            raise ZooError(
-                f"LeNet-5 needs inputs of at least {_MIN_SIZE[0]}x{_MIN_SIZE[1]} pixels, got "
-                f"{x.shape[-2]}x{x.shape[-1]}; resize the images to at least that size."
-            )
+        check_min_size('LeNet-5', x, _MIN_SIZE)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             # one checkpoint per stage (a convolution and the layers up to the next one)
             for start, end in zip(self.stage_starts, self.stage_starts[1:] + [len(self.features)]):

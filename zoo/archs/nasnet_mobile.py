@@ -25,15 +25,13 @@ from timm.models.nasnet import CellStem0, CellStem1, FirstCell, NormalCell, Redu
 
 from zoo._errors import ZooError
 
+from ._common import check_min_size, reject_unsupported
+
 __all__ = ['NASNetAMobile']
 
 _MIN_SIZE = (3, 3)  # the 3x3 valid stem conv; the 'same'-padded cells run down to 1x1
 
 
-def _reject_unsupported(kwargs: Dict[str, Any]) -> None:
-    unsupported = {k: v for k, v in kwargs.items() if v is not None and v is not False and v != 0}
-    if unsupported:
-        raise ZooError(f"NASNet-A Mobile does not support {unsupported}; leave these options out for this model.")
 
 
 class NASNetAMobile(nn.Module):
@@ -67,7 +65,7 @@ class NASNetAMobile(nn.Module):
             **kwargs: Options of other timm models (drop_path_rate, ...), accepted only as no-ops (None, 0).
         """
         super().__init__()
-        _reject_unsupported(kwargs)
+        reject_unsupported('NASNet-A Mobile', kwargs)
         if num_features % 24:
             raise ZooError(f"NASNet-A num_features must be a multiple of 24, got {num_features}.")
         self.num_classes = num_classes
@@ -151,11 +149,7 @@ class NASNetAMobile(nn.Module):
         self.head.reset(num_classes, global_pool, **dd)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2] < _MIN_SIZE[0] or x.shape[-1] < _MIN_SIZE[1]:
-            raise ZooError(
-                f"NASNet-A Mobile needs inputs of at least {_MIN_SIZE[0]}x{_MIN_SIZE[1]} pixels, got "
-                f"{x.shape[-2]}x{x.shape[-1]}; resize the images to at least that size."
-            )
+        check_min_size('NASNet-A Mobile', x, _MIN_SIZE)
         x_conv0 = self.conv0(x)
         x_stem_0 = self.cell_stem_0(x_conv0)
         x_prev, x = x_stem_0, self.cell_stem_1(x_conv0, x_stem_0)

@@ -32,16 +32,14 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 
 from zoo._errors import ZooError
 
+from ._common import check_min_size, reject_unsupported
+
 __all__ = ['QuadSNet']
 
 _MIN_SIZE = (16, 16)  # four 2x2 max pools
 _STREAMS = ('cs1', 'cs2', 'ss1', 'ss2')  # eq. 1 order: F_cs = [F_CS1; F_CS2], F_ss = [F_SS1; F_SS2]
 
 
-def _reject_unsupported(kwargs: Dict[str, Any]) -> None:
-    unsupported = {k: v for k, v in kwargs.items() if v is not None and v is not False and v != 0}
-    if unsupported:
-        raise ZooError(f"QuadSNet does not support {unsupported}; leave these options out for this model.")
 
 
 class QuadSBlock(nn.Module):
@@ -116,7 +114,7 @@ class QuadSNet(nn.Module):
             **kwargs: Options of other timm models (drop_path_rate, ...), accepted only as no-ops (None, 0).
         """
         super().__init__()
-        _reject_unsupported(kwargs)
+        reject_unsupported('QuadSNet', kwargs)
         if len(widths) != 4:
             raise ZooError(f"QuadSNet has four blocks per stream; widths must have 4 entries, got {widths!r}.")
         self.num_classes = num_classes
@@ -166,11 +164,7 @@ class QuadSNet(nn.Module):
         self.head.reset(num_classes, global_pool, **dd)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2] < _MIN_SIZE[0] or x.shape[-1] < _MIN_SIZE[1]:
-            raise ZooError(
-                f"QuadSNet needs inputs of at least {_MIN_SIZE[0]}x{_MIN_SIZE[1]} pixels, got "
-                f"{x.shape[-2]}x{x.shape[-1]}; resize the images to at least that size."
-            )
+        check_min_size('QuadSNet', x, _MIN_SIZE)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.stages, x)
         return self.stages(x)  # F_total, (B, 4 * widths[-1], H / 16, W / 16)
