@@ -29,7 +29,6 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, get_device_dtype
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs, register_model
 
-
 from ._common import check_min_size, reject_unsupported
 
 __all__ = ['GoogLeNet']
