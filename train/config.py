@@ -109,6 +109,11 @@ class TrainConfig:
     name: str | None = None
     overwrite: bool = False
     quiet: bool = False
+    # publishing (after the run; does not change the result)
+    push_to_hub: str | None = None   # OWNER/NAME
+    private: bool = False
+    hub_revision: str | None = None
+    commit_message: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes other tools attach
 
     def validate(self) -> "TrainConfig":
@@ -360,6 +365,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace an existing run folder (never done without this flag)")
     g.add_argument("-q", "--quiet", action=argparse.BooleanOptionalAction,
                    help="no progress bars or per-epoch lines; warnings and the result still print")
+
+    g = parser.add_argument_group("publishing")
+    g.add_argument("--push-to-hub", type=_none_or(str), metavar="OWNER/NAME",
+                   help="after the run, push the run folder's publishable files (weights, config.json, "
+                        "model card, metrics, plots, split; never checkpoints or caches) to this Hub "
+                        "model repo, created if missing. The token comes from HF_TOKEN or `hf auth "
+                        "login`; the repo id and token are checked before training. A failed push "
+                        "leaves the run folder complete: push it later with python -m train.push")
+    g.add_argument("--private", action=argparse.BooleanOptionalAction,
+                   help="with --push-to-hub: create the repo private")
+    g.add_argument("--revision", dest="hub_revision", type=_none_or(str), metavar="BRANCH",
+                   help="with --push-to-hub: push to this branch (created if missing) instead of main")
+    g.add_argument("--commit-message", type=_none_or(str), metavar="MSG",
+                   help="with --push-to-hub: the commit summary; default: 'Upload RUN: ARCH (MODE)'")
     parser.set_defaults(**{k: v for k, v in _DEFAULTS.items() if k != "extra"})
     return parser
 

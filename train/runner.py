@@ -40,7 +40,8 @@ _logger = logging.getLogger("train")
 RUN_FILES = ("model.safetensors", "config.json", "README.md", "metrics.json", RUN_CONFIG_FILE,
              "split.json", "skipped_files.json", CHECKPOINT_FILE, *PLOT_FILES.values())
 # options that may differ when resuming (they do not change the result)
-RESUME_OPTIONS = ("quiet", "workers", "device")
+RESUME_OPTIONS = ("quiet", "workers", "device", "push_to_hub", "private", "hub_revision",
+                  "commit_message")
 
 
 @dataclass
@@ -233,7 +234,9 @@ def run_training(cfg: TrainConfig | None = None, *, resume: str | Path | None = 
 
     model, data_config, schema = _create_model(cfg, source, splits)
     in_chans = data_config["input_size"][0]
-    cfg = replace(cfg, pretrained=cfg.use_pretrained, out=str(run_dir), name=run_dir.name)
+    # publishing happens after the run (train/cli.py) and is no part of what --config repeats
+    cfg = replace(cfg, pretrained=cfg.use_pretrained, out=str(run_dir), name=run_dir.name,
+                  push_to_hub=None, private=False, hub_revision=None, commit_message=None)
 
     # every check passed: now the run folder may change
     run_dir.mkdir(parents=True, exist_ok=True)
