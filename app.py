@@ -616,18 +616,19 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                     updates += [gr.Column(visible=False), "", None, None, ""]
             return [comparison.summary.markdown, comparison.records(), *updates]
 
-        def run_api(path: str | None, ids: Any, age_value: float | None = None, sex_value: str = "",
-                    site_value: str = "", k: float = inference.DEFAULT_TOP_K) -> list[dict[str, Any]]:
+        # the parameter names are the API's keyword arguments: client.predict(image=..., models=[...])
+        def run_api(image: str | None, models: Any, age: float | None = None, sex: str = "", site: str = "",
+                    top_k: float = inference.DEFAULT_TOP_K) -> list[dict[str, Any]]:
             """Classify an image file with 2-6 models (a list of ids, or one comma-separated string).
 
             Returns one record per model: model, top_k [{label, probability}], latency_ms, params_total,
             params_trainable, mode, dataset, test_metrics, label_set_differs and error (null, or why that
             model failed). Age/sex/site feed models with a metadata head. No Grad-CAM is computed here.
             """
-            if isinstance(ids, str):
-                ids = [m.strip() for m in ids.split(",") if m.strip()]
-            return app.compare(path, ids, metadata_record(age_value, sex_value, site_value),
-                               int(k or inference.DEFAULT_TOP_K), cam=False).records()
+            if isinstance(models, str):
+                models = [m.strip() for m in models.split(",") if m.strip()]
+            return app.compare(image, models, metadata_record(age, sex, site),
+                               int(top_k or inference.DEFAULT_TOP_K), cam=False).records()
 
         def on_selection(ids):
             chosen = app.selected_entries(ids or [])

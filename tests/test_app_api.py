@@ -86,6 +86,14 @@ def test_model_ids_as_comma_separated_text(served):
     assert [r["model"] for r in records] == DIGIT_MODELS[:2]
 
 
+def test_keyword_arguments_and_defaults(served):
+    from gradio_client import handle_file
+    _, _, _, client = served
+    records = client.predict(image=handle_file(str(packaged_examples()["mr"])), models=DIGIT_MODELS[:2],
+                             api_name="/compare")
+    assert [r["model"] for r in records] == DIGIT_MODELS[:2] and len(records[0]["top_k"]) == 5
+
+
 def test_metadata_reaches_the_metadata_head(served):
     _, _, _, client = served
     path = packaged_examples()["retina"]
