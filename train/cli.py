@@ -6,6 +6,7 @@ from typing import Sequence
 
 from ._errors import TrainError, TrainingInterrupted
 from .config import parse_args
+from .distributed import is_main_process
 from .runner import RESUME_OPTIONS, configure_logging, run_training
 
 __all__ = ["main"]
@@ -43,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TrainError, ZooError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not is_main_process():  # under torchrun rank 0 reports and pushes
+        return 0
     m = result.metrics
     print(f"done: {result.run_dir}  test accuracy {m.get('accuracy', float('nan')):.4f}, balanced accuracy "
           f"{m.get('balanced_accuracy', float('nan')):.4f}, macro F1 {m.get('f1_macro', float('nan')):.4f}"

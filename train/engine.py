@@ -3,6 +3,10 @@
 Reproducibility: the order of each epoch comes from a generator seeded by (seed, epoch), random
 augmentation from a per-item seed, and the global torch RNG (dropout) is saved in every checkpoint,
 so a run resumed from any step ends with the same weights as an uninterrupted one.
+
+Under torchrun (train/distributed.py) every rank draws the same epoch order and takes its shard of it,
+the model trains wrapped in DistributedDataParallel, and validation predictions are gathered so every
+rank takes the same early-stopping and learning-rate decisions; only rank 0 writes checkpoints.
 """
 from __future__ import annotations
 
@@ -19,7 +23,10 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from . import distributed
 
 from ._errors import NonFiniteError, TrainingInterrupted
 from .checkpoint import CHECKPOINT_FILE, rng_state, save_checkpoint, set_rng_state
@@ -38,11 +45,15 @@ _logger = logging.getLogger("train")
 # --- epoch order ----------------------------------------------------------------------------------
 
 def epoch_batches(labels: Sequence[int], epoch: int, seed: int, batch_size: int,
-                  sampler: str = "shuffle", with_item_seeds: bool = False) -> list[list[Any]]:
+                  sampler: str = "shuffle", with_item_seeds: bool = False, rank: int = 0,
+                  world_size: int = 1) -> list[list[Any]]:
     """The batches of one training epoch: a seeded shuffle, or class-balanced draws with replacement.
 
     With ``with_item_seeds`` every item is (index, seed) so augmentation is reproducible per item.
-    A last batch of a single image is merged into the one before (batch norm needs two).
+    A last batch of a single image is merged into the one before (batch norm needs two). With several
+    processes every rank draws the same order and keeps every world_size-th item from its rank on, the
+    order padded from its start to a multiple of world_size as DistributedSampler does, so all ranks
+    get the same number of batches of ``batch_size`` (per process).
     """
     n = len(labels)
     generator = torch.Generator().manual_seed(_mix(seed, epoch, 0))
@@ -56,6 +67,9 @@ def epoch_batches(labels: Sequence[int], epoch: int, seed: int, batch_size: int,
         raise ValueError(f"unknown sampler {sampler!r}; expected shuffle or balanced")
     items: list[Any] = ([(i, _mix(seed, epoch, pos + 1)) for pos, i in enumerate(order)]
                         if with_item_seeds else order)
+    if world_size > 1:
+        items = (items + items[:(-n) % world_size])[rank::world_size]
+        n = len(items)
     batches = [items[i:i + batch_size] for i in range(0, n, batch_size)]
     if len(batches) > 1 and len(batches[-1]) == 1:
         last = batches.pop()
@@ -72,16 +86,17 @@ class EpochBatchSampler:
     """A batch sampler whose batches are set per epoch (and start step, when resuming)."""
 
     def __init__(self, labels: Sequence[int], batch_size: int, seed: int, sampler: str,
-                 with_item_seeds: bool):
+                 with_item_seeds: bool, rank: int = 0, world_size: int = 1):
         self.labels, self.batch_size, self.seed = list(labels), batch_size, seed
         self.sampler, self.with_item_seeds = sampler, with_item_seeds
+        self.rank, self.world_size = rank, world_size
         self.batches: list[list[Any]] = []
         self.start = 0
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> int:
         """Prepare `epoch`, skipping its first `start_step` batches; returns its number of batches."""
         self.batches = epoch_batches(self.labels, epoch, self.seed, self.batch_size, self.sampler,
-                                     self.with_item_seeds)
+                                     self.with_item_seeds, self.rank, self.world_size)
         self.start = start_step
         return len(self.batches)
 
@@ -183,8 +198,29 @@ class Trainer:
         self._head_forward = cached_forward(self.model, plan.level) if plan.level else None
         self._sampler = EpochBatchSampler(
             splits["train"].labels.tolist(), cfg.batch_size, cfg.seed, cfg.sampler,
-            with_item_seeds=cfg.augment != "none" and plan.level is None)
+            with_item_seeds=cfg.augment != "none" and plan.level is None,
+            rank=distributed.rank(), world_size=distributed.world_size())
         self._loaders: dict[str, DataLoader] = {}
+        self._ddp = self._wrap_distributed() if distributed.is_distributed() else None
+
+    def _wrap_distributed(self) -> DistributedDataParallel:
+        """DistributedDataParallel over what trains: the whole model, or the head on cached features."""
+        if self.plan.level is None:
+            if self.device.type == "cuda":
+                synced = distributed.convert_trainable_batchnorm(self.model)
+                if synced:
+                    _logger.info("distributed: %d trainable batch norm layer(s) synchronised across ranks "
+                                 "(SyncBatchNorm)", synced)
+            elif any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
+                # torch's SyncBatchNorm runs on GPUs only
+                _logger.warning("distributed on CPU: batch norm statistics are per process (SyncBatchNorm "
+                                "needs GPUs)")
+            module: nn.Module = self.model
+        else:
+            module = _CachedHead(self.model, self._head_forward)
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        # every trainable parameter takes part in each forward, so find_unused_parameters stays off
+        return DistributedDataParallel(module, device_ids=device_ids)
 
     # -- data feeding --
 
@@ -198,7 +234,12 @@ class Trainer:
                           # its own generator: creating iterators never draws from the global RNG
                           generator=torch.Generator().manual_seed(self.cfg.seed))
             dataset = self.splits[name].dataset
-            if purpose == "eval":
+            if purpose == "eval" and distributed.is_distributed():
+                # each rank predicts its shard; predict() gathers them back into index order
+                sampler = DistributedSampler(dataset, shuffle=False, drop_last=False)
+                self._loaders[split] = DataLoader(dataset, batch_size=self.cfg.batch_size,
+                                                  sampler=sampler, **common)
+            elif purpose == "eval":
                 self._loaders[split] = DataLoader(dataset, batch_size=self.cfg.batch_size,
                                                   shuffle=False, **common)
             else:
@@ -214,9 +255,9 @@ class Trainer:
         """(inputs, targets, metadata) batches on the device: images, or cached features."""
         data = self.splits[split]
         if data.features is not None:
+            shard = distributed.shard_indices(len(data.labels))
             batches = (self._sampler if train_order else
-                       [list(range(i, min(i + self.cfg.batch_size, len(data.labels))))
-                        for i in range(0, len(data.labels), self.cfg.batch_size)])
+                       [shard[i:i + self.cfg.batch_size] for i in range(0, len(shard), self.cfg.batch_size)])
             for batch in batches:
                 index = torch.as_tensor(batch, dtype=torch.long)
                 yield (data.features[index].to(self.device, non_blocking=True),
@@ -226,7 +267,10 @@ class Trainer:
             yield (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True),
                    self._metadata(data, index))
 
-    def _forward(self, x: torch.Tensor, metadata: torch.Tensor | None, cached: bool) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, metadata: torch.Tensor | None, cached: bool,
+                 train: bool = False) -> torch.Tensor:
+        if train and self._ddp is not None:  # through DDP, so the backward pass averages gradients
+            return self._ddp(x, metadata) if cached or self.uses_metadata else self._ddp(x)
         if cached:
             return self._head_forward(x, metadata)
         return self.model(x, metadata) if self.uses_metadata else self.model(x)
@@ -239,9 +283,11 @@ class Trainer:
             if data.features is None:
                 start = time.perf_counter()
                 loader = self._loader(f"{name}/eval")
-                data.features = extract_features(
+                features = extract_features(
                     self.model, self.plan.level, loader, self.device, total=len(loader),
                     desc=f"features {name}", progress=self.progress)
+                # each rank ran its shard; every rank trains on all of them
+                data.features = distributed.gather_rows(features.to(self.device), len(data.labels)).cpu()
                 self.feature_extraction_s += time.perf_counter() - start
                 _logger.info("feature cache: ran the frozen backbone over %d %s images (%s)",
                              len(data.labels), name, _hms(time.perf_counter() - start))
@@ -262,11 +308,15 @@ class Trainer:
         try:
             for x, y, metadata in self._feed("train", train_order=True):
                 step += 1
-                logits = self._forward(x, metadata, cached)
+                logits = self._forward(x, metadata, cached, train=True)
                 loss = self.loss_fn(logits, y)
                 extra = penalty(self.trainable, cfg.l1, cfg.l2)
                 total = loss if extra is None else loss + extra
-                value = float(total.detach())
+                n, correct = len(y), (logits.detach().argmax(1) == y).sum()
+                if self._ddp is None:
+                    value, loss_sum, stop = float(total.detach()), float(loss.detach()) * n, False
+                else:  # all ranks see the same loss, and stop together at the same step
+                    value, loss_sum, n, correct, stop = self._sync_step(loss, total, n, correct)
                 if not math.isfinite(value):
                     raise NonFiniteError(
                         f"the loss became {value} at epoch {epoch}, step {step}/{num_batches}; nothing "
@@ -277,10 +327,9 @@ class Trainer:
                 if cfg.clip_grad:
                     torch.nn.utils.clip_grad_norm_(self.trainable, cfg.clip_grad)
                 self.optimizer.step()
-                n = len(y)
-                partial["loss_sum"] += float(loss.detach()) * n
+                partial["loss_sum"] += loss_sum
                 partial["seen"] += n
-                partial["correct"] += int((logits.detach().argmax(1) == y).sum())
+                partial["correct"] += int(correct)
                 now = time.perf_counter()
                 partial["time_s"] += now - tick
                 tick = now
@@ -289,7 +338,7 @@ class Trainer:
                                 img_s=f"{partial['seen'] / max(partial['time_s'], 1e-9):.0f}")
                 if self.on_step is not None:
                     self.on_step(self, epoch, step)
-                if self._stop and step < num_batches:
+                if (stop if self._ddp is not None else self._stop) and step < num_batches:
                     state.next_epoch, state.next_step = epoch, step
                     self.save_checkpoint()
                     raise TrainingInterrupted(
@@ -304,20 +353,52 @@ class Trainer:
         state.partial = TrainState().partial
         return stats
 
+    def _sync_step(self, loss: torch.Tensor, total: torch.Tensor, n: int,
+                   correct: torch.Tensor) -> tuple[float, float, int, int, bool]:
+        """One all-reduce per step: (mean total loss, loss sum, images, correct, stop) over all ranks."""
+        size = distributed.world_size()
+        stats = distributed.all_sum(torch.stack([
+            total.detach().float() / size, loss.detach().float() * n, correct.float(),
+            torch.tensor(float(n), device=self.device),
+            torch.tensor(1.0 if self._stop else 0.0, device=self.device)]))
+        value, loss_sum, correct_all, n_all, stop = stats.tolist()
+        if stop and not self._stop:
+            self._stop = "a stop signal on another rank"
+        return value, loss_sum, int(n_all), int(correct_all), bool(stop)
+
+    def _stop_agreed(self) -> bool:
+        """Whether any rank was asked to stop (all ranks agree)."""
+        if self._ddp is None:
+            return bool(self._stop)
+        flag = torch.tensor([1.0 if self._stop else 0.0], device=self.device)
+        if distributed.all_sum(flag).item() and not self._stop:
+            self._stop = "a stop signal on another rank"
+        return bool(self._stop)
+
     @torch.no_grad()
     def predict(self, split: str) -> tuple[np.ndarray, np.ndarray, float]:
-        """(probabilities (N, C), labels (N,), mean loss) on a split, in eval mode."""
+        """(probabilities (N, C), labels (N,), mean loss) on a split, in eval mode.
+
+        With several processes each rank predicts its shard and the logits of all ranks are gathered,
+        so every rank returns the predictions for exactly the split, in its order.
+        """
         data = self.splits[split]
         cached = data.features is not None
         self.model.eval()
-        probs, labels, loss_sum = [], [], 0.0
+        logits_parts, label_parts = [], []
         for x, y, metadata in self._feed(split, train_order=False):
-            logits = self._forward(x, metadata, cached).float()
-            loss_sum += float(self.loss_fn(logits, y)) * len(y)
-            probs.append(logits.softmax(dim=1).cpu())
-            labels.append(y.cpu())
+            logits_parts.append(self._forward(x, metadata, cached).float())
+            label_parts.append(y)
+        n = len(data.labels)
+        logits = distributed.gather_rows(torch.cat(logits_parts), n)  # (N, C)
+        labels = distributed.gather_rows(torch.cat(label_parts), n)  # (N,)
+        probs, loss_sum = [], 0.0
+        for start in range(0, n, self.cfg.batch_size):  # the loss batch by batch, as evaluated
+            chunk, y = logits[start:start + self.cfg.batch_size], labels[start:start + self.cfg.batch_size]
+            loss_sum += float(self.loss_fn(chunk, y)) * len(y)
+            probs.append(chunk.softmax(dim=1).cpu())
         probs_np = torch.cat(probs).double().numpy()
-        return probs_np, torch.cat(labels).numpy(), loss_sum / max(len(data.labels), 1)
+        return probs_np, labels.cpu().numpy(), loss_sum / max(n, 1)
 
     def evaluate(self, split: str, label_names: Sequence[str]) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
         probs, labels, loss = self.predict(split)
@@ -358,7 +439,7 @@ class Trainer:
                     state.finished = True
                 self.save_checkpoint()
                 self._log_epoch(record, improved, time.perf_counter() - fit_start)
-                if self._stop and not state.finished:
+                if self._stop_agreed() and not state.finished:
                     raise TrainingInterrupted(
                         f"{self._stop} received: stopped after epoch {epoch} and saved "
                         f"{self.run_dir / CHECKPOINT_FILE}; continue with: "
@@ -415,7 +496,19 @@ class Trainer:
     # -- checkpoints --
 
     def save_checkpoint(self) -> Path:
-        """Atomically write model, optimiser, scheduler, RNG and loop state to checkpoint.pt."""
+        """Atomically write model, optimiser, scheduler, RNG and loop state to checkpoint.pt.
+
+        With several processes rank 0 writes it (the weights, loop state and RNG states are the same on
+        every rank) while the others check that their weights are finite, then all meet at a barrier.
+        """
+        path = self.run_dir / CHECKPOINT_FILE
+        if not distributed.is_main_process():
+            if not all(bool(torch.isfinite(t).all()) for t in self.model.state_dict().values()
+                       if t.is_floating_point()):
+                raise NonFiniteError(f"weights became non-finite by the end of epoch {self.state.next_epoch - 1}; "
+                                     "the previous checkpoint is kept. Lower --lr or set --clip-grad")
+            distributed.barrier()
+            return path
         payload = {
             "format": 1,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
@@ -426,11 +519,13 @@ class Trainer:
             "best_model": self.best_model,
         }
         try:
-            return save_checkpoint(self.run_dir / CHECKPOINT_FILE, payload)
+            save_checkpoint(path, payload)
         except FloatingPointError as e:
             raise NonFiniteError(f"weights became non-finite by the end of epoch "
                                  f"{self.state.next_epoch - 1} ({e}); the previous checkpoint is kept. "
                                  "Lower --lr or set --clip-grad") from None
+        distributed.barrier()
+        return path
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         self.model.load_state_dict(checkpoint["model"])
@@ -472,3 +567,15 @@ def _hms(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class _CachedHead(nn.Module):
+    """The trainable head on cached features as one module, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: nn.Module, forward: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]):
+        super().__init__()
+        self.model = model  # registers the head's parameters (the frozen ones take no part in DDP)
+        self._head_forward = forward
+
+    def forward(self, features: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
+        return self._head_forward(features, metadata)

@@ -20,6 +20,7 @@ import torch
 
 import zoo
 
+from . import distributed
 from ._errors import ConfigError, DataError
 from .augment import eval_transform, train_transform
 from .card import card_sections
@@ -89,18 +90,6 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name} asked for CUDA, but no CUDA GPU is available; use --device cpu")
-    return device
 
 
 def _run_dir(cfg: TrainConfig, source_name: str | None = None) -> Path:
@@ -196,7 +185,8 @@ def run_training(cfg: TrainConfig | None = None, *, resume: str | Path | None = 
 
     Pass a TrainConfig, or options as keywords (``run_training(arch="lenet5", data="digits")``).
     ``resume`` continues the run in that folder with its saved configuration. ``on_step(trainer,
-    epoch, step)`` is called after every training step (progress hooks, tests).
+    epoch, step)`` is called after every training step (progress hooks, tests). Under torchrun
+    (WORLD_SIZE > 1) every process calls this; rank 0 alone writes the run folder and logs progress.
     """
     if resume is not None:
         run_dir = Path(resume)
@@ -210,13 +200,24 @@ def run_training(cfg: TrainConfig | None = None, *, resume: str | Path | None = 
     elif options:
         cfg = replace(cfg, **options)
     cfg = replace(cfg).validate()
+    main_process = distributed.is_main_process()
     configure_logging(cfg.quiet)
-    progress = not cfg.quiet
+    if not main_process:  # one process speaks for all; the others only report errors
+        _logger.setLevel(logging.ERROR)
+    progress = not cfg.quiet and main_process
 
     if resume is None and (cfg.out or cfg.name):
         _check_run_dir(_run_dir(cfg), cfg.overwrite)  # fail before the slow work
     _seed_everything(cfg.seed, cfg.deterministic)
-    device = _device(cfg.device)
+    device, joined = distributed.setup(cfg.device)
+    try:
+        return _run(cfg, resume, on_step, device, progress)
+    finally:
+        distributed.teardown(joined)
+
+
+def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.device, progress: bool) -> RunResult:
+    main_process = distributed.is_main_process()
     source, splits = _prepare(cfg, progress)
     run_dir = _run_dir(cfg, source.name)
     checkpoint = None
@@ -232,21 +233,24 @@ def run_training(cfg: TrainConfig | None = None, *, resume: str | Path | None = 
         if checkpoint["state"].get("finished") and (run_dir / "model.safetensors").is_file():
             raise ConfigError(f"{run_dir} is a finished run (model.safetensors exists); nothing to resume")
 
-    model, data_config, schema = _create_model(cfg, source, splits)
+    with distributed.main_process_first():  # the first use may store offline weights in the zoo's cache
+        model, data_config, schema = _create_model(cfg, source, splits)
     in_chans = data_config["input_size"][0]
     # publishing happens after the run (train/cli.py) and is no part of what --config repeats
     cfg = replace(cfg, pretrained=cfg.use_pretrained, out=str(run_dir), name=run_dir.name,
                   push_to_hub=None, private=False, hub_revision=None, commit_message=None)
 
-    # every check passed: now the run folder may change
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if resume is None:
-        _clear_run_files(run_dir)
-        (run_dir / RUN_CONFIG_FILE).write_text(config_to_yaml(cfg), encoding="utf-8")
-        write_json(run_dir / "split.json",
-                   split_record(source, splits, cfg.effective_split_seed, cfg.val_frac, cfg.test_frac))
-    write_json(run_dir / "skipped_files.json",
-               [{"file": s.key, "reason": s.reason} for s in source.skipped])
+    # every check passed (on every rank: none writes before all have looked): the run folder may change
+    distributed.barrier()
+    if main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume is None:
+            _clear_run_files(run_dir)
+            (run_dir / RUN_CONFIG_FILE).write_text(config_to_yaml(cfg), encoding="utf-8")
+            write_json(run_dir / "split.json",
+                       split_record(source, splits, cfg.effective_split_seed, cfg.val_frac, cfg.test_frac))
+        write_json(run_dir / "skipped_files.json",
+                   [{"file": s.key, "reason": s.reason} for s in source.skipped])
     _logger.info("resolved configuration (%s):\n%s", run_dir / RUN_CONFIG_FILE, config_to_yaml(cfg).rstrip())
     if source.skipped:
         _logger.warning("%d file(s) skipped (listed in %s)", len(source.skipped), run_dir / "skipped_files.json")
@@ -254,6 +258,10 @@ def run_training(cfg: TrainConfig | None = None, *, resume: str | Path | None = 
     total, trainable = zoo.count_params(model)
     _logger.info("data: %s; %d train / %d val / %d test images, %d classes", source.description,
                  len(splits.train), len(splits.val), len(splits.test), source.num_classes)
+    if distributed.world_size() > 1:
+        _logger.info("distributed: %d processes (%s), batch size %d per process, %d in all",
+                     distributed.world_size(), "NCCL" if device.type == "cuda" else "gloo",
+                     cfg.batch_size, cfg.batch_size * distributed.world_size())
     _logger.info("model: %s, mode %s, %s parameters, %s trainable (%.2f%%); input %s",
                  cfg.arch, cfg.mode, f"{total:,}", f"{trainable:,}", 100.0 * trainable / max(total, 1),
                  data_config["input_size"])
@@ -273,12 +281,14 @@ def run_training(cfg: TrainConfig | None = None, *, resume: str | Path | None = 
     start = time.perf_counter()
     state = trainer.fit(source.label_names, checkpoint=checkpoint)
     train_s = time.perf_counter() - start
-    test, probs, labels = trainer.evaluate("test", source.label_names)
+    test, probs, labels = trainer.evaluate("test", source.label_names)  # every rank: the whole test split
     flat = flat_metrics(test)
     timing = {"train_s": train_s, "feature_extraction_s": trainer.feature_extraction_s,
-              "device": str(device)}
-    _write_outputs(cfg, run_dir, trainer, source, splits, data_config, in_chans, test, probs, labels,
-                   flat, plan, timing)
+              "device": str(device), "processes": distributed.world_size()}
+    if main_process:
+        _write_outputs(cfg, run_dir, trainer, source, splits, data_config, in_chans, test, probs, labels,
+                       flat, plan, timing)
+    distributed.barrier()
     _logger.info("test: %s", "  ".join(f"{k} {v:.4f}" for k, v in flat.items()))
     _logger.info("run folder: %s", run_dir)
     return RunResult(run_dir=run_dir, config=cfg, test=test, metrics=flat, history=state.history,
@@ -332,7 +342,8 @@ def _use_disk_cache(cfg: TrainConfig, trainer: Trainer, source: DataSource, spli
             data.features = cached[name]
         return
     trainer.prepare_features()
-    store_cached(cfg.cache_dir, cfg.arch, key, {n: d.features for n, d in trainer.splits.items()})
+    if distributed.is_main_process():
+        store_cached(cfg.cache_dir, cfg.arch, key, {n: d.features for n, d in trainer.splits.items()})
 
 
 def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: DataSource,
