@@ -195,6 +195,14 @@ def _decode_with_pillow(im: Image.Image, name: str, max_pixels: int) -> LoadedIm
 
 
 def _bomb_error(name: str, exc: Exception, max_pixels: int) -> ImageLoadError:
+    # Pillow checks its own (process-wide, possibly lowered by an app) limit while opening, before
+    # _check_pixel_count can run: when the image is over our max_pixels too, say so in our own terms.
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    if found and int(found.group(1)) > max_pixels:
+        return ImageLoadError(
+            f"{name}: {int(found.group(1)):,} pixels is over the limit of {max_pixels:,} pixels (max_pixels). "
+            "Downscale the image, or pass a larger max_pixels if you trust the file."
+        )
     return ImageLoadError(
         f"{name}: refused as a possible decompression bomb: {exc} (Pillow's limit "
         f"PIL.Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS:,}; this loader's max_pixels={max_pixels:,}). "
