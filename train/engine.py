@@ -363,7 +363,7 @@ class Trainer:
             torch.tensor(1.0 if self._stop else 0.0, device=self.device)]))
         value, loss_sum, correct_all, n_all, stop = stats.tolist()
         if stop and not self._stop:
-            self._stop = "a stop signal on another rank"
+            self._stop = "a stop request from another rank"
         return value, loss_sum, int(n_all), int(correct_all), bool(stop)
 
     def _stop_agreed(self) -> bool:
@@ -372,7 +372,7 @@ class Trainer:
             return bool(self._stop)
         flag = torch.tensor([1.0 if self._stop else 0.0], device=self.device)
         if distributed.all_sum(flag).item() and not self._stop:
-            self._stop = "a stop signal on another rank"
+            self._stop = "a stop request from another rank"
         return bool(self._stop)
 
     @torch.no_grad()
@@ -556,6 +556,14 @@ class Trainer:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+
+    def close(self) -> None:
+        """Let go of the data loaders, which stops their worker processes.
+
+        Under torchrun this must happen before the process group goes: workers forked from a rank
+        otherwise keep it from exiting.
+        """
+        self._loaders.clear()
 
     def request_stop(self, reason: str = "stop request") -> None:
         """Stop after the current step, as SIGINT does (for callers that embed the trainer)."""

@@ -279,9 +279,12 @@ def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.dev
     trainer.prepare_features()
 
     start = time.perf_counter()
-    state = trainer.fit(source.label_names, checkpoint=checkpoint)
-    train_s = time.perf_counter() - start
-    test, probs, labels = trainer.evaluate("test", source.label_names)  # every rank: the whole test split
+    try:
+        state = trainer.fit(source.label_names, checkpoint=checkpoint)
+        train_s = time.perf_counter() - start
+        test, probs, labels = trainer.evaluate("test", source.label_names)  # every rank: the whole test split
+    finally:
+        trainer.close()
     flat = flat_metrics(test)
     timing = {"train_s": train_s, "feature_extraction_s": trainer.feature_extraction_s,
               "device": str(device), "processes": distributed.world_size()}
