@@ -1,5 +1,6 @@
 """The DCGAN: shapes, training on the training split only, files, resume, generation, errors."""
 import json
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -9,9 +10,11 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from _toy_images import make_folder
+from train import TrainingInterrupted
 from train.data import load_source, make_splits
 from train.gan import (DCGANDiscriminator, DCGANGenerator, GanConfig, GeneratorError, generate_images,
                        load_generator, main, train_gan)
+from train.gan import fit
 from train.gan.generate import sample_images
 from train.gan.model import check_image_size
 
@@ -89,6 +92,39 @@ def test_resume_extends_to_the_same_weights_as_one_run(data, tmp_path):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     assert yaml.safe_load((resumed.run_dir / "gan_config.yaml").read_text())["epochs"] == 4
+
+
+class _StopAfterChecks:
+    """Stands in for the SIGINT handler: asks the loop to stop once it has checked `after` times."""
+
+    def __init__(self, after):
+        self.after, self.checks = after, 0
+
+    @property
+    def reason(self):
+        self.checks += 1
+        return "SIGINT" if self.checks > self.after else None
+
+    @contextmanager
+    def installed(self):
+        yield self
+
+
+def test_interrupted_mid_epoch_resumes_to_the_same_weights(data, tmp_path, monkeypatch):
+    # 'centre' has 6 training images: batch 4 gives 2 steps per epoch, so the stop lands mid-epoch
+    cfg = dict(classes=["centre"], epochs=2, batch_size=4)
+    whole = train_gan(_cfg(data, tmp_path / "whole", **cfg))
+    monkeypatch.setattr(fit, "_Stop", lambda: _StopAfterChecks(after=0))
+    with pytest.raises(TrainingInterrupted, match="step 1/2"):
+        train_gan(_cfg(data, tmp_path / "cut", **cfg))
+    assert (tmp_path / "cut" / "checkpoints" / "centre.pt").is_file()
+    assert not (tmp_path / "cut" / "generators").exists()
+    monkeypatch.undo()
+    resumed = train_gan(resume=tmp_path / "cut", quiet=True)
+    a = load_file(whole.run_dir / "generators/centre/model.safetensors")
+    b = load_file(resumed.run_dir / "generators/centre/model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
 def test_an_existing_run_needs_resume_or_overwrite(run, data):
