@@ -215,7 +215,7 @@ def quality_report(folder: str | Path, classifier: str | Path, out: str | Path |
     return report
 
 
-def quality_markdown(report: dict[str, Any]) -> str:
+def quality_markdown(report: dict[str, Any], heading: bool = True) -> str:
     """The per-class quality table as Markdown, with how to read it."""
     def fmt(v: Any, digits: int = 3) -> str:
         return "n/a" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
@@ -228,9 +228,10 @@ def quality_markdown(report: dict[str, Any]) -> str:
                     f"{fmt(c['classifier_test_recall'])} | {fmt(c.get('synthetic_nn_rmse_median'))} / "
                     f"{fmt(c.get('synthetic_nn_rmse_min'))} | {fmt(c.get('real_nn_rmse_median'))} | "
                     f"{fmt(c.get('near_copies'))} |")
+    intro = [f"Classifier `{report['classifier']}` (trained on real images) on the synthetic set "
+             f"`{report['synthetic_set']}`.", ""] if heading else []
     return "\n".join([
-        f"Classifier `{report['classifier']}` (trained on real images) on the synthetic set "
-        f"`{report['synthetic_set']}`.", "",
+        *intro,
         *rows, "",
         "- *classifier agrees*: share of synthetic images it assigns their intended class; compare with its recall "
         "on real test images of that class.",
