@@ -328,6 +328,7 @@ def _imbalance_summary(runs: list[dict[str, Any]], remedies: list[str], minority
         row["minority_recall"] = {m: _mean_std([r["test_recall"][m] for r in mine]) for m in minority}
         row["mean_minority_recall"] = _mean_std([float(np.mean([r["test_recall"][m] for m in minority])) for r in mine])
         row["train_s"] = _mean_std([r["train_s"] for r in mine])
+        row["best_epoch"] = [r["best_epoch"] for r in mine]
         if remedy != "plain-ce" and plain:
             pairs = [(r["test"]["balanced_accuracy"], plain[r["seed"]]["test"]["balanced_accuracy"])
                      for r in mine if r["seed"] in plain]
@@ -350,10 +351,10 @@ def _plot_imbalance(path: Path, summary: list[dict[str, Any]], minority: list[st
         stds = [row[key][1] or 0.0 for row in summary]
         ax.bar(x + (j - (len(metrics) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=label)
     ax.set_xticks(x, [row["variant"] for row in summary])
-    lows = [row[k][0] for row in summary for k, _ in metrics if row[k][0] is not None]
-    ax.set(ylim=(max(0.0, min(lows, default=0.0) - 0.1), 1.0), ylabel="test split",
+    lows = [row[k][0] - (row[k][1] or 0.0) for row in summary for k, _ in metrics if row[k][0] is not None]
+    ax.set(ylim=(max(0.0, min(lows, default=0.0) - 0.05), 1.0), ylabel="test split",
            title="Imbalance remedies (mean ± std over seeds)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=len(metrics))
     ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
     return path.name
@@ -402,7 +403,8 @@ def _imbalance_markdown(opts, command, description, counts, summary, runs, minor
                           quality_markdown({"classifier": quality["classifier"], "synthetic_set": "synthetic",
                                             "classes": quality["classes"],
                                             "distance": "RMSE of pixel values in [0, 1] at the generator's resolution "
-                                                        "to the nearest real training image of the class"}), ""]
+                                                        "to the nearest real training image of the class"},
+                                           heading=False), ""]
     return "\n".join([
         f"# {STUDIES['imbalance']}", "",
         "Seeds 000, 002 and 003 propose different answers to small, imbalanced medical datasets; seed 001 asks "
@@ -411,7 +413,10 @@ def _imbalance_markdown(opts, command, description, counts, summary, runs, minor
         "## Setup", "", *_setup_lines(opts, description, counts),
         f"- Minority classes (recall reported): {', '.join(minority)}", "",
         "## Results (test split)", "", _table(header, rows), "",
+        "Recall is the sensitivity of a minority class on the (balanced) test split. Train time is wall-clock time "
+        "on a shared CPU: it varies with the machine's load, compare it only roughly.", "",
         "![imbalance remedies](imbalance.png)", "",
+        *_still_improving(summary, opts["epochs"]),
         *(["## Against plain cross-entropy (paired by seed)", "", *notes, ""] if notes else []),
         *gan_lines,
         "## Reproduce", "", f"```bash\n{command}\n```", "",
@@ -516,6 +521,16 @@ def _plot_transfer(path: Path, runs, summary) -> str:
     return path.name
 
 
+def _still_improving(summary: list[dict[str, Any]], epochs: int) -> list[str]:
+    """A note naming the variants whose best validation epoch was the last one, if any."""
+    late = [row["variant"] for row in summary if any(e == epochs for e in row["best_epoch"])]
+    if not late:
+        return []
+    return [f"Still improving at the last epoch ({epochs}) for {', '.join(late)}: their best validation epoch was the "
+            "last one, so longer training could change the ranking; these numbers are a reduced, "
+            "fixed-budget comparison.", ""]
+
+
 def _transfer_markdown(opts, command, description, counts, summary) -> str:
     header = ["mode", "initial weights", "lr", "trainable / total params", "test accuracy", "balanced accuracy",
               "macro F1", "ROC-AUC", "training time (s)", "s / epoch", "best epoch"]
@@ -545,6 +560,7 @@ def _transfer_markdown(opts, command, description, counts, summary) -> str:
         "![transfer modes](transfer.png)", "",
         "Training time is wall-clock time of the training loop on this machine (shared CPU: compare the modes, not "
         "the absolute seconds); feature extraction's one-off backbone pass is listed separately.", "",
+        *_still_improving(summary, opts["epochs"]),
         "## Reproduce", "", f"```bash\n{command}\n```", "",
         "Raw per-run results: `results.json`; options: `study_config.yaml`; every run folder: `runs/`.", "",
     ])
@@ -635,6 +651,7 @@ def _init_markdown(opts, command, description, counts, summary) -> str:
         "Validation curves show how fast each scheme learns; the test columns are the weights of each run's "
         "best validation epoch. `zeros` makes every unit of a layer identical, so it is expected to fail "
         "(seed 004: \"neurons learn identical representations\").", "",
+        *_still_improving(summary, opts["epochs"]),
         "## Reproduce", "", f"```bash\n{command}\n```", "",
         "Raw per-run results (with the per-epoch validation history): `results.json`; options: "
         "`study_config.yaml`; every run folder: `runs/`.", "",
