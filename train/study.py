@@ -514,6 +514,7 @@ def _plot_transfer(path: Path, runs, summary) -> str:
         right.annotate(f"{row['params']['trainable']:,} trainable", (i, times[i] + extraction[i]),
                        ha="center", va="bottom", fontsize=8)
     right.set_xticks(x, [row["variant"] for row in summary])
+    right.set_ylim(0, 1.2 * max([t + e for t, e in zip(times, extraction)] + [1e-3]))  # room for the labels
     right.set(title="Training time (s) and trainable parameters", ylabel="seconds")
     right.legend(fontsize=8)
     right.grid(axis="y", alpha=0.3)
@@ -691,7 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minority", nargs="+", metavar="CLASS",
                    help="minority classes whose recall is reported and which the DCGAN synthesises; default: "
                         "classes with fewer than half the largest class's training images")
-    p.add_argument("--remedies", nargs="+", choices=list(REMEDIES), default=None, help="default: all")
+    p.add_argument("--remedies", nargs="+", choices=list(REMEDIES), default=None, metavar="REMEDY",
+                   help=f"some of {', '.join(REMEDIES)} (default: all)")
     p.add_argument("--target-balance", type=float, default=1.0,
                    help="dcgan: top minority classes up to R x the largest class (default: %(default)s)")
     p.add_argument("--gan-epochs", type=int, default=300, help="DCGAN epochs per class (default: %(default)s)")
@@ -704,7 +706,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, "digits", "efficientnet_lite0", 64, 5, 1)
     p.add_argument("--fine-tune-lr", type=float, default=1e-4,
                    help="backbone lr of fine-tune and partial-fine-tune; the head gets 10x (default: %(default)s)")
-    p.add_argument("--modes", nargs="+", choices=TRANSFER_MODES, default=None, help="default: all four")
+    p.add_argument("--modes", nargs="+", choices=TRANSFER_MODES, default=None, metavar="MODE",
+                   help=f"some of {', '.join(TRANSFER_MODES)} (default: all four)")
     p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
                    help="transfer from the offline ImageNet weights (default: yes)")
     p.add_argument("--trainable-stages", type=int, default=1, help="partial-fine-tune stages (default: %(default)s)")
