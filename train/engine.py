@@ -109,9 +109,10 @@ class EpochBatchSampler:
 
 def _ignore_stop_signals(worker_id: int) -> None:
     # Ctrl-C reaches the whole process group; loader workers must not die mid-step, because the
-    # main process finishes the step, saves, and then shuts them down itself.
+    # main process finishes the step, saves, and then shuts them down itself. SIGTERM stays
+    # default: PyTorch's own worker shutdown falls back to it, and a worker ignoring it can keep the
+    # interpreter from ever exiting.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # --- optimiser and schedule -----------------------------------------------------------------------
