@@ -516,6 +516,19 @@ THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                        font_mono=["ui-monospace", "SFMono-Regular", "monospace"])  # system fonts: no network
 
 
+def study_reports(weights: Path) -> list[tuple[str, str]]:
+    """(title, markdown) of each study report under <weights>/studies/ (written by python -m train.study).
+
+    Image links are dropped: the report folders are not served; the tables and verdicts are the content.
+    """
+    reports = []
+    for path in sorted(weights.glob("studies/*/report.md")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("!["))
+        reports.append((path.parent.name, text))
+    return reports
+
+
 def build_demo(settings: Settings | None = None) -> gr.Blocks:
     """The Blocks app for `settings` (default: from the environment)."""
     app = ComparisonApp(settings or Settings.from_env())
@@ -577,6 +590,15 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                 params_df = gr.Dataframe(headers=TEACHING_HEADERS, interactive=False, label="Numbers")
                 plots = gr.Gallery(columns=3, height="auto", object_fit="contain",
                                    label="Training curves, confusion matrices and ROC curves from the run folders")
+
+                reports = study_reports(app.settings.weights)
+                gr.Markdown("### Studies\n" + (
+                    f"{len(reports)} report(s) from `python -m train.study`, measured on this machine's data:"
+                    if reports else "No study reports yet: run `python -m train.study imbalance|transfer|init "
+                                    "--data digits` to compare remedies, transfer modes and initialisations."))
+                for name, text in reports:
+                    with gr.Accordion(f"Study: {name}", open=False):
+                        gr.Markdown(text)
 
             with gr.Tab("Model zoo", id="zoo"):
                 gr.Markdown(f"Every architecture registered in the zoo ({len(zoo.list_architectures())}), "

@@ -324,3 +324,15 @@ def test_inference_and_catalog_import_no_ui_code():
     result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_teaching_tab_reads_the_study_reports_that_exist(tmp_path):
+    import app
+
+    assert app.study_reports(tmp_path) == []
+    folder = tmp_path / "studies" / "imbalance"
+    folder.mkdir(parents=True)
+    (folder / "report.md").write_text("# Imbalance\n\n| remedy | bal. acc. |\n|---|---|\n| plain-ce | 0.948 |\n"
+                                      "![plot](imbalance.png)\n")
+    (title, text), = app.study_reports(tmp_path)
+    assert title == "imbalance" and "| plain-ce | 0.948 |" in text and "![plot]" not in text
