@@ -29,6 +29,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, get_device_dtype
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs, register_model
 
+from ..init import init_weights
 from ._common import check_min_size, reject_unsupported
 
 __all__ = ['GoogLeNet']
@@ -180,10 +181,7 @@ class GoogLeNet(nn.Module):
             self.to(device=device, dtype=dtype)
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight, mode='fan_in', nonlinearity='relu')
-                nn.init.zeros_(m.bias)
+        init_weights(self, 'he_normal')  # He normal (fan_in, ReLU gain), zero biases: zoo.init's scheme
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
