@@ -1,5 +1,7 @@
 """Studies end to end in reduced configurations, and the imbalanced-digits construction."""
 import json
+import shlex
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -7,7 +9,8 @@ import yaml
 from _toy_images import make_folder
 from train import ConfigError, DataError
 from train.data import load_digits_source, load_source, make_splits
-from train.study import main, run_imbalance_study, run_init_study, run_transfer_study
+from train.study import (ImbalanceConfig, InitConfig, TransferConfig, build_parser, main, run_imbalance_study,
+                         run_init_study, run_transfer_study)
 
 SMALL = dict(arch="lenet5", img_size=32, epochs=1, seeds=1, val_frac=0.2, test_frac=0.2, batch_size=8)
 
@@ -115,3 +118,16 @@ def test_cli_refuses_to_overwrite_a_report(data, tmp_path):
     assert command.startswith("python -m train.study init --data")
     assert main(args) == 2
     assert main([*args, "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("config", [ImbalanceConfig(), TransferConfig(),
+                                    InitConfig(schemes=["zeros"], epochs=3),
+                                    TransferConfig(arch="lenet5", pretrained=False, modes=["fine-tune"]),
+                                    ImbalanceConfig(minority=["3"], remedies=["margin", "dcgan"], verbose=True)])
+def test_cli_defaults_are_the_configs_and_the_recorded_command_replays(config):
+    options = vars(build_parser().parse_args([config.study]))
+    assert type(config)(**{k: v for k, v in options.items() if k != "study"}) == type(config)()
+    argv = shlex.split(config.command())[3:]  # after "python -m train.study"
+    replayed = vars(build_parser().parse_args(argv))
+    assert replayed.pop("study") == config.study
+    assert type(config)(**replayed) == replace(config, verbose=False)  # how loudly is not part of the command
