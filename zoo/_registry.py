@@ -130,7 +130,7 @@ _add("inception_v4", "inception", ["002", "004"], "Szegedy et al., Inception-v4,
 _add("inception_resnet_v2", "inception", ["001", "002"], "Szegedy et al., Inception-v4, Inception-ResNet, 2017",
      _S299, _S75, 55_843_464, "inception_resnet_v2.tf_in1k")
 _add("xception", "xception", ["000", "001", "002"], "Chollet, Xception: depthwise separable convolutions, 2017",
-     _S299, _S32, 22_855_952, "tf_xception.keras_in1k", timm_name="tf_xception", offline_weights=True)
+     _S299, _S32, 22_855_952, None, timm_name="tf_xception", offline_weights=True)
 _MOB = "Howard et al. / Sandler et al. / Howard et al., MobileNets v1 (2017), v2 (2018), v3 (2019)"
 _add("mobilenetv1_100", "mobilenet", ["000", "001", "002"], _MOB, _S224, _S32, 4_231_976,
      "mobilenetv1_100.ra4_e3600_r224_in1k")

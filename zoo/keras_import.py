@@ -10,7 +10,6 @@ config.json's zoo block says so ("license": null), and train.push refuses to pub
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -23,9 +22,9 @@ from torch import nn
 from ._builder import create_model
 from ._errors import ZooError
 from ._hub import load_matching, save_pretrained
-from .assets import MedicalClassifier, asset_error, medical_classifier
+from .assets import MedicalClassifier, asset_error, file_sha256, medical_classifier
 from .images import load_image, to_model_mode
-from .keras_weights import dense_head_state, read_keras_archive, xception_backbone_state
+from .keras_weights import KerasArchive, dense_head_state, read_keras_archive, xception_backbone_state
 from .modes import apply_mode, count_params
 
 __all__ = ["FEATURE_PROJECTION", "PARITY_TOLERANCE", "compare_with_reference", "convert_keras_classifier",
@@ -49,14 +48,6 @@ def keras_preprocessing_cfg(img_size: int) -> dict:
                 mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _head_shape(source: MedicalClassifier, archive) -> tuple[int, float]:
     """(hidden units, dropout rate) of the packaged head, checked against what the conversion expects."""
     cfg = archive.layer_configs
@@ -70,10 +61,11 @@ def _head_shape(source: MedicalClassifier, archive) -> tuple[int, float]:
     return int(cfg["dense"]["units"]), float(cfg["dropout"]["rate"])
 
 
-def convert_keras_classifier(name: str) -> nn.Module:
-    """The packaged classifier `name` as a zoo model (eval mode, feature-extraction), every tensor checked."""
+def convert_keras_classifier(name: str, archive: KerasArchive | None = None) -> nn.Module:
+    """The packaged classifier `name` (its `archive`, read if not given) as a zoo model in eval mode and
+    feature-extraction mode, every tensor checked."""
     source = medical_classifier(name)
-    archive = read_keras_archive(source.keras_file, source.asset)
+    archive = archive or read_keras_archive(source.keras_file, source.asset)
     hidden, rate = _head_shape(source, archive)
     labels = list(source.label_names)
     with warnings.catch_warnings(), torch.random.fork_rng():  # every weight is replaced next; the warning
@@ -223,15 +215,15 @@ def import_keras_classifier(name: str, out: str | Path, reference: str | Path | 
     """Convert packaged classifier `name` into the run folder `out`; with `reference`, first check the outputs
     against Keras's recorded ones (refusing to save past PARITY_TOLERANCE). Returns the folder."""
     source = medical_classifier(name)
-    model = convert_keras_classifier(name)
+    keras_file = source.keras_file  # checked against its pinned sha256
+    archive = read_keras_archive(keras_file, source.asset)
+    model = convert_keras_classifier(name, archive)
     images, probs = predict_packaged_images(model, source)
     labels = list(source.label_names)
     y_true = [labels.index(label) for _, label in images]
     parity = compare_with_reference(name, images, probs, Path(reference)) if reference is not None else None
     test = evaluate_on_packaged_images(y_true, probs, labels)
-    keras_file = source.keras_file
-    keras_sha = _sha256(keras_file)
-    archive_version = read_keras_archive(keras_file, source.asset).keras_version
+    keras_sha, archive_version = file_sha256(keras_file), archive.keras_version
     dataset = source.training_data  # what the head was trained on; the evaluation data are named beside it
     evaluated_on = f"{source.package}=={source.version} packaged images (n={test['num_samples']})"
     provenance = {"package": source.package, "version": source.version, "file": keras_file.name,

@@ -26,7 +26,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from ._errors import ZooError
-from ._hub import CACHE_DIR, WEIGHTS_NAME
+from . import _hub  # _hub.CACHE_DIR is read at call time: tests and users may point it elsewhere
 from .assets import ASSET_PACKAGES, MEDICAL_CLASSIFIERS, asset_error, asset_file
 
 __all__ = ["OfflineWeights", "OFFLINE_WEIGHTS", "offline_imagenet_weights", "offline_pretrained_cfg"]
@@ -114,7 +114,10 @@ def _import_mobilenetv2(timm_model: nn.Module) -> dict[str, torch.Tensor]:
         if src.rsplit(".", 1)[-1] != new.rsplit(".", 1)[-1]:
             raise asset_error(asset, f"{src} lines up with timm's {new}: different kinds of tensor")
         pairs.append((src, new, tensor))
-    return _check_and_collect(pairs, reference, "mobilenetv2_100")
+    try:
+        return _check_and_collect(pairs, reference, "mobilenetv2_100")
+    except ZooError as e:
+        raise asset_error(asset, f"its tensors do not fit timm's mobilenetv2_100 ({e})") from None
 
 
 def _import_xception(timm_model: nn.Module) -> dict[str, torch.Tensor]:
@@ -166,7 +169,7 @@ def _save_atomically(tensors: dict[str, torch.Tensor], target: Path) -> None:
 def offline_imagenet_weights(name: str = "efficientnet_lite0") -> Path:
     """Path of the zoo's safetensors copy of `name`'s offline ImageNet weights, importing them on first use."""
     spec = _get(name)
-    target = CACHE_DIR / f"{name}.offline_in1k" / WEIGHTS_NAME
+    target = _hub.CACHE_DIR / f"{name}.offline_in1k" / _hub.WEIGHTS_NAME
     if target.is_file():
         return target
     with torch.random.fork_rng():  # a reference model for names and shapes; must not move the caller's RNG

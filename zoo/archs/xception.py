@@ -48,8 +48,9 @@ class TfXception(Xception):
 
 def _create_xception(variant: str, pretrained: bool = False, **kwargs: Any) -> TfXception:
     overlay = kwargs.pop('pretrained_cfg_overlay', None) or {}
-    if pretrained and not overlay.get('file'):
+    if pretrained and kwargs.get('pretrained_cfg') is None and not overlay.get('file'):
         # stock timm.create_model("tf_xception", pretrained=True) after `import zoo`: the offline weights
+        # (a saved model, "local-dir:" or "hf-hub:", brings its own pretrained_cfg and weights)
         from zoo.offline_weights import offline_pretrained_cfg  # noqa: PLC0415  (imports zoo.archs itself)
         overlay = {**offline_pretrained_cfg('xception'), **overlay}
     return build_model_with_cfg(TfXception, variant, pretrained, pretrained_cfg_overlay=overlay,
