@@ -1,4 +1,4 @@
-"""Record what the packaged Keras classifiers output, with Keras itself: the fixture the zoo's imports are tested against.
+"""Record what the packaged Keras classifiers output, with Keras itself: the fixture the zoo is tested against.
 
     pip install --target /tmp/keras keras==3.15.1 absl-py namex optree ml-dtypes rich   # NOT tensorflow
     KERAS_BACKEND=torch PYTHONPATH=/tmp/keras .venv/bin/python scripts/keras_reference.py

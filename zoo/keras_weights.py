@@ -118,8 +118,9 @@ def _to_torch(cls: str, arrays: list[np.ndarray], prefix: str) -> dict[str, torc
     t = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in arrays]
     if cls == "Conv2D":  # (kh, kw, in, out) -> (out, in, kh, kw)
         return {f"{prefix}.weight": t[0].permute(3, 2, 0, 1)}
-    if cls == "SeparableConv2D":  # depthwise (kh, kw, in, 1) -> (in, 1, kh, kw); pointwise (1, 1, in, out) -> (out, in, 1, 1)
-        return {f"{prefix}.conv1.weight": t[0].permute(2, 3, 0, 1), f"{prefix}.pointwise.weight": t[1].permute(3, 2, 0, 1)}
+    if cls == "SeparableConv2D":  # depthwise (kh, kw, in, 1) -> (in, 1, kh, kw); pointwise -> (out, in, 1, 1)
+        return {f"{prefix}.conv1.weight": t[0].permute(2, 3, 0, 1),
+                f"{prefix}.pointwise.weight": t[1].permute(3, 2, 0, 1)}
     if cls == "BatchNormalization":  # gamma, beta, moving mean, moving variance
         return {f"{prefix}.weight": t[0], f"{prefix}.bias": t[1], f"{prefix}.running_mean": t[2],
                 f"{prefix}.running_var": t[3], f"{prefix}.num_batches_tracked": torch.tensor(0)}

