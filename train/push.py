@@ -159,7 +159,8 @@ def _redacted(error: PushFailedError, token: str) -> PushFailedError:
 
 
 def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
-             commit_message: str | None = None, token: str | None = None, dry_run: bool = False) -> list[str]:
+             commit_message: str | None = None, token: str | None = None, dry_run: bool = False,
+             allow_unlicensed: bool = False) -> list[str]:
     """Upload the publishable files of `run_dir` to the Hub model repo `repo_id` in one commit.
 
     Creates the repo (private if asked) and the branch `revision` if missing. Returns the names of the
@@ -173,6 +174,10 @@ def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, revisi
 
     run_dir = Path(run_dir)
     files = _check_run_folder(run_dir)
+    zoo_block = json.loads((run_dir / CONFIG_NAME).read_text(encoding="utf-8")).get("zoo") or {}
+    if "license" in zoo_block and not zoo_block["license"] and not allow_unlicensed:  # e.g. an imported model
+        raise PushError(f"{run_dir}'s weights have no licence ({zoo_block.get('license_note') or 'none stated'}), so "
+                        "they are not published; pass --allow-unlicensed once their author has allowed it")
     token = check_push_target(repo_id, revision=revision, token=token, dry_run=dry_run)
     branch = revision or "main"
     if dry_run:
@@ -220,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--commit-message", metavar="MSG", default=None,
                         help="the commit summary (default: 'Upload RUN: ARCH (MODE)')")
     parser.add_argument("--dry-run", action="store_true", help="list what would be pushed; send nothing")
+    parser.add_argument("--allow-unlicensed", action="store_true",
+                        help="publish weights whose config.json states no licence (\"license\": null)")
     return parser
 
 
@@ -234,7 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = Path(args.run_dir)
     try:
         files = push_run(run_dir, args.repo_id, private=args.private, revision=args.revision,
-                         commit_message=args.commit_message, dry_run=args.dry_run)
+                         commit_message=args.commit_message, dry_run=args.dry_run,
+                         allow_unlicensed=args.allow_unlicensed)
     except PushFailedError as e:
         print(f"error: push failed: {e}", file=sys.stderr)
         return 1

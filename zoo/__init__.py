@@ -9,13 +9,14 @@ from . import archs  # noqa: F401  (registers native models with timm)
 from .archs import variant as _variant  # noqa: F401  (registers zoo_variant)
 from ._builder import create_model, resolve_data_config
 from ._errors import ZooError
-from ._hub import load_pretrained, offline_imagenet_weights, save_pretrained
+from ._hub import load_pretrained, save_pretrained
 from ._registry import MODES, ArchInfo, get_architecture, list_architectures
 from .archs.metadata import MetadataSchema
 from .archs.variant import HEADS
 from .cam import cam_target_layers
 from .init import INIT_SCHEMES, init_weights
 from .modes import apply_mode, backbone_stages, count_params, head_parameters, param_groups
+from .offline_weights import offline_imagenet_weights
 
 __all__ = [
     "ArchInfo", "HEADS", "INIT_SCHEMES", "MODES", "MetadataSchema", "ZooError", "apply_mode", "backbone_stages",

