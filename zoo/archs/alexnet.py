@@ -267,7 +267,7 @@ def _create_alexnet(variant: str, pretrained: bool = False, **kwargs: Any) -> Al
         variant,
         pretrained,
         model_cfg=cfgs[variant],
-        feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
+        feature_cfg=dict(feature_cls='getter', flatten_sequential=True, out_indices=(0, 1, 2, 3)),
         **kwargs,
     )
 

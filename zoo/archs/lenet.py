@@ -214,7 +214,7 @@ def _create_lenet(variant: str, pretrained: bool = False, **kwargs: Any) -> LeNe
         LeNet5,
         variant,
         pretrained,
-        feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2)),
+        feature_cfg=dict(feature_cls='getter', flatten_sequential=True, out_indices=(0, 1, 2)),
         **kwargs,
     )
 
