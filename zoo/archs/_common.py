@@ -25,14 +25,20 @@ def reject_unsupported(name: str, kwargs: dict[str, Any]) -> None:
         raise ZooError(f"{name} does not support {unsupported}; leave these options out for this model.")
 
 
-# a leaf for torch.fx (timm's tracer and torchvision's feature extractor keep it as one call, so a traced
-# model checks its input too); the family modules also torch.fx.wrap it for plain torch.fx.symbolic_trace
+# a leaf for torch.fx: timm's tracer (and torchvision's feature extractor given timm's lists) keeps it as
+# one call, so a traced model checks its input too; the family modules also torch.fx.wrap it for plain
+# torch.fx.symbolic_trace
 @register_notrace_function
-def check_min_size(name: str, x: torch.Tensor, min_size: Tuple[int, int]) -> None:
-    """A clear error instead of a shape crash deep inside a convolution."""
+def check_min_size(name: str, x: torch.Tensor, min_size: Tuple[int, int]) -> torch.Tensor:
+    """A clear error instead of a shape crash deep inside a convolution.
+
+    Returns `x`: the caller continues with the result, so that a traced graph keeps the check (dead-code
+    elimination, as in torchvision's feature extractor, drops a call whose result nothing uses).
+    """
     if x.shape[-2] < min_size[0] or x.shape[-1] < min_size[1]:
         raise ZooError(f"{name} needs inputs of at least {min_size[0]}x{min_size[1]} pixels, got "
                        f"{x.shape[-2]}x{x.shape[-1]}; resize the images to at least that size.")
+    return x
 
 
 def intermediate_format(name: str, output_fmt: Union[str, Format]) -> Format:

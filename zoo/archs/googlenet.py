@@ -31,7 +31,7 @@ from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs,
 from timm.models._features import feature_take_indices  # timm exports it from this module only
 
 from ..init import init_weights
-from ._common import check_min_size, forward_layer_taps, intermediate_format, reject_unsupported
+from ._common import NO_POOLING, check_min_size, forward_layer_taps, intermediate_format, reject_unsupported
 
 __all__ = ['GoogLeNet']
 
@@ -219,7 +219,7 @@ class GoogLeNet(nn.Module):
             x: torch.Tensor,
             with_aux: bool,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
-        check_min_size('GoogLeNet', x, self.min_size)
+        x = check_min_size('GoogLeNet', x, self.min_size)
         x = self.stem(x)
         aux_4a: Optional[torch.Tensor] = None
         aux_4d: Optional[torch.Tensor] = None
@@ -255,7 +255,7 @@ class GoogLeNet(nn.Module):
             output_fmt: 'NCHW' or 'NHWC' layout of the intermediate maps.
             intermediates_only: Return the list of maps only.
         """
-        check_min_size('GoogLeNet', x, self.min_size)
+        x = check_min_size('GoogLeNet', x, self.min_size)
         fmt = intermediate_format('GoogLeNet', output_fmt)
         num_stem = len(self.stem)
         # checkpointed as forward_features does: each block on its own
@@ -283,7 +283,7 @@ class GoogLeNet(nn.Module):
         if prune_head or prune_end:
             self.aux_logits = False
             self.aux_4a = self.aux_4d = None
-            self.reset_classifier(0, '')
+            self.reset_classifier(0, NO_POOLING)
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

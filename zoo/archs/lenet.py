@@ -160,7 +160,7 @@ class LeNet5(nn.Module):
             output_fmt: 'NCHW' or 'NHWC' layout of the intermediate maps.
             intermediates_only: Return the list of maps only.
         """
-        check_min_size('LeNet-5', x, self.min_size)
+        x = check_min_size('LeNet-5', x, self.min_size)
         fmt = intermediate_format('LeNet-5', output_fmt)
         checkpoint_starts = self.stage_starts if self.grad_checkpointing else None
         x, intermediates = forward_layer_taps(
@@ -188,7 +188,7 @@ class LeNet5(nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_min_size('LeNet-5', x, self.min_size)
+        x = check_min_size('LeNet-5', x, self.min_size)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             # one checkpoint per stage (a convolution and the layers up to the next one)
             for start, end in zip(self.stage_starts, self.stage_starts[1:] + [len(self.features)]):

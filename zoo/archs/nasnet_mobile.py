@@ -27,7 +27,7 @@ from timm.models.nasnet import CellStem0, CellStem1, FirstCell, NormalCell, Redu
 
 from zoo._errors import ZooError
 
-from ._common import check_min_size, intermediate_format, reject_unsupported
+from ._common import NO_POOLING, check_min_size, intermediate_format, reject_unsupported
 
 __all__ = ['NASNetAMobile']
 
@@ -207,7 +207,7 @@ class NASNetAMobile(nn.Module):
             output_fmt: 'NCHW' or 'NHWC' layout of the intermediate maps.
             intermediates_only: Return the list of maps only.
         """
-        check_min_size('NASNet-A Mobile', x, self.min_size)
+        x = check_min_size('NASNet-A Mobile', x, self.min_size)
         fmt = intermediate_format('NASNet-A Mobile', output_fmt)
         take_indices, max_index = feature_take_indices(len(self.feature_ends), indices)
         num_layers = self.feature_ends[max_index] + 1 if stop_early else len(self.layer_names)
@@ -231,11 +231,11 @@ class NASNetAMobile(nn.Module):
             self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
             self.head.reset(0, in_features=self.num_features)
         if prune_head or prune_end:
-            self.reset_classifier(0, '')
+            self.reset_classifier(0, NO_POOLING)
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_min_size('NASNet-A Mobile', x, self.min_size)
+        x = check_min_size('NASNet-A Mobile', x, self.min_size)
         if not torch.jit.is_scripting():
             return self._forward_taps(x, [], len(self.layer_names), Format.NCHW)[0]
         # TorchScript cannot look the cells up by name: the same wiring (see _forward_taps), written out
@@ -272,7 +272,8 @@ def _create_nasnet_mobile(variant: str, pretrained: bool = False, **kwargs: Any)
         NASNetAMobile,
         variant,
         pretrained,
-        feature_cfg=dict(feature_cls='getter', no_rewrite=True),  # no_rewrite: for feature_cls='hook', cells take two inputs
+        # no_rewrite for feature_cls='hook': the cells take two inputs, no sequential rewrite
+        feature_cfg=dict(feature_cls='getter', no_rewrite=True),
         **kwargs,
     )
 

@@ -33,7 +33,7 @@ from timm.models._features import feature_take_indices  # timm exports it from t
 
 from zoo._errors import ZooError
 
-from ._common import check_min_size, forward_layer_taps, intermediate_format, reject_unsupported
+from ._common import NO_POOLING, check_min_size, forward_layer_taps, intermediate_format, reject_unsupported
 
 __all__ = ['QuadSNet']
 
@@ -189,7 +189,7 @@ class QuadSNet(nn.Module):
             output_fmt: 'NCHW' or 'NHWC' layout of the intermediate maps.
             intermediates_only: Return the list of maps only.
         """
-        check_min_size('QuadSNet', x, self.min_size)
+        x = check_min_size('QuadSNet', x, self.min_size)
         fmt = intermediate_format('QuadSNet', output_fmt)
         stage_indices = list(range(len(self.stages)))
         x, intermediates = forward_layer_taps(
@@ -211,11 +211,11 @@ class QuadSNet(nn.Module):
             self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
             self.head.reset(0, in_features=self.num_features)
         if prune_head or prune_end:
-            self.reset_classifier(0, '')
+            self.reset_classifier(0, NO_POOLING)
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_min_size('QuadSNet', x, self.min_size)
+        x = check_min_size('QuadSNet', x, self.min_size)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.stages, x)
         return self.stages(x)  # F_total, (B, 4 * widths[-1], H / 16, W / 16)
