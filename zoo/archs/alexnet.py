@@ -19,10 +19,14 @@ the papers' N(0, 0.01) init (AlexNet: biases 1 in conv2/4/5 and the hidden FC la
 their 90-epoch SGD schedules; in a 60-step Adam run (lr 1e-4) on scikit-learn's digits it reached 10 %
 (AlexNet, 64 px) and 23 % (ZFNet, 48 px) accuracy, He init 84 % and 90 %.
 
+global_pool='' (timm's "no pooling") leaves out the fully connected layers too, which take the pooled 6x6
+grid: forward_head then returns the pool5 map (B, 256, H, W), as num_classes=0 with global_pool='' does
+for timm's families.
+
 Parameters at 1000 classes: AlexNet 62,378,344; ZFNet 62,357,608.
 """
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -30,15 +34,18 @@ import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import SelectAdaptivePool2d, get_device_dtype
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices  # timm exports it from this module only
 
 from zoo._errors import ZooError
 
 from ..init import init_weights
-from ._common import check_min_size, reject_unsupported
+from ._common import NO_POOLING, check_min_size, forward_layer_taps, intermediate_format, reject_unsupported
 
 __all__ = ['AlexNet']
 
-_POOL_TYPES = ('avg', 'max')
+_POOL_TYPES = ('avg', 'max', NO_POOLING)
+
+torch.fx.wrap('check_min_size')  # one call in a graph from plain torch.fx.symbolic_trace
 
 # conv1 and conv2 as (out_chs, kernel, stride, padding), the remaining layers are shared;
 # min_size: the smallest input that forwards (measured).
@@ -54,6 +61,17 @@ cfgs: Dict[str, Dict[str, Any]] = {
 }
 
 
+def _check_head(name: str, num_classes: int, global_pool: str) -> None:
+    if global_pool not in _POOL_TYPES:
+        raise ZooError(f"{name} global_pool must be one of {_POOL_TYPES}, got {global_pool!r}.")
+    if global_pool == NO_POOLING and num_classes > 0:
+        raise ZooError(f"{name} with global_pool='' (no pooling) returns the pool5 map without the fully connected "
+                       f"layers, so it needs num_classes=0, got num_classes={num_classes}.")
+
+
+def _global_pool(global_pool: str) -> SelectAdaptivePool2d:
+    # (B, 256, H, W) -> (B, 256 * 6 * 6), the grid the first FC layer takes
+    return SelectAdaptivePool2d(output_size=6, pool_type=global_pool, flatten=global_pool != NO_POOLING)
 
 
 class AlexNet(nn.Module):
@@ -76,15 +94,15 @@ class AlexNet(nn.Module):
             num_classes: Number of output classes; 0 leaves the classifier out (pre-logits output).
             in_chans: Number of input channels.
             drop_rate: Dropout after each hidden FC layer (0.5 in both papers).
-            global_pool: 'avg' or 'max' adaptive pooling to the 6x6 grid the first FC layer takes.
+            global_pool: 'avg' or 'max' adaptive pooling to the 6x6 grid the first FC layer takes; '' (with
+                num_classes=0) for the unpooled pool5 map.
             device, dtype: Where and in which dtype to create the parameters.
             **kwargs: Options of other timm models (drop_path_rate, ...), accepted only as no-ops (None, 0).
         """
         super().__init__()
         self.name = cfg['name']
         reject_unsupported(self.name, kwargs)
-        if global_pool not in _POOL_TYPES:
-            raise ZooError(f"{self.name} global_pool must be one of {_POOL_TYPES}, got {global_pool!r}.")
+        _check_head(self.name, num_classes, global_pool)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
@@ -135,8 +153,10 @@ class AlexNet(nn.Module):
             dict(num_chs=256, reduction=4 * c1_s * c2_s, module='features.act5'),
             dict(num_chs=256, reduction=8 * c1_s * c2_s, module='features.pool5'),
         ]
+        layer_names = list(self.features._modules)
+        self.feature_ends = [layer_names.index(info['module'].split('.')[-1]) for info in self.feature_info]
 
-        self.global_pool = SelectAdaptivePool2d(output_size=6, pool_type=global_pool, flatten=True)
+        self.global_pool = _global_pool(global_pool)
         self.fc1 = nn.Linear(256 * 6 * 6, self.head_hidden_size)
         self.act6 = nn.ReLU(inplace=True)
         self.drop6 = nn.Dropout(drop_rate)
@@ -164,16 +184,63 @@ class AlexNet(nn.Module):
         return self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        _check_head(self.name, num_classes, self.global_pool.pool_type if global_pool is None else global_pool)
         if global_pool is not None:
-            if global_pool not in _POOL_TYPES:
-                raise ZooError(f"{self.name} global_pool must be one of {_POOL_TYPES}, got {global_pool!r}.")
-            self.global_pool = SelectAdaptivePool2d(output_size=6, pool_type=global_pool, flatten=True)
+            self.global_pool = _global_pool(global_pool)
         self.num_classes = num_classes
         dd = get_device_dtype(self)
         self.fc = nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
 
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """timm's feature extraction: the maps before pool1, pool2 and pool5 and the pool5 output (feature_info),
+        and forward_features' output.
+
+        Args:
+            x: Input images (B, C, H, W).
+            indices: Feature levels to return: None all, n the last n, or a list of indices.
+            norm: Unused (no final norm layer).
+            stop_early: Stop after the last requested level (the first output is then that level's map).
+            output_fmt: 'NCHW' or 'NHWC' layout of the intermediate maps.
+            intermediates_only: Return the list of maps only.
+        """
+        x = check_min_size(self.name, x, self.min_size)
+        fmt = intermediate_format(self.name, output_fmt)
+        checkpoint_starts = self.stage_starts if self.grad_checkpointing else None
+        x, intermediates = forward_layer_taps(
+            list(self.features), x, self.feature_ends, indices, stop_early, fmt, checkpoint_starts)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Remove the layers after the last of `indices` (and the head); returns the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.feature_ends), indices)
+        self.features = self.features[:self.feature_ends[max_index] + 1]
+        self.stage_starts = [s for s in self.stage_starts if s < len(self.features)]
+        prune_end = max_index < len(self.feature_ends) - 1
+        if prune_end:
+            self.num_features = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            # the hidden FC layers take the pooled pool5 grid: they go with the classifier, the features end unpooled
+            self.fc1 = nn.Identity()
+            self.fc2 = nn.Identity()
+            self.head_hidden_size = self.num_features
+            self.reset_classifier(0, NO_POOLING)
+        return take_indices
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_min_size(self.name, x, self.min_size)
+        x = check_min_size(self.name, x, self.min_size)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             # one checkpoint per stage (a convolution and the layers up to the next one)
             for start, end in zip(self.stage_starts, self.stage_starts[1:] + [len(self.features)]):
@@ -183,6 +250,8 @@ class AlexNet(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)  # (B, 256, H, W) -> (B, 256 * 6 * 6)
+        if self.global_pool.is_identity():
+            return x  # no pooling: the pool5 map, (B, 256, H, W)
         x = self.drop6(self.act6(self.fc1(x)))  # -> (B, 4096)
         x = self.drop7(self.act7(self.fc2(x)))  # -> (B, 4096)
         return x if pre_logits else self.fc(x)
@@ -198,7 +267,7 @@ def _create_alexnet(variant: str, pretrained: bool = False, **kwargs: Any) -> Al
         variant,
         pretrained,
         model_cfg=cfgs[variant],
-        feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)),
+        feature_cfg=dict(feature_cls='getter', flatten_sequential=True, out_indices=(0, 1, 2, 3)),
         **kwargs,
     )
 
@@ -208,7 +277,7 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
         'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (6, 6),
         'crop_pct': 0.875, 'interpolation': 'bilinear',
         'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'features.conv1', 'classifier': 'fc',
+        'first_conv': 'features.conv1', 'classifier': 'fc', 'license': 'apache-2.0',
         **kwargs,
     }
 

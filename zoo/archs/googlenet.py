@@ -20,7 +20,7 @@ aux_logits=False, forward returns the logits only.
 Parameters at 1000 classes: 6,998,552 (aux_logits=False); 13,378,280 with the auxiliary classifiers.
 """
 from collections import OrderedDict
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -28,9 +28,10 @@ import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, get_device_dtype
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices  # timm exports it from this module only
 
 from ..init import init_weights
-from ._common import check_min_size, reject_unsupported
+from ._common import NO_POOLING, check_min_size, forward_layer_taps, intermediate_format, reject_unsupported
 
 __all__ = ['GoogLeNet']
 
@@ -49,7 +50,7 @@ _INCEPTION_CFGS: Dict[str, Tuple[int, int, int, int, int, int]] = {
     '5b': (384, 192, 384, 48, 128, 128),
 }
 
-
+torch.fx.wrap('check_min_size')  # one call in a graph from plain torch.fx.symbolic_trace
 
 
 class ConvAct(nn.Sequential):
@@ -140,6 +141,7 @@ class GoogLeNet(nn.Module):
         self.drop_rate = drop_rate
         self.aux_logits = aux_logits
         self.grad_checkpointing = False
+        self.min_size: Tuple[int, int] = _MIN_SIZE
 
         # shapes at 224 px
         self.stem = nn.Sequential(OrderedDict([
@@ -169,6 +171,11 @@ class GoogLeNet(nn.Module):
             dict(num_chs=832, reduction=16, module='blocks.inception4e'),
             dict(num_chs=1024, reduction=32, module='blocks.inception5b'),
         ]
+        # forward_intermediates runs stem and blocks as one chain of layers; the taps index into it
+        layer_names = [f'stem.{n}' for n in self.stem._modules] + [f'blocks.{n}' for n in self.blocks._modules]
+        self.feature_ends = [layer_names.index(info['module']) for info in self.feature_info]
+        self.aux_4a_index = list(self.blocks._modules).index('inception4a')
+        self.aux_4d_index = list(self.blocks._modules).index('inception4d')
 
         if aux_logits:
             self.aux_4a = AuxHead(self.blocks.inception4a.out_chs, num_classes)
@@ -212,19 +219,72 @@ class GoogLeNet(nn.Module):
             x: torch.Tensor,
             with_aux: bool,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
-        check_min_size('GoogLeNet', x, _MIN_SIZE)
+        x = check_min_size('GoogLeNet', x, self.min_size)
         x = self.stem(x)
-        aux_4a = aux_4d = None
-        for name, block in self.blocks.named_children():
+        aux_4a: Optional[torch.Tensor] = None
+        aux_4d: Optional[torch.Tensor] = None
+        for i, block in enumerate(self.blocks):
             if self.grad_checkpointing and not torch.jit.is_scripting():
                 x = checkpoint(block, x)
             else:
                 x = block(x)
-            if with_aux and name == 'inception4a':
+            # `is not None` checks, not `self.aux_logits`, so TorchScript skips the calls when there are no aux heads
+            if with_aux and self.aux_4a is not None and i == self.aux_4a_index:
                 aux_4a = self.aux_4a(x)
-            elif with_aux and name == 'inception4d':
+            if with_aux and self.aux_4d is not None and i == self.aux_4d_index:
                 aux_4d = self.aux_4d(x)
         return x, aux_4d, aux_4a
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """timm's feature extraction: conv1, conv2, inception 3b, 4e and 5b outputs (feature_info), and
+        forward_features' output (the auxiliary classifiers do not run).
+
+        Args:
+            x: Input images (B, C, H, W).
+            indices: Feature levels to return: None all, n the last n, or a list of indices.
+            norm: Unused (no final norm layer).
+            stop_early: Stop after the last requested level (the first output is then that level's map).
+            output_fmt: 'NCHW' or 'NHWC' layout of the intermediate maps.
+            intermediates_only: Return the list of maps only.
+        """
+        x = check_min_size('GoogLeNet', x, self.min_size)
+        fmt = intermediate_format('GoogLeNet', output_fmt)
+        num_stem = len(self.stem)
+        # checkpointed as forward_features does: each block on its own
+        checkpoint_starts = range(num_stem, num_stem + len(self.blocks)) if self.grad_checkpointing else None
+        x, intermediates = forward_layer_taps(
+            [*self.stem, *self.blocks], x, self.feature_ends, indices, stop_early, fmt, checkpoint_starts)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Remove the layers after the last of `indices` (and the classifiers); returns the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.feature_ends), indices)
+        end = self.feature_ends[max_index] + 1
+        num_stem = len(self.stem)
+        self.stem = self.stem[:end]
+        self.blocks = self.blocks[:max(end - num_stem, 0)]
+        prune_end = max_index < len(self.feature_ends) - 1
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+            self.head.reset(0, in_features=self.num_features)
+        if prune_head or prune_end:
+            self.aux_logits = False
+            self.aux_4a = self.aux_4d = None
+            self.reset_classifier(0, NO_POOLING)
+        return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward_blocks(x, with_aux=False)[0]
@@ -236,6 +296,7 @@ class GoogLeNet(nn.Module):
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         if self.aux_logits and self.training:
             x, aux_4d, aux_4a = self._forward_blocks(x, with_aux=True)
+            assert aux_4d is not None and aux_4a is not None  # for TorchScript's types
             return self.forward_head(x), aux_4d, aux_4a
         x = self.forward_features(x)
         return self.forward_head(x)
@@ -246,7 +307,7 @@ def _create_googlenet(variant: str, pretrained: bool = False, **kwargs: Any) -> 
         GoogLeNet,
         variant,
         pretrained,
-        feature_cfg=dict(feature_cls='hook', flatten_sequential=True),
+        feature_cfg=dict(feature_cls='getter', flatten_sequential=True),
         **kwargs,
     )
 
@@ -263,6 +324,7 @@ default_cfgs = generate_default_cfgs({
         'std': IMAGENET_DEFAULT_STD,
         'first_conv': 'stem.conv1.conv',
         'classifier': 'head.fc',
+        'license': 'apache-2.0',
         'paper_name': 'Szegedy et al. Going Deeper with Convolutions. CVPR 2015',
         'paper_ids': 'arXiv:1409.4842',
     },

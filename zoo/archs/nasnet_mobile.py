@@ -13,25 +13,27 @@ implementation; dropout 0.5 before the classifier as in the TF-slim mobile confi
 Parameters at 1000 classes: 5,289,978, exactly the trainable count of Keras NASNetMobile; with the
 36,738 BatchNorm running statistics 5,326,716, the Keras total.
 """
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from timm.layers import ClassifierHead, ConvNormAct, get_device_dtype
+from timm.layers import ClassifierHead, ConvNormAct, Format, get_device_dtype, nchw_to
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices  # timm exports it from this module only
 # the NASNet-A cells, reused as they are: every width is a constructor argument
 from timm.models.nasnet import CellStem0, CellStem1, FirstCell, NormalCell, ReductionCell0, ReductionCell1
 
 from zoo._errors import ZooError
 
-from ._common import check_min_size, reject_unsupported
+from ._common import NO_POOLING, check_min_size, intermediate_format, reject_unsupported
 
 __all__ = ['NASNetAMobile']
 
 _MIN_SIZE = (3, 3)  # the 3x3 valid stem conv; the 'same'-padded cells run down to 1x1
 
-
+torch.fx.wrap('check_min_size')  # one call in a graph from plain torch.fx.symbolic_trace
 
 
 class NASNetAMobile(nn.Module):
@@ -73,6 +75,7 @@ class NASNetAMobile(nn.Module):
         self.drop_rate = drop_rate
         self.num_features = self.head_hidden_size = num_features
         self.grad_checkpointing = False
+        self.min_size: Tuple[int, int] = _MIN_SIZE
         f = num_features // 24  # filters of the first stage's cells (44)
 
         # shapes at 224 px
@@ -116,6 +119,9 @@ class NASNetAMobile(nn.Module):
             dict(num_chs=12 * f, reduction=16, module='reduction_cell_1.conv_1x1.act'),
             dict(num_chs=24 * f, reduction=32, module='act'),
         ]
+        # stem and cells in forward order, and the layer whose output each feature_info level taps
+        self.layer_names = ['conv0', 'cell_stem_0', 'cell_stem_1'] + self.cell_names
+        self.feature_ends = [self.layer_names.index(n) for n in ('conv0', 'cell_stem_0', 'cell_3', 'cell_9', 'cell_15')]
         self.head = ClassifierHead(num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
@@ -148,17 +154,108 @@ class NASNetAMobile(nn.Module):
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool, **dd)
 
+    def _forward_taps(
+            self,
+            x: torch.Tensor,
+            take_indices: List[int],
+            num_layers: int,
+            fmt: Format,
+    ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Run the first `num_layers` of layer_names; return the last tapped map and the levels in take_indices."""
+        use_checkpoint = self.grad_checkpointing and not torch.jit.is_scripting()
+        intermediates = []
+        x_prev = x
+        for i, name in enumerate(self.layer_names[:num_layers]):
+            layer = getattr(self, name)
+            if i < 2:  # conv0, cell_stem_0
+                x_prev, x = x, layer(x)
+            elif i == 2:  # cell_stem_1(x_conv0, x_stem_0)
+                x_prev, x = x, layer(x_prev, x)
+            else:
+                # mobile wiring (TF-slim skip_reduction_layer_input=0): the cell after a reduction cell takes
+                # the reduction cell's input as its previous input; NASNet-A Large skips it
+                x_prev, x = x, checkpoint(layer, x, x_prev) if use_checkpoint else layer(x, x_prev)
+            if i in self.feature_ends:
+                level = self.feature_ends.index(i)
+                if level == len(self.feature_ends) - 1:
+                    x = self.act(x)
+                # a cell's output is tapped where the next cell applies its ReLU to it (feature_info)
+                tap = x if level == 0 or level == len(self.feature_ends) - 1 else F.relu(x)
+                if level in take_indices:
+                    intermediates.append(nchw_to(tap, fmt))
+                if i == num_layers - 1:
+                    x = tap
+        return x, intermediates
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """timm's feature extraction: the stem conv output, the ReLU-activated outputs of cell_stem_0, cell_3 and
+        cell_9 and the final features (feature_info), and forward_features' output.
+
+        Args:
+            x: Input images (B, C, H, W).
+            indices: Feature levels to return: None all, n the last n, or a list of indices.
+            norm: Unused (no final norm layer).
+            stop_early: Stop after the last requested level (the first output is then that level's map).
+            output_fmt: 'NCHW' or 'NHWC' layout of the intermediate maps.
+            intermediates_only: Return the list of maps only.
+        """
+        x = check_min_size('NASNet-A Mobile', x, self.min_size)
+        fmt = intermediate_format('NASNet-A Mobile', output_fmt)
+        take_indices, max_index = feature_take_indices(len(self.feature_ends), indices)
+        num_layers = self.feature_ends[max_index] + 1 if stop_early else len(self.layer_names)
+        x, intermediates = self._forward_taps(x, take_indices, num_layers, fmt)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Remove the cells after the last of `indices` (and the classifier); returns the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.feature_ends), indices)
+        num_layers = self.feature_ends[max_index] + 1
+        for name in self.layer_names[num_layers:]:
+            setattr(self, name, None)  # cells take two inputs: no Identity can stand in for them
+        self.layer_names = self.layer_names[:num_layers]
+        prune_end = max_index < len(self.feature_ends) - 1
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+            self.head.reset(0, in_features=self.num_features)
+        if prune_head or prune_end:
+            self.reset_classifier(0, NO_POOLING)
+        return take_indices
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_min_size('NASNet-A Mobile', x, _MIN_SIZE)
+        x = check_min_size('NASNet-A Mobile', x, self.min_size)
+        if not torch.jit.is_scripting():
+            return self._forward_taps(x, [], len(self.layer_names), Format.NCHW)[0]
+        # TorchScript cannot look the cells up by name: the same wiring (see _forward_taps), written out
         x_conv0 = self.conv0(x)
         x_stem_0 = self.cell_stem_0(x_conv0)
         x_prev, x = x_stem_0, self.cell_stem_1(x_conv0, x_stem_0)
-        use_checkpoint = self.grad_checkpointing and not torch.jit.is_scripting()
-        for name in self.cell_names:
-            cell = getattr(self, name)
-            # mobile wiring (TF-slim skip_reduction_layer_input=0): the cell after a reduction cell takes
-            # the reduction cell's input as its previous input; NASNet-A Large skips it
-            x_prev, x = x, checkpoint(cell, x, x_prev) if use_checkpoint else cell(x, x_prev)
+        x_prev, x = x, self.cell_0(x, x_prev)
+        x_prev, x = x, self.cell_1(x, x_prev)
+        x_prev, x = x, self.cell_2(x, x_prev)
+        x_prev, x = x, self.cell_3(x, x_prev)
+        x_prev, x = x, self.reduction_cell_0(x, x_prev)
+        x_prev, x = x, self.cell_6(x, x_prev)
+        x_prev, x = x, self.cell_7(x, x_prev)
+        x_prev, x = x, self.cell_8(x, x_prev)
+        x_prev, x = x, self.cell_9(x, x_prev)
+        x_prev, x = x, self.reduction_cell_1(x, x_prev)
+        x_prev, x = x, self.cell_12(x, x_prev)
+        x_prev, x = x, self.cell_13(x, x_prev)
+        x_prev, x = x, self.cell_14(x, x_prev)
+        x = self.cell_15(x, x_prev)
         return self.act(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -175,7 +272,8 @@ def _create_nasnet_mobile(variant: str, pretrained: bool = False, **kwargs: Any)
         NASNetAMobile,
         variant,
         pretrained,
-        feature_cfg=dict(feature_cls='hook', no_rewrite=True),  # cells take two inputs, no sequential rewrite
+        # no_rewrite for feature_cls='hook': the cells take two inputs, no sequential rewrite
+        feature_cfg=dict(feature_cls='getter', no_rewrite=True),
         **kwargs,
     )
 
@@ -192,6 +290,7 @@ default_cfgs = generate_default_cfgs({
         'std': (0.5, 0.5, 0.5),
         'first_conv': 'conv0.conv',
         'classifier': 'head.fc',
+        'license': 'apache-2.0',
         'paper_name': 'Zoph, Vasudevan, Shlens, Le. Learning Transferable Architectures for Scalable '
                       'Image Recognition. CVPR 2018',
         'paper_ids': 'arXiv:1707.07012',

@@ -22,24 +22,24 @@ takes the concatenation [F_CS1; F_CS2; F_SS1; F_SS2] of the previous stage (the 
 gives each stream its own slice, and concatenates the four block outputs again, so the streams stay
 independent and stage 3 returns F_total = [F_cs; F_ss] of eq. 1.
 """
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 from timm.layers import ClassifierHead, SeparableConv2d, get_device_dtype
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices  # timm exports it from this module only
 
 from zoo._errors import ZooError
 
-from ._common import check_min_size, reject_unsupported
+from ._common import NO_POOLING, check_min_size, forward_layer_taps, intermediate_format, reject_unsupported
 
 __all__ = ['QuadSNet']
 
 _MIN_SIZE = (16, 16)  # four 2x2 max pools
-_STREAMS = ('cs1', 'cs2', 'ss1', 'ss2')  # eq. 1 order: F_cs = [F_CS1; F_CS2], F_ss = [F_SS1; F_SS2]
 
-
+torch.fx.wrap('check_min_size')  # one call in a graph from plain torch.fx.symbolic_trace
 
 
 class QuadSBlock(nn.Module):
@@ -81,9 +81,14 @@ class QuadSStage(nn.Module):
         self.ss2 = QuadSBlock(in_chs, out_chs, 5, separable=True, drop_rate=drop_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, 4 * in_chs or in_chans, H, W) -> (B, 4 * out_chs, H // 2, W // 2)
-        inputs = x.split(self.in_chs, dim=1) if self.split_input else (x,) * 4
-        outputs = [block(xi) for block, xi in zip((self.cs1, self.cs2, self.ss1, self.ss2), inputs)]
+        # (B, 4 * in_chs or in_chans, H, W) -> (B, 4 * out_chs, H // 2, W // 2); the four streams written out
+        # (no loop over the blocks or the split) so TorchScript and torch.fx take the stage as it is
+        if self.split_input:
+            c = self.in_chs
+            x_cs1, x_cs2, x_ss1, x_ss2 = x[:, :c], x[:, c:2 * c], x[:, 2 * c:3 * c], x[:, 3 * c:]
+        else:
+            x_cs1 = x_cs2 = x_ss1 = x_ss2 = x
+        outputs = [self.cs1(x_cs1), self.cs2(x_cs2), self.ss1(x_ss1), self.ss2(x_ss2)]
         return torch.cat(outputs, dim=1)  # seed 000_02ca16e809fb32d3.txt, section II.A, eq. 1
 
 
@@ -121,6 +126,7 @@ class QuadSNet(nn.Module):
         self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
+        self.min_size: Tuple[int, int] = _MIN_SIZE
 
         stages = []
         self.feature_info = []
@@ -163,8 +169,53 @@ class QuadSNet(nn.Module):
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool, **dd)
 
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """timm's feature extraction: the concatenated four-stream output of each stage (feature_info), and
+        forward_features' output.
+
+        Args:
+            x: Input images (B, C, H, W).
+            indices: Stages to return: None all, n the last n, or a list of indices.
+            norm: Unused (no final norm layer).
+            stop_early: Stop after the last requested stage (the first output is then that stage's map).
+            output_fmt: 'NCHW' or 'NHWC' layout of the intermediate maps.
+            intermediates_only: Return the list of maps only.
+        """
+        x = check_min_size('QuadSNet', x, self.min_size)
+        fmt = intermediate_format('QuadSNet', output_fmt)
+        stage_indices = list(range(len(self.stages)))
+        x, intermediates = forward_layer_taps(
+            list(self.stages), x, stage_indices, indices, stop_early, fmt,
+            stage_indices if self.grad_checkpointing else None)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Remove the stages after the last of `indices` (and the classifier); returns the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        prune_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[:max_index + 1]
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+            self.head.reset(0, in_features=self.num_features)
+        if prune_head or prune_end:
+            self.reset_classifier(0, NO_POOLING)
+        return take_indices
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_min_size('QuadSNet', x, _MIN_SIZE)
+        x = check_min_size('QuadSNet', x, self.min_size)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.stages, x)
         return self.stages(x)  # F_total, (B, 4 * widths[-1], H / 16, W / 16)
@@ -183,7 +234,7 @@ def _create_quadsnet(variant: str, pretrained: bool = False, **kwargs: Any) -> Q
         QuadSNet,
         variant,
         pretrained,
-        feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)),
+        feature_cfg=dict(feature_cls='getter', flatten_sequential=True, out_indices=(0, 1, 2, 3)),
         **kwargs,
     )
 
@@ -202,6 +253,7 @@ default_cfgs = generate_default_cfgs({
         'first_conv': ('stages.0.cs1.conv', 'stages.0.cs2.conv', 'stages.0.ss1.conv.conv_dw',
                        'stages.0.ss2.conv.conv_dw'),
         'classifier': 'head.fc',
+        'license': 'apache-2.0',
         'paper_name': 'Ali, Ali, Hussain. Improved Medical Image Classification Accuracy on Heterogeneous '
                       'and Imbalanced Data using Multiple Streams Network',
     },
