@@ -18,7 +18,8 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSLossless
 
 from zoo._errors import ZooError
-from zoo.images import MAX_IMAGE_PIXELS, ImageLoadError, LoadedImage, load_image, to_model_mode
+from zoo.images import (MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, ImageLoadError, LoadedImage, load_image,
+                        to_model_mode)
 
 
 def dicom_file(name: str) -> str:
@@ -243,6 +244,61 @@ def test_truncated_png(tmp_path):
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     with pytest.raises(ImageLoadError, match=r"cut\.png: the PNG data are truncated or corrupt"):
         load_image(cut)
+
+
+@pytest.mark.parametrize("keep", [8, 20, 33, 40])
+def test_png_cut_inside_its_header_is_called_truncated(tmp_path, keep):
+    full = tmp_path / "full.png"
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(full)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(full.read_bytes()[:keep])
+    with pytest.raises(ImageLoadError, match=r"cut\.png: .*(truncated or corrupt|corrupt image header)") as error:
+        load_image(cut)
+    assert "not a recognised image" not in str(error.value)
+
+
+@pytest.mark.parametrize("width, height", [(300_000, 1), (1, 5_000_000), (2100, 100)])
+def test_thin_strip_is_refused_from_its_header(tmp_path, width, height):
+    path = tmp_path / "strip.png"
+    path.write_bytes(png_header_only(width, height))  # no pixel data: decoding would fail, not refuse
+    assert MAX_ASPECT_RATIO == 20
+    with pytest.raises(ImageLoadError, match=rf"strip\.png: {width}x{height} pixels is a strip .* limit of 20:1"):
+        load_image(path)
+    Image.new("L", (2000, 100)).save(path)  # exactly 20:1 passes
+    assert load_image(path).image.size == (2000, 100)
+
+
+def test_large_image_is_downscaled_once_and_its_size_recorded(tmp_path):
+    ramp = np.add.outer(np.arange(1500), np.arange(3000)) % 256  # (H, W)
+    path = tmp_path / "wide.png"
+    Image.fromarray(ramp.astype(np.uint8)).convert("RGBA").save(path)
+    loaded = load_image(path)
+    assert MAX_IMAGE_SIDE == 2048
+    assert loaded.image.size == (2048, 1024) and loaded.image.mode == "RGB"
+    assert loaded.info["original_size"] == (3000, 1500) and loaded.info["size"] == (2048, 1024)
+    assert any("downscaled from 3000x1500 to 2048x1024" in n for n in loaded.info["notes"])
+    assert load_image(path, max_side=None).image.size == (3000, 1500)
+    jpeg = tmp_path / "big.jpg"  # decoded at a reduced scale, then resized to the limit
+    Image.fromarray(ramp.astype(np.uint8)).save(jpeg)
+    assert load_image(jpeg, max_side=700).image.size == (700, 350)
+    dicom = load_image(dicom_file("CT_small.dcm"), max_side=64)
+    assert dicom.image.size == (64, 64) and dicom.info["original_size"] == (128, 128)
+    with pytest.raises(ImageLoadError, match="max_side"):
+        load_image(path, max_side=0)
+
+
+def test_high_depth_scaling_in_chunks_matches_the_whole_array_formula(tmp_path):
+    # 1.5 Mpx: more than one chunk; NaN and inf pixels in a float image become 0
+    values = np.linspace(-3.0, 5.0, 1000 * 1500, dtype=np.float32).reshape(1000, 1500)
+    values[0, :10], values[-1, -5:] = np.nan, np.inf
+    path = tmp_path / "float.tif"
+    Image.fromarray(values, mode="F").save(path)
+    loaded = load_image(path, max_side=None)
+    finite = np.isfinite(values)
+    low, high = values[finite].min(), values[finite].max()
+    expected = np.round(np.where(finite, (values.astype(np.float64) - low) / (high - low), 0.0) * 255)
+    assert np.array_equal(pixels(loaded), expected.astype(np.uint8))
+    assert "15 NaN/infinite pixels set to 0" in loaded.info["notes"]
 
 
 def test_huge_header_is_refused_before_decoding(tmp_path):

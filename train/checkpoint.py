@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import tempfile
 from contextlib import contextmanager
@@ -15,6 +16,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+
+from ._errors import TrainError
 
 __all__ = ["atomic_write", "write_json", "save_checkpoint", "load_checkpoint", "rng_state",
            "set_rng_state", "CHECKPOINT_FILE"]
@@ -106,9 +109,30 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return Path(path)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by save_checkpoint (weights_only: no code is unpickled)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Load a checkpoint written by save_checkpoint (weights_only: no code is unpickled).
+
+    A truncated, damaged or foreign file (one holding other Python objects, which weights_only refuses
+    without running them), or one without the `required` keys, raises TrainError naming the file.
+    """
+    advice = "It cannot be resumed: start the run again with the same options and --overwrite."
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "global" not in str(e).lower():  # no foreign class/function named: zeroed or random bytes
+            raise TrainError(f"checkpoint {path} is unreadable or corrupt (not a torch.save file). {advice}") from None
+        # PyTorch's message suggests weights_only=False, i.e. running the file's code: never pass that on
+        raise TrainError(f"checkpoint {path} is not one this trainer wrote: it holds Python objects other than "
+                         f"tensors and plain data; it was refused without running any of it. {advice}") from None
+    except Exception as e:  # a truncated zip (a full disk, a copy cut short), ...
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        if "weights_only" in reason:
+            reason = type(e).__name__
+        raise TrainError(f"checkpoint {path} is unreadable or corrupt ({reason}), e.g. truncated. {advice}") from None
+    missing = [k for k in required if not isinstance(checkpoint, dict) or k not in checkpoint]
+    if missing:
+        raise TrainError(f"checkpoint {path} is not a checkpoint of this trainer (it has no {missing}). {advice}")
+    return checkpoint
 
 
 def _check_finite(value: Any, where: str) -> None:

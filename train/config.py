@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -144,6 +145,13 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{_opt(name)} must be at least 1, got {getattr(self, name)}")
+        for f in fields(self):  # NaN passes every comparison below; refuse it (and inf) first
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"--{_opt(f.name)} must be a finite number, got {value}")
+        for name in ("lr", "head_lr"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ConfigError(f"--{_opt(name)} must be positive, got {getattr(self, name)}")
         for name in ("lr", "min_lr", "weight_decay", "l1", "l2", "label_smoothing", "momentum"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_opt(name)} must not be negative, got {getattr(self, name)}")

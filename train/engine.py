@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -276,22 +276,40 @@ class Trainer:
             return self._head_forward(x, metadata)
         return self.model(x, metadata) if self.uses_metadata else self.model(x)
 
-    def prepare_features(self) -> None:
-        """Run the frozen backbone once per split (or reuse the disk cache) when the plan allows."""
+    def prepare_features(self, on_split: Callable[[str], None] | None = None) -> None:
+        """Run the frozen backbone once per split (or reuse the disk cache) when the plan allows.
+
+        ``on_split(name)`` runs as each split's features are ready (the runner stores them on disk).
+        SIGINT/SIGTERM stop it after the current batch with TrainingInterrupted; nothing has trained
+        yet, so --resume restarts the run (reusing the features stored so far).
+        """
         if self.plan.level is None:
             return
-        for name, data in self.splits.items():
-            if data.features is None:
-                start = time.perf_counter()
-                loader = self._loader(f"{name}/eval")
-                features = extract_features(
-                    self.model, self.plan.level, loader, self.device, total=len(loader),
-                    desc=f"features {name}", progress=self.progress)
-                # each rank ran its shard; every rank trains on all of them
-                data.features = distributed.gather_rows(features.to(self.device), len(data.labels)).cpu()
-                self.feature_extraction_s += time.perf_counter() - start
-                _logger.info("feature cache: ran the frozen backbone over %d %s images (%s)",
-                             len(data.labels), name, _hms(time.perf_counter() - start))
+        with self._signals():
+            for name, data in self.splits.items():
+                if data.features is None:
+                    start = time.perf_counter()
+                    loader = self._loader(f"{name}/eval")
+                    features = extract_features(
+                        self.model, self.plan.level, self._until_stopped(loader, name), self.device,
+                        total=len(loader), desc=f"features {name}", progress=self.progress)
+                    # each rank ran its shard; every rank trains on all of them
+                    data.features = distributed.gather_rows(features.to(self.device), len(data.labels)).cpu()
+                    self.feature_extraction_s += time.perf_counter() - start
+                    _logger.info("feature cache: ran the frozen backbone over %d %s images (%s)",
+                                 len(data.labels), name, _hms(time.perf_counter() - start))
+                    if on_split is not None:
+                        on_split(name)
+
+    def _until_stopped(self, batches: Iterable[Any], split: str) -> Iterator[Any]:
+        """The batches, until a stop request (checked, on every rank alike, before each batch)."""
+        for done, batch in enumerate(batches):
+            if self._stop_agreed():
+                raise TrainingInterrupted(
+                    f"{self._stop} received during feature extraction ({split} split, {done} batches done): "
+                    f"no training step had run and no checkpoint was written; continue with: "
+                    f"python -m train --resume {self.run_dir}", str(self.run_dir))
+            yield batch
 
     # -- one epoch --
 

@@ -21,7 +21,7 @@ import torch
 import zoo
 
 from . import distributed
-from ._errors import ConfigError, DataError
+from ._errors import ConfigError, DataError, TrainingInterrupted
 from .augment import eval_transform, train_transform
 from .card import card_sections
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, write_json
@@ -107,9 +107,10 @@ def _check_run_dir(run_dir: Path, overwrite: bool) -> None:
     if not existing:
         return
     if not overwrite:
+        # with or without a checkpoint: --resume restarts a run stopped before its first one
+        started = (run_dir / CHECKPOINT_FILE).exists() or (run_dir / RUN_CONFIG_FILE).exists()
         hint = (f"; it holds an unfinished run: continue it with --resume {run_dir}"
-                if (run_dir / CHECKPOINT_FILE).exists() and not (run_dir / "model.safetensors").exists()
-                else "")
+                if started and not (run_dir / "model.safetensors").exists() else "")
         raise ConfigError(f"run folder {run_dir} already holds a run ({', '.join(existing[:4])}"
                           f"{', ...' if len(existing) > 4 else ''}){hint}; pass --overwrite to replace "
                           "it or choose another --out/--name")
@@ -190,9 +191,9 @@ def run_training(cfg: TrainConfig | None = None, *, resume: str | Path | None = 
     """
     if resume is not None:
         run_dir = Path(resume)
-        if not (run_dir / RUN_CONFIG_FILE).is_file() or not (run_dir / CHECKPOINT_FILE).is_file():
-            raise ConfigError(f"--resume {run_dir}: no {RUN_CONFIG_FILE} and {CHECKPOINT_FILE} there, "
-                              "so there is no interrupted run to continue")
+        if not (run_dir / RUN_CONFIG_FILE).is_file():
+            raise ConfigError(f"--resume {run_dir}: no {RUN_CONFIG_FILE} there, so there is no interrupted "
+                              "run to continue (a run writes it when it starts); start a new run instead")
         cfg = TrainConfig.from_dict(load_yaml_config(run_dir / RUN_CONFIG_FILE))
         cfg = replace(cfg, out=str(run_dir), **(resume_overrides or {}))
     elif cfg is None:
@@ -224,13 +225,19 @@ def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.dev
     if resume is None:
         _check_run_dir(run_dir, cfg.overwrite)
     else:
-        checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
+        if (run_dir / CHECKPOINT_FILE).is_file():
+            checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE, required=("model", "optimizer", "rng", "state"))
+        elif (run_dir / "model.safetensors").is_file():
+            raise ConfigError(f"{run_dir} is a finished run (model.safetensors exists); nothing to resume")
+        else:  # stopped (killed, out of memory, SIGTERM while extracting features) before its first checkpoint
+            _logger.info("%s has no %s: the run stopped before its first checkpoint, so it restarts from "
+                         "its %s", run_dir, CHECKPOINT_FILE, RUN_CONFIG_FILE)
         saved = _saved_split(run_dir)
         current = split_record(source, splits, cfg.effective_split_seed, cfg.val_frac, cfg.test_frac)
         if saved is not None and saved != current:
             raise DataError(f"the data of {cfg.data} changed since {run_dir} started (its split differs "
                             "from split.json); resuming would mix two datasets. Start a new run")
-        if checkpoint["state"].get("finished") and (run_dir / "model.safetensors").is_file():
+        if checkpoint and checkpoint["state"].get("finished") and (run_dir / "model.safetensors").is_file():
             raise ConfigError(f"{run_dir} is a finished run (model.safetensors exists); nothing to resume")
 
     with distributed.main_process_first():  # the first use may store offline weights in the zoo's cache
@@ -247,6 +254,7 @@ def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.dev
         if resume is None:
             _clear_run_files(run_dir)
             (run_dir / RUN_CONFIG_FILE).write_text(config_to_yaml(cfg), encoding="utf-8")
+        if checkpoint is None:  # a new run, or a restarted one (which may have been killed before this)
             write_json(run_dir / "split.json",
                        split_record(source, splits, cfg.effective_split_seed, cfg.val_frac, cfg.test_frac))
         write_json(run_dir / "skipped_files.json",
@@ -339,14 +347,23 @@ def _use_disk_cache(cfg: TrainConfig, trainer: Trainer, source: DataSource, spli
     """Fill the splits' features from the disk cache, or extract now and store them."""
     key = cache_key(cfg.arch, trainer.plan.level, weights_digest(trainer.model), data_config,
                     {name: data_fingerprint(source, part) for name, part in splits.items()})
-    cached = load_cached(cfg.cache_dir, cfg.arch, key)
-    if cached is not None and all(len(cached.get(n, ())) == len(d.labels) for n, d in trainer.splits.items()):
-        for name, data in trainer.splits.items():
+    cached = load_cached(cfg.cache_dir, cfg.arch, key) or {}
+    for name, data in trainer.splits.items():  # a stopped extraction stored the splits it finished
+        if len(cached.get(name, ())) == len(data.labels):
             data.features = cached[name]
-        return
-    trainer.prepare_features()
-    if distributed.is_main_process():
-        store_cached(cfg.cache_dir, cfg.arch, key, {n: d.features for n, d in trainer.splits.items()})
+
+    def store(_split: str) -> None:  # after each split: a stopped or killed extraction keeps what is done
+        if distributed.is_main_process():
+            store_cached(cfg.cache_dir, cfg.arch, key,
+                         {n: d.features for n, d in trainer.splits.items() if d.features is not None})
+
+    try:
+        trainer.prepare_features(on_split=store)
+    except TrainingInterrupted as e:
+        kept = [n for n, d in trainer.splits.items() if d.features is not None]
+        note = (f"; the features of the {', '.join(kept)} split(s) are kept in the disk cache {cfg.cache_dir}, "
+                "so it extracts only the rest" if kept else "")
+        raise TrainingInterrupted(f"{e}{note}", e.run_dir) from None
 
 
 def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: DataSource,

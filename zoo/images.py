@@ -4,6 +4,12 @@
 8-bit ``"L"`` (grayscale source) or ``"RGB"`` (colour source) image plus a record of what was done
 to it. Every problem with the input raises `ImageLoadError`, whose message names the file, says what
 is wrong with it and what to do.
+
+A few hundred bytes must not cost gigabytes: the pixel count and the aspect ratio are checked from the
+header, before decoding (a 300000x1 strip would become gigapixels once a model resizes its shorter
+side), large images are downscaled once, here, to at most `MAX_IMAGE_SIDE` pixels on the longer side
+(JPEGs are decoded at a reduced scale directly), and high-depth pixels are scaled to 8 bits in chunks
+rather than through full-size float copies. ``info["original_size"]`` keeps the file's own size.
 """
 from __future__ import annotations
 
@@ -23,9 +29,12 @@ from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, Implic
 
 from ._errors import ZooError
 
-__all__ = ["ImageLoadError", "LoadedImage", "MAX_IMAGE_PIXELS", "load_image", "to_model_mode"]
+__all__ = ["ImageLoadError", "LoadedImage", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE", "MAX_ASPECT_RATIO",
+           "load_image", "to_model_mode"]
 
 MAX_IMAGE_PIXELS = 40_000_000  # ~6300 x 6300; larger inputs are refused before their pixels are decoded
+MAX_IMAGE_SIDE = 2048  # larger images are downscaled to this longer side right after decoding
+MAX_ASPECT_RATIO = 20  # longer side / shorter side; thinner strips are refused before decoding
 PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF")  # Pillow plugins allowed to open user files
 DICOM_ROBUST_PERCENTILES = (0.5, 99.5)  # display range of a DICOM that carries no window of its own
 
@@ -35,6 +44,10 @@ _DICOM_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _DICOM_IDENTITY_KEYWORDS = ("SOPClassUID", "StudyInstanceUID", "Modality", "Rows", "Columns")
 # warnings.catch_warnings swaps process-wide state; serialise our own short uses of it
 _WARNINGS_LOCK = threading.Lock()
+_CHUNK_VALUES = 1 << 20  # high-depth pixels are scaled to 8 bits this many at a time (a few MB of floats)
+# how an image file starts, for naming a file Pillow cannot even open (e.g. cut inside its header)
+_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF",
+               b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
 
 
 class ImageLoadError(ZooError):
@@ -49,26 +62,40 @@ class LoadedImage:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def load_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> LoadedImage:
+def load_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_IMAGE_PIXELS,
+               max_side: int | None = MAX_IMAGE_SIDE, max_aspect_ratio: float = MAX_ASPECT_RATIO) -> LoadedImage:
     """Read a PNG, JPEG, BMP, TIFF, GIF or DICOM file (a path or its bytes) into an 8-bit L/RGB image.
 
-    Images with more than `max_pixels` pixels are refused from their header, before decoding.
+    Images with more than `max_pixels` pixels, or longer than `max_aspect_ratio` times their width,
+    are refused from their header, before decoding. Images larger than `max_side` on their longer side
+    are downscaled to it (None keeps the full size); ``info["original_size"]`` is the file's size.
     """
     if not isinstance(max_pixels, int) or max_pixels <= 0:
         raise ImageLoadError(f"max_pixels must be a positive int, got {max_pixels!r}")
+    if max_side is not None and (not isinstance(max_side, int) or max_side <= 0):
+        raise ImageLoadError(f"max_side must be a positive int or None, got {max_side!r}")
+    if not isinstance(max_aspect_ratio, (int, float)) or not max_aspect_ratio >= 1:
+        raise ImageLoadError(f"max_aspect_ratio must be a number >= 1, got {max_aspect_ratio!r}")
+    limits = _Limits(max_pixels, max_side, float(max_aspect_ratio))
     name, readable, head = _open_source(source)
     if not head:
         raise ImageLoadError(f"{name}: the file is empty (0 bytes). Re-export or re-download it.")
     if head[128:132] == b"DICM":
-        return _load_dicom(readable(), name, max_pixels)
-    loaded = _load_with_pillow(readable(), name, max_pixels)
+        return _load_dicom(readable(), name, limits)
+    loaded = _load_with_pillow(readable(), name, limits)
     if loaded is not None:
         return loaded
     text_problem = _describe_text(head)
     if text_problem is not None:
         raise ImageLoadError(f"{name}: {text_problem}")
     if name.lower().endswith((".dcm", ".dicom")) or _starts_like_dicom_dataset(head):
-        return _load_dicom(readable(), name, max_pixels)
+        return _load_dicom(readable(), name, limits)
+    kind = next((fmt for magic, fmt in _SIGNATURES.items() if head.startswith(magic)), None)
+    if kind is not None:
+        raise ImageLoadError(
+            f"{name}: starts like a {kind} file but is truncated or corrupt (its header cannot be read; "
+            f"first bytes {head[:8]!r}). Re-export or re-download it."
+        )
     raise ImageLoadError(
         f"{name}: not a recognised image; its content is not {', '.join(PILLOW_FORMATS)} or DICOM "
         f"(first bytes {head[:8]!r}). Convert it to PNG (or DICOM for scans) and try again."
@@ -94,6 +121,13 @@ def to_model_mode(image: Image.Image, in_chans: int) -> Image.Image:
 
 # ----------------------------------------------------------------------------------------------
 # Input handling and content sniffing
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_pixels: int
+    max_side: int | None
+    max_aspect_ratio: float
 
 
 def _open_source(source: str | os.PathLike | bytes):
@@ -148,7 +182,7 @@ def _starts_like_dicom_dataset(head: bytes) -> bool:
 # PNG, JPEG, BMP, TIFF, GIF (Pillow)
 
 
-def _load_with_pillow(fp: str | io.BytesIO, name: str, max_pixels: int) -> LoadedImage | None:
+def _load_with_pillow(fp: str | io.BytesIO, name: str, limits: _Limits) -> LoadedImage | None:
     """Decode with Pillow, or return None if the content is not one of PILLOW_FORMATS."""
     with _WARNINGS_LOCK, warnings.catch_warnings():
         # Pillow only warns between its MAX_IMAGE_PIXELS and twice that (at open, GIF seek, TIFF load)
@@ -158,26 +192,29 @@ def _load_with_pillow(fp: str | io.BytesIO, name: str, max_pixels: int) -> Loade
         except UnidentifiedImageError:
             return None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise _bomb_error(name, exc, max_pixels) from exc
+            raise _bomb_error(name, exc, limits.max_pixels) from exc
         except Exception as exc:  # a header Pillow recognised but could not parse
             raise ImageLoadError(
                 f"{name}: corrupt image header ({exc}). Re-export or re-download it."
             ) from exc
         with im:
-            return _decode_with_pillow(im, name, max_pixels)
+            return _decode_with_pillow(im, name, limits)
 
 
-def _decode_with_pillow(im: Image.Image, name: str, max_pixels: int) -> LoadedImage:
-    _check_pixel_count(name, im.size, max_pixels)
+def _decode_with_pillow(im: Image.Image, name: str, limits: _Limits) -> LoadedImage:
+    _check_size(name, im.size, limits)
     info: dict[str, Any] = {
         "source": name, "format": im.format, "original_mode": im.mode, "original_size": im.size, "notes": [],
     }
     try:
         if getattr(im, "is_animated", False):
             info["notes"].append("animated/multi-page file: the first frame was used")
+        if im.format == "JPEG" and limits.max_side is not None and max(im.size) > limits.max_side:
+            # decode at 1/2, 1/4 or 1/8 scale (no smaller than the target): a fraction of the memory
+            im.draft(im.mode, _fit(im.size, limits.max_side))
         im.load()  # full decode, so truncated or corrupt data fail here rather than later
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _bomb_error(name, exc, max_pixels) from exc
+        raise _bomb_error(name, exc, limits.max_pixels) from exc
     except Exception as exc:
         raise ImageLoadError(
             f"{name}: the {im.format} data are truncated or corrupt ({exc}). Re-export or re-download it."
@@ -187,7 +224,7 @@ def _decode_with_pillow(im: Image.Image, name: str, max_pixels: int) -> LoadedIm
         im = ImageOps.exif_transpose(im)
         info["exif_orientation"] = orientation
         info["notes"].append(f"EXIF orientation {orientation} applied")
-    image = _pil_to_8bit(im, name, info["notes"])
+    image = _pil_to_8bit(im, name, info["notes"], limits.max_side)
     if image is im:  # detach from the file, which the caller closes
         image = im.copy()
     info.update(mode=image.mode, size=image.size)
@@ -196,7 +233,7 @@ def _decode_with_pillow(im: Image.Image, name: str, max_pixels: int) -> LoadedIm
 
 def _bomb_error(name: str, exc: Exception, max_pixels: int) -> ImageLoadError:
     # Pillow checks its own (process-wide, possibly lowered by an app) limit while opening, before
-    # _check_pixel_count can run: when the image is over our max_pixels too, say so in our own terms.
+    # _check_size can run: when the image is over our max_pixels too, say so in our own terms.
     found = re.search(r"\((\d+) pixels\)", str(exc))
     if found and int(found.group(1)) > max_pixels:
         return ImageLoadError(
@@ -210,19 +247,24 @@ def _bomb_error(name: str, exc: Exception, max_pixels: int) -> ImageLoadError:
     )
 
 
-def _pil_to_8bit(im: Image.Image, name: str, notes: list[str]) -> Image.Image:
-    """Convert any Pillow mode to 8-bit L or RGB: high depth min-max scaled, alpha on black."""
+def _pil_to_8bit(im: Image.Image, name: str, notes: list[str], max_side: int | None) -> Image.Image:
+    """Convert any Pillow mode to 8-bit L or RGB: high depth min-max scaled, alpha on black.
+
+    Downscaled to `max_side` as early as the mode allows (high depth after its min-max over every
+    pixel, palettes after expansion, alpha before compositing: Pillow resizes it premultiplied).
+    """
     mode = im.mode
     if mode in _HIGH_DEPTH_MODES:
-        values = np.asarray(im).astype(np.float64)
-        return Image.fromarray(_min_max_to_uint8(values, name, notes, f"mode {mode}"), mode="L")
+        gray = Image.fromarray(_min_max_to_uint8(np.asarray(im), name, notes, f"mode {mode}"), mode="L")
+        return _downscale(gray, max_side, notes)
     if mode == "1":
-        return im.convert("L")
+        return _downscale(im.convert("L"), max_side, notes)
     if mode in ("P", "PA"):
         im = im.convert("RGBA" if im.has_transparency_data else "RGB")
         notes.append(f"palette image expanded to {im.mode}")
     elif mode in ("L", "RGB") and im.has_transparency_data:  # a tRNS colour key
         im = im.convert("LA" if mode == "L" else "RGBA")
+    im = _downscale(im, max_side, notes)
     if im.mode in _ALPHA_MODES:
         im = _composite_on_black(im)
         notes.append("alpha channel composited on a black background")
@@ -241,49 +283,114 @@ def _composite_on_black(im: Image.Image) -> Image.Image:
 
 
 def _min_max_to_uint8(values: np.ndarray, name: str, notes: list[str], what: str) -> np.ndarray:
-    """Scale the actual min..max of `values` to 0..255 (non-finite values -> 0)."""
-    finite = np.isfinite(values)
-    if not finite.any():
+    """Scale the actual min..max of `values` to 0..255 (non-finite values -> 0).
+
+    Written as two passes over chunks of _CHUNK_VALUES values rather than one numpy expression: the
+    expression's float64 temporaries of a 40-Mpx image take ~320 MB each (2.6 GB for a 6300x6300
+    16-bit PNG of 0.3 MB); the chunks take a few MB.
+    """
+    flat = values.reshape(-1)
+    low, high, non_finite = np.inf, -np.inf, 0
+    for start in range(0, flat.size, _CHUNK_VALUES):
+        part = flat[start:start + _CHUNK_VALUES]
+        if part.dtype.kind in "fc":
+            finite = np.isfinite(part)
+            non_finite += part.size - int(np.count_nonzero(finite))
+            part = part[finite]
+        if part.size:
+            low, high = min(low, float(part.min())), max(high, float(part.max()))
+    if low > high:
         raise ImageLoadError(f"{name}: every pixel is NaN or infinite; there is no image to show.")
-    low, high = float(values[finite].min()), float(values[finite].max())
-    if not finite.all():
-        notes.append(f"{int((~finite).sum())} NaN/infinite pixels set to 0")
+    if non_finite:
+        notes.append(f"{non_finite} NaN/infinite pixels set to 0")
     if high == low:
         notes.append(f"{what}: constant image (every pixel {low:g}) shown black")
         return np.zeros(values.shape, dtype=np.uint8)
-    scaled = np.where(finite, (values - low) / (high - low), 0.0)
+    out = np.empty(flat.shape, dtype=np.uint8)
+    for start in range(0, flat.size, _CHUNK_VALUES):
+        part = flat[start:start + _CHUNK_VALUES].astype(np.float64)
+        scaled = np.where(np.isfinite(part), (part - low) / (high - low), 0.0)
+        out[start:start + _CHUNK_VALUES] = np.round(scaled * 255).astype(np.uint8)
     notes.append(f"{what}: values {low:g}..{high:g} scaled to 0..255")
-    return np.round(scaled * 255).astype(np.uint8)
+    return out.reshape(values.shape)
 
 
-def _check_pixel_count(name: str, size: tuple[int, int], max_pixels: int) -> None:
+def _check_size(name: str, size: tuple[int, int], limits: _Limits) -> None:
+    """Refuse too many pixels, or a strip too thin, from the header (before anything is decoded)."""
     width, height = size
-    if width * height > max_pixels:
+    if width * height > limits.max_pixels:
         raise ImageLoadError(
-            f"{name}: {width}x{height} = {width * height:,} pixels is over the limit of {max_pixels:,} "
+            f"{name}: {width}x{height} = {width * height:,} pixels is over the limit of {limits.max_pixels:,} "
             "pixels (max_pixels). Downscale the image, or pass a larger max_pixels if you trust the file."
         )
+    if min(width, height) < 1:
+        raise ImageLoadError(f"{name}: {width}x{height} pixels holds no image. Re-export it.")
+    ratio = max(width, height) / min(width, height)
+    if ratio > limits.max_aspect_ratio:
+        raise ImageLoadError(
+            f"{name}: {width}x{height} pixels is a strip {ratio:,.0f} times longer than it is wide, over the "
+            f"limit of {limits.max_aspect_ratio:g}:1 (max_aspect_ratio): a model resizes the shorter side to "
+            "its input size, which would blow such a strip up to an enormous image. Crop it to the region "
+            "of interest (a shape closer to square) and try again."
+        )
+
+
+def _fit(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """`size` scaled so that its longer side is `max_side` (each side at least 1 pixel)."""
+    scale = max_side / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def _downscale(im: Image.Image, max_side: int | None, notes: list[str]) -> Image.Image:
+    """The image shrunk (Lanczos) to `max_side` on its longer side, or itself if it is not larger."""
+    if max_side is None or max(im.size) <= max_side:
+        return im
+    size = _fit(im.size, max_side)
+    notes.append(f"downscaled from {im.size[0]}x{im.size[1]} to {size[0]}x{size[1]} "
+                 f"(longer side limited to {max_side} px)")
+    # reducing_gap: a box reduction by an integer factor first, then Lanczos (fast, same result to the eye)
+    return im.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _downscale_values(pixels: np.ndarray, max_side: int | None, notes: list[str]) -> np.ndarray:
+    """A 2-D array of stored values shrunk to `max_side`, kept in its dtype and value range.
+
+    Resized as 32-bit float (Pillow "F"): exact for values up to 2**24, which covers 16-bit pixels.
+    """
+    height, width = pixels.shape
+    if max_side is None or max(width, height) <= max_side:
+        return pixels
+    size = _fit((width, height), max_side)
+    notes.append(f"downscaled from {width}x{height} to {size[0]}x{size[1]} "
+                 f"(longer side limited to {max_side} px) before windowing")
+    small = np.asarray(Image.fromarray(pixels.astype(np.float32), mode="F")
+                       .resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0))
+    # Lanczos overshoots at edges; stay within the stored values (a modality LUT is indexed by them)
+    small = np.clip(np.round(small), float(pixels.min()), float(pixels.max()))
+    return small.astype(pixels.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
 # DICOM (pydicom)
 
 
-def _load_dicom(fp: str | io.BytesIO, name: str, max_pixels: int) -> LoadedImage:
+def _load_dicom(fp: str | io.BytesIO, name: str, limits: _Limits) -> LoadedImage:
     """Decode the first frame of a DICOM file and present it as a radiology viewer would."""
     ds = _read_dicom(fp, name)
     try:
         rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
         if not rows or not columns:
             raise ValueError(f"Rows/Columns are {ds.get('Rows')!r}/{ds.get('Columns')!r}")
-        _check_pixel_count(name, (columns, rows), max_pixels)
+        _check_size(name, (columns, rows), limits)
         info = _dicom_info(ds, name)
         transfer_syntax = _transfer_syntax(ds, name, info["notes"])
         info.update(transfer_syntax=transfer_syntax.name, transfer_syntax_uid=str(transfer_syntax))
         pixels = _decode_first_frame(ds, name, transfer_syntax)
         if info["number_of_frames"] > 1:
             info["notes"].append(f"first of {info['number_of_frames']} frames used")
-        image = _dicom_to_8bit(pixels, ds, info)
+        if pixels.ndim == 2 and info["photometric_interpretation"] != "PALETTE COLOR":
+            pixels = _downscale_values(pixels, limits.max_side, info["notes"])  # windowing at full size costs GBs
+        image = _downscale(_dicom_to_8bit(pixels, ds, info), limits.max_side, info["notes"])
     except ImageLoadError:
         raise
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:

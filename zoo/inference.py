@@ -56,6 +56,7 @@ DEFAULT_TOP_K = 5
 MAX_AGE = 130.0
 CAM_DISPLAY_SIZE = 224  # heatmaps of small inputs (LeNet's 32 px) are upscaled to at least this for display
 CAM_MIN_MAP_SIZE = 3  # Grad-CAM uses the last feature level at least this many pixels a side (zoo.cam)
+MAX_RESIZED_PIXELS = 25_000_000  # the image after the transform's resize, before its crop (75 MB as RGB)
 _TRANSFORM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
 
@@ -198,8 +199,28 @@ class ModelCache:
 
 # --- preprocessing and prediction --------------------------------------------------------------------
 
+def _check_resize(loaded: LoadedModel, image: Image.Image) -> None:
+    """Refuse an image whose resize to the model's input (shorter side first) would be enormous.
+
+    timm's eval transform scales the shorter side to input_size / crop_pct before cropping; a strip of
+    300000x1 pixels would become gigapixels. zoo.images.load_image already refuses thin strips; this
+    guards images that reach the model another way.
+    """
+    side = max(loaded.data_config["input_size"][1:])
+    target = math.floor(side / float(loaded.data_config.get("crop_pct") or 1.0))
+    short, long = sorted(image.size)
+    pixels = target * math.ceil(target * long / max(short, 1))
+    if pixels > MAX_RESIZED_PIXELS:
+        raise ZooError(
+            f"{loaded.entry.id}: resizing this {image.size[0]}x{image.size[1]} image to the model's input "
+            f"({target} px on its shorter side) would make {pixels:,} pixels, over the limit of "
+            f"{MAX_RESIZED_PIXELS:,}. Crop the image to a shape closer to square."
+        )
+
+
 def preprocess(loaded: LoadedModel, image: Image.Image) -> torch.Tensor:
     """An 8-bit L/RGB image -> the model's input batch (1, C, H, W), from the model's own config."""
+    _check_resize(loaded, image)
     x = loaded.transform(to_model_mode(image, loaded.in_chans))  # PIL -> (C, H, W)
     return x.unsqueeze(0)  # (C, H, W) -> (1, C, H, W)
 
@@ -248,6 +269,10 @@ def predict(loaded: LoadedModel, image: Image.Image, metadata: Mapping[str, Any]
     meta = encode_metadata(loaded, metadata)
     with loaded.lock, torch.inference_mode():
         logits = loaded.model(x) if meta is None else loaded.model(x, meta)  # (1, C, H, W) -> (1, K)
+        if not bool(torch.isfinite(logits).all()):
+            raise ZooError(f"{loaded.entry.id} produced NaN or infinite outputs for this image, so it has no "
+                           "answer; its weights are probably damaged (non-finite values): retrain or "
+                           "re-download it.")
         probs = logits.float().softmax(dim=-1)[0]  # (1, K) -> (K,)
         values, indices = probs.topk(min(max(1, int(top_k)), probs.numel()))
     names = loaded.label_names

@@ -1,0 +1,73 @@
+"""A few hundred bytes of upload must not cost gigabytes: peak RSS of the load + preprocess path.
+
+A fresh interpreter (so that its peak RSS is this path's alone) loads a 224-px model through the
+catalog as the app does, then sends each file through zoo.images.load_image and the model's own
+preprocessing (zoo.inference.predict). Before the loader checked aspect ratios and downscaled early,
+the 300000x1 PNG asked for gigabytes (MemoryError with an empty message) and the 16-bit PNG peaked at
+2.1 GB; benchmarks/bench_upload_memory.py prints the figures per input.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+PEAK_LIMIT_MB = 1536
+
+CHILD = r"""
+import json, resource, sys, tempfile, warnings
+from PIL import Image
+import zoo
+from zoo import inference
+from zoo.catalog import discover_models
+from zoo.images import load_image
+
+folder = tempfile.mkdtemp()
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    model = zoo.create_model("efficientnet_lite0", num_classes=3, pretrained=False)
+zoo.save_pretrained(model.eval(), folder + "/lite0", label_names=["a", "b", "c"], dataset="none")
+loaded = inference.ModelCache().get(discover_models(folder)[0])
+outcomes = {}
+for path in sys.argv[1:]:
+    try:
+        image = load_image(path)
+        x = inference.preprocess(loaded, image.image)
+        outcomes[path] = {"ok": True, "size": list(image.info["size"]),
+                          "original_size": list(image.info["original_size"]), "input": list(x.shape)}
+    except zoo.ZooError as e:
+        outcomes[path] = {"ok": False, "error": str(e)}
+try:  # a thin image that reaches the model without the loader: refused before the resize
+    inference.preprocess(loaded, Image.new("L", (300000, 1)))
+    outcomes["direct"] = {"ok": True}
+except zoo.ZooError as e:
+    outcomes["direct"] = {"ok": False, "error": str(e)}
+peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+print(json.dumps({"peak_mb": peak_mb, "outcomes": outcomes}))
+"""
+
+
+def test_tiny_thin_and_deep_uploads_stay_under_the_memory_limit(tmp_path):
+    thin, thinner, deep = tmp_path / "thin.png", tmp_path / "thinner.png", tmp_path / "deep16.png"
+    Image.new("L", (300_000, 1), 128).save(thin)
+    Image.new("L", (5_000_000, 1), 128).save(thinner)
+    ramp = np.add.outer(np.arange(6300, dtype=np.uint32), np.arange(6300, dtype=np.uint32)) * 5  # (H, W)
+    Image.fromarray(ramp.astype(np.uint16)).save(deep)
+    del ramp
+    assert thin.stat().st_size < 2000 and deep.stat().st_size < 1_000_000
+    done = subprocess.run([sys.executable, "-c", CHILD, str(thin), str(thinner), str(deep)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    outcomes = report["outcomes"]
+    for path, size in ((thin, "300000x1"), (thinner, "5000000x1")):
+        assert not outcomes[str(path)]["ok"]
+        assert f"{path.name}: {size} pixels is a strip" in outcomes[str(path)]["error"]
+        assert "limit of 20:1" in outcomes[str(path)]["error"]
+    assert outcomes[str(deep)] == {"ok": True, "size": [2048, 2048], "original_size": [6300, 6300],
+                                   "input": [1, 3, 224, 224]}
+    assert not outcomes["direct"]["ok"] and "over the limit of" in outcomes["direct"]["error"]
+    assert report["peak_mb"] < PEAK_LIMIT_MB, report
