@@ -142,7 +142,7 @@ def plot_reliability(before: np.ndarray, after: np.ndarray, labels: np.ndarray, 
         centres, width = (edges[:-1] + edges[1:]) / 2, 1.0 / ECE_BINS
         ax.bar(centres[filled], accuracy[filled], width=width, edgecolor="black", lw=0.6, label="accuracy")
         ax.bar(centres[filled], (mean_conf - accuracy)[filled], bottom=accuracy[filled], width=width,
-               color="tab:red", alpha=0.35, label="gap to mean confidence")
+               fill=False, edgecolor="tab:red", hatch="//", lw=0.6, label="gap to mean confidence")
         ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
         ece = float(np.sum(counts * np.abs(accuracy - mean_conf)) / max(len(labels), 1))
         ax.set(title=f"{name}: ECE {ece:.4f}", xlabel=f"top-1 confidence ({ECE_BINS} equal-width bins)",
