@@ -194,7 +194,12 @@ def fit_ood(features: torch.Tensor, seed: int = 0, max_rows: int = OOD_BANK_MAX)
     flagged 98% and 92%). The cost: the file holds N x D numbers derived from the training images
     (the model card says so: publishing a model publishes them too).
     """
-    bank = F.normalize(features.detach().float(), dim=1)
+    features = features.detach().float()
+    # an all-zero feature vector (a ReLU backbone that saw nothing it responds to) has no direction
+    bank = F.normalize(features[features.norm(dim=1) > 0], dim=1)
+    if len(bank) < len(features):
+        _logger.warning("OOD check: %d of %d training images have all-zero features and are left out of "
+                        "the feature bank", len(features) - len(bank), len(features))
     if len(bank) > max_rows:
         keep = torch.randperm(len(bank), generator=torch.Generator().manual_seed(seed))[:max_rows]
         bank = bank[keep.sort().values]
@@ -205,6 +210,29 @@ def fit_ood(features: torch.Tensor, seed: int = 0, max_rows: int = OOD_BANK_MAX)
 
 def _softmax(logits: torch.Tensor, temperature: float = 1.0) -> np.ndarray:
     return (logits.double() / temperature).softmax(dim=1).numpy()
+
+
+def _fit_ood_check(train: SplitOutputs, val: SplitOutputs, test: SplitOutputs, run_dir: Path
+                   ) -> tuple[dict[str, Any], Path | None]:
+    """Fit the feature bank and threshold, write ood.safetensors; (metrics, file), or a reason and None."""
+    bank = fit_ood(train.features)
+    if not len(bank):
+        reason = ("every training image has all-zero image features (the backbone responds to none of them), "
+                  "so no OOD check was fitted; check the preprocessing and weights")
+        _logger.warning("OOD check: %s", reason)
+        return {"method": OOD_METHOD, "skipped": reason}, None
+    stats = OODStatistics(bank=bank, threshold=2.0)  # the threshold follows from its validation scores
+    val_scores = stats.scores(val.features).numpy()
+    ood_threshold = float(np.quantile(val_scores, OOD_VALIDATION_PASS, method="higher"))
+    test_scores = stats.scores(test.features).numpy()
+    ood_file = write_ood_statistics(run_dir, bank, ood_threshold)
+    return {"method": OOD_METHOD, "score": "1 - cosine similarity of the image features to the nearest "
+                                          "training image's (k-nearest-neighbour, k = 1)",
+            "file": OOD_FILE, "feature_size": int(bank.shape[1]), "fitted_on": "train",
+            "n_fit": len(train.labels), "bank_size": int(bank.shape[0]), "threshold": ood_threshold,
+            "threshold_rule": f"{OOD_VALIDATION_PASS:.0%} of the validation images pass",
+            "n_validation": len(val.labels), "validation_pass_rate": float((val_scores <= ood_threshold).mean()),
+            "test_pass_rate": float((test_scores <= ood_threshold).mean()), "n_test": len(test.labels)}, ood_file
 
 
 def fit_trust(outputs: dict[str, SplitOutputs], label_names: Sequence[str], dataset: str, run_dir: str | Path,
@@ -238,34 +266,22 @@ def fit_trust(outputs: dict[str, SplitOutputs], label_names: Sequence[str], data
                  "test_mean_set_size": float(sizes.mean()), "test_empty_sets": float((sizes == 0).mean()),
                  "test_singletons": float((sizes == 1).mean())}
 
-    bank = fit_ood(train.features)
-    stats = OODStatistics(bank=bank, threshold=2.0)  # the threshold follows from its validation scores
-    val_scores = stats.scores(val.features).numpy()
-    ood_threshold = float(np.quantile(val_scores, OOD_VALIDATION_PASS, method="higher"))
-    test_scores = stats.scores(test.features).numpy()
-    ood_file = write_ood_statistics(run_dir, bank, ood_threshold)
-    ood = {"method": OOD_METHOD, "score": "1 - cosine similarity of the image features to the nearest "
-                                          "training image's (k-nearest-neighbour, k = 1)",
-           "file": OOD_FILE, "feature_size": int(bank.shape[1]), "fitted_on": "train",
-           "n_fit": len(train.labels), "bank_size": int(bank.shape[0]), "threshold": ood_threshold,
-           "threshold_rule": f"{OOD_VALIDATION_PASS:.0%} of the validation images pass",
-           "n_validation": len(val.labels), "validation_pass_rate": float((val_scores <= ood_threshold).mean()),
-           "test_pass_rate": float((test_scores <= ood_threshold).mean()), "n_test": len(test.labels)}
+    ood, ood_file = _fit_ood_check(train, val, test, run_dir)
 
     _logger.info("calibration: T %.3f (validation, %d images); test ECE %.4f -> %.4f, NLL %.4f -> %.4f; "
                  "%.0f%% sets: coverage %.3f, mean size %.2f; OOD check passes %.1f%% of the test images",
                  temperature, len(val.labels), before["ece"], after["ece"], before["nll"], after["nll"],
                  100 * (1 - alpha), conformal["test_coverage"], conformal["test_mean_set_size"],
-                 100 * ood["test_pass_rate"])
+                 100 * ood.get("test_pass_rate", float("nan")))
     return TrustFit(
         metrics={"calibration": calibration, "conformal": conformal, "ood": ood},
         card_section=_card_section(calibration, conformal, ood, dataset),
         zoo_config={"temperature": temperature,
                     "conformal": {"alpha": alpha, "threshold": threshold, "n_calibration": len(val.labels)},
-                    "ood": {"method": OOD_METHOD, "file": OOD_FILE},  # the threshold lives in the file only
+                    **({"ood": {"method": OOD_METHOD, "file": OOD_FILE}} if ood_file else {}),  # threshold: in the file
                     "calibration": {"test_ece_before": before["ece"], "test_ece_after": after["ece"],
                                     "n_test": len(test.labels), "ece_bins": ECE_BINS}},
-        files=[ood_file, reliability])
+        files=[f for f in (ood_file, reliability) if f is not None])
 
 
 def fit_run_trust(model: nn.Module, source: DataSource, splits: Splits, data_config: dict[str, Any],
@@ -277,6 +293,21 @@ def fit_run_trust(model: nn.Module, source: DataSource, splits: Splits, data_con
         dataset = ImageDataset(source, samples, eval_transform(data_config), in_chans)
         outputs[name] = collect_outputs(model, dataset, device, batch_size, metadata.get(name), workers)
     return fit_trust(outputs, source.label_names, source.name, run_dir, title=title)
+
+
+def _ood_text(ood: dict, dataset: str) -> str:
+    if "skipped" in ood:
+        return f"**Out-of-distribution check**: none for this model: {ood['skipped']}."
+    return (
+        f"**Out-of-distribution check** (\"Out-of-Distribution Detection with Deep Nearest Neighbors\", "
+        f"Sun et al., 2022): the score is 1 - the cosine similarity of the model's {ood['feature_size']} "
+        f"pooled image features to those of the nearest of {ood['bank_size']} training images, which "
+        f"`{ood['file']}` holds (features, not images; publishing this model publishes them). An image "
+        f"scoring above **{ood['threshold']:.4g}** (the score {OOD_VALIDATION_PASS:.0%} of the validation "
+        "images pass) is flagged as unlike the training data. "
+        f"It passed **{ood['test_pass_rate']:.1%}** of the {ood['n_test']} test images of {dataset}. "
+        "No out-of-distribution image was used to set it; how well it flags such images is measured by "
+        "`benchmarks/bench_ood.py`.")
 
 
 def _card_section(calibration: dict, conformal: dict, ood: dict, dataset: str) -> str:
@@ -309,14 +340,6 @@ def _card_section(calibration: dict, conformal: dict, ood: dict, dataset: str) -
         f"classes on average ({conformal['test_singletons']:.1%} single-class sets, "
         f"{conformal['test_empty_sets']:.1%} empty).",
         "",
-        f"**Out-of-distribution check** (\"Out-of-Distribution Detection with Deep Nearest Neighbors\", "
-        f"Sun et al., 2022): the score is 1 - the cosine similarity of the model's {ood['feature_size']} "
-        f"pooled image features to those of the nearest of {ood['bank_size']} training images, which "
-        f"`{ood['file']}` holds (features, not images; publishing this model publishes them). An image "
-        f"scoring above **{ood['threshold']:.4g}** (the score {OOD_VALIDATION_PASS:.0%} of the validation "
-        "images pass) is flagged as unlike the training data. "
-        f"It passed **{ood['test_pass_rate']:.1%}** of the {ood['n_test']} test images of {dataset}. "
-        "No out-of-distribution image was used to set it; how well it flags such images is measured by "
-        "`benchmarks/bench_ood.py`.",
+        _ood_text(ood, dataset),
     ]
     return "\n".join(lines)
