@@ -1,5 +1,6 @@
 import os
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -20,3 +21,16 @@ def _zoo_cache(tmp_path_factory, monkeypatch):
 
     cache = tmp_path_factory.getbasetemp() / "zoo-cache"
     monkeypatch.setattr(zoo._hub, "CACHE_DIR", cache)
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """One LeNet-5 trained on the bundled digits as `python -m train --arch lenet5 --data digits --epochs 8`
+    does, shared by the tests that need a real trained run (its folder is `<zoo>/lenet5-digits`)."""
+    from train import run_training
+
+    out = tmp_path_factory.mktemp("digits-zoo") / "lenet5-digits"
+    start = time.perf_counter()
+    result = run_training(arch="lenet5", mode="scratch", data="digits", epochs=8, out=str(out), quiet=True)
+    result.timing["wall_s"] = time.perf_counter() - start
+    return result

@@ -114,15 +114,12 @@ def test_each_mode_writes_a_complete_loadable_run(tmp_path, folder, arch, mode, 
     assert _reload_and_score(result.run_dir, str(folder)) == pytest.approx(metrics["test"]["accuracy"])
 
 
-def test_lenet5_on_digits_reaches_high_test_accuracy(tmp_path):
+def test_lenet5_on_digits_reaches_high_test_accuracy(digits_run):
     # measured: test accuracy 0.9741 (best validation epoch 4 of 8) in 4.4 s on 2 idle cores
-    start = time.perf_counter()
-    result = run_training(arch="lenet5", data="digits", epochs=8, out=str(tmp_path / "lenet"),
-                          quiet=True)
-    elapsed = time.perf_counter() - start
+    result = digits_run  # the session's shared run (tests/conftest.py)
     assert result.metrics["accuracy"] >= 0.95, result.metrics
     assert result.metrics["balanced_accuracy"] >= 0.95
-    print(f"lenet5 digits: test accuracy {result.metrics['accuracy']:.4f} in {elapsed:.1f}s")
+    print(f"lenet5 digits: test accuracy {result.metrics['accuracy']:.4f} in {result.timing['wall_s']:.1f}s")
 
 
 def test_plateau_schedule_and_early_stopping(tmp_path, folder):

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ._errors import TrainError
+from zoo.trust import OOD_FILE
+
 from .config import RUN_CONFIG_FILE
 
 __all__ = ["push_run", "publishable_files", "check_push_target", "PushError", "PushFailedError", "main"]
@@ -31,7 +33,8 @@ _logger = logging.getLogger("train.push")
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
 REQUIRED = (WEIGHTS_NAME, CONFIG_NAME)
 # what a run folder publishes (top level only); plots are matched by pattern so new ones go up too
-PUBLISHABLE = (WEIGHTS_NAME, CONFIG_NAME, "README.md", "metrics.json", "split.json", RUN_CONFIG_FILE, "*.png")
+PUBLISHABLE = (WEIGHTS_NAME, CONFIG_NAME, "README.md", "metrics.json", "split.json", RUN_CONFIG_FILE, OOD_FILE,
+               "*.png")
 
 
 class PushError(TrainError):

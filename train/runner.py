@@ -32,6 +32,7 @@ from .engine import SplitData, Trainer
 from .features import cache_key, load_cached, plan_cache, store_cached, weights_digest
 from .metrics import flat_metrics
 from .plots import PLOT_FILES, plot_confusion_matrix, plot_curves, plot_roc
+from .trust import TRUST_FILES, TRUST_SECTION, fit_run_trust
 
 __all__ = ["RunResult", "run_training", "configure_logging", "RUN_FILES", "RESUME_OPTIONS"]
 
@@ -39,7 +40,7 @@ _logger = logging.getLogger("train")
 
 # every file a run writes; --overwrite replaces exactly these and leaves anything else alone
 RUN_FILES = ("model.safetensors", "config.json", "README.md", "metrics.json", RUN_CONFIG_FILE,
-             "split.json", "skipped_files.json", CHECKPOINT_FILE, *PLOT_FILES.values())
+             "split.json", "skipped_files.json", CHECKPOINT_FILE, *PLOT_FILES.values(), *TRUST_FILES)
 # options that may differ when resuming (they do not change the result)
 RESUME_OPTIONS = ("quiet", "workers", "device", "push_to_hub", "private", "hub_revision",
                   "commit_message")
@@ -376,6 +377,10 @@ def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: Da
     plot_confusion_matrix(test["confusion_matrix"], names, run_dir / PLOT_FILES["confusion_matrix"],
                           title=f"{title}: test split")
     plot_roc(labels, probs, names, run_dir / PLOT_FILES["roc"], title=f"ROC, test split: {title}")
+    # temperature, conformal threshold, OOD statistics (train/trust.py): fitted on train/val, reported on test
+    trust = fit_run_trust(trainer.model, source, splits, data_config, in_chans,
+                          {n: d.metadata for n, d in trainer.splits.items()} if trainer.uses_metadata else {},
+                          trainer.device, cfg.batch_size, trainer.workers, run_dir, title)
     params = zoo.count_params(trainer.model)
     cache_note = plan.reason + (f" ({trainer.feature_extraction_s:.1f} s to extract)"
                                 if plan.level and trainer.feature_extraction_s else "")
@@ -385,7 +390,7 @@ def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: Da
         "stopped_early": state.stopped_early, "params": {"total": params[0], "trainable": params[1]},
         "feature_cache": {"level": plan.level, "reason": plan.reason,
                           "extraction_s": trainer.feature_extraction_s},
-        "timing": timings, "history": state.history,
+        "timing": timings, **trust.metrics, "history": state.history,
     })
     sections = card_sections(cfg, source, splits, data_config, params, test, state.history,
                              state.best_epoch, state.best_value, state.stopped_early, cache_note,
@@ -393,7 +398,8 @@ def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: Da
     extra = {"training": {"run": run_dir.name, "data": cfg.data, "loss": cfg.loss, "augment": cfg.augment,
                           "sampler": cfg.sampler, "epochs_run": len(state.history),
                           "best_epoch": state.best_epoch, "seed": cfg.seed},
-             "test_metrics": flat}
+             "test_metrics": flat, **trust.zoo_config}
+    sections[TRUST_SECTION] = trust.card_section
     if cfg.synthetic:
         from .synthetic import synthetic_counts
         extra["training"]["synthetic_images"] = synthetic_counts(splits.train, names)

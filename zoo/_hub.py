@@ -275,7 +275,14 @@ def _download(repo_id: str, revision: str | None) -> Path:
     config_path = _hub_file(repo_id, CONFIG_NAME, revision, offline, where)
     _require_known_architecture(read_config(config_path.parent), repo_id)
     commit = config_path.parent.name  # the cache keeps each commit's files in snapshots/<commit hash>/
-    return _hub_file(repo_id, WEIGHTS_NAME, commit, offline, where).parent
+    folder = _hub_file(repo_id, WEIGHTS_NAME, commit, offline, where).parent
+    if (read_config(config_path.parent).get("zoo") or {}).get("ood"):
+        from .trust import OOD_FILE  # noqa: PLC0415
+        try:  # optional: without the OOD statistics the model loads and says so (zoo/trust.py)
+            _hub_file(repo_id, OOD_FILE, commit, offline, where)
+        except ZooError:
+            pass
+    return folder
 
 
 def _require_known_architecture(config: dict, source: str) -> None:
@@ -339,4 +346,7 @@ def load_pretrained(source: str | os.PathLike, revision: str | None = None) -> n
         model.pretrained_cfg = {**model.pretrained_cfg,
                                 "min_input_size": (channels, *(info.min_input_size[1:] if info else (8, 8)))}
     guard_input_size(model)
+    # trust: temperature, conformal threshold and OOD statistics, validated (zoo/trust.py)
+    from .trust import read_trust  # noqa: PLC0415
+    model.trust = read_trust(folder, config, model)
     return model.eval()

@@ -44,6 +44,7 @@ from .cam import cam_target_layers
 from .catalog import ModelEntry
 from .images import LoadedImage, to_model_mode
 from .modes import count_params
+from .trust import Trust, features_and_logits
 
 __all__ = [
     "MIN_MODELS", "MAX_MODELS", "DEFAULT_TOP_K", "LoadedModel", "ModelCache", "Prediction", "ModelResult",
@@ -255,6 +256,8 @@ class Prediction:
     latency_ms: float                # preprocessing + forward + postprocessing
     input: torch.Tensor              # (1, C, H, W), what the model saw
     metadata: torch.Tensor | None    # (1, F) for a metadata head
+    logits: torch.Tensor | None = None    # (1, K) raw logits (zoo.trust applies the temperature)
+    features: torch.Tensor | None = None  # (1, D) image features for the OOD check (zoo.trust)
 
     @property
     def class_index(self) -> int:
@@ -268,7 +271,7 @@ def predict(loaded: LoadedModel, image: Image.Image, metadata: Mapping[str, Any]
     x = preprocess(loaded, image)
     meta = encode_metadata(loaded, metadata)
     with loaded.lock, torch.inference_mode():
-        logits = loaded.model(x) if meta is None else loaded.model(x, meta)  # (1, C, H, W) -> (1, K)
+        features, logits = features_and_logits(loaded.model, x, meta)  # (1, C, H, W) -> (1, D), (1, K)
         if not bool(torch.isfinite(logits).all()):
             raise ZooError(f"{loaded.entry.id} produced NaN or infinite outputs for this image, so it has no "
                            "answer; its weights are probably damaged (non-finite values): retrain or "
@@ -278,7 +281,8 @@ def predict(loaded: LoadedModel, image: Image.Image, metadata: Mapping[str, Any]
     names = loaded.label_names
     top = [(names[i] if i < len(names) else str(i), float(v)) for v, i in zip(values.tolist(), indices.tolist())]
     latency_ms = (time.perf_counter() - start) * 1000.0
-    return Prediction(probabilities=probs.numpy(), top_k=top, latency_ms=latency_ms, input=x, metadata=meta)
+    return Prediction(probabilities=probs.numpy(), top_k=top, latency_ms=latency_ms, input=x, metadata=meta,
+                      logits=logits, features=features)
 
 
 # --- Grad-CAM ----------------------------------------------------------------------------------------
@@ -378,6 +382,15 @@ class ModelResult:
     cam_error: str | None = None
     error: str | None = None
     label_set_differs: bool = False
+    # trust (zoo/trust.py): each None with a reason when the run folder lacks that piece
+    calibrated_top_k: list[tuple[str, float]] | None = None  # softmax(logits / temperature)
+    temperature: float | None = None
+    prediction_set: list[str] | None = None
+    prediction_set_coverage: float | None = None  # 1 - alpha, e.g. 0.9 for "90% set"
+    ood: dict[str, Any] | None = None             # {"score", "threshold", "flagged"}
+    ood_reason: str | None = None                 # why there is no OOD check (ood is None)
+    trust_notes: list[str] = field(default_factory=list)  # why calibration or sets are missing
+    test_ece: dict[str, float] | None = None      # the run's test ECE before/after temperature scaling
 
     @property
     def top_label(self) -> str | None:
@@ -396,6 +409,11 @@ class ModelResult:
             "test_metrics": self.test_metrics, "num_classes": len(self.label_names),
             "label_set_differs": self.label_set_differs, "cam_layer": self.cam_layer, "cam_note": self.cam_note,
             "cam_error": self.cam_error, "error": self.error,
+            "calibrated_top_k": None if self.calibrated_top_k is None else
+            [{"label": label, "probability": round(p, 6)} for label, p in self.calibrated_top_k],
+            "temperature": self.temperature, "prediction_set": self.prediction_set,
+            "prediction_set_coverage": self.prediction_set_coverage, "ood": self.ood, "ood_reason": self.ood_reason,
+            "trust_notes": list(self.trust_notes), "test_ece": self.test_ece,
         }
 
 
@@ -512,6 +530,7 @@ def run_model(entry: ModelEntry, image: Image.Image, cache: ModelCache, metadata
         result.error = f"{entry.id} failed ({type(e).__name__}: {e})."
         return result
     result.top_k, result.latency_ms = prediction.top_k, prediction.latency_ms
+    _add_trust(result, loaded, prediction, len(prediction.top_k))
     if cam:
         start = time.perf_counter()
         result.cam_layer = loaded.cam_layer
@@ -525,6 +544,28 @@ def run_model(entry: ModelEntry, image: Image.Image, cache: ModelCache, metadata
             result.cam_error = f"Grad-CAM failed for {entry.id} ({type(e).__name__}: {e})."
         result.cam_ms = (time.perf_counter() - start) * 1000.0
     return result
+
+
+def _add_trust(result: ModelResult, loaded: LoadedModel, prediction: Prediction, top_k: int) -> None:
+    """Calibrated top-k, prediction set and OOD check (zoo/trust.py) of one prediction, into its result."""
+    trust: Trust | None = getattr(loaded.model, "trust", None)
+    if trust is None:  # a model that did not come through zoo.load_pretrained
+        result.ood_reason = f"{loaded.entry.id} was loaded without its trust statistics: no OOD check"
+        return
+    assessment = trust.assess(prediction.logits, prediction.features)
+    names = loaded.label_names
+    if assessment.calibrated is not None:
+        order = np.argsort(-assessment.calibrated, kind="stable")[:top_k]
+        result.calibrated_top_k = [(names[i], float(assessment.calibrated[i])) for i in order]
+    if assessment.prediction_set is not None:
+        result.prediction_set = [names[i] for i in assessment.prediction_set]
+        result.prediction_set_coverage = trust.conformal.coverage
+    result.temperature, result.ood = trust.temperature, assessment.ood
+    result.ood_reason = trust.ood_reason
+    result.trust_notes = [note for note in (trust.calibration_reason, trust.conformal_reason) if note]
+    figures = trust.test_figures or {}
+    if "test_ece_before" in figures and "test_ece_after" in figures:
+        result.test_ece = {"before": figures["test_ece_before"], "after": figures["test_ece_after"]}
 
 
 def compare(image: LoadedImage, entries: Sequence[ModelEntry], cache: ModelCache,

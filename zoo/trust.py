@@ -1,0 +1,255 @@
+"""How far a loaded model's answer can be trusted: calibrated probabilities, a prediction set and an
+out-of-distribution (OOD) check, from what `python -m train` fitted at the end of the run (train/trust.py).
+
+Three pieces, each optional, each validated when the model loads:
+
+- **temperature** (config.json, zoo block): temperature scaling, "On Calibration of Modern Neural
+  Networks" (Guo et al., 2017). Calibrated probabilities are softmax(logits / T); the raw logits, the
+  arg-max and stock timm's view of the weights do not change.
+- **conformal** (config.json, zoo block ``{"alpha", "threshold", "n_calibration"}``): split conformal
+  prediction ("A Gentle Introduction to Conformal Prediction and Distribution-Free Uncertainty
+  Quantification", Angelopoulos and Bates). The set holds every class whose calibrated probability p
+  has 1 - p <= threshold; on exchangeable data it contains the true class with probability >= 1 - alpha.
+- **OOD statistics** (``ood.safetensors`` in the run folder): the L2-normalised image features of the
+  training images, "Out-of-Distribution Detection with Deep Nearest Neighbors" (Sun et al., 2022). An
+  image's score is 1 - its cosine similarity to the nearest training image (0 = a training image's
+  twin, up to 2); it is flagged when the score exceeds the stored threshold, which 95% of the
+  validation images pass. The features are the backbone's output (``forward_features``), globally
+  average-pooled: what the classifier head reads, and for most timm models exactly the penultimate
+  (pre-logit) features. Why these and why nearest neighbours: see train/trust.py's fit_ood.
+
+A model without these (trained before they existed, or imported without its data) loads and works; its
+`Trust` says which pieces are missing and why. Statistics that are present but unusable (a temperature
+<= 0, NaN/inf values, a shape that does not fit the model) are refused with a ZooError naming the file.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+import torch.nn.functional as F
+from torch import nn
+
+from ._errors import ZooError
+from ._hub import CONFIG_NAME, read_safetensors
+
+__all__ = ["OOD_FILE", "OOD_METHOD", "DEFAULT_ALPHA", "OODStatistics", "Conformal", "Trust", "Assessment",
+           "features_and_logits", "feature_size", "read_trust", "write_ood_statistics"]
+
+OOD_FILE = "ood.safetensors"
+OOD_METHOD = "knn-cosine"
+OOD_FORMAT = "1"
+DEFAULT_ALPHA = 0.1
+_OOD_TENSORS = ("bank", "threshold")
+
+
+def features_and_logits(model: nn.Module, x: torch.Tensor,
+                        metadata: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image features (B, D), logits (B, K)) in one backbone pass, through timm's interface.
+
+    The features are forward_features' output averaged over its spatial positions (or tokens): the
+    image representation the head starts from, D = model.num_features. Metadata (a metadata-fusion
+    head) enters only the logits: the OOD check is about the image.
+    """
+    maps = model.forward_features(x)  # (B, 3, H, W) -> (B, C, h, w), (B, N, C) or (B, C)
+    features = maps.mean(dim=tuple(range(2, maps.ndim))) if maps.ndim == 4 else (
+        maps.mean(dim=1) if maps.ndim == 3 else maps)  # -> (B, C)
+    logits = model.forward_head(maps) if metadata is None else model.forward_head(maps, metadata)  # -> (B, K)
+    return features, logits
+
+
+def feature_size(model: nn.Module) -> int:
+    """D, the width of the image features the OOD check compares (forward_features' channels)."""
+    return int(model.num_features)
+
+
+# --- the pieces ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OODStatistics:
+    """L2-normalised features of training images (N, D) and the score threshold."""
+
+    bank: torch.Tensor = field(repr=False)   # (N, D) float32, rows of unit length
+    threshold: float
+    method: str = OOD_METHOD
+    file: str = OOD_FILE
+
+    def scores(self, features: torch.Tensor) -> torch.Tensor:
+        """1 - cosine similarity to the nearest training image: (B, D) -> (B,), in [0, 2]."""
+        f = F.normalize(features.detach().float().reshape(len(features), -1), dim=1)  # (B, D)
+        nearest = torch.zeros(len(f))
+        for start in range(0, len(f), 256):  # (256, N) similarities at a time
+            nearest[start:start + 256] = (f[start:start + 256] @ self.bank.T).max(dim=1).values
+        return (1.0 - nearest).clamp_min(0.0)
+
+    def check(self, features: torch.Tensor) -> list[dict[str, Any]]:
+        """{"score", "threshold", "flagged"} per image of a (B, D) batch."""
+        return [{"score": float(s), "threshold": self.threshold, "flagged": bool(s > self.threshold)}
+                for s in self.scores(features).tolist()]
+
+
+@dataclass(frozen=True)
+class Conformal:
+    """A split-conformal threshold on the score 1 - calibrated p(class)."""
+
+    alpha: float
+    threshold: float
+    n_calibration: int
+
+    @property
+    def coverage(self) -> float:
+        return 1.0 - self.alpha
+
+    def prediction_set(self, probabilities: np.ndarray | torch.Tensor) -> list[int]:
+        """Class indices in the set for one image's calibrated probabilities (K,), most probable first.
+
+        The set may be empty: then no class is plausible enough at this coverage (the guarantee
+        still holds; an empty set is itself a warning).
+        """
+        p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+        members = np.flatnonzero(1.0 - p <= self.threshold)
+        return members[np.argsort(-p[members], kind="stable")].tolist()
+
+
+@dataclass
+class Assessment:
+    """What the trust checks say about one image."""
+
+    calibrated: np.ndarray | None      # (K,) softmax(logits / T), None without a temperature
+    prediction_set: list[int] | None   # class indices, None without a conformal threshold
+    ood: dict[str, Any] | None         # {"score", "threshold", "flagged"}, None without statistics
+
+
+@dataclass
+class Trust:
+    """The trust pieces of one loaded model, each None with a reason when the run folder lacks it."""
+
+    temperature: float | None = None
+    conformal: Conformal | None = None
+    ood: OODStatistics | None = None
+    calibration_reason: str | None = None
+    conformal_reason: str | None = None
+    ood_reason: str | None = None
+    test_figures: dict[str, Any] | None = None   # the run's test-split calibration figures, if recorded
+
+    def calibrated_probabilities(self, logits: torch.Tensor) -> torch.Tensor | None:
+        """softmax(logits / T) over the last dimension, or None without a temperature."""
+        if self.temperature is None:
+            return None
+        return (logits.detach().float() / self.temperature).softmax(dim=-1)
+
+    def assess(self, logits: torch.Tensor, features: torch.Tensor) -> Assessment:
+        """The calibrated probabilities, prediction set and OOD check for one image: logits (1, K) or (K,),
+        features (1, D) or (D,)."""
+        calibrated = self.calibrated_probabilities(logits.reshape(-1))
+        probs = calibrated.numpy() if calibrated is not None else None
+        members = (self.conformal.prediction_set(probs)
+                   if self.conformal is not None and probs is not None else None)
+        ood = self.ood.check(features.reshape(1, -1))[0] if self.ood is not None else None
+        return Assessment(calibrated=probs, prediction_set=members, ood=ood)
+
+
+# --- reading and validating ---------------------------------------------------------------------------
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _read_temperature(zoo_cfg: dict[str, Any], config_path: Path) -> tuple[float | None, str | None]:
+    if "temperature" not in zoo_cfg or zoo_cfg["temperature"] is None:
+        return None, (f"no temperature in {config_path} (a run trained before calibration, or a model "
+                      "imported without validation data): the probabilities are the raw softmax")
+    value = zoo_cfg["temperature"]
+    if not _finite_number(value) or value <= 0:
+        raise ZooError(f"{config_path}: zoo.temperature is {value!r}; a temperature must be a finite number "
+                       "> 0. Delete the key to use raw probabilities, or retrain to fit it again.")
+    return float(value), None
+
+
+def _read_conformal(zoo_cfg: dict[str, Any], config_path: Path, has_temperature: bool
+                    ) -> tuple[Conformal | None, str | None]:
+    block = zoo_cfg.get("conformal")
+    if block is None:
+        return None, f"no conformal threshold in {config_path}: no prediction sets for this model"
+    if not isinstance(block, dict):
+        raise ZooError(f"{config_path}: zoo.conformal must be an object "
+                       f'{{"alpha", "threshold", "n_calibration"}}, got {block!r}.')
+    alpha, threshold, n = block.get("alpha"), block.get("threshold"), block.get("n_calibration")
+    if not _finite_number(alpha) or not 0 < alpha < 1:
+        raise ZooError(f"{config_path}: zoo.conformal.alpha is {alpha!r}; it must be a number in (0, 1) "
+                       "(0.1 for 90% prediction sets).")
+    if not _finite_number(threshold) or not 0 <= threshold <= 1:
+        raise ZooError(f"{config_path}: zoo.conformal.threshold is {threshold!r}; it must be a finite number "
+                       "in [0, 1] (a quantile of 1 - p(true class)). Retrain to fit it again.")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ZooError(f"{config_path}: zoo.conformal.n_calibration is {n!r}; it must be a positive integer.")
+    if not has_temperature:
+        # the threshold was fitted on calibrated probabilities: without T they are other numbers
+        raise ZooError(f"{config_path}: zoo.conformal is set but zoo.temperature is missing; the threshold "
+                       "was fitted on temperature-scaled probabilities. Restore the temperature or "
+                       "delete both keys.")
+    return Conformal(alpha=float(alpha), threshold=float(threshold), n_calibration=n), None
+
+
+def _read_ood(folder: Path, model: nn.Module) -> tuple[OODStatistics | None, str | None]:
+    path = folder / OOD_FILE
+    if not path.is_file():
+        return None, (f"no OOD statistics: {folder} has no {OOD_FILE} (a run trained before the OOD check, "
+                      "or a model imported without its training data), so this model cannot tell when "
+                      "an image is unlike its training images")
+    tensors = read_safetensors(path)
+    missing = [k for k in _OOD_TENSORS if k not in tensors]
+    if missing:
+        raise ZooError(f"{path} lacks tensor(s) {missing}; an OOD statistics file holds {list(_OOD_TENSORS)}. "
+                       "Retrain, or delete the file to load the model without an OOD check.")
+    for name in _OOD_TENSORS:
+        if not torch.isfinite(tensors[name]).all():
+            raise ZooError(f"{path}: tensor {name!r} has non-finite values (NaN/inf); the statistics are "
+                           "unusable. Retrain, or delete the file to load the model without an OOD check.")
+    bank, threshold = tensors["bank"], tensors["threshold"]
+    size = feature_size(model)
+    if bank.ndim != 2 or bank.shape[0] < 1 or bank.shape[1] != size:
+        raise ZooError(f"{path}: bank has shape {tuple(bank.shape)}, but this model's image features have "
+                       f"{size} values (expected (N, {size})); the file belongs to another model. Delete it "
+                       "or retrain.")
+    norms = bank.float().norm(dim=1)
+    if not torch.allclose(norms, torch.ones_like(norms), atol=1e-3):
+        raise ZooError(f"{path}: bank rows must have unit length (L2-normalised features); found norms from "
+                       f"{float(norms.min()):.4g} to {float(norms.max()):.4g}. Retrain, or delete the file.")
+    if threshold.numel() != 1 or not 0 < float(threshold) <= 2:
+        raise ZooError(f"{path}: threshold must be one number in (0, 2] (a cosine distance), got "
+                       f"{threshold.tolist()}. Retrain, or delete the file.")
+    stats = OODStatistics(bank=bank.float(), threshold=float(threshold), file=str(path))
+    return stats, None
+
+
+def read_trust(folder: str | os.PathLike, config: dict[str, Any], model: nn.Module) -> Trust:
+    """The trust pieces of the model loaded from `folder` (whose config.json is `config`), validated."""
+    folder = Path(folder)
+    zoo_cfg = dict(config.get("zoo") or {})
+    config_path = folder / CONFIG_NAME
+    temperature, calibration_reason = _read_temperature(zoo_cfg, config_path)
+    conformal, conformal_reason = _read_conformal(zoo_cfg, config_path, temperature is not None)
+    ood, ood_reason = _read_ood(folder, model)
+    figures = zoo_cfg.get("calibration")
+    return Trust(temperature=temperature, conformal=conformal, ood=ood,
+                 calibration_reason=calibration_reason, conformal_reason=conformal_reason,
+                 ood_reason=ood_reason, test_figures=figures if isinstance(figures, dict) else None)
+
+
+def write_ood_statistics(folder: str | os.PathLike, bank: torch.Tensor, threshold: float) -> Path:
+    """Write `ood.safetensors` (the format read_trust checks) into `folder`: bank (N, D) float32 with
+    unit-length rows, threshold (1,)."""
+    path = Path(folder) / OOD_FILE
+    tensors = {"bank": F.normalize(bank.detach().float(), dim=1).contiguous(),
+               "threshold": torch.tensor([float(threshold)], dtype=torch.float32)}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt", "method": OOD_METHOD, "version": OOD_FORMAT})
+    os.replace(tmp, path)
+    return path
