@@ -82,8 +82,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                     with gr.Row(equal_height=False):
                         for i in SLOTS:
                             with gr.Column(visible=False, min_width=160, elem_id=f"input-{i}") as column:
-                                picture = gr.Image(show_label=False, type="pil", interactive=False, height=200, buttons=[],
-                                                   elem_classes=["pixels"], elem_id=f"input-image-{i}")
+                                picture = gr.Image(show_label=False, type="pil", interactive=False, height=200,
+                                                   buttons=[], elem_classes=["pixels"], elem_id=f"input-image-{i}")
                                 caption = gr.Markdown(elem_id=f"input-caption-{i}", elem_classes=["caption"])
                             input_slots.append((column, picture, caption))
                 summary = gr.Markdown(elem_id="summary", elem_classes=["summary"])
