@@ -123,9 +123,9 @@ def test_previews_show_what_each_selected_model_reads(page):
     select_models(page, SELECTED)
     upload(page, packaged_examples()["mr"])
     expect(page.locator("#image-info")).to_contain_text("MR_small.dcm")
-    captions = [page.locator(f"#input-caption-{i}") for i in range(len(SELECTED))]
+    captions = [page.locator(f"#input-caption-{i} p") for i in range(len(SELECTED))]
     for caption in captions:
-        expect(caption).to_contain_text("reads")
+        expect(caption).to_have_text(re.compile(r"^\S+: reads \d+×\d+×\d+ \((grey|colour)\)$"))
     texts = {c.inner_text().strip() for c in captions}
     assert texts == {"lenet5-scratch-digits: reads 1×32×32 (grey)", "lite0-fe-digits: reads 3×32×32 (colour)",
                      "quadsnet-scratch-digits: reads 3×16×16 (colour)", "lenet5-meta-lesions: reads 1×32×32 (grey)"}
