@@ -75,6 +75,13 @@ def upload(page, path) -> None:
         page.locator("#image-file input[type=file]").set_input_files(str(path))
 
 
+def natural_width(page, image) -> int:
+    """The pixel width of an <img>, once it has loaded (visible comes before loaded)."""
+    handle = image.element_handle()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=handle)
+    return handle.evaluate("img => img.naturalWidth")
+
+
 def grad_cam_ms(page, column: int) -> float:
     text = page.locator(f"#details-{column}").inner_text()
     return float(re.search(r"Grad-CAM ([\d.]+) ms", text).group(1))
@@ -89,7 +96,7 @@ def test_compare_shows_a_prediction_and_a_heatmap_per_model(page):
     expect(page.locator("#image-info")).to_contain_text("Modality CT")
     expect(page.locator("#image-info")).to_contain_text("Window")
     expect(page.locator("#preview img")).to_be_visible()
-    assert page.locator("#preview img").evaluate("img => img.naturalWidth") >= 256  # 128 px CT, enlarged
+    assert natural_width(page, page.locator("#preview img")) >= 256  # 128 px CT, enlarged
     expect(page.get_by_label("Age (years)")).to_be_visible()  # a metadata model is selected
     page.get_by_label("Age (years)").fill("63")
     page.locator("#compare-button").click()
@@ -102,7 +109,7 @@ def test_compare_shows_a_prediction_and_a_heatmap_per_model(page):
         expect(page.locator(f"#label-{i}")).to_contain_text("%")  # the top classes with probabilities
         heatmap = page.locator(f"#cam-{i} img")
         expect(heatmap).to_be_visible()
-        assert heatmap.evaluate("img => img.naturalWidth") >= 224
+        assert natural_width(page, heatmap) >= 224
         expect(page.locator(f"#details-{i}")).to_contain_text("Latency")
         expect(page.locator(f"#details-{i}")).to_contain_text("Trainable")
     assert sorted(headers) == sorted(SELECTED)
@@ -132,7 +139,7 @@ def test_previews_show_what_each_selected_model_reads(page):
     for i in range(len(SELECTED)):
         picture = page.locator(f"#input-image-{i} img")
         expect(picture).to_be_visible()
-        assert picture.evaluate("img => img.naturalWidth") >= 256  # 16-32 px inputs, enlarged pixel for pixel
+        assert natural_width(page, picture) >= 256  # 16-32 px inputs, enlarged pixel for pixel
     expect(page.locator(f"#input-{len(SELECTED)}")).to_be_hidden()
     select_models(page, SELECTED[:2])  # the previews follow the selection
     expect(page.locator("#input-2")).to_be_hidden()
