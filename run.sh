@@ -4,7 +4,8 @@
 #      (requirements-assets.txt, --no-deps); skipped when both files are unchanged since the last run
 #   2. build the demo zoo on the bundled digits data if weights/ holds no run folder (a few minutes on 2 cores)
 #   3. serve the app at http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT change that)
-# Extra arguments go to scripts/build_demo_zoo.py, e.g. `bash run.sh --force`.
+# Extra arguments go to scripts/build_demo_zoo.py, e.g. `bash run.sh --force`; the build prints one line per
+# run (its test balanced accuracy and time); `bash run.sh --verbose` shows training's full log instead.
 set -euo pipefail
 cd "$(dirname "$0")"
 export GRADIO_ANALYTICS_ENABLED=False PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -2,6 +2,10 @@
 
     python scripts/build_demo_zoo.py            # only when weights/ holds no run folder yet
     python scripts/build_demo_zoo.py --force    # (re)build the demo runs that are missing
+    python scripts/build_demo_zoo.py --verbose  # with training's full log: resolved config, progress bars
+
+Quiet by default: one line per run with its test balanced accuracy and time; each run's resolved
+configuration and metrics stay in its folder (run_config.yaml, metrics.json).
 
 The runs cover the transfer-learning modes, so every tab of the app has real content on a fresh machine
 with no network: EfficientNet-Lite0 from its offline ImageNet weights as a frozen feature extractor and
@@ -56,8 +60,12 @@ def existing_runs(weights: Path) -> list[Path]:
     return sorted(p for p in weights.iterdir() if (p / "config.json").is_file() and (p / "model.safetensors").is_file())
 
 
-def build(weights: Path, runs: tuple[DemoRun, ...] = DEMO_RUNS, quiet: bool = False) -> list[Path]:
-    """Train every run of `runs` whose folder under `weights` is not complete yet; returns the run folders."""
+def build(weights: Path, runs: tuple[DemoRun, ...] = DEMO_RUNS, verbose: bool = False) -> list[Path]:
+    """Train every run of `runs` whose folder under `weights` is not complete yet; returns the run folders.
+
+    Prints one line per run (its name, then its test balanced accuracy and seconds); `verbose` adds
+    training's own log (resolved configuration, data, model, per-epoch progress bars).
+    """
     from train.runner import run_training  # noqa: PLC0415  (train's Python entry of `python -m train`)
 
     done, start = [], time.perf_counter()
@@ -67,17 +75,20 @@ def build(weights: Path, runs: tuple[DemoRun, ...] = DEMO_RUNS, quiet: bool = Fa
             print(f"[{i}/{len(runs)}] {run.name}: already built, kept", flush=True)
             done.append(out)
             continue
-        print(f"\n[{i}/{len(runs)}] {run.name}  ({run.command()})  elapsed {time.perf_counter() - start:.0f} s",
-              flush=True)
+        if verbose:
+            print(f"\n[{i}/{len(runs)}] {run.name}  ({run.command()})", flush=True)
+        else:  # the result completes this line (a warning from training may come in between)
+            print(f"[{i}/{len(runs)}] {run.name} ...", end="", flush=True)
+        run_start = time.perf_counter()
         # overwrite: an unfinished demo folder (e.g. an interrupted build) is ours to replace
         result = run_training(arch=run.arch, mode=run.mode, data="digits", out=str(out), overwrite=True,
-                              quiet=quiet, seed=42, **run.options)
-        m = result.metrics
-        print(f"[{i}/{len(runs)}] {run.name}: balanced accuracy {m.get('balanced_accuracy', float('nan')):.3f}, "
-              f"macro F1 {m.get('f1_macro', float('nan')):.3f}  ({time.perf_counter() - start:.0f} s so far)",
-              flush=True)
+                              quiet=not verbose, seed=42, **run.options)
+        accuracy = result.metrics.get("balanced_accuracy", float("nan"))
+        summary = f"test balanced accuracy {accuracy:.3f}, {time.perf_counter() - run_start:.0f} s"
+        print(f"[{i}/{len(runs)}] {run.name}: {summary}" if verbose else f" {summary}", flush=True)
         done.append(out)
-    print(f"\ndemo zoo ready in {weights} ({time.perf_counter() - start:.0f} s)", flush=True)
+    print(f"demo zoo ready in {weights} ({time.perf_counter() - start:.0f} s); each run's configuration and "
+          f"metrics are in its folder (run_config.yaml, metrics.json)", flush=True)
     return done
 
 
@@ -88,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=ROOT / "weights", help="folder of run folders")
     parser.add_argument("--force", action="store_true",
                         help="build the missing demo runs even when weights/ already holds other runs")
-    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print training's full log (resolved configuration, progress bars), not one line per run")
     args = parser.parse_args(argv)
     found = existing_runs(args.weights)
     if found and not args.force:
@@ -98,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from zoo import ZooError  # noqa: PLC0415
     from train._errors import TrainError  # noqa: PLC0415
     try:
-        build(args.weights, quiet=args.quiet)
+        build(args.weights, verbose=args.verbose)
     except (TrainError, ZooError) as e:
         print(f"error: building the demo zoo failed: {e}", file=sys.stderr)
         return 2

@@ -180,18 +180,20 @@ def test_queue_and_limits_are_configured(served):
 def test_settings_from_the_environment(monkeypatch, tmp_path):
     import gradio as gr
 
-    import app
+    from ui.formatting import models_table_markdown
+    from ui.settings import Settings, SettingsError
+    from ui.state import ComparisonApp
     monkeypatch.setenv("ZOO_APP_CACHE_MODELS", "3")
     monkeypatch.setenv("ZOO_APP_MAX_PIXELS", "1000")
     monkeypatch.setenv("ZOO_APP_WEIGHTS", str(tmp_path / "none"))
     monkeypatch.setenv("ZOO_APP_EXAMPLES", str(tmp_path / "examples"))
-    settings = app.Settings.from_env()
+    settings = Settings.from_env()
     assert settings.cache_models == 3 and settings.max_pixels == 1000
-    state = app.ComparisonApp(settings)  # no run folders: the app still starts, with the examples
+    state = ComparisonApp(settings)  # no run folders: the app still starts, with the examples
     assert state.entries == {} and len(state.examples) == 6
-    assert "No models yet" in app.models_table_markdown([])
+    assert "No models yet" in models_table_markdown([])
     with pytest.raises(gr.Error, match="over the limit of 1,000 pixels"):
         state.read_image(str(packaged_examples()["ct"]))  # 128 x 128 > 1000
     monkeypatch.setenv("ZOO_APP_CACHE_MODELS", "many")
-    with pytest.raises(SystemExit, match="ZOO_APP_CACHE_MODELS='many' must be a whole number"):
-        app.Settings.from_env()
+    with pytest.raises(SettingsError, match="ZOO_APP_CACHE_MODELS='many' must be a whole number"):
+        Settings.from_env()

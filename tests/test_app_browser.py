@@ -66,11 +66,25 @@ def select_models(page, wanted):
 
 
 def upload(page, path) -> None:
-    """Put a file into the image input, clearing the previous one first."""
-    clear = page.locator("#image-file button[aria-label='Clear']")
-    if clear.count():
-        clear.first.click()
-    page.locator("#image-file input[type=file]").set_input_files(str(path))
+    """Drop a file on the empty image box, or replace the one there with the Replace button (no Clear)."""
+    if page.locator("#image-file button[aria-label='Clear']").count():
+        with page.expect_file_chooser() as chooser:
+            page.locator("#replace-image").click()
+        chooser.value.set_files(str(path))
+    else:
+        page.locator("#image-file input[type=file]").set_input_files(str(path))
+
+
+def natural_width(page, image) -> int:
+    """The pixel width of an <img>, once it has loaded (visible comes before loaded)."""
+    handle = image.element_handle()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=handle)
+    return handle.evaluate("img => img.naturalWidth")
+
+
+def grad_cam_ms(page, column: int) -> float:
+    text = page.locator(f"#details-{column}").inner_text()
+    return float(re.search(r"Grad-CAM ([\d.]+) ms", text).group(1))
 
 
 def test_compare_shows_a_prediction_and_a_heatmap_per_model(page):
@@ -82,6 +96,7 @@ def test_compare_shows_a_prediction_and_a_heatmap_per_model(page):
     expect(page.locator("#image-info")).to_contain_text("Modality CT")
     expect(page.locator("#image-info")).to_contain_text("Window")
     expect(page.locator("#preview img")).to_be_visible()
+    assert natural_width(page, page.locator("#preview img")) >= 256  # 128 px CT, enlarged
     expect(page.get_by_label("Age (years)")).to_be_visible()  # a metadata model is selected
     page.get_by_label("Age (years)").fill("63")
     page.locator("#compare-button").click()
@@ -94,14 +109,60 @@ def test_compare_shows_a_prediction_and_a_heatmap_per_model(page):
         expect(page.locator(f"#label-{i}")).to_contain_text("%")  # the top classes with probabilities
         heatmap = page.locator(f"#cam-{i} img")
         expect(heatmap).to_be_visible()
-        assert heatmap.evaluate("img => img.naturalWidth") >= 224
+        assert natural_width(page, heatmap) >= 224
         expect(page.locator(f"#details-{i}")).to_contain_text("Latency")
         expect(page.locator(f"#details-{i}")).to_contain_text("Trainable")
     assert sorted(headers) == sorted(SELECTED)
+    lenet = headers.index("lenet5-scratch-digits")
+    expect(page.locator(f"#header-{lenet}")).to_contain_text("trained on digits: 10 classes: 0, 1, 2")
+    expect(page.locator(f"#label-{lenet}")).to_contain_text("(digits)")  # a class reads "8 (digits)"
+    # the first comparison of this app: the CAM library's import is load time, not Grad-CAM time
+    assert grad_cam_ms(page, lenet) < 1000
     expect(page.locator(f"#col-{len(SELECTED)}")).to_be_hidden()
     expect(page.locator("#summary")).to_contain_text("Different label set")  # the lesion model
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app-compare.png"), full_page=True)
+
+
+def test_previews_show_what_each_selected_model_reads(page):
+    from playwright.sync_api import expect
+
+    select_models(page, SELECTED)
+    upload(page, packaged_examples()["mr"])
+    expect(page.locator("#image-info")).to_contain_text("MR_small.dcm")
+    captions = [page.locator(f"#input-caption-{i} p") for i in range(len(SELECTED))]
+    for caption in captions:
+        expect(caption).to_have_text(re.compile(r"^\S+: reads \d+×\d+×\d+ \((grey|colour)\)$"))
+    texts = {c.inner_text().strip() for c in captions}
+    assert texts == {"lenet5-scratch-digits: reads 1×32×32 (grey)", "lite0-fe-digits: reads 3×32×32 (colour)",
+                     "quadsnet-scratch-digits: reads 3×16×16 (colour)", "lenet5-meta-lesions: reads 1×32×32 (grey)"}
+    for i in range(len(SELECTED)):
+        picture = page.locator(f"#input-image-{i} img")
+        expect(picture).to_be_visible()
+        assert natural_width(page, picture) >= 256  # 16-32 px inputs, enlarged pixel for pixel
+    expect(page.locator(f"#input-{len(SELECTED)}")).to_be_hidden()
+    select_models(page, SELECTED[:2])  # the previews follow the selection
+    expect(page.locator("#input-2")).to_be_hidden()
+    expect(page.locator("#input-1")).to_be_visible()
+    select_models(page, SELECTED)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-inputs.png"), full_page=True)
+
+
+def test_replacing_the_image_takes_one_action(page):
+    from playwright.sync_api import expect
+
+    upload(page, packaged_examples()["ct"])
+    expect(page.locator("#image-info")).to_contain_text("CT_small.dcm")
+    assert page.locator("#image-file button[aria-label='Clear']").count()  # a file is there
+    with page.expect_file_chooser() as chooser:
+        page.locator("#replace-image").click()
+    chooser.value.set_files(str(packaged_examples()["retina"]))
+    expect(page.locator("#image-info")).to_contain_text("retina.jpg")
+    expect(page.locator("#image-file a")).to_have_attribute("href", re.compile(r"/retina\.jpg$"))
+    expect(page.locator("#input-caption-0")).to_contain_text("reads")
+    page.locator("#compare-button").click()
+    expect(page.locator("#label-0")).to_contain_text("%")
 
 
 def test_teaching_and_zoo_tabs_have_content(page):
@@ -114,6 +175,20 @@ def test_teaching_and_zoo_tabs_have_content(page):
     expect(panel).to_contain_text("What these numbers say")
     expect(panel.get_by_text("lenet5-scratch-digits: training curves")).to_be_visible()  # run-folder plots
     expect(panel.locator("img").first).to_be_visible()
+    # a row per model: the plots of the model with a run folder's plots, wide enough to read
+    lenet_row = next(i for i in range(len(SELECTED))
+                     if page.locator(f"#teaching-{i} h4").inner_text().strip() == "lenet5-scratch-digits")
+    for kind in ("curves", "confusion_matrix", "roc"):
+        plot = page.locator(f"#teaching-{kind}-{lenet_row}")
+        plot.scroll_into_view_if_needed()
+        expect(plot.locator("img")).to_be_visible()
+        assert plot.bounding_box()["width"] >= 300
+    expect(page.locator(f"#teaching-{lenet_row}")).to_contain_text("lenet5-scratch-digits: confusion matrix (test)")
+    # the numbers table keeps every column whole: it scrolls sideways, the model name pinned
+    numbers = page.locator("#numbers")
+    expect(numbers).to_contain_text("test ROC-AUC")
+    header = numbers.locator("th", has_text="test balanced accuracy").first
+    assert header.evaluate("th => th.scrollWidth <= th.clientWidth + 1")  # not cut short
     page.screenshot(path=str(ARTIFACTS / "app-teaching.png"), full_page=True)
     page.get_by_role("tab", name="Model zoo").click()
     panel = page.get_by_role("tabpanel")

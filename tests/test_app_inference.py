@@ -327,12 +327,12 @@ def test_inference_and_catalog_import_no_ui_code():
 
 
 def test_teaching_tab_reads_the_study_reports_that_exist(tmp_path):
-    import app
+    from ui.teaching import study_reports
 
-    assert app.study_reports(tmp_path) == []
+    assert study_reports(tmp_path) == []
     folder = tmp_path / "studies" / "imbalance"
     folder.mkdir(parents=True)
     (folder / "report.md").write_text("# Imbalance\n\n| remedy | bal. acc. |\n|---|---|\n| plain-ce | 0.948 |\n"
                                       "![plot](imbalance.png)\n")
-    (title, text), = app.study_reports(tmp_path)
+    (title, text), = study_reports(tmp_path)
     assert title == "imbalance" and "| plain-ce | 0.948 |" in text and "![plot]" not in text

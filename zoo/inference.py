@@ -49,7 +49,8 @@ from .trust import Trust, features_and_logits
 __all__ = [
     "MIN_MODELS", "MAX_MODELS", "DEFAULT_TOP_K", "LoadedModel", "ModelCache", "Prediction", "ModelResult",
     "Agreement", "Comparison", "build_transform", "preprocess", "encode_metadata", "predict", "grad_cam",
-    "cam_overlay", "model_view", "agreement_summary", "check_selection", "compare",
+    "cam_overlay", "model_view", "model_input_image", "agreement_summary", "check_selection", "compare",
+    "ProgressCallback",
 ]
 
 MIN_MODELS, MAX_MODELS = 2, 6
@@ -99,11 +100,21 @@ def build_transform(data_config: Mapping[str, Any]) -> Callable[[Image.Image], t
     return create_transform(**{k: data_config[k] for k in _TRANSFORM_KEYS if k in data_config}, is_training=False)
 
 
+def _import_cam_library() -> None:
+    """Import pytorch-grad-cam (it pulls in OpenCV: a second or more the first time) as part of loading a
+    model, so that a first Grad-CAM's time is the map's cost, not the library's import. Not at module
+    import: `import zoo.inference` stays fast for code that never computes a map."""
+    import pytorch_grad_cam  # noqa: F401, PLC0415
+    import pytorch_grad_cam.utils.image  # noqa: F401, PLC0415
+    import pytorch_grad_cam.utils.model_targets  # noqa: F401, PLC0415
+
+
 def load_model(entry: ModelEntry) -> LoadedModel:
     """Load one catalog entry's weights; any failure is a ZooError that says which model and why."""
     if not entry.available:
         raise ZooError(f"{entry.id} is unavailable: {entry.reason}")
     start = time.perf_counter()
+    _import_cam_library()  # counted in load_s (first use), not in a Grad-CAM time
     try:
         model = load_pretrained(entry.location, revision=entry.revision)
     except ZooError as e:
@@ -343,6 +354,13 @@ def model_view(loaded: LoadedModel, x: torch.Tensor) -> np.ndarray:
     return image.permute(1, 2, 0).numpy().astype(np.float32)  # (3, H, W) -> (H, W, 3)
 
 
+def model_input_image(loaded: LoadedModel, image: Image.Image) -> np.ndarray:
+    """What the model reads of `image`: its own transform's output (channels, size, crop), de-normalised
+    to an (H, W, 3) uint8 image at the model's input size (a grey model's one channel repeated)."""
+    view = model_view(loaded, preprocess(loaded, image))  # (H, W, 3) float in [0, 1]
+    return np.rint(view * 255.0).astype(np.uint8)
+
+
 def cam_overlay(loaded: LoadedModel, prediction: Prediction, mask: np.ndarray,
                 display_size: int = CAM_DISPLAY_SIZE) -> np.ndarray:
     """The heatmap over the model's view of the image, (H', W', 3) uint8, at least `display_size` wide."""
@@ -568,10 +586,32 @@ def _add_trust(result: ModelResult, loaded: LoadedModel, prediction: Prediction,
         result.test_ece = {"before": figures["test_ece_before"], "after": figures["test_ece_after"]}
 
 
+ProgressCallback = Callable[[int, int, str], None]
+"""progress(done, total, what): `done` of `total` models finished, `what` the step starting now."""
+
+
 def compare(image: LoadedImage, entries: Sequence[ModelEntry], cache: ModelCache,
             metadata: Mapping[str, Any] | None = None, top_k: int = DEFAULT_TOP_K, cam: bool = True,
-            on_load: Callable[[ModelEntry], None] | None = None) -> Comparison:
-    """Run every entry on one loaded image; a model that fails reports its error while the others answer."""
+            on_load: Callable[[ModelEntry], None] | None = None,
+            progress: ProgressCallback | None = None) -> Comparison:
+    """Run every entry on one loaded image; a model that fails reports its error while the others answer.
+
+    `progress`, if given, is told before each model's step ("<id>: predicting", or "Loading <id>
+    (first use)…" when it is not cached yet) and once at the end.
+    """
     check_selection([e.id for e in entries])
-    results = [run_model(entry, image.image, cache, metadata, top_k, cam, on_load) for entry in entries]
+    total = len(entries)
+    results = []
+    for done, entry in enumerate(entries):
+        def loading(e: ModelEntry, done: int = done) -> None:
+            if progress is not None:
+                progress(done, total, f"Loading {e.id} (first use)…")
+            if on_load is not None:
+                on_load(e)
+
+        if progress is not None:
+            progress(done, total, f"{entry.id}: predicting")
+        results.append(run_model(entry, image.image, cache, metadata, top_k, cam, loading))
+    if progress is not None:
+        progress(total, total, "done")
     return Comparison(results=results, summary=agreement_summary(results), image_info=dict(image.info))

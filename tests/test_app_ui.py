@@ -1,0 +1,231 @@
+"""The app's pieces outside the layout (ui/), without a browser: settings, examples, formatting, the teaching
+content, the model-input previews and progress; importing app builds nothing; the demo zoo's quiet log."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from _app_zoo import DIGITS, LESIONS, build_tiny_zoo, packaged_examples
+
+from zoo import inference
+from zoo.catalog import discover_models
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return build_tiny_zoo(tmp_path_factory.getbasetemp() / "app-zoo")
+
+
+@pytest.fixture(scope="module")
+def entries(weights):
+    return {e.id: e for e in discover_models(weights)}
+
+
+@pytest.fixture(scope="module")
+def state(weights, tmp_path_factory):
+    from ui.settings import Settings
+    from ui.state import ComparisonApp
+    return ComparisonApp(Settings(weights=weights, examples_dir=tmp_path_factory.mktemp("examples")))
+
+
+# --- importing app ---------------------------------------------------------------------------------------
+
+def test_importing_app_writes_nothing_and_a_bad_setting_is_reported_when_the_demo_is_built(tmp_path):
+    examples = tmp_path / "examples"
+    code = ("import app; assert 'demo' not in vars(app), 'demo built on import'\n"
+            "try:\n    app.demo\nexcept app.SettingsError as e:\n    print('REFUSED', e)\n")
+    env = dict(os.environ, ZOO_APP_CACHE_MODELS="many", ZOO_APP_EXAMPLES=str(examples), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "REFUSED ZOO_APP_CACHE_MODELS='many' must be a whole number" in result.stdout
+    assert not examples.exists()  # nothing written by the import
+
+
+def test_python_app_py_with_a_bad_setting_ends_with_the_message_not_a_traceback():
+    env = dict(os.environ, ZOO_APP_QUEUE_SIZE="0", OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "error: ZOO_APP_QUEUE_SIZE='0' must be at least 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_app_py_stays_layout_and_wiring():
+    source = (ROOT / "app.py").read_text(encoding="utf-8")
+    assert len(source.splitlines()) <= 350
+    assert "from __future__ import annotations" not in source  # gradio's reload mode re-executes this file
+
+
+# --- settings and examples ------------------------------------------------------------------------------
+
+def test_settings_defaults_and_limits(monkeypatch):
+    from ui.settings import APP_ROOT, Settings, SettingsError
+    for name in [n for n in os.environ if n.startswith("ZOO_APP_")]:
+        monkeypatch.delenv(name)
+    settings = Settings.from_env()
+    assert settings.weights == APP_ROOT / "weights" and settings.cache_mb is None and not settings.open_browser
+    monkeypatch.setenv("ZOO_APP_CACHE_MB", "-3")
+    with pytest.raises(SettingsError, match="ZOO_APP_CACHE_MB='-3' must be at least 1"):
+        Settings.from_env()
+    monkeypatch.setenv("ZOO_APP_CACHE_MB", "")  # empty means unset
+    monkeypatch.setenv("ZOO_APP_OPEN_BROWSER", "1")
+    settings = Settings.from_env()
+    assert settings.cache_mb is None and settings.open_browser
+
+
+def test_examples_are_written_to_the_given_folder_only(tmp_path):
+    from ui.examples import write_examples
+    examples = write_examples(tmp_path / "ex", tmp_path / "no-weights")
+    assert [Path(p).parent for p, _ in examples] == [tmp_path / "ex"] * 6
+    digit = Image.open(examples[0][0])
+    assert digit.size == (8, 8) and digit.mode == "L" and "digit 0" in examples[0][1]
+    assert {Path(p).name for p, _ in examples[3:]} == {"retina.jpg", "CT_small.dcm", "MR_small.dcm"}
+
+
+# --- formatting -----------------------------------------------------------------------------------------
+
+def test_small_images_are_enlarged_with_visible_pixels():
+    from ui.formatting import upscale_for_display
+    digit = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    big = upscale_for_display(digit)
+    assert big.size == (256, 256)
+    pixels = np.asarray(big)
+    assert np.array_equal(pixels[::32, ::32], digit)  # nearest-neighbour: each pixel a 32 x 32 block
+    assert set(np.unique(pixels)) == set(np.unique(digit))  # no blended values
+    assert upscale_for_display(np.zeros((64, 48, 3), np.uint8)).size == (192, 256)  # whole factor 4
+    photo = Image.new("RGB", (1411, 1411))
+    assert upscale_for_display(photo) is photo
+
+
+def test_columns_say_what_the_model_tells_apart():
+    from ui.formatting import column_details, column_header, describe_classes, label_scores
+    result = inference.ModelResult(model="lenet5-scratch-digits", architecture="lenet5", mode="scratch",
+                                   dataset="digits", label_names=DIGITS, top_k=[("8", 0.7), ("3", 0.2)])
+    assert label_scores(result) == {"8 (digits)": 0.7, "3 (digits)": 0.2}
+    header = column_header(result)
+    assert "trained on **digits**" in header and "10 classes: 0, 1, 2, 3, 4, 5, …" in header
+    assert "lesions (3 classes: benign, malignant, other)" in column_details(
+        inference.ModelResult(model="m", dataset="lesions", label_names=LESIONS))
+    assert describe_classes([]) == "classes unknown"
+    assert label_scores(inference.ModelResult(model="failed")) is None
+    assert label_scores(inference.ModelResult(model="m", top_k=[("a", 1.0)])) == {"a": 1.0}  # no dataset named
+
+
+def test_models_table_and_input_caption(entries):
+    from ui.formatting import input_caption, models_table_markdown
+    table = models_table_markdown(list(entries.values()))
+    assert "| `lite0-fe-digits` | local | efficientnet_lite0 | feature-extraction | digits | 10 |" in table
+    assert "| `unfinished-run` | local |" in table and "⚠" in table.split("`unfinished-run`")[1]
+    assert input_caption("lenet5-scratch-digits", (1, 32, 32)) == "**lenet5-scratch-digits**: reads 1×32×32 (grey)"
+    assert input_caption("m", [3, 48, 48]).endswith("3×48×48 (colour)")
+
+
+# --- teaching -------------------------------------------------------------------------------------------
+
+def test_teaching_rows_per_model_with_full_captions(entries):
+    from ui.teaching import PLOT_CAPTIONS, PLOT_ROWS, teaching_sections
+    assert sorted(kind for row in PLOT_ROWS for kind, _ in row) == sorted(PLOT_CAPTIONS)
+    chosen = [entries["lenet5-scratch-digits"], entries["lite0-fe-digits"], entries["unfinished-run"]]
+    sections = teaching_sections(chosen)
+    assert [s.model for s in sections] == ["lenet5-scratch-digits", "lite0-fe-digits"]  # unavailable left out
+    with_plots, without = sections
+    assert list(with_plots.figures) == list(PLOT_CAPTIONS)
+    picture, caption = with_plots.figures["confusion_matrix"]
+    assert caption == "lenet5-scratch-digits: confusion matrix (test)" and picture.size == (64, 48)
+    assert "digits (10 classes" in with_plots.title and "test balanced accuracy 0.790" in with_plots.title
+    assert without.figures == {} and "No training plots" in without.title
+
+
+def test_teaching_table_fits_its_columns(entries):
+    from ui.teaching import TEACHING_HEADERS, column_widths, teaching_table
+    rows = teaching_table(list(entries.values()))
+    assert rows and all(len(r) == len(TEACHING_HEADERS) for r in rows)
+    widths = [int(w.removesuffix("px")) for w in column_widths(TEACHING_HEADERS, rows)]
+    longest_id = max(len(r[0]) for r in rows)
+    assert widths[0] >= longest_id * 9  # the pinned model column holds the longest id on one line
+    assert widths[TEACHING_HEADERS.index("test balanced accuracy")] >= len("test balanced accuracy") * 9
+
+
+def test_teaching_text_explains_modes_with_the_models_numbers(entries):
+    from ui.teaching import teaching_markdown
+    text = teaching_markdown([entries["lite0-fe-digits"], entries["lenet5-scratch-digits"]])
+    assert "**Feature extraction**" in text and "**Scratch**" in text
+    assert "12,810 of 3,383,818 parameters (0.38%)" in text and "What these numbers say" in text
+    assert "Select models" in teaching_markdown([])
+
+
+# --- state: previews and progress -------------------------------------------------------------------------
+
+def test_previews_show_what_each_model_reads(state):
+    path = str(packaged_examples()["retina"])
+    ids = ["lenet5-scratch-digits", "quadsnet-scratch-digits", "broken-weights"]
+    shown = state.model_inputs(path, ids)
+    assert len(shown) == 3
+    (lenet, lenet_caption), (quads, quads_caption), (broken, broken_caption) = shown
+    assert lenet_caption.endswith("reads 1×32×32 (grey)") and quads_caption.endswith("reads 3×16×16 (colour)")
+    assert lenet.size == (256, 256) and quads.size == (256, 256)
+    loaded = state.cache.get(state.entries["lenet5-scratch-digits"])
+    image = state.read_image(path).image
+    expected = inference.model_input_image(loaded, image)  # (32, 32, 3): the model's transform, de-normalised
+    assert expected.shape == (32, 32, 3)
+    assert np.array_equal(np.asarray(lenet)[::8, ::8], expected)
+    x = inference.preprocess(loaded, image)  # and it is the tensor the model reads, not the uploaded photo
+    mean, std = loaded.data_config["mean"][0], loaded.data_config["std"][0]
+    assert np.allclose(expected[..., 0] / 255.0, (x[0, 0].numpy() * std + mean).clip(0, 1), atol=1 / 255)
+    assert broken is None and "could not be loaded" in broken_caption
+    assert state.model_inputs(None, ids) == [] and state.model_inputs(path, []) == []
+
+
+def test_preview_of_the_upload_is_enlarged(state):
+    picture, info = state.preview(state.examples[0][0])  # an 8 x 8 digit
+    assert picture.size == (256, 256) and "8×8 px" in info
+
+
+def test_first_grad_cam_is_not_charged_the_cam_library_import(weights):
+    """In a fresh interpreter: pytorch-grad-cam is imported while loading a model, not inside the timed
+    Grad-CAM of the first comparison (it was 6 s on a cold machine)."""
+    code = ("import sys, zoo.inference as inf; from zoo.catalog import discover_models; from zoo.images import "
+            "load_image\nassert 'pytorch_grad_cam' not in sys.modules\n"
+            f"entry = {{e.id: e for e in discover_models({str(weights)!r})}}['lenet5-scratch-digits']\n"
+            "cache = inf.ModelCache()\ncache.get(entry)\nassert 'pytorch_grad_cam' in sys.modules\n"
+            f"r = inf.run_model(entry, load_image({str(packaged_examples()['ct'])!r}).image, cache)\n"
+            "print('CAM_MS', r.cam_ms, r.cam_error)")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    _, cam_ms, cam_error = result.stdout.split()
+    assert cam_error == "None" and float(cam_ms) < 1000, result.stdout
+
+
+def test_compare_reports_progress_per_model(state):
+    calls = []
+    state.cache.clear()
+    comparison = state.compare(str(packaged_examples()["ct"]), ["lenet5-scratch-digits", "quadsnet-scratch-digits"],
+                               cam=False, progress=lambda fraction, desc: calls.append((fraction, desc)))
+    assert [r.error for r in comparison.results] == [None, None]
+    assert calls[0] == ((0, 2), "lenet5-scratch-digits: predicting")
+    assert ((0, 2), "Loading lenet5-scratch-digits (first use)…") in calls
+    assert ((1, 2), "quadsnet-scratch-digits: predicting") in calls
+    assert calls[-1] == ((2, 2), "done")
+
+
+# --- the demo zoo's log -----------------------------------------------------------------------------------
+
+def test_demo_zoo_build_prints_one_line_per_run(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import build_demo_zoo
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    run = build_demo_zoo.DemoRun("lenet5", "scratch", dict(epochs=1, batch_size=64))
+    build_demo_zoo.build(tmp_path, runs=(run,))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("[1/1] lenet5-scratch-digits ... test balanced accuracy ") and lines[0].endswith(" s")
+    assert lines[1].startswith(f"demo zoo ready in {tmp_path}")
+    assert (tmp_path / "lenet5-scratch-digits" / "run_config.yaml").is_file()

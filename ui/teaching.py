@@ -1,0 +1,204 @@
+"""The Teaching tab's content: the transfer modes explained with the selected models' own numbers, a
+frozen-vs-trainable chart, the numbers table, each model's training plots and the study reports."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from zoo.catalog import ModelEntry
+
+from .about import MODE_TEXT
+from .formatting import METRIC_COLUMNS, describe_classes, fmt_int, share
+
+__all__ = [
+    "MODES_ORDER", "PLOT_CAPTIONS", "PLOT_HEIGHT", "PLOT_ROWS", "TEACHING_HEADERS", "TeachingSection", "column_widths",
+    "params_figure", "run_facts", "contrasts", "study_reports", "teaching_markdown", "teaching_sections",
+    "teaching_table",
+]
+
+# the display order of the transfer modes; zoo.MODES holds the same names (zoo.MODE_ORDER may replace this)
+MODES_ORDER = ("scratch", "feature-extraction", "partial-fine-tune", "fine-tune")
+PLOT_CAPTIONS = {"curves": "training curves", "confusion_matrix": "confusion matrix (test)", "roc": "ROC curves (test)"}
+# how a model's plots are laid out: rows of (kind, relative width). train.plots draws the curves 14 x 4 in
+# and the confusion matrices about twice as wide as the ROC plot, so each gets the width it needs to read.
+PLOT_ROWS = ((("curves", 1),), (("confusion_matrix", 2), ("roc", 1)))
+PLOT_HEIGHT = 400  # px; plots are shown whole (scaled to fit), never cropped
+TEACHING_HEADERS = ["model", "mode", "parameters", "trainable", "frozen", "trainable %", "epochs", "train time (s)",
+                    *[f"test {t}" for _, t in METRIC_COLUMNS]]
+TABLE_CHAR_PX, TABLE_PADDING_PX = 9, 32  # the dataframe's bold header font, measured in Chromium
+
+
+def _train_seconds(entry: ModelEntry) -> float | None:
+    return (entry.run_metrics.get("timing") or {}).get("train_s")
+
+
+def run_facts(entry: ModelEntry) -> str:
+    """One sentence: what the model trained, for how long, and what it reached."""
+    total, trainable = entry.params
+    metrics = entry.test_metrics
+    epochs = entry.run_metrics.get("epochs_run")
+    seconds = _train_seconds(entry)
+    effort = ""
+    if epochs:
+        effort = f" for {epochs} epoch{'s' if epochs != 1 else ''}" + (f" ({seconds:.0f} s)" if seconds else "")
+    reached = (f" and reached test balanced accuracy **{metrics['balanced_accuracy']:.3f}**"
+               if "balanced_accuracy" in metrics else "")
+    extra = ", ".join(f"{title} {metrics[k]:.3f}" for k, title in METRIC_COLUMNS[1:] if k in metrics)
+    return (f"`{entry.id}` trained **{fmt_int(trainable)} of {fmt_int(total)} parameters "
+            f"({share(trainable, total)})**{effort}{reached}" + (f" ({extra})" if extra else "")
+            + (f" on {entry.dataset}." if entry.dataset else "."))
+
+
+def contrasts(entries: list[ModelEntry]) -> list[str]:
+    """Sentences comparing the selected models' numbers across modes."""
+    lines = []
+    by_mode: dict[str, list[ModelEntry]] = {}
+    for e in entries:
+        by_mode.setdefault(e.mode, []).append(e)
+    for fe in by_mode.get("feature-extraction", []):
+        for ft in by_mode.get("fine-tune", []):
+            if fe.architecture != ft.architecture or fe.dataset != ft.dataset:
+                continue
+            _, fe_train = fe.params
+            _, ft_train = ft.params
+            ratio = ft_train / max(fe_train or 1, 1)
+            line = (f"Fine-tuning `{ft.architecture}` trained {ratio:,.0f}× more parameters "
+                    f"than feature extraction ({fmt_int(ft_train)} vs {fmt_int(fe_train)})")
+            a, b = fe.test_metrics.get("balanced_accuracy"), ft.test_metrics.get("balanced_accuracy")
+            if a is not None and b is not None:
+                line += f" and moved test balanced accuracy from {a:.3f} to {b:.3f} ({b - a:+.3f})"
+            ta, tb = _train_seconds(fe), _train_seconds(ft)
+            if ta and tb:
+                line += f"; its training took {tb:.0f} s against {ta:.0f} s"
+            lines.append(line + ".")
+    scratch = [e for e in by_mode.get("scratch", []) if "balanced_accuracy" in e.test_metrics]
+    transfer = [e for m in MODES_ORDER[1:] for e in by_mode.get(m, []) if "balanced_accuracy" in e.test_metrics]
+    if scratch and transfer:
+        best_s = max(scratch, key=lambda e: e.test_metrics["balanced_accuracy"])
+        best_t = max(transfer, key=lambda e: e.test_metrics["balanced_accuracy"])
+        lines.append(f"The best model trained from scratch, `{best_s.id}` ({fmt_int(best_s.params[0])} parameters), "
+                     f"reached {best_s.test_metrics['balanced_accuracy']:.3f}; the best transfer model, `{best_t.id}`, "
+                     f"reached {best_t.test_metrics['balanced_accuracy']:.3f}.")
+    return lines
+
+
+def teaching_markdown(entries: list[ModelEntry]) -> str:
+    """The transfer modes explained with these models' own numbers."""
+    entries = [e for e in entries if e.available]
+    if not entries:
+        return "Select models on the **Compare** tab to see how they were trained."
+    parts = []
+    for mode in MODES_ORDER + tuple(sorted({e.mode for e in entries if e.mode not in MODES_ORDER})):
+        members = [e for e in entries if e.mode == mode]
+        if members:
+            parts.append(MODE_TEXT.get(mode, f"**{mode}**") + "\n" + "\n".join(f"- {run_facts(e)}" for e in members))
+    said = contrasts(entries)
+    if said:
+        parts.append("**What these numbers say.** " + " ".join(said))
+    return "\n\n".join(parts)
+
+
+def params_figure(entries: list[ModelEntry]):
+    """Frozen vs trainable parameters per model, as a horizontal bar chart (log scale)."""
+    from matplotlib.figure import Figure  # noqa: PLC0415  (matplotlib stays out of the app's cold start)
+
+    rows = [(e.id, *e.params) for e in entries if e.available and e.params[0]]
+    fig = Figure(figsize=(8, 0.8 + 0.55 * max(len(rows), 1)), layout="constrained")
+    ax = fig.add_subplot()
+    if not rows:
+        ax.text(0.5, 0.5, "no models selected", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    names = [r[0] for r in rows]
+    trainable = np.array([r[2] or 0 for r in rows], dtype=float)
+    frozen = np.array([r[1] - (r[2] or 0) for r in rows], dtype=float)
+    y = np.arange(len(rows))
+    ax.barh(y - 0.2, trainable, height=0.4, color="#d62728", label="trainable")
+    ax.barh(y + 0.2, frozen, height=0.4, color="#7f7f7f", label="frozen")
+    for i, (t, f) in enumerate(zip(trainable, frozen)):
+        ax.text(max(t, 1), i - 0.2, f" {int(t):,} ({share(int(t), int(t + f))})", va="center", fontsize=8)
+        if f:
+            ax.text(f, i + 0.2, f" {int(f):,}", va="center", fontsize=8)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlim(right=max(trainable.max(), frozen.max()) * 20)  # room for the labels
+    ax.set_xlabel("parameters (log scale)")
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
+    ax.set_title("Frozen vs trainable parameters")
+    return fig
+
+
+def teaching_table(entries: list[ModelEntry]) -> list[list[Any]]:
+    """One row of TEACHING_HEADERS per available model."""
+    rows = []
+    for e in entries:
+        if not e.available:
+            continue
+        total, trainable = e.params
+        seconds = _train_seconds(e)
+        rows.append([e.id, e.mode, total, trainable, (total or 0) - (trainable or 0), share(trainable, total),
+                     e.run_metrics.get("epochs_run"), None if seconds is None else round(seconds, 1),
+                     *[None if e.test_metrics.get(k) is None else round(e.test_metrics[k], 4)
+                       for k, _ in METRIC_COLUMNS]])
+    return rows
+
+
+def column_widths(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    """CSS widths that fit each column's header and cells on one line (a table wider than the page scrolls
+    sideways, its first column pinned, instead of cutting headers and numbers short)."""
+    return [f"{max(len(str(v)) for v in [header] + [row[i] for row in rows]) * TABLE_CHAR_PX + TABLE_PADDING_PX}px"
+            for i, header in enumerate(headers)]
+
+
+@dataclass
+class TeachingSection:
+    """One model's row on the Teaching tab: a title and its training plots with their captions."""
+
+    model: str
+    title: str
+    figures: dict[str, tuple[Image.Image, str]] = field(default_factory=dict)  # kind -> (plot, caption)
+
+
+def teaching_sections(entries: list[ModelEntry]) -> list[TeachingSection]:
+    """Each available model's title line and the plots of its run folder, read as images (the run folder
+    itself is never served), in PLOT_CAPTIONS order."""
+    sections = []
+    for e in entries:
+        if not e.available:
+            continue
+        metric = e.test_metrics.get("balanced_accuracy")
+        facts = [e.mode or "mode unknown", f"{e.dataset or 'dataset unknown'} ({describe_classes(e.label_names)})"]
+        if metric is not None:
+            facts.append(f"test balanced accuracy {metric:.3f}")
+        section = TeachingSection(model=e.id, title=f"#### {e.id}\n{' · '.join(facts)}")
+        plots = e.plots
+        for kind, caption in PLOT_CAPTIONS.items():
+            if kind not in plots:
+                continue
+            try:
+                with Image.open(plots[kind]) as im:
+                    section.figures[kind] = (im.convert("RGB"), f"{e.id}: {caption}")
+            except OSError:
+                continue
+        if not section.figures:
+            section.title += "\n\n_No training plots in its run folder._"
+        sections.append(section)
+    return sections
+
+
+def study_reports(weights: Path) -> list[tuple[str, str]]:
+    """(title, markdown) of each study report under <weights>/studies/ (written by python -m train.study).
+
+    Image links are dropped: the report folders are not served; the tables and verdicts are the content.
+    """
+    reports = []
+    for path in sorted(weights.glob("studies/*/report.md")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("!["))
+        reports.append((path.parent.name, text))
+    return reports
