@@ -179,7 +179,7 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, label_names: li
     total, trainable = count_params(model)
     zoo_cfg = ZooConfig.from_dict({**ZooConfig.from_model(model).to_dict(), "dataset": dataset,
                                    **(extra_config or {}), "params_total": total, "params_trainable": trainable},
-                                  source="save_pretrained(extra_config=...)")
+                                  source="save_pretrained (model.zoo_cfg, dataset, extra_config)")
     model_config = {"zoo": zoo_cfg.to_dict()}
     if label_names is not None:
         model_config["label_names"] = list(label_names)

@@ -24,8 +24,8 @@ def _check_input(model: nn.Module, args) -> None:
                        f"got {type(x).__name__} of shape {tuple(getattr(x, 'shape', ()))}.")
     c, h, w = model.pretrained_cfg["min_input_size"]
     if x.shape[1] != c:
-        raise ZooError(f"{_name(model)} was built for {c}-channel input, got {x.shape[1]} "
-                       f"channels; convert the image (zoo.images.to_model_mode) or create it with in_chans={x.shape[1]}.")
+        raise ZooError(f"{_name(model)} was built for {c}-channel input, got {x.shape[1]} channels; convert "
+                       f"the image (zoo.images.to_model_mode) or create it with in_chans={x.shape[1]}.")
     if x.shape[2] < h or x.shape[3] < w:
         raise ZooError(f"{_name(model)} needs input of at least {h}x{w} pixels, got "
                        f"{x.shape[2]}x{x.shape[3]}; resize the image (its default is "
