@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,27 +18,27 @@ import numpy as np
 import torch
 
 import zoo
+from zoo.run_layout import (CHECKPOINT_NAME, METRICS_NAME, PLOT_FILES, RUN_CONFIG_NAME, RUN_FILES, SKIPPED_NAME,
+                            SPLIT_NAME, WEIGHTS_NAME)
 
 from . import distributed
 from ._errors import ConfigError, DataError
 from .augment import eval_transform, train_transform
 from .card import card_sections
-from .checkpoint import CHECKPOINT_FILE, load_checkpoint, write_json
-from .config import RUN_CONFIG_FILE, TrainConfig, config_to_yaml, load_yaml_config
+from .checkpoint import load_checkpoint, write_json
+from .config import TrainConfig, config_to_yaml, load_yaml_config
 from .data import (DataSource, ImageDataset, Splits, data_fingerprint, load_source, make_splits,
                    split_record, verify_images)
 from .engine import SplitData, Trainer
 from .features import cache_key, load_cached, plan_cache, store_cached, weights_digest
+from .logs import configure_logging
 from .metrics import flat_metrics
-from .plots import PLOT_FILES, plot_confusion_matrix, plot_curves, plot_roc
+from .plots import plot_confusion_matrix, plot_curves, plot_roc
 
-__all__ = ["RunResult", "run_training", "configure_logging", "RUN_FILES", "RESUME_OPTIONS"]
+__all__ = ["RunResult", "run_training", "RESUME_OPTIONS"]
 
 _logger = logging.getLogger("train")
 
-# every file a run writes; --overwrite replaces exactly these and leaves anything else alone
-RUN_FILES = ("model.safetensors", "config.json", "README.md", "metrics.json", RUN_CONFIG_FILE,
-             "split.json", "skipped_files.json", CHECKPOINT_FILE, *PLOT_FILES.values())
 # options that may differ when resuming (they do not change the result)
 RESUME_OPTIONS = ("quiet", "workers", "device", "push_to_hub", "private", "hub_revision",
                   "commit_message")
@@ -57,27 +56,6 @@ class RunResult:
     best_epoch: int | None
     params: tuple[int, int]        # (total, trainable)
     timing: dict[str, Any]         # train_s, feature_extraction_s, device
-
-
-class _TqdmHandler(logging.Handler):
-    """Log lines that do not tear the progress bar."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from tqdm import tqdm
-        try:
-            tqdm.write(self.format(record), file=sys.stdout if record.levelno < logging.WARNING else sys.stderr)
-        except Exception:
-            self.handleError(record)
-
-
-def configure_logging(quiet: bool = False) -> None:
-    """INFO lines to stdout (WARNING and up only with quiet), once per process."""
-    if not any(isinstance(h, _TqdmHandler) for h in _logger.handlers):
-        handler = _TqdmHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        _logger.addHandler(handler)
-        _logger.propagate = False
-    _logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def _seed_everything(seed: int, deterministic: bool) -> None:
@@ -108,7 +86,7 @@ def _check_run_dir(run_dir: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         hint = (f"; it holds an unfinished run: continue it with --resume {run_dir}"
-                if (run_dir / CHECKPOINT_FILE).exists() and not (run_dir / "model.safetensors").exists()
+                if (run_dir / CHECKPOINT_NAME).exists() and not (run_dir / WEIGHTS_NAME).exists()
                 else "")
         raise ConfigError(f"run folder {run_dir} already holds a run ({', '.join(existing[:4])}"
                           f"{', ...' if len(existing) > 4 else ''}){hint}; pass --overwrite to replace "
@@ -190,10 +168,10 @@ def run_training(cfg: TrainConfig | None = None, *, resume: str | Path | None = 
     """
     if resume is not None:
         run_dir = Path(resume)
-        if not (run_dir / RUN_CONFIG_FILE).is_file() or not (run_dir / CHECKPOINT_FILE).is_file():
-            raise ConfigError(f"--resume {run_dir}: no {RUN_CONFIG_FILE} and {CHECKPOINT_FILE} there, "
+        if not (run_dir / RUN_CONFIG_NAME).is_file() or not (run_dir / CHECKPOINT_NAME).is_file():
+            raise ConfigError(f"--resume {run_dir}: no {RUN_CONFIG_NAME} and {CHECKPOINT_NAME} there, "
                               "so there is no interrupted run to continue")
-        cfg = TrainConfig.from_dict(load_yaml_config(run_dir / RUN_CONFIG_FILE))
+        cfg = TrainConfig.from_dict(load_yaml_config(run_dir / RUN_CONFIG_NAME))
         cfg = replace(cfg, out=str(run_dir), **(resume_overrides or {}))
     elif cfg is None:
         cfg = TrainConfig.from_dict(options)
@@ -224,13 +202,13 @@ def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.dev
     if resume is None:
         _check_run_dir(run_dir, cfg.overwrite)
     else:
-        checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
+        checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME)
         saved = _saved_split(run_dir)
         current = split_record(source, splits, cfg.effective_split_seed, cfg.val_frac, cfg.test_frac)
         if saved is not None and saved != current:
             raise DataError(f"the data of {cfg.data} changed since {run_dir} started (its split differs "
                             "from split.json); resuming would mix two datasets. Start a new run")
-        if checkpoint["state"].get("finished") and (run_dir / "model.safetensors").is_file():
+        if checkpoint["state"].get("finished") and (run_dir / WEIGHTS_NAME).is_file():
             raise ConfigError(f"{run_dir} is a finished run (model.safetensors exists); nothing to resume")
 
     with distributed.main_process_first():  # the first use may store offline weights in the zoo's cache
@@ -246,14 +224,14 @@ def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.dev
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume is None:
             _clear_run_files(run_dir)
-            (run_dir / RUN_CONFIG_FILE).write_text(config_to_yaml(cfg), encoding="utf-8")
-            write_json(run_dir / "split.json",
+            (run_dir / RUN_CONFIG_NAME).write_text(config_to_yaml(cfg), encoding="utf-8")
+            write_json(run_dir / SPLIT_NAME,
                        split_record(source, splits, cfg.effective_split_seed, cfg.val_frac, cfg.test_frac))
-        write_json(run_dir / "skipped_files.json",
+        write_json(run_dir / SKIPPED_NAME,
                    [{"file": s.key, "reason": s.reason} for s in source.skipped])
-    _logger.info("resolved configuration (%s):\n%s", run_dir / RUN_CONFIG_FILE, config_to_yaml(cfg).rstrip())
+    _logger.info("resolved configuration (%s):\n%s", run_dir / RUN_CONFIG_NAME, config_to_yaml(cfg).rstrip())
     if source.skipped:
-        _logger.warning("%d file(s) skipped (listed in %s)", len(source.skipped), run_dir / "skipped_files.json")
+        _logger.warning("%d file(s) skipped (listed in %s)", len(source.skipped), run_dir / SKIPPED_NAME)
 
     total, trainable = zoo.count_params(model)
     _logger.info("data: %s; %d train / %d val / %d test images, %d classes", source.description,
@@ -299,7 +277,7 @@ def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.dev
 
 
 def _saved_split(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "split.json"
+    path = run_dir / SPLIT_NAME
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
@@ -362,7 +340,7 @@ def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: Da
     params = zoo.count_params(trainer.model)
     cache_note = plan.reason + (f" ({trainer.feature_extraction_s:.1f} s to extract)"
                                 if plan.level and trainer.feature_extraction_s else "")
-    write_json(run_dir / "metrics.json", {
+    write_json(run_dir / METRICS_NAME, {
         "test": test, "headline": flat, "monitor": cfg.monitor, "best_epoch": state.best_epoch,
         "best_val": state.best_value, "epochs_run": len(state.history),
         "stopped_early": state.stopped_early, "params": {"total": params[0], "trainable": params[1]},
