@@ -20,7 +20,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from .._errors import ConfigError, TrainError
 from ..checkpoint import write_json
-from .fit import GENERATOR_FORMAT, TRAIN_SPLIT_FILE, _mix
+from .fit import GENERATOR_FORMAT, TRAIN_SPLIT_FILE, class_seed
 from .model import DCGANGenerator
 
 __all__ = ["GeneratorError", "load_generator", "generate_images", "list_generators", "sample_images",
@@ -141,7 +141,7 @@ def generate_images(run_dir: str | Path, per_class: int | dict[str, int], out: s
         folder = generators[name].name
         (out / folder).mkdir(parents=True, exist_ok=True)
         generator_path = str((generators[name] / "model.safetensors").resolve())
-        pixels = sample_images(generator, config, counts[name], _mix(seed, int(config["class_index"])))
+        pixels = sample_images(generator, config, counts[name], class_seed(seed, int(config["class_index"])))
         info = PngInfo()
         info.add_text("synthetic", "true")
         info.add_text("generator", generator_path)
