@@ -1,4 +1,8 @@
-"""PNG plots of a run: training curves, the confusion matrix, ROC curves (matplotlib, Agg)."""
+"""PNG plots of a run: training curves, the confusion matrix, ROC curves (matplotlib, Agg).
+
+Other plots of train (GAN losses, study reports) draw with this module's ``plt``, which is pyplot on
+the file-only Agg backend, and write with ``save_figure``.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,11 +15,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import auc, roc_curve  # noqa: E402
 
+from zoo.run_layout import PLOT_FILES  # noqa: E402
+
 from .metrics import METRIC_TITLES  # noqa: E402
 
-__all__ = ["plot_curves", "plot_confusion_matrix", "plot_roc", "PLOT_FILES"]
-
-PLOT_FILES = {"curves": "curves.png", "confusion_matrix": "confusion_matrix.png", "roc": "roc.png"}
+__all__ = ["plot_curves", "plot_confusion_matrix", "plot_roc", "save_figure", "plt", "PLOT_FILES"]
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, monitor: str = "balanced_accuracy",
@@ -45,7 +49,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, monitor: st
         ax.xaxis.get_major_locator().set_params(integer=True)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]], label_names: Sequence[str],
@@ -73,7 +77,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], label_names: Sequence
                             color="white" if values[i, j] > threshold else "black")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_roc(y_true: Sequence[int], probs: np.ndarray, label_names: Sequence[str],
@@ -95,12 +99,17 @@ def plot_roc(y_true: Sequence[int], probs: np.ndarray, label_names: Sequence[str
            title=title or "ROC curves (one-vs-rest)", xlim=(0, 1), ylim=(0, 1.02))
     ax.legend(fontsize=7, loc="lower right", ncol=2 if len(label_names) > 8 else 1)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def save_figure(fig: plt.Figure, path: str | Path) -> Path:
+    """Write `fig` as a PNG (tight layout, 110 dpi) and close it; returns the path."""
     path = Path(path)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# train/study.py (changed on another branch) still imports the old private name; drop once it uses save_figure
+_save = save_figure
