@@ -28,6 +28,8 @@ import yaml
 from PIL import Image
 from torchvision import transforms as T
 
+from zoo.run_layout import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
+
 from .._errors import ConfigError, DataError, NonFiniteError
 from ..checkpoint import load_checkpoint, save_checkpoint, write_json
 from ..data import DataSource, Sample, load_source, make_splits, verify_images
@@ -44,7 +46,7 @@ GAN_CONFIG_FILE = "gan_config.yaml"
 TRAIN_SPLIT_FILE = "train_split.json"
 METRICS_FILE = "gan_metrics.json"
 GENERATOR_FORMAT = "zoo-dcgan-generator/1"
-_RUN_ENTRIES = (GAN_CONFIG_FILE, TRAIN_SPLIT_FILE, METRICS_FILE, "losses.png", "README.md",
+_RUN_ENTRIES = (GAN_CONFIG_FILE, TRAIN_SPLIT_FILE, METRICS_FILE, "losses.png", CARD_NAME,
                 "generators", "samples", "checkpoints")
 GRID_SAMPLES = 64
 
@@ -368,8 +370,8 @@ def _save_generator(cfg: GanConfig, run_dir: Path, generator: DCGANGenerator, na
     folder = run_dir / "generators" / class_folder(name, class_index)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous() for k, v in _cpu(generator.state_dict()).items()}
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    write_json(folder / "config.json", {
+    save_file(tensors, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+    write_json(folder / CONFIG_NAME, {
         "format": GENERATOR_FORMAT, "architecture": "dcgan_generator",
         "class_name": name, "class_index": class_index,
         "latent_dim": cfg.latent_dim, "image_size": cfg.image_size, "channels": channels,

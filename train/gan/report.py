@@ -5,6 +5,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
+from zoo.run_layout import CARD_NAME
+
 from ..checkpoint import atomic_write
 
 __all__ = ["plot_losses", "write_gan_card"]
@@ -79,6 +81,6 @@ def write_gan_card(cfg, run_dir: Path, result, source) -> Path:
         "- A teaching and research tool, not a medical device.",
         "",
     ])
-    with atomic_write(run_dir / "README.md", "w") as f:
+    with atomic_write(run_dir / CARD_NAME, "w") as f:
         f.write(text)
-    return run_dir / "README.md"
+    return run_dir / CARD_NAME
