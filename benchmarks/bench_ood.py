@@ -40,7 +40,8 @@ from train.data import ImageDataset, load_source  # noqa: E402
 from train.trust import collect_outputs  # noqa: E402
 from zoo.images import ImageLoadError, load_image, to_model_mode  # noqa: E402
 from zoo.inference import build_transform  # noqa: E402
-from zoo.trust import OOD_FILE, features_and_logits  # noqa: E402
+from zoo.run_layout import OOD_NAME  # noqa: E402
+from zoo.trust import features_and_logits  # noqa: E402
 
 TARGETS = {"auroc": 0.95, "flagged": 0.90, "passed": 0.90}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -145,9 +146,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="*", type=Path, help="run folders (default: weights/* with ood.safetensors)")
     args = parser.parse_args()
-    runs = args.runs or sorted(p for p in Path("weights").glob("*") if (p / OOD_FILE).is_file())
+    runs = args.runs or sorted(p for p in Path("weights").glob("*") if (p / OOD_NAME).is_file())
     if not runs:
-        print(f"no run folders with {OOD_FILE} given or under weights/; train one with python -m train")
+        print(f"no run folders with {OOD_NAME} given or under weights/; train one with python -m train")
         return 2
     sources = ood_sources()
     print("OOD images: " + ", ".join(f"{name} {len(files)}" for name, (_, files) in sources.items()))

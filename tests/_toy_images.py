@@ -1,4 +1,4 @@
-"""Tiny learnable image folders for the GAN, synthetic-data and study tests."""
+"""Tiny learnable toy images and image folders for the training, GAN, synthetic-data and study tests."""
 from pathlib import Path
 
 import numpy as np

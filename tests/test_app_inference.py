@@ -93,8 +93,10 @@ def test_committed_catalog_is_empty_and_valid():
 
 
 def test_plot_names_match_what_train_writes():
+    # one declaration (zoo.run_layout) that the catalog and train's plot writer both use, not two equal copies
     from train.plots import PLOT_FILES as TRAIN_PLOT_FILES
-    assert PLOT_FILES == TRAIN_PLOT_FILES
+    from zoo.run_layout import PLOT_FILES as LAYOUT_PLOT_FILES
+    assert PLOT_FILES is LAYOUT_PLOT_FILES and TRAIN_PLOT_FILES is LAYOUT_PLOT_FILES
 
 
 # --- preprocessing -----------------------------------------------------------------------------------------

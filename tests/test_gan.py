@@ -114,7 +114,7 @@ def test_interrupted_mid_epoch_resumes_to_the_same_weights(data, tmp_path, monke
     # 'centre' has 6 training images: batch 4 gives 2 steps per epoch, so the stop lands mid-epoch
     cfg = dict(classes=["centre"], epochs=2, batch_size=4)
     whole = train_gan(_cfg(data, tmp_path / "whole", **cfg))
-    monkeypatch.setattr(fit, "_Stop", lambda: _StopAfterChecks(after=0))
+    monkeypatch.setattr(fit, "StopRequest", lambda: _StopAfterChecks(after=0))
     with pytest.raises(TrainingInterrupted, match="step 1/2"):
         train_gan(_cfg(data, tmp_path / "cut", **cfg))
     assert (tmp_path / "cut" / "checkpoints" / "centre.pt").is_file()

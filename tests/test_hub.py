@@ -111,6 +111,46 @@ def test_unknown_architecture_in_config(run):
         zoo.load_pretrained(folder)
 
 
+def test_unknown_zoo_keys_are_kept_and_known_ones_are_typed(run):
+    # a folder written by a newer zoo (an extra key) loads and keeps the key; a wrongly typed known
+    # field is refused with its name, value and file, and the catalog lists the model as unavailable
+    from zoo.catalog import discover_models
+
+    _, folder = run
+    config = json.loads((folder / "config.json").read_text())
+    config["zoo"]["calibration"] = {"temperature": 1.5}
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = zoo.load_pretrained(folder)
+    assert loaded.zoo_cfg["calibration"] == {"temperature": 1.5} and loaded.zoo_cfg["dataset"] == "digits"
+    parsed = zoo.ZooConfig.from_dict(loaded.zoo_cfg)
+    assert parsed.extra == {"calibration": {"temperature": 1.5}} and parsed.architecture == "lenet5"
+    assert zoo.ZooConfig.from_dict(parsed.to_dict()) == parsed
+
+    config["zoo"]["params_total"] = "many"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(zoo.ZooError, match=r"config\.json: zoo field 'params_total' must be an integer or null, "
+                                           r"got 'many'"):
+        zoo.load_pretrained(folder)
+    [entry] = discover_models(folder.parent, catalog=folder.parent / "none.json")
+    assert not entry.available and "params_total" in entry.reason
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    from zoo.fileio import atomic_write
+
+    path = tmp_path / "model.safetensors"
+    save_file({"w": torch.ones(2)}, str(path))
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_write(path) as f:
+            save_file({"w": torch.zeros(2)}, f.name)  # a library writing by name, then failing
+            raise RuntimeError("disk full")
+    assert torch.equal(load_file(path)["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temporary file left
+    with atomic_write(path) as f:
+        save_file({"w": torch.zeros(2)}, f.name)
+    assert torch.equal(load_file(path)["w"], torch.zeros(2))
+
+
 def test_not_a_folder_nor_repo(tmp_path):
     with pytest.raises(zoo.ZooError, match="neither a model folder nor a Hub repo id"):
         zoo.load_pretrained(str(tmp_path / "missing" / "deep" / "x"))

@@ -157,10 +157,10 @@ def test_private_push_needs_the_token_to_download(hub, run, monkeypatch, tmp_pat
 @pytest.fixture
 def all_logs(caplog, monkeypatch):
     """Every log record at DEBUG, huggingface_hub's (a curl line per request with HF_DEBUG) and ours."""
-    import train.runner
+    import train.push
 
     monkeypatch.setattr(constants, "HF_DEBUG", True)
-    monkeypatch.setattr(train.runner, "configure_logging", lambda quiet=False: None)  # keep DEBUG
+    monkeypatch.setattr(train.push, "configure_logging", lambda quiet=False: None)  # keep DEBUG
     for name in ("huggingface_hub", "train"):
         caplog.set_level(logging.DEBUG, logger=name)
         logging.getLogger(name).addHandler(caplog.handler)  # "train" may not propagate to the root

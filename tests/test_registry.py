@@ -24,6 +24,11 @@ def test_every_surveyed_architecture_is_registered():
     assert REQUIRED <= set(ARCHS)
 
 
+def test_mode_order_shows_every_mode_once():
+    assert len(zoo.MODE_ORDER) == len(set(zoo.MODE_ORDER)) and set(zoo.MODE_ORDER) == set(zoo.MODES)
+    assert zoo.MODE_ORDER[0] == "scratch"
+
+
 def test_duplicate_registration_raises():
     with pytest.raises(ValueError, match="already registered"):
         zoo._registry.register_architecture(zoo.get_architecture("resnet50"))

@@ -6,29 +6,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _toy_images import toy_image
 from train.data import (DataError, ImageDataset, class_counts, load_source, make_splits,
                         split_record, verify_images)
-
-
-def _image(kind: int, seed: int, size: int = 24) -> np.ndarray:
-    """A learnable toy image: class 0 bright left half, class 1 bright top half, class 2 centre."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 60, size=(size, size), dtype=np.uint8)
-    h = size // 2
-    if kind == 0:
-        x[:, :h] += 150
-    elif kind == 1:
-        x[:h, :] += 150
-    else:
-        x[size // 4:3 * size // 4, size // 4:3 * size // 4] += 150
-    return x
 
 
 def make_folder(root, classes=("a", "b", "c"), per_class=8, modes=("L",)):
     for c, name in enumerate(classes):
         (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            gray = _image(c, seed=100 * c + i)
+            gray = toy_image(c, 100 * c + i, size=24)
             mode = modes[i % len(modes)]
             if mode == "I;16":  # 16-bit: scaled, not clipped
                 Image.fromarray(gray.astype(np.uint16) * 257).save(root / name / f"{i}.png")
@@ -91,7 +78,7 @@ def test_odd_image_modes_are_converted_for_the_model(tmp_path):
     # the 16-bit file (the 8-bit picture times 257) is scaled linearly, not clipped to white
     ds = ImageDataset(source, source.samples, transform=lambda im: np.asarray(im), in_chans=1)
     sixteen = next(i for i, s in enumerate(source.samples) if s.key == "a/3.png")
-    pixels, original = ds[sixteen][0].astype(float), _image(0, 3).astype(float)
+    pixels, original = ds[sixteen][0].astype(float), toy_image(0, 3, size=24).astype(float)
     assert np.corrcoef(pixels.ravel(), original.ravel())[0, 1] > 0.999
     assert (pixels == 255).mean() < 0.05 and pixels.max() - pixels.min() > 200
 
@@ -124,7 +111,7 @@ def test_single_class_is_refused(tmp_path):
 def test_folder_without_class_subfolders(tmp_path):
     root = tmp_path / "flat"
     root.mkdir()
-    Image.fromarray(_image(0, 0)).save(root / "x.png")
+    Image.fromarray(toy_image(0, 0, size=24)).save(root / "x.png")
     with pytest.raises(DataError, match="no class subfolders.*x.png"):
         load_source(str(root))
 
@@ -155,7 +142,7 @@ def _ham_like(tmp_path, n_per_class=6):
         for i in range(n_per_class):
             image_id = f"ISIC_{c}{i:04d}"
             part = "part_1" if i % 2 else "part_2"
-            Image.fromarray(_image(c, 10 * c + i)).convert("RGB").save(images / part / f"{image_id}.jpg")
+            Image.fromarray(toy_image(c, 10 * c + i, size=24)).convert("RGB").save(images / part / f"{image_id}.jpg")
             rows.append([f"HAM_{c}{i // 2:03d}", image_id, dx, "histo", 30 + i * 5 if i != 3 else "",
                          ("male", "female", "unknown")[i % 3], ("back", "face", "lower extremity")[i % 3]])
     header = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]

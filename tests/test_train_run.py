@@ -12,25 +12,13 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import zoo
+from _toy_images import toy_image
 from train import NonFiniteError, TrainingInterrupted, main, run_training
 from train.augment import eval_transform
 from train.data import ImageDataset, load_source
 
 PUBLISHED = ("model.safetensors", "config.json", "README.md", "metrics.json", "curves.png",
              "confusion_matrix.png", "roc.png", "run_config.yaml", "split.json", "skipped_files.json")
-
-
-def _toy(kind: int, seed: int, size: int = 24) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 60, size=(size, size), dtype=np.uint8)
-    h = size // 2
-    if kind == 0:
-        x[:, :h] += 150
-    elif kind == 1:
-        x[:h, :] += 150
-    else:
-        x[size // 4:3 * size // 4, size // 4:3 * size // 4] += 150
-    return x
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +29,7 @@ def folder(tmp_path_factory):
     for c, name in enumerate(("left", "top", "centre")):
         (root / name).mkdir(parents=True)
         for i in range(12):
-            Image.fromarray(_toy(c, 100 * c + i)).convert(modes[i % 4]).save(root / name / f"{i}.png")
+            Image.fromarray(toy_image(c, 100 * c + i, size=24)).convert(modes[i % 4]).save(root / name / f"{i}.png")
     return root
 
 
@@ -220,6 +208,18 @@ def test_help_documents_the_options(capsys):
                    "margin", "--sampler", "--resume", "--overwrite", "--cache", "disables the cache",
                    "--patience", "--deterministic", "--head-lr", "--l1", "--l2", "--clip-grad"):
         assert needle in text, needle
+
+
+def test_modes_and_heads_are_the_zoos():
+    # train declares no list of its own: a mode or head added to the zoo is an option of python -m train
+    from train import ConfigError, TrainConfig, build_parser
+
+    choices = {a.dest: a.choices for a in build_parser()._actions}
+    assert choices["mode"] is zoo.MODES and set(choices["head"]) == {*zoo.HEADS, None}
+    for mode in zoo.MODES:
+        TrainConfig(arch="lenet5", data="digits", mode=mode).validate()
+    with pytest.raises(ConfigError, match="--head 'bogus' is not one of"):
+        TrainConfig(arch="lenet5", data="digits", head="bogus").validate()
 
 
 def test_ctrl_c_on_the_command_line_saves_and_resume_finishes(tmp_path, folder):

@@ -20,7 +20,8 @@ from train.trust import (ECE_BINS, TRUST_SECTION, calibration_figures, collect_o
 from zoo import inference
 from zoo.catalog import discover_models
 from zoo.images import load_image
-from zoo.trust import OOD_FILE, features_and_logits
+from zoo.run_layout import OOD_NAME
+from zoo.trust import features_and_logits
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +55,9 @@ def test_training_writes_temperature_ood_statistics_conformal_threshold_and_figu
     assert 0.05 < config["temperature"] < 20
     assert config["conformal"]["alpha"] == 0.1 and 0 <= config["conformal"]["threshold"] <= 1
     assert config["conformal"]["n_calibration"] == metrics["calibration"]["n_fit"] == 270  # the validation split
-    assert config["ood"]["file"] == OOD_FILE and (run_dir / OOD_FILE).is_file()
+    assert config["ood"]["file"] == OOD_NAME and (run_dir / OOD_NAME).is_file()
     assert (run_dir / "reliability.png").stat().st_size > 10_000
-    bank = load_file(str(run_dir / OOD_FILE))["bank"]
+    bank = load_file(str(run_dir / OOD_NAME))["bank"]
     assert bank.shape == (metrics["ood"]["n_fit"], 120)  # LeNet-5's C5 features of the training images
     calibration = metrics["calibration"]
     assert calibration["n_test"] == 270 and calibration["ece_bins"] == ECE_BINS == 15
@@ -206,7 +207,7 @@ def test_bad_temperature_is_refused_naming_the_file(run_dir, tmp_path, temperatu
 
 
 def test_bad_ood_statistics_are_refused_naming_the_file(run_dir, tmp_path):
-    good = load_file(str(run_dir / OOD_FILE))
+    good = load_file(str(run_dir / OOD_NAME))
     cases = {"nan": ({**good, "bank": good["bank"].clone().index_fill_(0, torch.tensor([3]), float("nan"))},
                      "non-finite"),
              "inf": ({**good, "threshold": torch.tensor([float("inf")])}, "non-finite"),
@@ -216,10 +217,10 @@ def test_bad_ood_statistics_are_refused_naming_the_file(run_dir, tmp_path):
              "not-normalised": ({**good, "bank": good["bank"] * 3}, "unit length")}
     for name, (tensors, message) in cases.items():
         folder = _copy(run_dir, tmp_path, name)
-        save_file(tensors, str(folder / OOD_FILE))
+        save_file(tensors, str(folder / OOD_NAME))
         with pytest.raises(zoo.ZooError, match=message) as error:
             zoo.load_pretrained(folder)
-        assert str(folder / OOD_FILE) in str(error.value)
+        assert str(folder / OOD_NAME) in str(error.value)
 
 
 def test_conformal_threshold_without_temperature_or_out_of_range_is_refused(run_dir, tmp_path):
@@ -234,7 +235,7 @@ def test_conformal_threshold_without_temperature_or_out_of_range_is_refused(run_
 
 def test_run_without_statistics_loads_and_says_why(run_dir, tmp_path):
     folder = _copy(run_dir, tmp_path, "older-run")
-    (folder / OOD_FILE).unlink()
+    (folder / OOD_NAME).unlink()
     _edit_config(folder, temperature=None, conformal=None, ood=None, calibration=None)
     model = zoo.load_pretrained(folder)
     assert model.trust.ood is None and model.trust.temperature is None and model.trust.conformal is None

@@ -4,10 +4,11 @@ from __future__ import annotations
 import shlex
 from typing import Any, Sequence
 
+from zoo.run_layout import PLOT_FILES
+
 from .config import SAMPLERS, TrainConfig
 from .data import DataSource, Splits, class_counts
 from .losses import class_weights
-from .plots import PLOT_FILES
 
 __all__ = ["card_sections", "reproduce_command"]
 

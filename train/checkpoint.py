@@ -1,4 +1,4 @@
-"""Atomic file writes and the training checkpoint (our own file, never published).
+"""JSON files and the training checkpoint (our own file, never published), both written atomically.
 
 The checkpoint is written with torch.save and read back with ``torch.load(weights_only=True)``:
 it holds only tensors, numbers, strings and containers, so no pickled code is ever executed.
@@ -6,59 +6,19 @@ it holds only tensors, numbers, strings and containers, so no pickled code is ev
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import random
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
+from zoo.fileio import atomic_write
+
 from ._errors import TrainError
 
-__all__ = ["atomic_write", "write_json", "save_checkpoint", "load_checkpoint", "rng_state",
-           "set_rng_state", "CHECKPOINT_FILE"]
-
-CHECKPOINT_FILE = "checkpoint.pt"
-
-
-@contextmanager
-def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
-    """Write to a temporary file in the same folder, flush, fsync, then rename over ``path``.
-
-    A crash or a full disk leaves either the old file or the new one, never a torn one.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. platforms that cannot open folders; the rename itself already happened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+__all__ = ["atomic_write", "write_json", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
 
 
 def write_json(path: str | Path, data: Any) -> Path:

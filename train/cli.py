@@ -7,7 +7,8 @@ from typing import Sequence
 from ._errors import TrainError, TrainingInterrupted
 from .config import parse_args
 from .distributed import is_main_process
-from .runner import RESUME_OPTIONS, configure_logging, run_training
+from .logs import configure_logging
+from .runner import RESUME_OPTIONS, run_training
 
 __all__ = ["main"]
 

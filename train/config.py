@@ -16,17 +16,15 @@ from typing import Any, Sequence
 
 import yaml
 
+from zoo import HEADS, MODES
+
 from ._errors import ConfigError
 
 __all__ = [
     "TrainConfig", "ConfigError", "AUGMENT_PRESETS", "LOSSES", "MONITOR_METRICS", "build_parser",
-    "parse_args", "load_yaml_config", "config_to_yaml", "RUN_CONFIG_FILE",
+    "parse_args", "load_yaml_config", "config_to_yaml",
 ]
 
-RUN_CONFIG_FILE = "run_config.yaml"
-
-MODES = ("scratch", "feature-extraction", "fine-tune", "partial-fine-tune")
-HEADS = ("soft_attention", "metadata", "soft_attention+metadata", "mlp")
 AUGMENT_PRESETS = {
     "none": "no augmentation: the same deterministic resize/crop/normalise as evaluation (seed 000 "
             "trains QuadSNet this way); the only preset that lets feature extraction cache features",

@@ -13,9 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -26,13 +24,16 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from . import distributed
+from zoo.run_layout import CHECKPOINT_NAME
+from zoo.zoo_config import ZooConfig
 
-from ._errors import NonFiniteError, TrainingInterrupted
-from .checkpoint import CHECKPOINT_FILE, rng_state, save_checkpoint, set_rng_state
+from . import distributed
+from ._errors import ConfigError, NonFiniteError, TrainingInterrupted
+from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data import ImageDataset, class_counts
 from .features import CachePlan, cached_forward, extract_features
+from .loop import StopRequest, interrupted, mix_seed
 from .losses import build_loss, penalty
 from .metrics import HEADLINE_METRICS, classification_metrics
 
@@ -56,7 +57,7 @@ def epoch_batches(labels: Sequence[int], epoch: int, seed: int, batch_size: int,
     get the same number of batches of ``batch_size`` (per process).
     """
     n = len(labels)
-    generator = torch.Generator().manual_seed(_mix(seed, epoch, 0))
+    generator = torch.Generator().manual_seed(mix_seed(seed, epoch, 0))
     if sampler == "shuffle":
         order = torch.randperm(n, generator=generator).tolist()
     elif sampler == "balanced":
@@ -65,7 +66,7 @@ def epoch_batches(labels: Sequence[int], epoch: int, seed: int, batch_size: int,
         order = torch.multinomial(weights, n, replacement=True, generator=generator).tolist()
     else:
         raise ValueError(f"unknown sampler {sampler!r}; expected shuffle or balanced")
-    items: list[Any] = ([(i, _mix(seed, epoch, pos + 1)) for pos, i in enumerate(order)]
+    items: list[Any] = ([(i, mix_seed(seed, epoch, pos + 1)) for pos, i in enumerate(order)]
                         if with_item_seeds else order)
     if world_size > 1:
         items = (items + items[:(-n) % world_size])[rank::world_size]
@@ -75,11 +76,6 @@ def epoch_batches(labels: Sequence[int], epoch: int, seed: int, batch_size: int,
         last = batches.pop()
         batches[-1] = batches[-1] + last
     return batches
-
-
-def _mix(seed: int, epoch: int, position: int) -> int:
-    # a distinct, reproducible 63-bit seed per (run seed, epoch, position in the epoch)
-    return (((seed * 1_000_003) ^ (epoch * 7_919)) * 2_654_435_761 + position) % (2 ** 63 - 1)
 
 
 class EpochBatchSampler:
@@ -126,7 +122,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         params = [p for p in model.parameters() if p.requires_grad]
         groups = [dict(params=params, lr=cfg.lr, weight_decay=cfg.weight_decay, name="all")]
     if not any(g["params"] for g in groups):
-        raise ValueError(f"{cfg.arch} in mode {cfg.mode!r} has no trainable parameters")
+        raise ConfigError(f"{cfg.arch} in mode {cfg.mode!r} has no trainable parameters, so training would "
+                          "change nothing; choose another --mode (scratch and fine-tune train every parameter)")
     if cfg.opt == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.opt == "adamw":
@@ -191,11 +188,11 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.uses_metadata = "metadata" in str(getattr(model, "zoo_cfg", {}).get("head") or "")
+        self.uses_metadata = "metadata" in (ZooConfig.from_model(model).head or "")
         self.state = TrainState()
         self.best_model: dict[str, torch.Tensor] | None = None
         self.feature_extraction_s = 0.0
-        self._stop: str | None = None
+        self.stop_request = StopRequest()
         self._head_forward = cached_forward(self.model, plan.level) if plan.level else None
         self._sampler = EpochBatchSampler(
             splits["train"].labels.tolist(), cfg.batch_size, cfg.seed, cfg.sampler,
@@ -285,7 +282,7 @@ class Trainer:
         """
         if self.plan.level is None:
             return
-        with self._signals():
+        with self.stop_request.installed(then="stopping; the features of finished splits are kept"):
             for name, data in self.splits.items():
                 if data.features is None:
                     start = time.perf_counter()
@@ -306,7 +303,7 @@ class Trainer:
         for done, batch in enumerate(batches):
             if self._stop_agreed():
                 raise TrainingInterrupted(
-                    f"{self._stop} received during feature extraction ({split} split, {done} batches done): "
+                    f"{self.stop_request.reason} received during feature extraction ({split} split, {done} batches done): "
                     f"no training step had run and no checkpoint was written; continue with: "
                     f"python -m train --resume {self.run_dir}", str(self.run_dir))
             yield batch
@@ -357,13 +354,10 @@ class Trainer:
                                 img_s=f"{partial['seen'] / max(partial['time_s'], 1e-9):.0f}")
                 if self.on_step is not None:
                     self.on_step(self, epoch, step)
-                if (stop if self._ddp is not None else self._stop) and step < num_batches:
+                if (stop if self._ddp is not None else self.stop_request.reason) and step < num_batches:
                     state.next_epoch, state.next_step = epoch, step
                     self.save_checkpoint()
-                    raise TrainingInterrupted(
-                        f"{self._stop} received: stopped after epoch {epoch}, step {step}/{num_batches} "
-                        f"and saved {self.run_dir / CHECKPOINT_FILE}; continue with: "
-                        f"python -m train --resume {self.run_dir}", str(self.run_dir))
+                    raise self._interrupted(epoch, step, num_batches)
         finally:
             bar.close()
         seen = max(partial["seen"], 1)
@@ -379,20 +373,20 @@ class Trainer:
         stats = distributed.all_sum(torch.stack([
             total.detach().float() / size, loss.detach().float() * n, correct.float(),
             torch.tensor(float(n), device=self.device),
-            torch.tensor(1.0 if self._stop else 0.0, device=self.device)]))
+            torch.tensor(1.0 if self.stop_request.reason else 0.0, device=self.device)]))
         value, loss_sum, correct_all, n_all, stop = stats.tolist()
-        if stop and not self._stop:
-            self._stop = "a stop request from another rank"
+        if stop and not self.stop_request.reason:
+            self.stop_request.request("a stop request from another rank")
         return value, loss_sum, int(n_all), int(correct_all), bool(stop)
 
     def _stop_agreed(self) -> bool:
         """Whether any rank was asked to stop (all ranks agree)."""
         if self._ddp is None:
-            return bool(self._stop)
-        flag = torch.tensor([1.0 if self._stop else 0.0], device=self.device)
-        if distributed.all_sum(flag).item() and not self._stop:
-            self._stop = "a stop request from another rank"
-        return bool(self._stop)
+            return bool(self.stop_request.reason)
+        flag = torch.tensor([1.0 if self.stop_request.reason else 0.0], device=self.device)
+        if distributed.all_sum(flag).item() and not self.stop_request.reason:
+            self.stop_request.request("a stop request from another rank")
+        return bool(self.stop_request.reason)
 
     @torch.no_grad()
     def predict(self, split: str) -> tuple[np.ndarray, np.ndarray, float]:
@@ -436,7 +430,7 @@ class Trainer:
             _logger.info("resuming at epoch %d, step %d", self.state.next_epoch, self.state.next_step)
         state = self.state
         fit_start = time.perf_counter() - sum(h.get("time_s", 0.0) for h in state.history)
-        with self._signals():
+        with self.stop_request.installed():
             while not state.finished and state.next_epoch <= cfg.epochs:
                 epoch = state.next_epoch
                 start = time.perf_counter() - state.partial["time_s"]
@@ -459,10 +453,7 @@ class Trainer:
                 self.save_checkpoint()
                 self._log_epoch(record, improved, time.perf_counter() - fit_start)
                 if self._stop_agreed() and not state.finished:
-                    raise TrainingInterrupted(
-                        f"{self._stop} received: stopped after epoch {epoch} and saved "
-                        f"{self.run_dir / CHECKPOINT_FILE}; continue with: "
-                        f"python -m train --resume {self.run_dir}", str(self.run_dir))
+                    raise self._interrupted(epoch)
                 if state.stopped_early:
                     _logger.info("early stopping: validation %s did not improve for %d epochs "
                                  "(best %.4f at epoch %d)", cfg.monitor, cfg.patience,
@@ -520,7 +511,7 @@ class Trainer:
         With several processes rank 0 writes it (the weights, loop state and RNG states are the same on
         every rank) while the others check that their weights are finite, then all meet at a barrier.
         """
-        path = self.run_dir / CHECKPOINT_FILE
+        path = self.run_dir / CHECKPOINT_NAME
         if not distributed.is_main_process():
             if not all(bool(torch.isfinite(t).all()) for t in self.model.state_dict().values()
                        if t.is_floating_point()):
@@ -555,27 +546,6 @@ class Trainer:
         self.best_model = checkpoint.get("best_model")
         set_rng_state(checkpoint["rng"])
 
-    @contextmanager
-    def _signals(self) -> Iterator[None]:
-        """SIGINT/SIGTERM ask the loop to stop after the current step (a second SIGINT aborts)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            if self._stop and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self._stop = signal.Signals(signum).name
-            _logger.warning("%s: finishing the current step, then saving a checkpoint "
-                            "(press Ctrl-C again to abort without saving)", self._stop)
-
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
-
     def close(self) -> None:
         """Let go of the data loaders, which stops their worker processes.
 
@@ -586,7 +556,12 @@ class Trainer:
 
     def request_stop(self, reason: str = "stop request") -> None:
         """Stop after the current step, as SIGINT does (for callers that embed the trainer)."""
-        self._stop = reason
+        self.stop_request.request(reason)
+
+    def _interrupted(self, epoch: int, step: int | None = None,
+                     num_steps: int | None = None) -> TrainingInterrupted:
+        return interrupted(self.stop_request.reason, self.run_dir, self.run_dir / CHECKPOINT_NAME,
+                           "python -m train", epoch, step, num_steps)
 
 
 def _hms(seconds: float) -> str:

@@ -1,4 +1,8 @@
-"""PNG plots of a run: training curves, the confusion matrix, ROC curves (matplotlib, Agg)."""
+"""PNG plots of a run: training curves, the confusion matrix, ROC curves (matplotlib, Agg).
+
+Other plots of train (GAN losses, study reports) draw with this module's ``plt``, which is pyplot on
+the file-only Agg backend, and write with ``save_figure``.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,11 +15,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import auc, roc_curve  # noqa: E402
 
+from zoo.run_layout import PLOT_FILES  # noqa: E402
+
 from .metrics import METRIC_TITLES  # noqa: E402
 
-__all__ = ["plot_curves", "plot_confusion_matrix", "plot_roc", "save_figure", "PLOT_FILES"]
-
-PLOT_FILES = {"curves": "curves.png", "confusion_matrix": "confusion_matrix.png", "roc": "roc.png"}
+__all__ = ["plot_curves", "plot_confusion_matrix", "plot_roc", "save_figure", "plt", "PLOT_FILES"]
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, monitor: str = "balanced_accuracy",
@@ -99,9 +103,10 @@ def plot_roc(y_true: Sequence[int], probs: np.ndarray, label_names: Sequence[str
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
-    """Write `fig` as a PNG (tight layout, 110 dpi) and close it."""
+    """Write `fig` as a PNG (tight layout, 110 dpi) and close it; returns the path."""
     path = Path(path)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+

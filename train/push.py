@@ -21,20 +21,17 @@ import urllib.request
 from pathlib import Path
 from typing import Sequence
 
-from ._errors import TrainError
-from zoo.trust import OOD_FILE
+from zoo.run_layout import CONFIG_NAME, PUBLISHABLE, WEIGHTS_NAME
+from zoo.zoo_config import ZooConfig
 
-from .config import RUN_CONFIG_FILE
+from ._errors import TrainError
+from .logs import configure_logging
 
 __all__ = ["push_run", "publishable_files", "check_push_target", "PushError", "PushFailedError", "main"]
 
 _logger = logging.getLogger("train.push")
 
-WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
 REQUIRED = (WEIGHTS_NAME, CONFIG_NAME)
-# what a run folder publishes (top level only); plots are matched by pattern so new ones go up too
-PUBLISHABLE = (WEIGHTS_NAME, CONFIG_NAME, "README.md", "metrics.json", "split.json", RUN_CONFIG_FILE, OOD_FILE,
-               "*.png")
 
 
 class PushError(TrainError):
@@ -190,9 +187,9 @@ def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, revisi
     _check_reachable(endpoint, run_dir)
 
     config = json.loads((run_dir / CONFIG_NAME).read_text(encoding="utf-8"))
-    zoo_cfg = config.get("zoo") or {}
-    message = commit_message or (f"Upload {run_dir.name}: {zoo_cfg.get('architecture', config['architecture'])} "
-                                 f"({zoo_cfg.get('mode', 'unknown mode')})")
+    zoo_cfg = ZooConfig.from_dict(config.get("zoo"), source=str(run_dir / CONFIG_NAME))
+    message = commit_message or (f"Upload {run_dir.name}: {zoo_cfg.architecture or config['architecture']} "
+                                 f"({zoo_cfg.mode or 'unknown mode'})")
     api = HfApi(endpoint=endpoint, token=token)
     _logger.info("pushing %d files from %s to %s@%s", len(files), run_dir, repo_id, branch)
     try:
@@ -236,8 +233,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m train.push`; returns the exit status (0 pushed, 1 the push failed, 2 refused input)."""
     from zoo import ZooError  # noqa: PLC0415
-
-    from .runner import configure_logging  # noqa: PLC0415
 
     args = build_parser().parse_args(argv)
     configure_logging(False)

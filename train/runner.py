@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,28 +18,28 @@ import numpy as np
 import torch
 
 import zoo
+from zoo.run_layout import (CHECKPOINT_NAME, METRICS_NAME, PLOT_FILES, RUN_CONFIG_NAME, RUN_FILES, SKIPPED_NAME,
+                            SPLIT_NAME, WEIGHTS_NAME)
 
 from . import distributed
 from ._errors import ConfigError, DataError, TrainingInterrupted
 from .augment import eval_transform, train_transform
 from .card import card_sections
-from .checkpoint import CHECKPOINT_FILE, load_checkpoint, write_json
-from .config import RUN_CONFIG_FILE, TrainConfig, config_to_yaml, load_yaml_config
+from .checkpoint import load_checkpoint, write_json
+from .config import TrainConfig, config_to_yaml, load_yaml_config
 from .data import (DataSource, ImageDataset, Splits, data_fingerprint, load_source, make_splits,
                    split_record, verify_images)
 from .engine import SplitData, Trainer
 from .features import cache_key, load_cached, plan_cache, store_cached, weights_digest
+from .logs import configure_logging
 from .metrics import flat_metrics
-from .plots import PLOT_FILES, plot_confusion_matrix, plot_curves, plot_roc
-from .trust import TRUST_FILES, TRUST_SECTION, fit_run_trust
+from .plots import plot_confusion_matrix, plot_curves, plot_roc
+from .trust import TRUST_SECTION, fit_run_trust
 
-__all__ = ["RunResult", "run_training", "configure_logging", "RUN_FILES", "RESUME_OPTIONS"]
+__all__ = ["RunResult", "run_training", "RESUME_OPTIONS"]
 
 _logger = logging.getLogger("train")
 
-# every file a run writes; --overwrite replaces exactly these and leaves anything else alone
-RUN_FILES = ("model.safetensors", "config.json", "README.md", "metrics.json", RUN_CONFIG_FILE,
-             "split.json", "skipped_files.json", CHECKPOINT_FILE, *PLOT_FILES.values(), *TRUST_FILES)
 # options that may differ when resuming (they do not change the result)
 RESUME_OPTIONS = ("quiet", "workers", "device", "push_to_hub", "private", "hub_revision",
                   "commit_message")
@@ -58,27 +57,6 @@ class RunResult:
     best_epoch: int | None
     params: tuple[int, int]        # (total, trainable)
     timing: dict[str, Any]         # train_s, feature_extraction_s, device
-
-
-class _TqdmHandler(logging.Handler):
-    """Log lines that do not tear the progress bar."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from tqdm import tqdm
-        try:
-            tqdm.write(self.format(record), file=sys.stdout if record.levelno < logging.WARNING else sys.stderr)
-        except Exception:
-            self.handleError(record)
-
-
-def configure_logging(quiet: bool = False) -> None:
-    """INFO lines to stdout (WARNING and up only with quiet), once per process."""
-    if not any(isinstance(h, _TqdmHandler) for h in _logger.handlers):
-        handler = _TqdmHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        _logger.addHandler(handler)
-        _logger.propagate = False
-    _logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def _seed_everything(seed: int, deterministic: bool) -> None:
@@ -109,9 +87,9 @@ def _check_run_dir(run_dir: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         # with or without a checkpoint: --resume restarts a run stopped before its first one
-        started = (run_dir / CHECKPOINT_FILE).exists() or (run_dir / RUN_CONFIG_FILE).exists()
+        started = (run_dir / CHECKPOINT_NAME).exists() or (run_dir / RUN_CONFIG_NAME).exists()
         hint = (f"; it holds an unfinished run: continue it with --resume {run_dir}"
-                if started and not (run_dir / "model.safetensors").exists() else "")
+                if started and not (run_dir / WEIGHTS_NAME).exists() else "")
         raise ConfigError(f"run folder {run_dir} already holds a run ({', '.join(existing[:4])}"
                           f"{', ...' if len(existing) > 4 else ''}){hint}; pass --overwrite to replace "
                           "it or choose another --out/--name")
@@ -192,10 +170,10 @@ def run_training(cfg: TrainConfig | None = None, *, resume: str | Path | None = 
     """
     if resume is not None:
         run_dir = Path(resume)
-        if not (run_dir / RUN_CONFIG_FILE).is_file():
-            raise ConfigError(f"--resume {run_dir}: no {RUN_CONFIG_FILE} there, so there is no interrupted "
+        if not (run_dir / RUN_CONFIG_NAME).is_file():
+            raise ConfigError(f"--resume {run_dir}: no {RUN_CONFIG_NAME} there, so there is no interrupted "
                               "run to continue (a run writes it when it starts); start a new run instead")
-        cfg = TrainConfig.from_dict(load_yaml_config(run_dir / RUN_CONFIG_FILE))
+        cfg = TrainConfig.from_dict(load_yaml_config(run_dir / RUN_CONFIG_NAME))
         cfg = replace(cfg, out=str(run_dir), **(resume_overrides or {}))
     elif cfg is None:
         cfg = TrainConfig.from_dict(options)
@@ -226,19 +204,19 @@ def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.dev
     if resume is None:
         _check_run_dir(run_dir, cfg.overwrite)
     else:
-        if (run_dir / CHECKPOINT_FILE).is_file():
-            checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE, required=("model", "optimizer", "rng", "state"))
-        elif (run_dir / "model.safetensors").is_file():
-            raise ConfigError(f"{run_dir} is a finished run (model.safetensors exists); nothing to resume")
+        if (run_dir / CHECKPOINT_NAME).is_file():
+            checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME, required=("model", "optimizer", "rng", "state"))
+        elif (run_dir / WEIGHTS_NAME).is_file():
+            raise ConfigError(f"{run_dir} is a finished run ({WEIGHTS_NAME} exists); nothing to resume")
         else:  # stopped (killed, out of memory, SIGTERM while extracting features) before its first checkpoint
             _logger.info("%s has no %s: the run stopped before its first checkpoint, so it restarts from "
-                         "its %s", run_dir, CHECKPOINT_FILE, RUN_CONFIG_FILE)
+                         "its %s", run_dir, CHECKPOINT_NAME, RUN_CONFIG_NAME)
         saved = _saved_split(run_dir)
         current = split_record(source, splits, cfg.effective_split_seed, cfg.val_frac, cfg.test_frac)
         if saved is not None and saved != current:
             raise DataError(f"the data of {cfg.data} changed since {run_dir} started (its split differs "
                             "from split.json); resuming would mix two datasets. Start a new run")
-        if checkpoint and checkpoint["state"].get("finished") and (run_dir / "model.safetensors").is_file():
+        if checkpoint and checkpoint["state"].get("finished") and (run_dir / WEIGHTS_NAME).is_file():
             raise ConfigError(f"{run_dir} is a finished run (model.safetensors exists); nothing to resume")
 
     with distributed.main_process_first():  # the first use may store offline weights in the zoo's cache
@@ -254,15 +232,15 @@ def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.dev
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume is None:
             _clear_run_files(run_dir)
-            (run_dir / RUN_CONFIG_FILE).write_text(config_to_yaml(cfg), encoding="utf-8")
+            (run_dir / RUN_CONFIG_NAME).write_text(config_to_yaml(cfg), encoding="utf-8")
         if checkpoint is None:  # a new run, or a restarted one (which may have been killed before this)
-            write_json(run_dir / "split.json",
+            write_json(run_dir / SPLIT_NAME,
                        split_record(source, splits, cfg.effective_split_seed, cfg.val_frac, cfg.test_frac))
-        write_json(run_dir / "skipped_files.json",
+        write_json(run_dir / SKIPPED_NAME,
                    [{"file": s.key, "reason": s.reason} for s in source.skipped])
-    _logger.info("resolved configuration (%s):\n%s", run_dir / RUN_CONFIG_FILE, config_to_yaml(cfg).rstrip())
+    _logger.info("resolved configuration (%s):\n%s", run_dir / RUN_CONFIG_NAME, config_to_yaml(cfg).rstrip())
     if source.skipped:
-        _logger.warning("%d file(s) skipped (listed in %s)", len(source.skipped), run_dir / "skipped_files.json")
+        _logger.warning("%d file(s) skipped (listed in %s)", len(source.skipped), run_dir / SKIPPED_NAME)
 
     total, trainable = zoo.count_params(model)
     _logger.info("data: %s; %d train / %d val / %d test images, %d classes", source.description,
@@ -308,7 +286,7 @@ def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.dev
 
 
 def _saved_split(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "split.json"
+    path = run_dir / SPLIT_NAME
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
@@ -384,7 +362,7 @@ def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: Da
     params = zoo.count_params(trainer.model)
     cache_note = plan.reason + (f" ({trainer.feature_extraction_s:.1f} s to extract)"
                                 if plan.level and trainer.feature_extraction_s else "")
-    write_json(run_dir / "metrics.json", {
+    write_json(run_dir / METRICS_NAME, {
         "test": test, "headline": flat, "monitor": cfg.monitor, "best_epoch": state.best_epoch,
         "best_val": state.best_value, "epochs_run": len(state.history),
         "stopped_early": state.stopped_early, "params": {"total": params[0], "trainable": params[1]},

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from zoo.run_layout import METRICS_NAME
+
 from ._errors import DataError
 from .checkpoint import atomic_write, write_json
 from .data import DataSource, Sample, Splits, class_counts
@@ -263,7 +265,7 @@ def _classify(model: torch.nn.Module, sset: SyntheticSet, batch_size: int, progr
 
 
 def _classifier_recall(run_dir: Path, label_names: Sequence[str]) -> dict[str, float]:
-    path = run_dir / "metrics.json"
+    path = run_dir / METRICS_NAME
     if not path.is_file():
         return {}
     per_class = json.loads(path.read_text(encoding="utf-8")).get("test", {}).get("per_class", {})

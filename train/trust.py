@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from zoo.trust import (DEFAULT_ALPHA, OOD_FILE, OOD_METHOD, OODStatistics, features_and_logits,
+from zoo.run_layout import OOD_NAME, RELIABILITY_PLOT
+from zoo.trust import (DEFAULT_ALPHA, OOD_METHOD, OODStatistics, features_and_logits,
                        write_ood_statistics)
 
 from .augment import eval_transform
@@ -34,15 +35,13 @@ from .plots import save_figure  # imported before pyplot: it selects matplotlib'
 
 import matplotlib.pyplot as plt  # noqa: E402  (after train.plots chose the backend)
 
-__all__ = ["RELIABILITY_FILE", "TRUST_FILES", "ECE_BINS", "OOD_VALIDATION_PASS", "OOD_BANK_MAX", "TEMPERATURE_BOUNDS",
+__all__ = ["ECE_BINS", "OOD_VALIDATION_PASS", "OOD_BANK_MAX", "TEMPERATURE_BOUNDS",
            "SplitOutputs", "TrustFit", "collect_outputs", "fit_temperature", "calibration_figures",
            "conformal_threshold", "prediction_sets", "fit_ood", "plot_reliability", "fit_trust",
            "fit_run_trust", "TRUST_SECTION"]
 
 _logger = logging.getLogger("train")
 
-RELIABILITY_FILE = "reliability.png"
-TRUST_FILES = (OOD_FILE, RELIABILITY_FILE)   # what fit_trust writes into a run folder
 ECE_BINS = 15                                 # equal-width confidence bins for ECE, MCE and the diagram
 OOD_VALIDATION_PASS = 0.95                    # the OOD threshold lets this fraction of validation images pass
 OOD_BANK_MAX = 20_000                         # at most this many training images' features in ood.safetensors
@@ -228,7 +227,7 @@ def _fit_ood_check(train: SplitOutputs, val: SplitOutputs, test: SplitOutputs, r
     ood_file = write_ood_statistics(run_dir, bank, ood_threshold)
     return {"method": OOD_METHOD, "score": "1 - cosine similarity of the image features to the nearest "
                                           "training image's (k-nearest-neighbour, k = 1)",
-            "file": OOD_FILE, "feature_size": int(bank.shape[1]), "fitted_on": "train",
+            "file": OOD_NAME, "feature_size": int(bank.shape[1]), "fitted_on": "train",
             "n_fit": len(train.labels), "bank_size": int(bank.shape[0]), "threshold": ood_threshold,
             "threshold_rule": f"{OOD_VALIDATION_PASS:.0%} of the validation images pass",
             "n_validation": len(val.labels), "validation_pass_rate": float((val_scores <= ood_threshold).mean()),
@@ -250,7 +249,7 @@ def fit_trust(outputs: dict[str, SplitOutputs], label_names: Sequence[str], data
     at_bound = not TEMPERATURE_BOUNDS[0] * 1.001 < temperature < TEMPERATURE_BOUNDS[1] * 0.999
     raw_test, calibrated_test = _softmax(test.logits), _softmax(test.logits, temperature)
     before, after = calibration_figures(raw_test, test.labels), calibration_figures(calibrated_test, test.labels)
-    reliability = plot_reliability(raw_test, calibrated_test, test.labels, run_dir / RELIABILITY_FILE,
+    reliability = plot_reliability(raw_test, calibrated_test, test.labels, run_dir / RELIABILITY_PLOT,
                                    temperature, title=f"Reliability, test split ({len(test.labels)} images): {title}")
     calibration = {"method": "temperature scaling", "temperature": temperature,
                    "temperature_at_bound": at_bound, "fitted_on": "validation", "n_fit": len(val.labels),
@@ -278,7 +277,7 @@ def fit_trust(outputs: dict[str, SplitOutputs], label_names: Sequence[str], data
         card_section=_card_section(calibration, conformal, ood, dataset),
         zoo_config={"temperature": temperature,
                     "conformal": {"alpha": alpha, "threshold": threshold, "n_calibration": len(val.labels)},
-                    **({"ood": {"method": OOD_METHOD, "file": OOD_FILE}} if ood_file else {}),  # threshold: in the file
+                    **({"ood": {"method": OOD_METHOD, "file": OOD_NAME}} if ood_file else {}),  # threshold: in the file
                     "calibration": {"test_ece_before": before["ece"], "test_ece_after": after["ece"],
                                     "n_test": len(test.labels), "ece_bins": ECE_BINS}},
         files=[f for f in (ood_file, reliability) if f is not None])
@@ -329,7 +328,7 @@ def _card_section(calibration: dict, conformal: dict, ood: dict, dataset: str) -
         "|---|---|---|",
         *[f"| {name} | {b:.4f} | {a:.4f} |" for name, b, a in rows],
         "",
-        f"![Reliability diagram]({RELIABILITY_FILE})",
+        f"![Reliability diagram]({RELIABILITY_PLOT})",
         "",
         f"**Prediction sets** (split conformal prediction, \"A Gentle Introduction to Conformal Prediction "
         f"and Distribution-Free Uncertainty Quantification\"): a class joins an image's set when "

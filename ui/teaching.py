@@ -9,19 +9,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from zoo import MODE_ORDER
 from zoo.catalog import ModelEntry
 
 from .about import MODE_TEXT
 from .formatting import METRIC_COLUMNS, describe_classes, fmt_int, share
 
 __all__ = [
-    "MODES_ORDER", "PLOT_CAPTIONS", "PLOT_HEIGHT", "PLOT_ROWS", "TEACHING_HEADERS", "TeachingSection", "column_widths",
+    "PLOT_CAPTIONS", "PLOT_HEIGHT", "PLOT_ROWS", "TEACHING_HEADERS", "TeachingSection", "column_widths",
     "params_figure", "run_facts", "contrasts", "study_reports", "teaching_markdown", "teaching_sections",
     "teaching_table",
 ]
 
-# the display order of the transfer modes; zoo.MODES holds the same names (zoo.MODE_ORDER may replace this)
-MODES_ORDER = ("scratch", "feature-extraction", "partial-fine-tune", "fine-tune")
 PLOT_CAPTIONS = {"curves": "training curves", "confusion_matrix": "confusion matrix (test)", "roc": "ROC curves (test)"}
 # how a model's plots are laid out: rows of (kind, relative width). train.plots draws the curves 14 x 4 in
 # and the confusion matrices about twice as wide as the ROC plot, so each gets the width it needs to read.
@@ -76,7 +75,7 @@ def contrasts(entries: list[ModelEntry]) -> list[str]:
                 line += f"; its training took {tb:.0f} s against {ta:.0f} s"
             lines.append(line + ".")
     scratch = [e for e in by_mode.get("scratch", []) if "balanced_accuracy" in e.test_metrics]
-    transfer = [e for m in MODES_ORDER[1:] for e in by_mode.get(m, []) if "balanced_accuracy" in e.test_metrics]
+    transfer = [e for m in MODE_ORDER[1:] for e in by_mode.get(m, []) if "balanced_accuracy" in e.test_metrics]
     if scratch and transfer:
         best_s = max(scratch, key=lambda e: e.test_metrics["balanced_accuracy"])
         best_t = max(transfer, key=lambda e: e.test_metrics["balanced_accuracy"])
@@ -92,7 +91,7 @@ def teaching_markdown(entries: list[ModelEntry]) -> str:
     if not entries:
         return "Select models on the **Compare** tab to see how they were trained."
     parts = []
-    for mode in MODES_ORDER + tuple(sorted({e.mode for e in entries if e.mode not in MODES_ORDER})):
+    for mode in MODE_ORDER + tuple(sorted({e.mode for e in entries if e.mode not in MODE_ORDER})):
         members = [e for e in entries if e.mode == mode]
         if members:
             parts.append(MODE_TEXT.get(mode, f"**{mode}**") + "\n" + "\n".join(f"- {run_facts(e)}" for e in members))

@@ -10,17 +10,18 @@ from .archs import variant as _variant  # noqa: F401  (registers zoo_variant)
 from ._builder import create_model, resolve_data_config
 from ._errors import ZooError
 from ._hub import load_pretrained, save_pretrained
-from ._registry import MODES, ArchInfo, get_architecture, list_architectures
+from ._registry import MODE_ORDER, MODES, ArchInfo, get_architecture, list_architectures
 from .archs.metadata import MetadataSchema
 from .archs.variant import HEADS
 from .cam import cam_target_layers
-from .init import INIT_SCHEMES, init_weights
 from .modes import apply_mode, backbone_stages, count_params, head_parameters, param_groups
 from .offline_weights import offline_imagenet_weights
+from .weight_init import INIT_SCHEMES, init_weights
+from .zoo_config import ZooConfig
 
 __all__ = [
-    "ArchInfo", "HEADS", "INIT_SCHEMES", "MODES", "MetadataSchema", "ZooError", "apply_mode", "backbone_stages",
-    "cam_target_layers", "count_params", "create_model", "get_architecture", "head_parameters", "init_weights",
-    "list_architectures", "load_pretrained", "offline_imagenet_weights", "param_groups", "resolve_data_config",
-    "save_pretrained",
+    "ArchInfo", "HEADS", "INIT_SCHEMES", "MODES", "MODE_ORDER", "MetadataSchema", "ZooConfig", "ZooError",
+    "apply_mode", "backbone_stages", "cam_target_layers", "count_params", "create_model", "get_architecture",
+    "head_parameters", "init_weights", "list_architectures", "load_pretrained", "offline_imagenet_weights",
+    "param_groups", "resolve_data_config", "save_pretrained",
 ]

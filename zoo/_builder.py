@@ -1,40 +1,23 @@
 """create_model: an architecture from the registry, ready for one transfer-learning mode."""
 from __future__ import annotations
 
-import socket
-import urllib.parse
 import warnings
 
 import timm
 from torch import nn
 
-from . import _hub
 from ._errors import ZooError
+from ._hub import check_hub_reachable, load_matching
 from ._registry import MODES, get_architecture
 from .archs.metadata import MetadataSchema
 from .archs.variant import HEADS
-from .init import init_weights
-from .modes import _head_modules, apply_mode
+from .input_guard import guard_input_size
+from .modes import apply_mode, head_modules
 from .offline_weights import offline_pretrained_cfg
+from .weight_init import init_weights
+from .zoo_config import ZooConfig
 
 __all__ = ["create_model", "resolve_data_config"]
-
-
-def _check_hub_reachable(what: str) -> None:
-    """Fail in seconds, not after a minute of retries, when the weights' host cannot be reached."""
-    from huggingface_hub import constants  # noqa: PLC0415
-
-    if constants.HF_HUB_OFFLINE:
-        raise ZooError(f"pretrained=True needs {what} from the Hugging Face Hub, but HF_HUB_OFFLINE is set. "
-                       "Unset it, or use pretrained=False (mode='scratch').")
-    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    port = urllib.parse.urlparse(constants.ENDPOINT).port or 443
-    try:
-        socket.create_connection((host, port), timeout=3).close()
-    except OSError as e:
-        raise ZooError(f"pretrained=True needs {what} from {constants.ENDPOINT}, which cannot be reached ({e}). "
-                       "Connect to the network, or use pretrained=False (mode='scratch'); "
-                       "efficientnet_lite0 has ImageNet weights that work offline.") from None
 
 
 def _pretrained_kwargs(info) -> dict:
@@ -44,7 +27,7 @@ def _pretrained_kwargs(info) -> dict:
     if info.imagenet_tag is None:
         raise ZooError(f"{info.name} has no ImageNet weights (none exist in timm for it). Use pretrained=False "
                        f"with mode='scratch' (its recommended mode is {info.recommended_mode!r}).")
-    _check_hub_reachable(f"timm's {info.imagenet_tag} weights")
+    check_hub_reachable(f"timm's {info.imagenet_tag} weights")
     return dict(pretrained=True, pretrained_cfg=info.imagenet_tag.split(".", 1)[1])
 
 
@@ -65,7 +48,7 @@ def create_model(
 
     pretrained=True loads ImageNet weights (timm's, or the offline ones where `offline_weights`);
     `in_chans` defaults to the architecture's (LeNet-5: 1, others: 3); `head` attaches Soft-Attention
-    and/or metadata fusion; `init` re-initialises the layers that are not pretrained (zoo.init).
+    and/or metadata fusion; `init` re-initialises the layers that are not pretrained (zoo.weight_init).
     Extra kwargs (drop_rate, aux_logits, ...) go to the model constructor.
     """
     info = get_architecture(name)
@@ -95,18 +78,18 @@ def create_model(
                                   in_chans=in_chans, metadata_schema=schema, probe_size=max(probe, 32), **kwargs)
         if pretrained:
             source = timm.create_model(info.timm_name, num_classes=0, in_chans=in_chans, **weight_kwargs)
-            _hub.load_matching(model.backbone, source.state_dict(), what=f"{info.name} ImageNet weights")
+            load_matching(model.backbone, source.state_dict(), what=f"{info.name} ImageNet weights")
     if init is not None:
-        init_weights(_head_modules(model) if pretrained else model, init, bias=bias_init)
+        init_weights(head_modules(model) if pretrained else model, init, bias=bias_init)
     elif bias_init != "zeros":
         raise ZooError("bias_init needs an init scheme (init=...).")
     if mode == "fine-tune" and not pretrained:
         warnings.warn(f"mode='fine-tune' without pretrained weights trains {name} from scratch.", stacklevel=2)
     apply_mode(model, mode, trainable_stages=trainable_stages, pretrained=pretrained)
-    model.zoo_cfg = dict(architecture=name, mode=mode, head=head, pretrained=bool(pretrained),
-                         weights=(info.imagenet_tag if not info.offline_weights else f"{name}.offline_in1k")
-                         if pretrained else None,
-                         init=init, trainable_stages=trainable_stages if mode == "partial-fine-tune" else None)
+    model.zoo_cfg = ZooConfig(
+        architecture=name, mode=mode, head=head, pretrained=bool(pretrained),
+        weights=(info.imagenet_tag if not info.offline_weights else f"{name}.offline_in1k") if pretrained else None,
+        init=init, trainable_stages=trainable_stages if mode == "partial-fine-tune" else None).to_dict()
     model.pretrained_cfg = _cfg_for_channels(model.pretrained_cfg, in_chans, info.min_input_size)
     guard_input_size(model)
     return model
@@ -122,26 +105,6 @@ def _cfg_for_channels(cfg: dict, in_chans: int, min_input_size: tuple[int, int, 
         if len(values) != in_chans:
             cfg[key] = (sum(values) / len(values),) * in_chans
     return cfg
-
-
-def _check_input(model: nn.Module, args) -> None:
-    x = args[0] if args else None
-    if not hasattr(x, "shape") or x.dim() != 4:
-        raise ZooError(f"{model.zoo_cfg['architecture']} takes a (batch, channels, height, width) tensor, "
-                       f"got {type(x).__name__} of shape {tuple(getattr(x, 'shape', ()))}.")
-    c, h, w = model.pretrained_cfg["min_input_size"]
-    if x.shape[1] != c:
-        raise ZooError(f"{model.zoo_cfg['architecture']} was built for {c}-channel input, got {x.shape[1]} "
-                       f"channels; convert the image (zoo.images.to_model_mode) or create it with in_chans={x.shape[1]}.")
-    if x.shape[2] < h or x.shape[3] < w:
-        raise ZooError(f"{model.zoo_cfg['architecture']} needs input of at least {h}x{w} pixels, got "
-                       f"{x.shape[2]}x{x.shape[3]}; resize the image (its default is "
-                       f"{model.pretrained_cfg['input_size'][1]}x{model.pretrained_cfg['input_size'][2]}).")
-
-
-def guard_input_size(model: nn.Module) -> None:
-    """Make a too-small or wrong-channel input a clear ZooError instead of a crash deep inside torch."""
-    model.register_forward_pre_hook(_check_input)
 
 
 def resolve_data_config(model: nn.Module) -> dict:

@@ -10,55 +10,59 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
+import socket
+import urllib.parse
 from pathlib import Path
 
 import timm
 import torch
 import yaml
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
 from torch import nn
 
 from ._errors import ZooError
-from ._registry import _ARCHS
+from ._registry import ArchInfo, get_architecture, list_architectures
+from .fileio import atomic_write, read_safetensors
+from .input_guard import guard_input_size
+from .modes import apply_mode, count_params
+from .run_layout import CARD_NAME, CONFIG_NAME, OOD_NAME, WEIGHTS_NAME
+from .zoo_config import ZooConfig
 
-__all__ = ["save_pretrained", "load_pretrained", "read_config", "CACHE_DIR"]
+__all__ = ["save_pretrained", "load_pretrained", "read_config", "check_hub_reachable",
+           "CACHE_DIR", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME"]
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-CARD_NAME = "README.md"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pth.tar", ".ckpt", ".pkl", ".pickle")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CACHE_DIR = Path(os.environ.get("ZOO_CACHE", Path.home() / ".cache" / "zoo"))
 
 
-def _atomic_write(path: Path, write) -> None:
-    """write(tmp_path) into a temporary file beside `path`, fsync, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+def check_hub_reachable(what: str) -> None:
+    """Fail in seconds, not after a minute of retries, when the weights' host cannot be reached.
+
+    `what` names what needs the Hub ("timm's resnet18.a1_in1k weights"); raises ZooError saying why not.
+    """
+    from huggingface_hub import constants  # noqa: PLC0415
+
+    if constants.HF_HUB_OFFLINE:
+        raise ZooError(f"pretrained=True needs {what} from the Hugging Face Hub, but HF_HUB_OFFLINE is set. "
+                       "Unset it, or use pretrained=False (mode='scratch').")
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    port = urllib.parse.urlparse(constants.ENDPOINT).port or 443
     try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as e:
+        raise ZooError(f"pretrained=True needs {what} from {constants.ENDPOINT}, which cannot be reached ({e}). "
+                       "Connect to the network, or use pretrained=False (mode='scratch'); "
+                       "efficientnet_lite0 has ImageNet weights that work offline.") from None
+
+
+def _arch_info(name: str | None) -> ArchInfo | None:
+    """The registry's metadata of `name`, or None for an architecture the zoo does not list."""
+    return get_architecture(name) if name in list_architectures() else None
 
 
 # --- reading and checking weights -------------------------------------------------------------------
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file; a corrupt or truncated file is a ZooError naming it."""
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ZooError(f"{path} is not a readable safetensors file ({e}); it may be corrupt or truncated: "
-                       "download or save it again.") from None
-
 
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Raise a ZooError naming the first missing, extra or mis-shaped tensor."""
@@ -99,20 +103,23 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, label_names: li
             raise ZooError(f"refusing to save: tensor {k!r} has non-finite values (NaN/inf); training diverged.")
     if label_names is not None and len(label_names) != model.num_classes:
         raise ZooError(f"{len(label_names)} label_names for a model with {model.num_classes} outputs.")
-    zoo_cfg = dict(getattr(model, "zoo_cfg", {}))
-    zoo_cfg.update(dataset=dataset, **(extra_config or {}))
-    from .modes import count_params  # noqa: PLC0415
-    zoo_cfg["params_total"], zoo_cfg["params_trainable"] = count_params(model)
-    model_config = {"zoo": zoo_cfg}
+    total, trainable = count_params(model)
+    zoo_cfg = ZooConfig.from_dict({**ZooConfig.from_model(model).to_dict(), "dataset": dataset,
+                                   **(extra_config or {}), "params_total": total, "params_trainable": trainable},
+                                  source="save_pretrained (model.zoo_cfg, dataset, extra_config)")
+    model_config = {"zoo": zoo_cfg.to_dict()}
     if label_names is not None:
         model_config["label_names"] = list(label_names)
 
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
-    _atomic_write(folder / CONFIG_NAME, lambda p: save_config_for_hf(model, str(p), model_config=model_config))
+    with atomic_write(folder / WEIGHTS_NAME) as f:
+        save_file(state, f.name, metadata={"format": "pt"})
+    with atomic_write(folder / CONFIG_NAME) as f:
+        save_config_for_hf(model, f.name, model_config=model_config)
     config = json.loads((folder / CONFIG_NAME).read_text())
     card = model_card(config, metrics=metrics, sections=card_sections, name=folder.name)
-    _atomic_write(folder / CARD_NAME, lambda p: p.write_text(card))
+    with atomic_write(folder / CARD_NAME, "w") as f:
+        f.write(card)
     return folder
 
 
@@ -124,10 +131,10 @@ _METRIC_NAMES = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy
 def model_card(config: dict, metrics: dict[str, float] | None = None, sections: dict[str, str] | None = None,
                name: str = "model") -> str:
     """A Hub model card: YAML header (library, pipeline, tags, datasets, model-index) and sections."""
-    zoo_cfg = config.get("zoo", {})
-    arch = zoo_cfg.get("architecture", config["architecture"])
-    info = _ARCHS.get(arch)
-    dataset = zoo_cfg.get("dataset") or "unspecified"
+    zoo_cfg = ZooConfig.from_dict(config.get("zoo"), source=f"{name}'s {CONFIG_NAME}")
+    arch = zoo_cfg.architecture or config["architecture"]
+    info = _arch_info(arch)
+    dataset = zoo_cfg.dataset or "unspecified"
     metrics = {k: float(v) for k, v in (metrics or {}).items()}
     header = {
         "library_name": "timm",
@@ -135,7 +142,7 @@ def model_card(config: dict, metrics: dict[str, float] | None = None, sections: 
         # a run whose zoo block states its licence (null: none known) says so; the zoo's own runs: apache-2.0
         "license": (zoo_cfg["license"] or "unknown") if "license" in zoo_cfg else "apache-2.0",
         "tags": ["image-classification", "timm", "transfer-learning", "medical-imaging", arch,
-                 str(zoo_cfg.get("mode", "unknown-mode"))],
+                 str(zoo_cfg.mode or "unknown-mode")],
         "datasets": [dataset],
     }
     if metrics:
@@ -149,13 +156,13 @@ def model_card(config: dict, metrics: dict[str, float] | None = None, sections: 
     lines = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "",
              f"# {name}", "",
              f"A `{arch}` image classifier from the transfer-learning model zoo, trained in "
-             f"**{zoo_cfg.get('mode', 'unknown')}** mode" + (f" on **{dataset}**." if dataset else "."), "",
+             f"**{zoo_cfg.mode or 'unknown'}** mode" + (f" on **{dataset}**." if dataset else "."), "",
              "## Model details", "",
              f"- Architecture: `{arch}`" + (f" ({info.family} family; {info.paper})" if info else ""),
              f"- Surveyed in seed(s): {', '.join(info.seed_files)}" if info else "- Surveyed in seed(s): -",
-             f"- Transfer mode: {zoo_cfg.get('mode')}; head: {zoo_cfg.get('head') or 'linear classifier'}; "
-             f"initial weights: {zoo_cfg.get('weights') or 'random (' + str(zoo_cfg.get('init') or 'default') + ' init)'}",
-             f"- Parameters: {zoo_cfg.get('params_total', 0):,} total, {zoo_cfg.get('params_trainable', 0):,} trained",
+             f"- Transfer mode: {zoo_cfg.mode}; head: {zoo_cfg.head or 'linear classifier'}; "
+             f"initial weights: {zoo_cfg.weights or 'random (' + str(zoo_cfg.init or 'default') + ' init)'}",
+             f"- Parameters: {zoo_cfg.params_total or 0:,} total, {zoo_cfg.params_trainable or 0:,} trained",
              f"- Input: {pcfg.get('input_size')} (channels, height, width), mean {pcfg.get('mean')}, "
              f"std {pcfg.get('std')}, interpolation {pcfg.get('interpolation')}",
              f"- Classes ({config.get('num_classes')}): {', '.join(map(str, labels)) if labels else 'unnamed'}", ""]
@@ -178,6 +185,7 @@ def model_card(config: dict, metrics: dict[str, float] | None = None, sections: 
 # --- loading ----------------------------------------------------------------------------------------
 
 def read_config(folder: Path) -> dict:
+    """config.json of a model folder, checked: valid JSON, the fields timm needs, a well-typed "zoo" object."""
     path = folder / CONFIG_NAME
     if not path.is_file():
         raise ZooError(f"{folder} has no {CONFIG_NAME}; a zoo/timm model folder holds {WEIGHTS_NAME} and {CONFIG_NAME}.")
@@ -185,9 +193,12 @@ def read_config(folder: Path) -> dict:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ZooError(f"{path} is not valid JSON ({e}).") from None
+    if not isinstance(config, dict):
+        raise ZooError(f"{path} must hold a JSON object, got {type(config).__name__}.")
     for key in ("architecture", "num_classes"):
         if key not in config:
             raise ZooError(f"{path} lacks the {key!r} field that timm and the zoo need.")
+    ZooConfig.from_dict(config.get("zoo"), source=str(path))
     return config
 
 
@@ -267,9 +278,8 @@ def _download(repo_id: str, revision: str | None) -> Path:
     where = f"Hub repo {repo_id} at revision {revision or 'main'}"
     offline = constants.HF_HUB_OFFLINE
     if not offline:
-        from ._builder import _check_hub_reachable  # noqa: PLC0415
         try:
-            _check_hub_reachable(f"the repo {where}")
+            check_hub_reachable(f"the repo {where}")
         except ZooError:
             offline = True  # unreachable: use the cache if it has the files, fail at once otherwise
     config_path = _hub_file(repo_id, CONFIG_NAME, revision, offline, where)
@@ -277,9 +287,8 @@ def _download(repo_id: str, revision: str | None) -> Path:
     commit = config_path.parent.name  # the cache keeps each commit's files in snapshots/<commit hash>/
     folder = _hub_file(repo_id, WEIGHTS_NAME, commit, offline, where).parent
     if (read_config(config_path.parent).get("zoo") or {}).get("ood"):
-        from .trust import OOD_FILE  # noqa: PLC0415
         try:  # optional: without the OOD statistics the model loads and says so (zoo/trust.py)
-            _hub_file(repo_id, OOD_FILE, commit, offline, where)
+            _hub_file(repo_id, OOD_NAME, commit, offline, where)
         except ZooError:
             pass
     return folder
@@ -314,9 +323,6 @@ def _build_for_weights(arch: str, weights: dict[str, torch.Tensor], source: str,
 
 def load_pretrained(source: str | os.PathLike, revision: str | None = None) -> nn.Module:
     """A model from a run folder or a Hub repo id ("owner/name"), in eval mode, with its zoo_cfg and labels."""
-    from ._builder import guard_input_size  # noqa: PLC0415
-    from .modes import apply_mode  # noqa: PLC0415
-
     path = Path(source)
     if path.is_dir():
         folder = path
@@ -334,14 +340,14 @@ def load_pretrained(source: str | os.PathLike, revision: str | None = None) -> n
     if config.get("label_names"):
         pretrained_cfg["label_names"] = list(config["label_names"])
     model = _build_for_weights(arch, weights, str(source), pretrained_cfg=pretrained_cfg, **model_args)
-    zoo_cfg = dict(config.get("zoo") or {})
-    zoo_cfg.setdefault("architecture", arch)
-    zoo_cfg.setdefault("mode", "fine-tune")
-    model.zoo_cfg = zoo_cfg
+    zoo_cfg = ZooConfig.from_dict(config.get("zoo"), source=f"{source}'s {CONFIG_NAME}")
+    zoo_cfg.architecture = zoo_cfg.architecture or arch
+    zoo_cfg.mode = zoo_cfg.mode or "fine-tune"
+    model.zoo_cfg = zoo_cfg.to_dict()
     model.label_names = list(config.get("label_names") or [str(i) for i in range(config["num_classes"])])
-    apply_mode(model, zoo_cfg["mode"], trainable_stages=zoo_cfg.get("trainable_stages") or 1, pretrained=True)
+    apply_mode(model, zoo_cfg.mode, trainable_stages=zoo_cfg.trainable_stages or 1, pretrained=True)
     if "min_input_size" not in model.pretrained_cfg:
-        info = _ARCHS.get(zoo_cfg["architecture"])
+        info = _arch_info(zoo_cfg.architecture)
         channels = model.pretrained_cfg.get("input_size", (3,))[0]
         model.pretrained_cfg = {**model.pretrained_cfg,
                                 "min_input_size": (channels, *(info.min_input_size[1:] if info else (8, 8)))}

@@ -11,9 +11,14 @@ from dataclasses import dataclass, field
 
 from ._errors import ZooError
 
-__all__ = ["ArchInfo", "MODES", "SEEDS", "register_architecture", "list_architectures", "get_architecture"]
+__all__ = ["ArchInfo", "MODES", "MODE_ORDER", "SEEDS", "register_architecture", "list_architectures",
+           "get_architecture"]
 
 MODES = ("scratch", "feature-extraction", "fine-tune", "partial-fine-tune")
+# the same modes in the order to show them: scratch, then the transfer modes from the fewest trained
+# parameters to all of them
+# (tests/test_registry.py checks that it lists exactly MODES)
+MODE_ORDER = ("scratch", "feature-extraction", "partial-fine-tune", "fine-tune")
 
 # The seed papers in ../shared/seeds/, cited by file name.
 SEEDS = {

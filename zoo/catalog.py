@@ -28,14 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ZooError
-from ._hub import CONFIG_NAME, REPO_ID, WEIGHTS_NAME, read_config
+from ._hub import REPO_ID, check_hub_reachable, read_config
+from .run_layout import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, PLOT_FILES, RUN_CONFIG_NAME, WEIGHTS_NAME
+from .zoo_config import ZooConfig
 
 __all__ = ["ModelEntry", "discover_models", "read_catalog", "CATALOG_NAME", "METRICS_NAME", "PLOT_FILES"]
 
 CATALOG_NAME = "catalog.json"
-METRICS_NAME = "metrics.json"
-# the plots `python -m train` writes into a run folder (train.plots.PLOT_FILES; tests check they agree)
-PLOT_FILES = {"curves": "curves.png", "confusion_matrix": "confusion_matrix.png", "roc": "roc.png"}
 SOURCES = ("local", "hub")
 
 
@@ -56,24 +55,30 @@ class ModelEntry:
 
     @property
     def zoo_cfg(self) -> dict[str, Any]:
+        """config.json's "zoo" object as written (see zoo_config for the parsed form)."""
         return dict(self.config.get("zoo") or {})
+
+    @property
+    def zoo_config(self) -> ZooConfig:
+        """config.json's "zoo" object, parsed (checked when the config was read, so this does not raise)."""
+        return ZooConfig.from_dict(self.config.get("zoo"), source=f"{self.location} {CONFIG_NAME}")
 
     @property
     def architecture(self) -> str | None:
         model_args = self.config.get("model_args") or {}
-        return self.zoo_cfg.get("architecture") or model_args.get("backbone") or self.config.get("architecture")
+        return self.zoo_config.architecture or model_args.get("backbone") or self.config.get("architecture")
 
     @property
     def mode(self) -> str | None:
-        return self.zoo_cfg.get("mode")
+        return self.zoo_config.mode
 
     @property
     def head(self) -> str | None:
-        return self.zoo_cfg.get("head") or (self.config.get("model_args") or {}).get("head")
+        return self.zoo_config.head or (self.config.get("model_args") or {}).get("head")
 
     @property
     def dataset(self) -> str | None:
-        return self.zoo_cfg.get("dataset")
+        return self.zoo_config.dataset
 
     @property
     def label_names(self) -> list[str]:
@@ -85,7 +90,8 @@ class ModelEntry:
     @property
     def params(self) -> tuple[int | None, int | None]:
         """(total, trainable) as recorded when the model was saved."""
-        return self.zoo_cfg.get("params_total"), self.zoo_cfg.get("params_trainable")
+        zoo_config = self.zoo_config
+        return zoo_config.params_total, zoo_config.params_trainable
 
     @property
     def metadata_schema(self) -> dict | None:
@@ -101,7 +107,7 @@ class ModelEntry:
         headline = self.run_metrics.get("headline")
         if isinstance(headline, dict) and headline:
             return {k: float(v) for k, v in headline.items() if isinstance(v, (int, float))}
-        saved = self.zoo_cfg.get("test_metrics") or {}
+        saved = self.zoo_config.test_metrics or {}
         return {k: float(v) for k, v in saved.items() if isinstance(v, (int, float))}
 
     @property
@@ -140,7 +146,7 @@ def _local_entry(entry_id: str, folder: Path, description: str = "") -> ModelEnt
         entry.available, entry.reason = False, f"folder {folder} does not exist"
         return entry
     has_weights = (folder / WEIGHTS_NAME).is_file()
-    if not has_weights and (folder / "run_config.yaml").is_file():
+    if not has_weights and (folder / RUN_CONFIG_NAME).is_file():
         entry.available = False
         entry.reason = (f"training has not finished: {folder} has no {WEIGHTS_NAME} yet (continue it with "
                         f"python -m train --resume {folder}, or wait for the running training)")
@@ -177,9 +183,8 @@ def _hub_entry(entry_id: str, repo_id: str, revision: str | None, description: s
 
 
 def _hub_reachability() -> tuple[bool, str | None]:
-    from ._builder import _check_hub_reachable  # noqa: PLC0415
     try:
-        _check_hub_reachable("catalog models")
+        check_hub_reachable("catalog models")
     except ZooError as e:
         return False, str(e)
     return True, None
@@ -236,7 +241,7 @@ def discover_models(weights_dir: str | os.PathLike = "weights",
     entries: list[ModelEntry] = []
     if weights_dir.is_dir():
         for folder in sorted(p for p in weights_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if any((folder / name).is_file() for name in (CONFIG_NAME, "checkpoint.pt", "run_config.yaml")):
+            if any((folder / name).is_file() for name in (CONFIG_NAME, CHECKPOINT_NAME, RUN_CONFIG_NAME)):
                 entries.append(_local_entry(folder.name, folder))
     reachability: list[tuple[bool, str | None]] = []
 

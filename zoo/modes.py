@@ -19,14 +19,15 @@ from torch import nn
 from ._errors import ZooError
 from ._registry import MODES
 
-__all__ = ["MODES", "apply_mode", "count_params", "head_parameters", "backbone_stages", "param_groups"]
+__all__ = ["MODES", "apply_mode", "count_params", "head_modules", "head_parameters", "backbone_stages", "param_groups"]
 
 
 def _backbone(model: nn.Module) -> nn.Module:
     return getattr(model, "zoo_backbone", model)
 
 
-def _head_modules(model: nn.Module) -> list[nn.Module]:
+def head_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules of the head: the classifier, a variant's heads, auxiliary classifiers (what pretraining lacks)."""
     mods = list(getattr(model, "zoo_head_modules", None) or [model.get_classifier()])
     mods += list(getattr(model, "zoo_aux_classifiers", ()))  # e.g. GoogLeNet's auxiliary heads
     return mods
@@ -35,7 +36,7 @@ def _head_modules(model: nn.Module) -> list[nn.Module]:
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The parameters of the head: what feature extraction trains."""
     seen, params = set(), []
-    for m in _head_modules(model):
+    for m in head_modules(model):
         for p in m.parameters():
             if id(p) not in seen:
                 seen.add(id(p))

@@ -27,6 +27,7 @@ from torch import nn
 
 from ._errors import ZooError
 from . import _hub  # _hub.CACHE_DIR is read at call time: tests and users may point it elsewhere
+from .fileio import atomic_write
 from .assets import ASSET_PACKAGES, MEDICAL_CLASSIFIERS, asset_error, asset_file
 
 __all__ = ["OfflineWeights", "OFFLINE_WEIGHTS", "offline_imagenet_weights", "offline_pretrained_cfg"]
@@ -157,17 +158,6 @@ def _get(name: str) -> OfflineWeights:
             from None
 
 
-def _save_atomically(tensors: dict[str, torch.Tensor], target: Path) -> None:
-    """Write beside `target`, then rename: a crash never leaves a half-written cache file to be read later."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def offline_imagenet_weights(name: str = "efficientnet_lite0") -> Path:
     """Path of the zoo's safetensors copy of `name`'s offline ImageNet weights, importing them on first use."""
     spec = _get(name)
@@ -176,7 +166,10 @@ def offline_imagenet_weights(name: str = "efficientnet_lite0") -> Path:
         return target
     with torch.random.fork_rng():  # a reference model for names and shapes; must not move the caller's RNG
         timm_model = timm.create_model(spec.timm_name, pretrained=False)
-    _save_atomically(spec.importer(timm_model), target)
+    tensors = spec.importer(timm_model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(target) as f:  # a crash never leaves a half-written cache file to be read later
+        save_file(tensors, f.name, metadata={"format": "pt"})
     return target
 
 

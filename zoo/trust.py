@@ -37,12 +37,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._errors import ZooError
-from ._hub import CONFIG_NAME, read_safetensors
+from .fileio import read_safetensors
+from .run_layout import CONFIG_NAME, OOD_NAME
 
-__all__ = ["OOD_FILE", "OOD_METHOD", "DEFAULT_ALPHA", "OODStatistics", "Conformal", "Trust", "Assessment",
+__all__ = ["OOD_NAME", "OOD_METHOD", "DEFAULT_ALPHA", "OODStatistics", "Conformal", "Trust", "Assessment",
            "features_and_logits", "feature_size", "read_trust", "write_ood_statistics"]
 
-OOD_FILE = "ood.safetensors"
 OOD_METHOD = "knn-cosine"
 OOD_FORMAT = "1"
 DEFAULT_ALPHA = 0.1
@@ -78,7 +78,7 @@ class OODStatistics:
     bank: torch.Tensor = field(repr=False)   # (N, D) float32, rows of unit length
     threshold: float
     method: str = OOD_METHOD
-    file: str = OOD_FILE
+    file: str = OOD_NAME
 
     def scores(self, features: torch.Tensor) -> torch.Tensor:
         """1 - cosine similarity to the nearest training image: (B, D) -> (B,), in [0, 2]."""
@@ -198,9 +198,9 @@ def _read_conformal(zoo_cfg: dict[str, Any], config_path: Path, has_temperature:
 
 
 def _read_ood(folder: Path, model: nn.Module) -> tuple[OODStatistics | None, str | None]:
-    path = folder / OOD_FILE
+    path = folder / OOD_NAME
     if not path.is_file():
-        return None, (f"no OOD statistics: {folder} has no {OOD_FILE} (a run trained before the OOD check, "
+        return None, (f"no OOD statistics: {folder} has no {OOD_NAME} (a run trained before the OOD check, "
                       "or a model imported without its training data), so this model cannot tell when "
                       "an image is unlike its training images")
     tensors = read_safetensors(path)
@@ -246,7 +246,7 @@ def read_trust(folder: str | os.PathLike, config: dict[str, Any], model: nn.Modu
 def write_ood_statistics(folder: str | os.PathLike, bank: torch.Tensor, threshold: float) -> Path:
     """Write `ood.safetensors` (the format read_trust checks) into `folder`: bank (N, D) float32 with
     unit-length rows, threshold (1,)."""
-    path = Path(folder) / OOD_FILE
+    path = Path(folder) / OOD_NAME
     tensors = {"bank": F.normalize(bank.detach().float(), dim=1).contiguous(),
                "threshold": torch.tensor([float(threshold)], dtype=torch.float32)}
     tmp = path.with_name(f".{path.name}.tmp")

@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``python -m train.gan`` with ``argv``; 0 ok, 2 bad input, 130 interrupted."""
     from zoo import ZooError
 
-    from ..runner import configure_logging
+    from ..logs import configure_logging
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] == "generate":

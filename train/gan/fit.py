@@ -6,8 +6,8 @@ from that class alone, so the majority classes cannot dominate its gradients, an
 generator can be trained, extended, inspected and replaced on its own.
 
 Reproducibility: each class's initialisation, epoch order and noise come from seeds derived from
-(seed, class, epoch, step), never from a running generator, so ``--resume`` from any saved point
-ends with the same weights as an uninterrupted run.
+(seed, class, epoch, step) with train.loop.mix_seed, never from a running generator, so ``--resume``
+from any saved point ends with the same weights as an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -16,13 +16,10 @@ import logging
 import math
 import re
 import shutil
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -31,12 +28,16 @@ import yaml
 from PIL import Image
 from torchvision import transforms as T
 
-from .._errors import ConfigError, DataError, NonFiniteError, TrainingInterrupted
+from zoo.run_layout import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
+
+from .._errors import ConfigError, DataError, NonFiniteError
 from ..checkpoint import load_checkpoint, save_checkpoint, write_json
 from ..data import DataSource, Sample, load_source, make_splits, verify_images
+from ..logs import configure_logging
+from ..loop import StopRequest, interrupted, mix_seed
 from .model import DCGANDiscriminator, DCGANGenerator, check_image_size, init_dcgan_weights
 
-__all__ = ["GanConfig", "GanResult", "train_gan", "load_real_images", "class_folder",
+__all__ = ["GanConfig", "GanResult", "train_gan", "load_real_images", "class_folder", "class_seed",
            "GAN_CONFIG_FILE", "TRAIN_SPLIT_FILE", "GENERATOR_FORMAT"]
 
 _logger = logging.getLogger("train")
@@ -45,7 +46,7 @@ GAN_CONFIG_FILE = "gan_config.yaml"
 TRAIN_SPLIT_FILE = "train_split.json"
 METRICS_FILE = "gan_metrics.json"
 GENERATOR_FORMAT = "zoo-dcgan-generator/1"
-_RUN_ENTRIES = (GAN_CONFIG_FILE, TRAIN_SPLIT_FILE, METRICS_FILE, "losses.png", "README.md",
+_RUN_ENTRIES = (GAN_CONFIG_FILE, TRAIN_SPLIT_FILE, METRICS_FILE, "losses.png", CARD_NAME,
                 "generators", "samples", "checkpoints")
 GRID_SAMPLES = 64
 
@@ -196,14 +197,6 @@ def _clear(run_dir: Path) -> None:
             path.unlink()
 
 
-def _mix(*values: int) -> int:
-    # a distinct, reproducible 63-bit seed per tuple (run seed, class, epoch, step)
-    h = 1469598103934665603
-    for v in values:
-        h = ((h ^ (int(v) & 0xFFFFFFFFFFFF)) * 1099511628211) % (2 ** 63 - 1)
-    return h
-
-
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -215,35 +208,15 @@ def _device(name: str) -> torch.device:
 
 # --- training -------------------------------------------------------------------------------------
 
-class _Stop:
-    """SIGINT/SIGTERM set a flag; the loop saves after the current step (a second SIGINT aborts)."""
-
-    def __init__(self) -> None:
-        self.reason: str | None = None
-
-    @contextmanager
-    def installed(self) -> Iterator["_Stop"]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-
-        def handler(signum, frame):
-            if self.reason and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self.reason = signal.Signals(signum).name
-            _logger.warning("%s: finishing the current step, then saving a checkpoint", self.reason)
-
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
+def class_seed(seed: int, class_index: int) -> int:
+    """The seed of one class's generator: its draws are mix_seed(class_seed, epoch, position), epoch 0 for
+    the initialisation (position 0) and the fixed grid noise (position 1), as the classifier's loop does."""
+    return mix_seed(seed, 0, class_index)
 
 
 def _networks(cfg: GanConfig, channels: int, class_index: int) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     with torch.random.fork_rng(devices=[]):  # initialisation depends on (seed, class) only
-        torch.manual_seed(_mix(cfg.seed, class_index, 0))
+        torch.manual_seed(mix_seed(class_seed(cfg.seed, class_index), 0, 0))
         generator = DCGANGenerator(cfg.latent_dim, cfg.image_size, channels, cfg.width)
         discriminator = DCGANDiscriminator(cfg.image_size, channels, cfg.width)
         init_dcgan_weights(generator)
@@ -253,11 +226,11 @@ def _networks(cfg: GanConfig, channels: int, class_index: int) -> tuple[DCGANGen
 
 def _fixed_noise(cfg: GanConfig, class_index: int) -> torch.Tensor:
     return torch.randn(GRID_SAMPLES, cfg.latent_dim, generator=torch.Generator().manual_seed(
-        _mix(cfg.seed, class_index, 10 ** 9)))
+        mix_seed(class_seed(cfg.seed, class_index), 0, 1)))
 
 
 def train_class(cfg: GanConfig, run_dir: Path, name: str, class_index: int, real: torch.Tensor,
-                device: torch.device, stop: _Stop, progress: bool) -> dict[str, Any]:
+                device: torch.device, stop: StopRequest, progress: bool) -> dict[str, Any]:
     """Train (or continue) one class's DCGAN; writes its grids, checkpoint and generator."""
     folder = class_folder(name, class_index)
     channels = real.shape[1]
@@ -277,6 +250,7 @@ def train_class(cfg: GanConfig, run_dir: Path, name: str, class_index: int, real
         if state["next_epoch"] > cfg.epochs:
             _logger.info("class %s: already trained for %d epochs", name, state["next_epoch"] - 1)
     n = len(real)
+    seed = class_seed(cfg.seed, class_index)
     batch = min(cfg.batch_size, n)
     steps_per_epoch = math.ceil(n / batch)
     fixed = _fixed_noise(cfg, class_index).to(device)
@@ -298,7 +272,7 @@ def train_class(cfg: GanConfig, run_dir: Path, name: str, class_index: int, real
     try:
         while state["next_epoch"] <= cfg.epochs:
             epoch = state["next_epoch"]
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(cfg.seed, class_index, epoch, 0)))
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(seed, epoch, 0)))
             batches = np.array_split(order.numpy(), steps_per_epoch)  # near-equal sizes: never a batch of 1
             partial = state["partial"]
             generator.train()
@@ -306,7 +280,7 @@ def train_class(cfg: GanConfig, run_dir: Path, name: str, class_index: int, real
             for step in range(state["next_step"], steps_per_epoch):
                 x = real[torch.from_numpy(batches[step])].to(device).float().div_(127.5).sub_(1.0)  # uint8 -> [-1, 1]
                 z = torch.randn(len(x), cfg.latent_dim, generator=torch.Generator().manual_seed(
-                    _mix(cfg.seed, class_index, epoch, step + 1))).to(device)
+                    mix_seed(seed, epoch, step + 1))).to(device)
                 stats = _gan_step(generator, discriminator, opt_g, opt_d, x, z)
                 if not all(math.isfinite(v) for v in stats.values()):
                     raise NonFiniteError(f"GAN class {name}: a loss became non-finite at epoch {epoch}, step "
@@ -321,10 +295,8 @@ def train_class(cfg: GanConfig, run_dir: Path, name: str, class_index: int, real
                                 img_s=f"{(bar.n - done) * batch / max(time.perf_counter() - start, 1e-9):.0f}")
                 if stop.reason and state["next_step"] < steps_per_epoch:
                     save(False)
-                    raise TrainingInterrupted(
-                        f"{stop.reason} received: GAN class {name} stopped at epoch {epoch}, step "
-                        f"{state['next_step']}/{steps_per_epoch}; saved {ckpt_path}. Continue with: "
-                        f"python -m train.gan --resume {run_dir}", str(run_dir))
+                    raise interrupted(stop.reason, run_dir, ckpt_path, "python -m train.gan", epoch,
+                                      state["next_step"], steps_per_epoch, what=f"GAN class {name} ")
             seen = max(partial["seen"], 1)
             state["history"].append({"epoch": epoch, **{k: partial[k] / seen for k in _STATS},
                                      "steps": steps_per_epoch})
@@ -339,9 +311,8 @@ def train_class(cfg: GanConfig, run_dir: Path, name: str, class_index: int, real
                              "%.0fs  samples %s", name, epoch, cfg.epochs, h["d_loss"], h["g_loss"],
                              h["d_real"], h["d_fake"], elapsed, grid)
                 if stop.reason and not last:
-                    raise TrainingInterrupted(
-                        f"{stop.reason} received: GAN class {name} stopped after epoch {epoch}; saved "
-                        f"{ckpt_path}. Continue with: python -m train.gan --resume {run_dir}", str(run_dir))
+                    raise interrupted(stop.reason, run_dir, ckpt_path, "python -m train.gan", epoch,
+                                      what=f"GAN class {name} ")
     finally:
         bar.close()
     generator_dir = _save_generator(cfg, run_dir, generator, name, class_index, channels, n, state)
@@ -399,8 +370,8 @@ def _save_generator(cfg: GanConfig, run_dir: Path, generator: DCGANGenerator, na
     folder = run_dir / "generators" / class_folder(name, class_index)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous() for k, v in _cpu(generator.state_dict()).items()}
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    write_json(folder / "config.json", {
+    save_file(tensors, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+    write_json(folder / CONFIG_NAME, {
         "format": GENERATOR_FORMAT, "architecture": "dcgan_generator",
         "class_name": name, "class_index": class_index,
         "latent_dim": cfg.latent_dim, "image_size": cfg.image_size, "channels": channels,
@@ -422,7 +393,6 @@ def train_gan(cfg: GanConfig | None = None, *, resume: str | Path | None = None,
     ``resume`` continues the run in that folder with its saved configuration (``epochs`` may
     extend it). Returns where each class's generator was written.
     """
-    from ..runner import configure_logging
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / GAN_CONFIG_FILE).is_file():
@@ -463,7 +433,7 @@ def train_gan(cfg: GanConfig | None = None, *, resume: str | Path | None = None,
                  source.description, ", ".join(f"{source.label_names[c]} ({len(m)} images)" for c, m in by_class.items()),
                  cfg.image_size, cfg.image_size, cfg.channels, cfg.epochs)
     result = GanResult(run_dir=run_dir, config=cfg)
-    stop = _Stop()
+    stop = StopRequest()
     with stop.installed():
         for c in by_class:
             name = source.label_names[c]

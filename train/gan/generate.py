@@ -18,9 +18,11 @@ import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from zoo.run_layout import CONFIG_NAME, WEIGHTS_NAME
+
 from .._errors import ConfigError, TrainError
 from ..checkpoint import write_json
-from .fit import GENERATOR_FORMAT, TRAIN_SPLIT_FILE, _mix
+from .fit import GENERATOR_FORMAT, TRAIN_SPLIT_FILE, class_seed
 from .model import DCGANGenerator
 
 __all__ = ["GeneratorError", "load_generator", "generate_images", "list_generators", "sample_images",
@@ -42,8 +44,8 @@ def list_generators(run_dir: str | Path) -> dict[str, Path]:
         raise GeneratorError(f"{run_dir} has no generators/ folder; train one with python -m train.gan "
                              "--data SPEC --out FOLDER (or finish an interrupted run with --resume)")
     found = {}
-    for folder in sorted(p for p in root.iterdir() if (p / "config.json").is_file()):
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    for folder in sorted(p for p in root.iterdir() if (p / CONFIG_NAME).is_file()):
+        config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
         found[str(config.get("class_name", folder.name))] = folder
     if not found:
         raise GeneratorError(f"{root} holds no generator (no */config.json)")
@@ -57,7 +59,7 @@ def load_generator(folder: str | Path) -> tuple[DCGANGenerator, dict[str, Any]]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     folder = Path(folder)
-    config_path, weights_path = folder / "config.json", folder / "model.safetensors"
+    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not config_path.is_file() or not weights_path.is_file():
         raise GeneratorError(f"{folder} needs config.json and model.safetensors (a generator written by "
                              "python -m train.gan)")
@@ -140,8 +142,8 @@ def generate_images(run_dir: str | Path, per_class: int | dict[str, int], out: s
         shapes.add((config["channels"], config["image_size"]))
         folder = generators[name].name
         (out / folder).mkdir(parents=True, exist_ok=True)
-        generator_path = str((generators[name] / "model.safetensors").resolve())
-        pixels = sample_images(generator, config, counts[name], _mix(seed, int(config["class_index"])))
+        generator_path = str((generators[name] / WEIGHTS_NAME).resolve())
+        pixels = sample_images(generator, config, counts[name], class_seed(seed, int(config["class_index"])))
         info = PngInfo()
         info.add_text("synthetic", "true")
         info.add_text("generator", generator_path)

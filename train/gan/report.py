@@ -5,6 +5,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
+from zoo.run_layout import CARD_NAME
+
 from ..checkpoint import atomic_write
 
 __all__ = ["plot_losses", "write_gan_card"]
@@ -12,7 +14,7 @@ __all__ = ["plot_losses", "write_gan_card"]
 
 def plot_losses(histories: dict[str, Sequence[dict[str, Any]]], path: str | Path) -> Path:
     """Per class: discriminator and generator loss, and D's mean output on real and fake images."""
-    from ..plots import _save, plt
+    from ..plots import plt, save_figure
     classes = list(histories)
     fig, axes = plt.subplots(2, max(1, len(classes)), figsize=(4.5 * max(1, len(classes)), 6), squeeze=False)
     for col, name in enumerate(classes):
@@ -29,7 +31,7 @@ def plot_losses(histories: dict[str, Sequence[dict[str, Any]]], path: str | Path
             ax.legend(fontsize=8)
             ax.grid(alpha=0.3)
     fig.suptitle("DCGAN training (per-epoch means)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_gan_card(cfg, run_dir: Path, result, source) -> Path:
@@ -79,6 +81,6 @@ def write_gan_card(cfg, run_dir: Path, result, source) -> Path:
         "- A teaching and research tool, not a medical device.",
         "",
     ])
-    with atomic_write(run_dir / "README.md", "w") as f:
+    with atomic_write(run_dir / CARD_NAME, "w") as f:
         f.write(text)
-    return run_dir / "README.md"
+    return run_dir / CARD_NAME

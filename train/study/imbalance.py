@@ -167,7 +167,7 @@ def _summary(runs: list[dict[str, Any]], remedies: Sequence[str], minority: Sequ
 
 
 def _plot(path: Path, summary: list[dict[str, Any]], minority: Sequence[str]) -> str:
-    from ..plots import _save, plt
+    from ..plots import plt, save_figure
     metrics = [("balanced_accuracy", "balanced accuracy"), ("f1_macro", "macro F1"),
                ("mean_minority_recall", f"minority recall ({', '.join(minority)})")]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(summary) + 2), 4.2))
@@ -183,7 +183,7 @@ def _plot(path: Path, summary: list[dict[str, Any]], minority: Sequence[str]) ->
            title="Imbalance remedies (mean ± std over seeds)")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=len(metrics))
     ax.grid(axis="y", alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
     return path.name
 
 

@@ -65,7 +65,7 @@ def _summary_row(scheme: str, mine: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _plot(path: Path, runs: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
-    from ..plots import _save, plt
+    from ..plots import plt, save_figure
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
     cmap = plt.get_cmap("tab20")
     for i, row in enumerate(summary):
@@ -79,7 +79,7 @@ def _plot(path: Path, runs: list[dict[str, Any]], summary: list[dict[str, Any]])
         ax.grid(alpha=0.3)
     right.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.suptitle("Initialisation schemes (seed 004), from scratch")
-    _save(fig, path)
+    save_figure(fig, path)
     return path.name
 
 

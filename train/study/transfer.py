@@ -17,8 +17,8 @@ from .common import (StudyConfig, begin, chosen, fmt, mean_curve, mean_std, opti
 __all__ = ["TRANSFER_MODES", "TransferConfig", "run_transfer_study"]
 
 # The zoo's modes in the report's order: from scratch, then from the least to the most of the pretrained
-# network trained (fine-tune last). After the merge with zoo.MODE_ORDER, use that and drop this sort.
-TRANSFER_MODES = tuple(sorted(zoo.MODES, key=lambda mode: mode == "fine-tune"))
+# network trained (fine-tune last).
+TRANSFER_MODES = zoo.MODE_ORDER
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,7 +84,7 @@ def _summary_row(cfg: TransferConfig, mode: str, mine: list[dict[str, Any]]) -> 
 
 
 def _plot(path: Path, runs: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
-    from ..plots import _save, plt
+    from ..plots import plt, save_figure
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
     for row in summary:
         left.plot(*mean_curve(runs_of(runs, row["variant"]), "val_balanced_accuracy"), "o-", label=row["variant"])
@@ -104,7 +104,7 @@ def _plot(path: Path, runs: list[dict[str, Any]], summary: list[dict[str, Any]])
     right.set(title="Training time (s) and trainable parameters", ylabel="seconds")
     right.legend(fontsize=8)
     right.grid(axis="y", alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
     return path.name
 
 

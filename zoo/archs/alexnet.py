@@ -38,7 +38,7 @@ from timm.models._features import feature_take_indices  # timm exports it from t
 
 from zoo._errors import ZooError
 
-from ..init import init_weights
+from ..weight_init import init_weights
 from ._common import NO_POOLING, check_min_size, forward_layer_taps, intermediate_format, reject_unsupported
 
 __all__ = ['AlexNet']
@@ -169,7 +169,7 @@ class AlexNet(nn.Module):
             self.to(device=device, dtype=dtype)
 
     def _init_weights(self) -> None:
-        init_weights(self, 'he_normal')  # He normal (fan_in, ReLU gain), zero biases: zoo.init's scheme
+        init_weights(self, 'he_normal')  # He normal (fan_in, ReLU gain), zero biases: zoo.weight_init's scheme
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:

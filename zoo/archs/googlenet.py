@@ -30,7 +30,7 @@ from timm.layers import ClassifierHead, get_device_dtype
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices  # timm exports it from this module only
 
-from ..init import init_weights
+from ..weight_init import init_weights
 from ._common import NO_POOLING, check_min_size, forward_layer_taps, intermediate_format, reject_unsupported
 
 __all__ = ['GoogLeNet']
@@ -188,7 +188,7 @@ class GoogLeNet(nn.Module):
             self.to(device=device, dtype=dtype)
 
     def _init_weights(self) -> None:
-        init_weights(self, 'he_normal')  # He normal (fan_in, ReLU gain), zero biases: zoo.init's scheme
+        init_weights(self, 'he_normal')  # He normal (fan_in, ReLU gain), zero biases: zoo.weight_init's scheme
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:

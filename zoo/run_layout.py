@@ -1,0 +1,33 @@
+"""The files of a run folder, named once: what the zoo reads and writes, what training adds, what is published.
+
+A run folder is a Hugging Face Hub model repo (weights, config.json, model card) plus what
+``python -m train`` adds beside it (metrics, plots, the resolved configuration, the split, the
+resumable checkpoint). The zoo, the catalog, training and publishing all take the names from here.
+"""
+from __future__ import annotations
+
+__all__ = ["WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME", "METRICS_NAME", "RUN_CONFIG_NAME", "CHECKPOINT_NAME",
+           "SPLIT_NAME", "SKIPPED_NAME", "PLOT_FILES", "OOD_NAME", "RELIABILITY_PLOT", "TRUST_FILES",
+           "PUBLISHABLE", "RUN_FILES"]
+
+# the Hub / timm layout (what zoo.save_pretrained writes and zoo.load_pretrained reads)
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+# what a training run adds
+METRICS_NAME = "metrics.json"
+RUN_CONFIG_NAME = "run_config.yaml"   # the resolved TrainConfig; --config repeats the run, --resume continues it
+CHECKPOINT_NAME = "checkpoint.pt"     # the resumable training state: ours, never published
+SPLIT_NAME = "split.json"
+SKIPPED_NAME = "skipped_files.json"
+PLOT_FILES = {"curves": "curves.png", "confusion_matrix": "confusion_matrix.png", "roc": "roc.png"}
+# what the trust step adds (zoo.trust reads the first, train.trust writes both)
+OOD_NAME = "ood.safetensors"          # OOD statistics: training-image features and the validation threshold
+RELIABILITY_PLOT = "reliability.png"  # reliability diagram, test split, before/after temperature scaling
+TRUST_FILES = (OOD_NAME, RELIABILITY_PLOT)
+
+# what publishing uploads (top level only); plots are matched by pattern so new ones go up too
+PUBLISHABLE = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, METRICS_NAME, SPLIT_NAME, RUN_CONFIG_NAME, OOD_NAME, "*.png")
+# every file a training run writes; --overwrite replaces exactly these and leaves anything else alone
+RUN_FILES = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, METRICS_NAME, RUN_CONFIG_NAME, SPLIT_NAME, SKIPPED_NAME,
+             CHECKPOINT_NAME, *PLOT_FILES.values(), *TRUST_FILES)
