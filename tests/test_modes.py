@@ -85,7 +85,7 @@ def test_init_on_pretrained_model_touches_only_the_head():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(name="resnet5"), r"Unknown architecture 'resnet5'.*Closest: resnet50"),
     (dict(name="quadsnet", mode="transfer"), "Unknown mode 'transfer'"),
-    (dict(name="quadsnet", num_classes=0), "num_classes must be an integer >= 1, got 0"),
+    (dict(name="quadsnet", num_classes=-1), "num_classes must be an integer >= 0"),
     (dict(name="quadsnet", num_classes=2.5), "num_classes must be an integer"),
     (dict(name="quadsnet", in_chans=4), "in_chans must be 1"),
     (dict(name="quadsnet", head="transformer"), "Unknown head 'transformer'"),

@@ -14,9 +14,10 @@ __all__ = ["card_sections", "reproduce_command"]
 
 
 _AUGMENT = {
-    "none": "none (as seed 000 trains QuadSNet)",
+    "none": "none (as Ali et al.'s QuadSNet paper trains QuadSNet)",
     "medical-safe": "medical-safe: rotation ±10°, shifts 5%, zoom ±10%, brightness/contrast ±10%, no flips",
-    "standard": "standard (seed 002): rotation ±20°, shifts 10%, zoom ±15%, horizontal and vertical flips",
+    "standard": "standard (Do Hoang's Soft-Attention paper): rotation ±20°, shifts 10%, zoom ±15%, "
+                "horizontal and vertical flips",
 }
 
 
@@ -25,10 +26,11 @@ def _loss_text(cfg: TrainConfig, counts: Sequence[int], names: Sequence[str]) ->
         return "cross-entropy" + (f" with label smoothing {cfg.label_smoothing}" if cfg.label_smoothing else "")
     weights = ", ".join(f"{n} {w:.3f}" for n, w in zip(names, class_weights(counts).tolist()))
     if cfg.loss == "weighted-ce":
-        return ("class-weighted cross-entropy, W_c = N / (C · N_c) from the training split (seed 002)"
+        return ("class-weighted cross-entropy, W_c = N / (C · N_c) "
+                f"from the training split (Do Hoang's Soft-Attention paper)"
                 + (f", label smoothing {cfg.label_smoothing}" if cfg.label_smoothing else "")
                 + f"; weights: {weights}")
-    return ("seed 000's weighted margin loss (eq. 2: m⁺ 0.9, m⁻ 0.1, λ 0.5, on softmax "
+    return ("the weighted margin loss of Ali et al.'s QuadSNet paper (eq. 2: m⁺ 0.9, m⁻ 0.1, λ 0.5, on softmax "
             f"probabilities), samples weighted by W_c = N / (C · N_c); weights: {weights}")
 
 
@@ -90,7 +92,8 @@ def card_sections(cfg: TrainConfig, source: DataSource, splits: Splits, data_con
     ]
     if synthetic is not None:
         per_class = ", ".join(f"{n}: {k}" for n, k in synthetic.items() if k) or "none needed"
-        data.append(f"- Synthetic images (DCGAN, seed 003) from `{cfg.synthetic}`, added to the training split "
+        data.append(f"- Synthetic images (DCGAN, as in Ismail et al.'s DCGAN paper) "
+                    f"from `{cfg.synthetic}`, added to the training split "
                     f"only, up to {cfg.target_balance:g} x the largest class's real count: "
                     f"{sum(synthetic.values())} in all ({per_class}); validation and test hold real images only. "
                     "`split.json` lists them with keys starting `synthetic:`")

@@ -26,16 +26,16 @@ __all__ = [
 ]
 
 AUGMENT_PRESETS = {
-    "none": "no augmentation: the same deterministic resize/crop/normalise as evaluation (seed 000 "
+    "none": "no augmentation: the same deterministic resize/crop/normalise as evaluation (Ali et al.'s QuadSNet paper "
             "trains QuadSNet this way); the only preset that lets feature extraction cache features",
     "medical-safe": "small rotations (±10°), shifts (5%), zoom (±10%), brightness/contrast (±10%); "
-                    "no flips, because mirroring e.g. a chest X-ray moves the heart (seed 000)",
-    "standard": "rotation (±20°), shifts (10%), zoom (±15%), horizontal and vertical flips (seed 002)",
+                    "no flips, because mirroring e.g. a chest X-ray moves the heart (Ali et al.'s QuadSNet paper)",
+    "standard": "rotation (±20°), shifts (10%), zoom (±15%), horizontal and vertical flips (Do Hoang's Soft-Attention paper)",
 }
 LOSSES = {
     "ce": "cross-entropy (with --label-smoothing if set)",
-    "weighted-ce": "class-weighted cross-entropy, W_c = N / (C * N_c) from the training split (seed 002)",
-    "margin": "seed 000's weighted margin loss (eq. 2, m+ 0.9, m- 0.1, lambda 0.5) on softmax "
+    "weighted-ce": "class-weighted cross-entropy, W_c = N / (C * N_c) from the training split (Do Hoang's Soft-Attention paper)",
+    "margin": "the weighted margin loss of Ali et al.'s QuadSNet paper (eq. 2, m+ 0.9, m- 0.1, lambda 0.5) on softmax "
               "probabilities, each sample weighted by W_c of its class",
 }
 SAMPLERS = {
@@ -263,11 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from the zoo's offline ImageNet weights; default: yes for transfer "
                         "modes, no for scratch")
     g.add_argument("--head", type=_none_or(str), choices=HEADS + (None,),
-                   help="attach a zoo head: soft attention (seed 002), metadata fusion (age/sex/site "
-                        "from a CSV, seed 002) or both")
+                   help="attach a zoo head: soft attention (Do Hoang's Soft-Attention paper), metadata fusion (age/sex/site "
+                        "from a CSV, Do Hoang's Soft-Attention paper) or both")
     g.add_argument("--init", type=_none_or(str),
                    help="weight initialisation for from-scratch layers, e.g. he_normal, he_uniform, "
-                        "xavier_normal (seed 004); default: the architecture's own")
+                        "xavier_normal (Kariuki et al.'s survey); default: the architecture's own")
     g.add_argument("--trainable-stages", type=int, help="stages trained in partial-fine-tune")
     g.add_argument("--drop-rate", type=_none_or(float), help="dropout rate before the classifier")
     g.add_argument("--in-chans", type=_none_or(int),
@@ -327,22 +327,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = parser.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="maximum number of epochs")
-    g.add_argument("-b", "--batch-size", type=int, help="batch size (seed 000 and 002 use 32)")
+    g.add_argument("-b", "--batch-size", type=int, help="batch size (Ali et al.'s QuadSNet paper and Do Hoang's Soft-Attention paper use 32)")
     g.add_argument("--opt", choices=OPTIMIZERS, help="optimiser (SGD uses --momentum)")
-    g.add_argument("--lr", type=float, help="learning rate (seed 000: 1e-4, seed 002: 1e-3)")
+    g.add_argument("--lr", type=float, help="learning rate (Ali et al.'s QuadSNet paper: 1e-4, Do Hoang's Soft-Attention paper: 1e-3)")
     g.add_argument("--head-lr", type=_none_or(float),
                    help="fine-tune modes: learning rate of the head parameter group; default: the "
                         "zoo's choice for the mode")
     g.add_argument("--momentum", type=float, help="SGD momentum")
     g.add_argument("--weight-decay", type=float, help="optimiser weight decay (decoupled for adamw)")
-    g.add_argument("--l1", type=float, help="L1 penalty coefficient on trainable weights (seed 004)")
+    g.add_argument("--l1", type=float, help="L1 penalty coefficient on trainable weights (Kariuki et al.'s survey)")
     g.add_argument("--l2", type=float, help="L2 penalty coefficient on trainable weights, added to "
-                                            "the loss (seed 004)")
+                                            "the loss (Kariuki et al.'s survey)")
     g.add_argument("--clip-grad", type=_none_or(float), help="clip the gradient norm to this value")
     g.add_argument("--sched", choices=SCHEDULERS,
-                   help="learning-rate schedule: reduce on plateau of --monitor (seed 002), cosine "
+                   help="learning-rate schedule: reduce on plateau of --monitor (Do Hoang's Soft-Attention paper), cosine "
                         "annealing over --epochs, or constant")
-    g.add_argument("--plateau-factor", type=float, help="plateau: lr multiplier (seed 002: 0.2)")
+    g.add_argument("--plateau-factor", type=float, help="plateau: lr multiplier (Do Hoang's Soft-Attention paper: 0.2)")
     g.add_argument("--plateau-patience", type=int, help="plateau: epochs without improvement")
     g.add_argument("--min-lr", type=float, help="lower bound of the learning rate")
     g.add_argument("--monitor", choices=MONITOR_METRICS,

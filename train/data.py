@@ -75,6 +75,7 @@ class DataSource:
     metadata_fields: list[str] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
     description: str = ""
+    medical: bool | None = None  # medical images? (the model card tags only what is known: None = not known)
 
     @property
     def num_classes(self) -> int:
@@ -130,8 +131,9 @@ def load_digits_source() -> DataSource:
         name="digits", kind="bundled", spec="digits", label_names=[str(c) for c in range(10)],
         samples=samples, array=array,
         description="scikit-learn's handwritten digits (UCI optdigits): 1,797 8x8 grayscale images "
-                    "of the digits 0-9 from 43 writers, a small real stand-in for MNIST "
-                    "(seed 000's Θ7)")
+                    "of the digits 0-9 from 43 writers, a small real stand-in for the MNIST data set that "
+                    "'Improved Medical Image Classification Accuracy on Heterogeneous and Imbalanced Data using "
+                    "Multiple Streams Network' also evaluates on", medical=False)
 
 
 DIGITS_IMBALANCED_DEFAULTS = {"fraction": 0.1, "classes": ("3", "8"), "split_seed": 42,
@@ -184,7 +186,7 @@ def load_digits_imbalanced_source(options: str = "") -> DataSource:
     counts = class_counts(train, base.num_classes)
     return DataSource(
         name="digits-imbalanced", kind="bundled", spec=spec, label_names=base.label_names,
-        samples=samples, array=base.array,
+        samples=samples, array=base.array, medical=False,
         description=f"scikit-learn's handwritten digits with an imbalanced training split: minority class(es) "
                     f"{', '.join(classes)} keep {fraction:.0%} of their training images (train counts "
                     f"{dict(zip(base.label_names, counts))}); validation and test are the balanced "
@@ -431,7 +433,7 @@ def load_npz(path: Path) -> DataSource:
         raise DataError(f"{path}: the labels hold a single class; classification needs at least 2")
     label_names = _medmnist_label_names(path.stem, num_classes)
     return DataSource(name=path.stem, kind="npz", spec=str(path), label_names=label_names,
-                      samples=samples, array=np.concatenate(arrays), root=path.parent,
+                      samples=samples, array=np.concatenate(arrays), root=path.parent, medical=True,
                       description=f"MedMNIST file {path.name} ({len(samples)} images of "
                                   f"{arrays[0].shape[1]}x{arrays[0].shape[2]} px)")
 

@@ -376,7 +376,7 @@ def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: Da
     extra = {"training": {"run": run_dir.name, "data": cfg.data, "loss": cfg.loss, "augment": cfg.augment,
                           "sampler": cfg.sampler, "epochs_run": len(state.history),
                           "best_epoch": state.best_epoch, "seed": cfg.seed},
-             "test_metrics": flat, **trust.zoo_config}
+             "test_metrics": flat, "medical": source.medical, **trust.zoo_config}
     sections[TRUST_SECTION] = trust.card_section
     if cfg.synthetic:
         from .synthetic import synthetic_counts

@@ -23,7 +23,7 @@ MODE_TEXT = {
     "scratch": "**Scratch**: every weight starts random and every weight trains. It needs the most data and "
                "epochs; a small network can still do well on a simple task.",
     "feature-extraction": "**Feature extraction**: the ImageNet-trained backbone is frozen and only the new head "
-                          "trains (seed 001, section 2.1). The backbone runs once over the data, so training is "
+                          "trains (Mukhlif et al.'s review, section 2.1). The backbone runs once over the data, so training is "
                           "fast, but the features stay the ones learned on ImageNet.",
     "partial-fine-tune": "**Partial fine-tuning**: the head and the last stages of the backbone train; the early, "
                          "generic stages stay frozen.",

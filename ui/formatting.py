@@ -165,7 +165,7 @@ def column_details(result: ModelResult) -> str:
 
 
 ZOO_HEADERS = ["architecture", "family", "parameters (1000 classes)", "default input", "min input", "ImageNet weights",
-               "recommended mode", "modes", "native", "seeds", "paper", "description"]
+               "recommended mode", "modes", "native", "surveyed in", "paper", "description"]
 
 
 def zoo_rows() -> list[list[Any]]:
@@ -177,5 +177,5 @@ def zoo_rows() -> list[list[Any]]:
         rows.append([name, a.family, f"{a.num_params / 1e6:.2f} M", "×".join(map(str, a.default_input_size)),
                      "×".join(map(str, a.min_input_size)), weights, a.recommended_mode,
                      "all four" if tuple(a.modes) == tuple(zoo.MODES) else ", ".join(a.modes),
-                     "yes" if a.native else "timm", ", ".join(a.seed_files), a.paper, a.description])
+                     "yes" if a.native else "timm", "; ".join(a.surveyed_in), a.paper, a.description])
     return rows

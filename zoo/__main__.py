@@ -32,8 +32,10 @@ def _list(args: argparse.Namespace) -> None:
 def _info(args: argparse.Namespace) -> None:
     a = get_architecture(args.name)
     for key, value in vars(a).items():
-        print(f"{key:20} {value}")
-    print(f"{'seed files':20} {', '.join(a.seed_files)}")
+        if key != "seeds":
+            print(f"{key:20} {value}")
+    for i, paper in enumerate(a.surveyed_in):
+        print(f"{'surveyed in' if i == 0 else '':20} {paper}")
 
 
 def _classify(args: argparse.Namespace) -> None:

@@ -34,7 +34,7 @@ def _pretrained_kwargs(info) -> dict:
 def create_model(
         name: str,
         num_classes: int = 1000,
-        mode: str = "scratch",
+        mode: str | None = None,
         pretrained: bool = False,
         in_chans: int | None = None,
         head: str | None = None,
@@ -44,18 +44,28 @@ def create_model(
         trainable_stages: int = 1,
         **kwargs,
 ) -> nn.Module:
-    """An architecture from the zoo, built for `mode`, with `num_classes` outputs.
+    """An architecture from the zoo, built for a transfer-learning `mode`, with `num_classes` outputs.
 
+    Defaults follow timm's: with no `mode`, pretrained=True loads the ImageNet weights and trains
+    everything ("fine-tune"), pretrained=False trains from initialisation ("scratch"); only an explicit
+    mode="scratch" with pretrained=True is a contradiction. num_classes=0 gives the pooled features
+    and no classifier (timm's feature-extractor idiom); a `head` needs num_classes >= 1.
     pretrained=True loads ImageNet weights (timm's, or the offline ones where `offline_weights`);
-    `in_chans` defaults to the architecture's (LeNet-5: 1, others: 3); `head` attaches Soft-Attention
-    and/or metadata fusion; `init` re-initialises the layers that are not pretrained (zoo.weight_init).
+    `in_chans` defaults to the architecture's (LeNet-5: 1, others: 3); `head` attaches Soft-Attention,
+    metadata fusion or an MLP; `init` re-initialises the layers that are not pretrained (zoo.weight_init).
     Extra kwargs (drop_rate, aux_logits, ...) go to the model constructor.
     """
     info = get_architecture(name)
+    if mode is None:
+        mode = "fine-tune" if pretrained else "scratch"
     if mode not in MODES:
         raise ZooError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ZooError(f"num_classes must be an integer >= 1, got {num_classes!r}.")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ZooError(f"num_classes must be an integer >= 0 (0: pooled features, no classifier), "
+                       f"got {num_classes!r}.")
+    if head is not None and num_classes == 0:
+        raise ZooError(f"head={head!r} is a classifier head and needs num_classes >= 1; for features without "
+                       "a classifier use head=None with num_classes=0.")
     if head is not None and head not in HEADS:
         raise ZooError(f"Unknown head {head!r}; choose one of {', '.join(HEADS)} or None.")
     if metadata_schema is not None and (head is None or "metadata" not in head):
@@ -91,8 +101,15 @@ def create_model(
         weights=(info.imagenet_tag if not info.offline_weights else f"{name}.offline_in1k") if pretrained else None,
         init=init, trainable_stages=trainable_stages if mode == "partial-fine-tune" else None).to_dict()
     model.pretrained_cfg = _cfg_for_channels(model.pretrained_cfg, in_chans, info.min_input_size)
+    if not pretrained:  # initialised here: the default weights' tag, licence and source describe other weights
+        model.pretrained_cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in WEIGHTS_PROVENANCE}
     guard_input_size(model)
     return model
+
+
+# pretrained_cfg keys that describe where a model's weights came from (timm's PretrainedCfg fields)
+WEIGHTS_PROVENANCE = ("tag", "license", "url", "file", "hf_hub_id", "hf_hub_filename", "hf_hub_revision",
+                      "origin_url", "notes", "custom_load")
 
 
 def _cfg_for_channels(cfg: dict, in_chans: int, min_input_size: tuple[int, int, int]) -> dict:
@@ -108,5 +125,9 @@ def _cfg_for_channels(cfg: dict, in_chans: int, min_input_size: tuple[int, int, 
 
 
 def resolve_data_config(model: nn.Module) -> dict:
-    """input_size, mean, std, interpolation, crop_pct for this model, from its pretrained_cfg (timm's rules)."""
-    return timm.data.resolve_model_data_config(model)
+    """input_size, mean, std, interpolation, crop_pct for this model, from its pretrained_cfg (timm's rules).
+
+    As timm returns them (tuples), also for a model loaded from config.json, whose JSON lists come back as lists.
+    """
+    config = timm.data.resolve_model_data_config(model)
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}

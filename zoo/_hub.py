@@ -34,6 +34,7 @@ __all__ = ["save_pretrained", "load_pretrained", "read_config", "check_hub_reach
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pth.tar", ".ckpt", ".pkl", ".pickle")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+DISTRIBUTION = "medtl-zoo"  # the zoo's name on the package index (pyproject.toml)
 CACHE_DIR = Path(os.environ.get("ZOO_CACHE", Path.home() / ".cache" / "zoo"))
 
 
@@ -111,6 +112,8 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, label_names: li
     if label_names is not None:
         model_config["label_names"] = list(label_names)
 
+    model.pretrained_cfg = _published_pretrained_cfg(model, zoo_cfg.architecture)
+
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_write(folder / WEIGHTS_NAME) as f:
         save_file(state, f.name, metadata={"format": "pt"})
@@ -121,6 +124,37 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, label_names: li
     with atomic_write(folder / CARD_NAME, "w") as f:
         f.write(card)
     return folder
+
+
+def _published_pretrained_cfg(model: nn.Module, architecture: str | None) -> dict:
+    """model.pretrained_cfg as config.json should state it: true for the model's input size, and without
+    "file" (a path on the machine that built the model, meaningless elsewhere and never to be opened)."""
+    cfg = {k: v for k, v in dict(model.pretrained_cfg).items() if k != "file"}
+    info = _arch_info(architecture) if architecture else None
+    input_size = tuple(cfg.get("input_size") or ())
+    if "pool_size" in cfg and len(input_size) == 3 and (info is None or input_size[1:] != info.default_input_size[1:]):
+        pool = _pooled_map_size(model, input_size)
+        if pool is None:
+            cfg.pop("pool_size")  # cannot be stated truly: better absent (timm's configs omit it too)
+        else:
+            cfg["pool_size"] = pool
+    return cfg
+
+
+def _pooled_map_size(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, int] | None:
+    """(H, W) of the feature map the model pools, for one input of `input_size`; None if not a map."""
+    parameter = next(model.parameters(), None)
+    x = torch.zeros(1, *input_size, device=parameter.device if parameter is not None else "cpu")
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            features = model.forward_features(x)  # (1, C, H, W) for the CNNs of the zoo
+    except Exception:  # noqa: BLE001  (a model whose features need more than the image: state nothing)
+        return None
+    finally:
+        model.train(training)
+    return tuple(int(n) for n in features.shape[-2:]) if features.ndim == 4 else None
 
 
 _METRIC_NAMES = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "f1_macro": "Macro F1",
@@ -141,14 +175,18 @@ def model_card(config: dict, metrics: dict[str, float] | None = None, sections: 
         "pipeline_tag": "image-classification",
         # a run whose zoo block states its licence (null: none known) says so; the zoo's own runs: apache-2.0
         "license": (zoo_cfg.extra["license"] or "unknown") if "license" in zoo_cfg.extra else "apache-2.0",
-        "tags": ["image-classification", "timm", "transfer-learning", "medical-imaging", arch,
-                 str(zoo_cfg.mode or "unknown-mode")],
-        "datasets": [dataset],
+        "tags": ["image-classification", "timm", "transfer-learning", *(["medical-imaging"] if zoo_cfg.medical else []),
+                 arch, str(zoo_cfg.mode or "unknown-mode")],
     }
+    base_model = _base_model(zoo_cfg, info)
+    if base_model:  # the Hub links a fine-tuned model to the weights it started from
+        header["base_model"] = base_model
+    if zoo_cfg.dataset_id:  # only a real Hub data set id belongs here
+        header["datasets"] = [zoo_cfg.dataset_id]
     if metrics:
         header["model-index"] = [{"name": name, "results": [{
             "task": {"type": "image-classification", "name": "Image Classification"},
-            "dataset": {"name": dataset, "type": dataset},
+            "dataset": {"name": dataset, "type": zoo_cfg.dataset_id or dataset},
             "metrics": [{"type": k, "name": _METRIC_NAMES.get(k, k), "value": v} for k, v in metrics.items()],
         }]}]
     pcfg = config.get("pretrained_cfg", {})
@@ -159,7 +197,7 @@ def model_card(config: dict, metrics: dict[str, float] | None = None, sections: 
              f"**{zoo_cfg.mode or 'unknown'}** mode" + (f" on **{dataset}**." if dataset else "."), "",
              "## Model details", "",
              f"- Architecture: `{arch}`" + (f" ({info.family} family; {info.paper})" if info else ""),
-             f"- Surveyed in seed(s): {', '.join(info.seed_files)}" if info else "- Surveyed in seed(s): -",
+             *([f"- Surveyed in: {'; '.join(info.surveyed_in)}"] if info and info.surveyed_in else []),
              f"- Transfer mode: {zoo_cfg.mode}; head: {zoo_cfg.head or 'linear classifier'}; "
              f"initial weights: {zoo_cfg.weights or 'random (' + str(zoo_cfg.init or 'default') + ' init)'}",
              f"- Parameters: {zoo_cfg.params_total or 0:,} total, {zoo_cfg.params_trainable or 0:,} trained",
@@ -175,11 +213,31 @@ def model_card(config: dict, metrics: dict[str, float] | None = None, sections: 
               "A teaching and research model: it shows how transfer learning behaves on medical images. "
               "It is **not a medical device** and must not be used for diagnosis or treatment decisions. "
               "Its metrics hold only for the data set and split it was evaluated on.", "",
-              "## How to load", "", "```python", "import zoo  # registers the zoo's native architectures with timm",
-              f"model = zoo.load_pretrained(\"<this folder or owner/{name}>\")", "",
-              "import timm", f"model = timm.create_model(\"local-dir:<this folder>\", pretrained=True)  "
-              f"# or \"hf-hub:<owner>/{name}\"", "```", ""]
+              *_how_to_load(config["architecture"], name)]
     return "\n".join(lines)
+
+
+def _base_model(zoo_cfg: ZooConfig, info: ArchInfo | None) -> str | None:
+    """The Hub repo of timm's ImageNet weights the model started from (None: scratch, or weights not on the Hub)."""
+    if zoo_cfg.pretrained and info is not None and info.imagenet_tag and zoo_cfg.weights == info.imagenet_tag:
+        return f"timm/{info.imagenet_tag}"
+    return None
+
+
+def _how_to_load(timm_name: str, name: str) -> list[str]:
+    """The card's "How to load" section: what to install, and the code for the zoo and for stock timm."""
+    # the zoo's own architectures (and head variants) are registered with timm by `import zoo`
+    native = not timm.is_model(timm_name) or timm.models.model_entrypoint(timm_name).__module__.startswith("zoo.")
+    lines = ["## How to load", "", "```bash", f"pip install {DISTRIBUTION}", "```", "", "```python"]
+    if native:
+        lines += ["import timm", "import zoo  # registers this architecture with timm (it is not one of timm's own)",
+                  f"model = timm.create_model(\"hf-hub:<owner>/{name}\", pretrained=True)  # or \"local-dir:<folder>\""]
+    else:
+        lines += [f"import timm  # {timm_name} is one of timm's own architectures: timm alone loads it",
+                  f"model = timm.create_model(\"hf-hub:<owner>/{name}\", pretrained=True)  # or \"local-dir:<folder>\""]
+    lines += ["", "# or with the zoo: the same model, plus its label names, transfer mode and checks",
+              "import zoo", f"model = zoo.load_pretrained(\"<owner>/{name}\")  # or the folder", "```", ""]
+    return lines
 
 
 # --- loading ----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from ._errors import ZooError
 
-__all__ = ["ArchInfo", "MODES", "MODE_ORDER", "SEEDS", "register_architecture", "list_architectures",
+__all__ = ["ArchInfo", "MODES", "MODE_ORDER", "SEEDS", "SEED_PAPERS", "register_architecture", "list_architectures",
            "get_architecture"]
 
 MODES = ("scratch", "feature-extraction", "fine-tune", "partial-fine-tune")
@@ -27,6 +27,19 @@ SEEDS = {
     "002": "002_dacd70395d15e47e.txt",  # skin lesions: backbones + Soft-Attention + metadata
     "003": "003_1cb7b4f6374b6293.txt",  # DCGAN for imbalanced medical images
     "004": "004_9c4af62090aa3adb.txt",  # survey: transfer-learning optimisation techniques
+}
+# The same papers as users see them: by title (and DOI where the paper gives one), never by file name.
+SEED_PAPERS = {
+    "000": "Ali, Ali & Hussain, Improved Medical Image Classification Accuracy on Heterogeneous and Imbalanced "
+           "Data using Multiple Streams Network",
+    "001": "Mukhlif, Al-Khateeb & Mohammed, An extensive review of state-of-the-art transfer learning techniques "
+           "used in medical imaging: Open issues and challenges, Journal of Intelligent Systems 2022, "
+           "doi:10.1515/jisys-2022-0198",
+    "002": "Do Hoang, Diagnostic support of skin lesion classification using CNN and Soft Attention",
+    "003": "Ismail, Khalili, Rahim & Nisa, Deep Convolutional Generative Adversarial Networks for Imbalance "
+           "Medical Image Classification, 2023",
+    "004": "Kariuki, Gikunda & Wandeto, Deep Transfer Learning Optimization Techniques for Medical Image "
+           "Classification - A Survey, TechRxiv 2023, doi:10.36227/techrxiv.22638937.v1",
 }
 
 
@@ -57,6 +70,11 @@ class ArchInfo:
     @property
     def seed_files(self) -> tuple[str, ...]:
         return tuple(SEEDS[s] for s in self.seeds)
+
+    @property
+    def surveyed_in(self) -> tuple[str, ...]:
+        """The seed papers that survey or use this architecture, cited by title."""
+        return tuple(SEED_PAPERS[s] for s in self.seeds)
 
 
 _ARCHS: dict[str, ArchInfo] = {}
@@ -111,7 +129,7 @@ _add("googlenet", "googlenet", ["001", "004"], "Szegedy et al., Going deeper wit
      _S224, _S32, 6_998_552, **_SCRATCH, description="GoogLeNet / Inception v1, optional auxiliary classifiers")
 _add("nasnet_mobile", "nasnet", ["002"], "Zoph et al., Learning transferable architectures, 2018",
      _S224, _S32, 5_289_978, **_SCRATCH, description="NASNet-A Mobile (4 @ 1056)")
-_add("quadsnet", "quadsnet", ["000"], "Ali et al., QuadSNet: multiple streams network, seed 000",
+_add("quadsnet", "quadsnet", ["000"], "Ali et al., Improved medical image classification accuracy ... using Multiple Streams Network (QuadSNet)",
      _S224, (3, 16, 16), 6_735_118, **_SCRATCH, description="Four conventional/separable conv streams, fused")
 
 # From timm, under timm's names so timm users find them.

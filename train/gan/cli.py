@@ -25,7 +25,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m train.gan",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train seed 003's DCGAN, one generator per selected class, on the TRAINING split of a\n"
+        description="Train the DCGAN of Ismail et al.'s paper, one generator per selected class, on the TRAINING split of a\n"
                     "dataset (the split python -m train makes with the same --seed/--split-seed and fractions,\n"
                     "so validation and test images are never seen). Writes generators as safetensors + config,\n"
                     "sample grids every few epochs, loss curves and a README.\n\n"
@@ -54,7 +54,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument("--image-dir", help="CSV only: the folder holding the images")
     g.add_argument("--image-col", help="CSV only: image column")
     g.add_argument("--label-col", help="CSV only: label column")
-    g = parser.add_argument_group("DCGAN (Radford et al.; seed 003)")
+    g = parser.add_argument_group("DCGAN (Radford et al.; Ismail et al.'s DCGAN paper)")
     g.add_argument("--epochs", type=int, default=None,
                    help=f"passes over each class's training images (default: {_DEFAULTS.epochs}); a class with "
                         "fewer images than --batch-size takes one step per epoch")

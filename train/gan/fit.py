@@ -1,6 +1,6 @@
 """Train one DCGAN per selected class on the training split only, with grids, curves and resume.
 
-One generator per class, as seed 003 (section III.F: "DCGAN ... to create synthetic images for each
+One generator per class, as Ismail et al.'s DCGAN paper (section III.F: "DCGAN ... to create synthetic images for each
 class") does, rather than one class-conditional model: a minority class's generator then learns
 from that class alone, so the majority classes cannot dominate its gradients, and each class's
 generator can be trained, extended, inspected and replaced on its own.
@@ -379,7 +379,7 @@ def _save_generator(cfg: GanConfig, run_dir: Path, generator: DCGANGenerator, na
         "epochs": len(state["history"]), "steps": sum(h["steps"] for h in state["history"]),
         "num_real_images": num_real, "data": cfg.data, "seed": cfg.seed,
         "split_seed": cfg.effective_split_seed, "batch_size": cfg.batch_size, "lr": cfg.lr, "beta1": cfg.beta1,
-        "trained_by": "python -m train.gan (seed 003's DCGAN, one generator per class)",
+        "trained_by": "python -m train.gan (the DCGAN of Ismail et al.'s paper, one generator per class)",
     })
     return folder
 

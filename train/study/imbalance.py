@@ -1,5 +1,5 @@
 """The imbalance study: one architecture trained with each remedy for an imbalanced training split
-(seeds 000, 002, 003), on the same split, with the minority classes' recall reported."""
+(Ali et al.'s QuadSNet paper and Do Hoang's Soft-Attention paper and Ismail et al.'s DCGAN paper), on the same split, with the minority classes' recall reported."""
 from __future__ import annotations
 
 import json
@@ -20,10 +20,10 @@ __all__ = ["REMEDIES", "ImbalanceConfig", "run_imbalance_study"]
 
 REMEDIES = {
     "plain-ce": ("plain cross-entropy", {"loss": "ce"}),
-    "weighted-ce": ("class-weighted cross-entropy (seed 002)", {"loss": "weighted-ce"}),
-    "margin": ("weighted margin loss (seed 000, eq. 2)", {"loss": "margin"}),
+    "weighted-ce": ("class-weighted cross-entropy (Do Hoang's Soft-Attention paper)", {"loss": "weighted-ce"}),
+    "margin": ("weighted margin loss (Ali et al.'s QuadSNet paper, eq. 2)", {"loss": "margin"}),
     "oversampling": ("class-balanced oversampling", {"sampler": "balanced"}),
-    "dcgan": ("DCGAN synthetic minority images (seed 003)", {"loss": "ce"}),
+    "dcgan": ("DCGAN synthetic minority images (Ismail et al.'s DCGAN paper)", {"loss": "ce"}),
 }
 
 
@@ -197,7 +197,7 @@ def _markdown(cfg: ImbalanceConfig, command: str, description: str, counts: dict
     notes = _paired_notes(summary)
     return "\n".join([
         f"# {cfg.title}", "",
-        "Seeds 000, 002 and 003 propose different answers to small, imbalanced medical datasets; seed 001 asks "
+        "Seeds 000, 002 and 003 propose different answers to small, imbalanced medical datasets; Mukhlif et al.'s review asks "
         "for comparisons instead of assertions. This study trains one architecture with each remedy on the same "
         "split and reports what it measured.", "",
         "## Setup", "", *setup_lines(cfg, description, counts),

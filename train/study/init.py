@@ -1,5 +1,5 @@
 """The initialisation study: a from-scratch model trained with each weight initialisation scheme of
-seed 004 on the same split, with how fast each one learns."""
+Kariuki et al.'s survey on the same split, with how fast each one learns."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -21,7 +21,7 @@ class InitConfig(StudyConfig):
     """Options of ``python -m train.study init``."""
 
     study: ClassVar[str] = "init"
-    title: ClassVar[str] = "Weight initialisation schemes (seed 004) on a from-scratch model"
+    title: ClassVar[str] = "Weight initialisation schemes (Kariuki et al.'s survey) on a from-scratch model"
 
     # the shared defaults: lenet5 at 32 px on the bundled digits, 8 epochs, one seed
     schemes: tuple[str, ...] | None = option(
@@ -36,7 +36,7 @@ class InitConfig(StudyConfig):
 
 def run_init_study(config: InitConfig | None = None, /, *, argv: Sequence[str] | None = None,
                    **options: Any) -> dict[str, Any]:
-    """Train a from-scratch model with each initialisation scheme of seed 004; write the report.
+    """Train a from-scratch model with each initialisation scheme of Kariuki et al.'s survey; write the report.
     Options: the fields of :class:`InitConfig`, as ``config`` and/or keywords (see :func:`.common.begin`).
     """
     cfg, source, counts = begin(InitConfig, config, options)
@@ -78,7 +78,7 @@ def _plot(path: Path, runs: list[dict[str, Any]], summary: list[dict[str, Any]])
     for ax in (left, right):
         ax.grid(alpha=0.3)
     right.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.suptitle("Initialisation schemes (seed 004), from scratch")
+    fig.suptitle("Initialisation schemes (Kariuki et al.'s survey), from scratch")
     save_figure(fig, path)
     return path.name
 
@@ -101,7 +101,7 @@ def _markdown(cfg: InitConfig, command: str, description: str, counts: dict[str,
         "![initialisation schemes](init.png)", "",
         "Validation curves show how fast each scheme learns; the test columns are the weights of each run's "
         "best validation epoch. `zeros` makes every unit of a layer identical, so it is expected to fail "
-        "(seed 004: \"neurons learn identical representations\").", "",
+        "(Kariuki et al.'s survey: \"neurons learn identical representations\").", "",
         *still_improving(summary, cfg.epochs),
         "## Reproduce", "", f"```bash\n{command}\n```", "",
         "Raw per-run results (with the per-epoch validation history): `results.json`; options: "

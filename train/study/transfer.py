@@ -1,4 +1,4 @@
-"""The transfer study: one architecture trained in each of the zoo's transfer modes (seed 001) on the same
+"""The transfer study: one architecture trained in each of the zoo's transfer modes (Mukhlif et al.'s review) on the same
 split, with trainable parameters, accuracy and training time side by side."""
 from __future__ import annotations
 
