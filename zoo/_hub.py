@@ -24,7 +24,7 @@ from torch import nn
 from ._errors import ZooError
 from ._registry import _ARCHS
 
-__all__ = ["save_pretrained", "load_pretrained", "read_config", "CACHE_DIR"]
+__all__ = ["save_pretrained", "load_pretrained", "read_config", "resolve_folder", "CACHE_DIR"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -340,3 +340,22 @@ def load_pretrained(source: str | os.PathLike, revision: str | None = None) -> n
                                 "min_input_size": (channels, *(info.min_input_size[1:] if info else (8, 8)))}
     guard_input_size(model)
     return model.eval()
+
+
+def resolve_folder(source: str | os.PathLike, revision: str | None = None, optional_files: tuple[str, ...] = ()) -> Path:
+    """The folder holding a model's files: a local folder as it is, or a Hub repo's config.json and weights in
+    huggingface_hub's cache, with each of `optional_files` (e.g. model.onnx) that the repo has."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    if not (isinstance(source, str) and REPO_ID.match(source) and not path.exists()):
+        raise ZooError(f"{str(source)!r} is neither a model folder nor a Hub repo id of the form OWNER/NAME.")
+    from huggingface_hub import constants  # noqa: PLC0415
+
+    folder = _download(source, revision)
+    for name in optional_files:
+        try:  # at the weights' commit (the snapshot folder's name)
+            _hub_file(source, name, folder.name, constants.HF_HUB_OFFLINE, f"Hub repo {source}")
+        except ZooError:
+            continue  # absent (or unreachable): the caller works without it
+    return folder
