@@ -12,7 +12,15 @@ efficientnet_lite0 (offline ImageNet weights) and resnet18 at their default 224 
 in a temporary folder. Images: a digit from the demo data (8x8), pydicom's CT_small.dcm (128x128) and
 scikit-image's retina.jpg (1411x1411).
 
+ONNX part (--part onnx, or all): the app's per-model prediction on the ONNX Runtime backend
+(zoo.load_backend: to_model_mode + timm's eval transform + ONNX Runtime + softmax/top-k) against a bare timm
+eager forward of the same weights on the same preprocessed tensor, interleaved in one loop, over resnet18,
+efficientnet_lite0 and densenet121 at 224 px (run folders with a verified model.onnx, in a temporary folder)
+and the run folders given with --runs. Prints medians, the speed-up (bare / ONNX app) and the top-1
+agreement of the two on the images and the reference inputs. Target: median speed-up >= 2.0, none below 1.2.
+
     python benchmarks/bench_app_predict.py [--repeats 30] [--threads 2] [--weights weights]
+    python benchmarks/bench_app_predict.py --part onnx [--runs weights/RUN ...]
 """
 from __future__ import annotations
 
@@ -34,6 +42,7 @@ import zoo  # noqa: E402
 from zoo import inference  # noqa: E402
 from zoo.catalog import ModelEntry, discover_models  # noqa: E402
 from zoo.images import load_image  # noqa: E402
+from zoo.onnx_export import reference_inputs  # noqa: E402
 
 
 def extra_models(folder: Path) -> list[ModelEntry]:
@@ -90,13 +99,115 @@ def bench(loaded: inference.LoadedModel, image, repeats: int) -> dict[str, float
     return {k: 1000 * statistics.median(v) for k, v in (("app", app), ("pre", pre), ("bare", bare), ("cam", cam))}
 
 
+def onnx_models(folder: Path) -> list[Path]:
+    """resnet18, efficientnet_lite0 (ImageNet, feature extraction) and densenet121 at 224 px, as run folders
+    with a verified model.onnx, as `python -m train` leaves them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        models = {"resnet18-224": zoo.create_model("resnet18", num_classes=10),
+                  "efficientnet_lite0-224-fe": zoo.create_model("efficientnet_lite0", num_classes=10,
+                                                                mode="feature-extraction", pretrained=True),
+                  "densenet121-224": zoo.create_model("densenet121", num_classes=10)}
+    runs = []
+    for name, model in models.items():
+        run = zoo.save_pretrained(model.eval(), folder / name, label_names=[str(i) for i in range(10)], dataset="none")
+        zoo.export_onnx(run)
+        runs.append(run)
+    return runs
+
+
+def onnx_app_predict(backend, transform, image, top_k: int = inference.DEFAULT_TOP_K):
+    """The app's prediction on the ONNX backend: preprocess, forward, softmax and top-k."""
+    from zoo.images import to_model_mode
+
+    x = transform(to_model_mode(image, backend.io.input_size[0])).unsqueeze(0)  # (1, C, H, W)
+    probs = backend.predict(x).softmax(dim=-1)[0]  # (1, K) -> (K,)
+    values, indices = probs.topk(min(top_k, probs.numel()))
+    return [(backend.label_names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+
+
+def bench_onnx(run: Path, pictures: dict, repeats: int, threads: int) -> list[tuple]:
+    """Per image: median ms of the ONNX app prediction and of the bare eager forward, interleaved; agreement."""
+    backend = zoo.load_backend(run, "onnx", threads=threads)
+    if backend.name != "onnx":
+        print(f"{run.name}: no ONNX backend ({backend.fallback_reason}); skipped")
+        return []
+    transform = inference.build_transform(backend.data_config)
+    model = backend.torch_model()
+    rows = []
+    for name, image in pictures.items():
+        from zoo.images import to_model_mode
+
+        x = transform(to_model_mode(image, backend.io.input_size[0])).unsqueeze(0)
+        for _ in range(3):  # warm-up
+            onnx_app_predict(backend, transform, image)
+            with torch.inference_mode():
+                model(x)
+        app, pre, bare = [], [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            onnx_app_predict(backend, transform, image)
+            app.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            transform(to_model_mode(image, backend.io.input_size[0]))
+            pre.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                model(x)
+            bare.append(time.perf_counter() - start)
+        rows.append((run.name, name, 1000 * statistics.median(app), 1000 * statistics.median(pre),
+                     1000 * statistics.median(bare)))
+    inputs, _ = reference_inputs(model, num_random=16)
+    inputs = torch.cat([inputs] + [transform(to_model_mode(i, backend.io.input_size[0])).unsqueeze(0)
+                                   for i in pictures.values()])
+    with torch.inference_mode():
+        reference = model(inputs).numpy()
+    got = backend.predict(inputs).numpy()
+    agreement = float((reference.argmax(1) == got.argmax(1)).mean())
+    delta = float(np.abs(reference - got).max())
+    return [(*row, agreement, delta, len(inputs)) for row in rows]
+
+
+def main_onnx(args, folder: Path, pictures: dict) -> None:
+    import onnxruntime
+
+    runs = onnx_models(folder) + list(args.runs)
+    print(f"\nONNX Runtime {onnxruntime.__version__} ({args.threads} intra-op threads) vs timm eager "
+          f"(torch {torch.__version__}, {torch.get_num_threads()} threads); medians of {args.repeats} interleaved runs")
+    print(f"{'model':34} {'image':>17} {'ONNX app ms':>12} {'(preproc)':>9} {'bare eager ms':>14} {'speed-up':>9} "
+          f"{'top-1 agree':>12} {'max |Δ logit|':>14}")
+    rows = []
+    for run in runs:
+        for model, image, app, pre, bare, agreement, delta, n in bench_onnx(Path(run), pictures, args.repeats,
+                                                                          args.threads):
+            rows.append((bare / app, model, image, agreement))
+            print(f"{model:34} {image:>17} {app:12.2f} {pre:9.2f} {bare:14.2f} {bare / app:8.2f}x {agreement:11.0%} "
+                  f"{delta:14.2g}   (agreement on {n} inputs)", flush=True)
+    if rows:
+        worst = min(rows)
+        print(f"\nspeed-up of the ONNX app prediction over bare timm eager (target: median >= 2.0, none < 1.2): "
+              f"median {statistics.median(r[0] for r in rows):.2f}x, slowest {worst[0]:.2f}x ({worst[1]}, {worst[2]}); "
+              f"top-1 agreement {min(r[3] for r in rows):.0%} at worst")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=ROOT / "weights")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=min(2, torch.get_num_threads()))
+    parser.add_argument("--part", choices=("app", "onnx", "all"), default="all",
+                        help="app: the PyTorch app vs bare forward; onnx: the ONNX backend vs bare timm eager")
+    parser.add_argument("--runs", type=Path, nargs="*", default=[],
+                        help="run folders to add to the ONNX comparison (each needs, or gets once in the cache, "
+                             "a verified model.onnx)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.part in ("onnx", "all"):
+        with tempfile.TemporaryDirectory() as tmp:
+            pictures = images()
+            main_onnx(args, Path(tmp), {k: v for k, v in pictures.items() if not k.startswith("digit")})
+    if args.part == "onnx":
+        return
     cache = inference.ModelCache(max_models=16)
     with tempfile.TemporaryDirectory() as tmp:
         entries = [e for e in discover_models(args.weights) if e.available] + extra_models(Path(tmp))

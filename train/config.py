@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import math
 import sys
 from dataclasses import dataclass, field, fields
@@ -108,6 +109,7 @@ class TrainConfig:
     name: str | None = None
     overwrite: bool = False
     quiet: bool = False
+    onnx: bool = True                # export model.onnx at the end, verified on the test split
     # publishing (after the run; does not change the result)
     push_to_hub: str | None = None   # OWNER/NAME
     private: bool = False
@@ -168,6 +170,14 @@ class TrainConfig:
                               f"largest class's real count), got {self.target_balance}")
         if self.img_size is not None and self.img_size < 8:
             raise ConfigError(f"--img-size must be at least 8 pixels, got {self.img_size}")
+        if not isinstance(self.onnx, bool):
+            raise ConfigError(f"--onnx must be true or false, got {self.onnx!r}")
+        if self.onnx:
+            missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+            if missing:
+                raise ConfigError(f"exporting model.onnx at the end of the run needs {' and '.join(missing)}, which "
+                                  "is not installed: pip install 'medtl-zoo[onnx]' (or -r requirements.txt), or "
+                                  "pass --no-onnx to skip the export")
         return self
 
     @property
@@ -369,6 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--name", help="run name; default: <arch>-<mode>-<dataset>")
     g.add_argument("--overwrite", action=argparse.BooleanOptionalAction,
                    help="replace an existing run folder (never done without this flag)")
+    g.add_argument("--onnx", action=argparse.BooleanOptionalAction,
+                   help="after the run, export model.onnx (for ONNX Runtime, other runtimes and the app's fast "
+                        "backend), verified against PyTorch on the test split before it is written; "
+                        "--no-onnx skips it (default: export)")
     g.add_argument("-q", "--quiet", action=argparse.BooleanOptionalAction,
                    help="no progress bars or per-epoch lines; warnings and the result still print")
 

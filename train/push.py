@@ -3,7 +3,8 @@
     python -m train.push weights/RUN OWNER/NAME [--private] [--revision BRANCH] [--commit-message MSG] [--dry-run]
 
 Exactly the publishable files go up, in one commit: the weights, config.json, the model card, metrics,
-plots, split and resolved configuration; never checkpoints, feature caches or anything in a subfolder.
+plots, split and resolved configuration, and model.onnx (with onnx.json) when it was verified against
+these weights; never checkpoints, feature caches or anything in a subfolder.
 The token comes from HF_TOKEN or the stored login (`hf auth login`), never from the command line, and
 appears in no output, log, error or file. Nothing here writes to the run folder.
 """
@@ -21,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Sequence
 
-from zoo.run_layout import CONFIG_NAME, PUBLISHABLE, WEIGHTS_NAME
+from zoo.run_layout import CONFIG_NAME, ONNX_INFO_NAME, ONNX_INT8_NAME, ONNX_NAME, PUBLISHABLE, WEIGHTS_NAME
 from zoo.zoo_config import ZooConfig
 
 from ._errors import TrainError
@@ -91,7 +92,33 @@ def _check_run_folder(run_dir: Path) -> list[str]:
         zoo.load_pretrained(run_dir)  # what is published must load with the zoo
     except zoo.ZooError as e:
         raise PushError(f"run folder {run_dir} does not load, so it is not published: {e}") from None
+    _check_onnx_files(run_dir)
     return publishable_files(run_dir)
+
+
+def _check_onnx_files(run_dir: Path) -> None:
+    """Refuse to publish an ONNX file that is invalid or was not verified against these weights."""
+    import hashlib  # noqa: PLC0415
+
+    import zoo  # noqa: PLC0415
+    from zoo.assets import file_sha256  # noqa: PLC0415
+    from zoo.onnx_export import check_onnx_file, read_onnx_info  # noqa: PLC0415
+
+    info = read_onnx_info(run_dir)
+    config = json.loads((run_dir / CONFIG_NAME).read_text(encoding="utf-8"))
+    for name in (ONNX_NAME, ONNX_INT8_NAME):
+        if not (run_dir / name).is_file():
+            continue
+        try:
+            data = check_onnx_file(run_dir / name, config)
+        except zoo.ZooError as e:
+            raise PushError(f"{e} It is not published.") from None
+        entry = info.get(name) or {}
+        if (entry.get("sha256") != hashlib.sha256(data).hexdigest()
+                or entry.get("weights_sha256") != file_sha256(run_dir / WEIGHTS_NAME)):
+            raise PushError(f"{run_dir / name} was not verified against these weights ({ONNX_INFO_NAME} has no record "
+                            f"of it for this {WEIGHTS_NAME}); re-export it with python -m zoo export {run_dir} or "
+                            "delete it, then push again")
 
 
 def _check_token_not_in(run_dir: Path, files: list[str], token: str) -> None:

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 import zoo
-from zoo.run_layout import (CHECKPOINT_NAME, METRICS_NAME, PLOT_FILES, RUN_CONFIG_NAME, RUN_FILES, SKIPPED_NAME,
-                            SPLIT_NAME, WEIGHTS_NAME)
+from zoo.run_layout import (CHECKPOINT_NAME, METRICS_NAME, ONNX_NAME, PLOT_FILES, RUN_CONFIG_NAME, RUN_FILES,
+                            SKIPPED_NAME, SPLIT_NAME, WEIGHTS_NAME)
 
 from . import distributed
 from ._errors import ConfigError, DataError, TrainingInterrupted
@@ -42,7 +42,7 @@ _logger = logging.getLogger("train")
 
 # options that may differ when resuming (they do not change the result)
 RESUME_OPTIONS = ("quiet", "workers", "device", "push_to_hub", "private", "hub_revision",
-                  "commit_message")
+                  "commit_message", "onnx")
 
 
 @dataclass
@@ -278,6 +278,8 @@ def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.dev
     if main_process:
         _write_outputs(cfg, run_dir, trainer, source, splits, data_config, in_chans, test, probs, labels,
                        flat, plan, timing)
+        if cfg.onnx:
+            _export_onnx(run_dir, trainer.model, split_data["test"])
     distributed.barrier()
     _logger.info("test: %s", "  ".join(f"{k} {v:.4f}" for k, v in flat.items()))
     _logger.info("run folder: %s", run_dir)
@@ -384,3 +386,27 @@ def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: Da
     trainer.model.cpu()
     zoo.save_pretrained(trainer.model, run_dir, label_names=list(names), dataset=source.name,
                         metrics=flat, card_sections=sections, extra_config=extra)
+
+
+ONNX_VERIFY_IMAGES = 64  # test images the ONNX export is verified on (all of a smaller test split)
+
+
+def _export_onnx(run_dir: Path, model: torch.nn.Module, test: SplitData) -> None:
+    """model.onnx beside the weights, verified against PyTorch on the run's test images.
+
+    A model that does not verify leaves the run folder as it was (the run itself succeeded): a warning says why.
+    """
+    count = min(ONNX_VERIFY_IMAGES, len(test.dataset))
+    inputs = torch.stack([test.dataset[i][0] for i in range(count)]) if count else None  # (N, C, H, W)
+    metadata = test.metadata[:count] if count and test.metadata is not None else None
+    try:
+        result = zoo.export_onnx(model, run_dir / ONNX_NAME, inputs=inputs, metadata=metadata,
+                                 inputs_source=f"test images of {run_dir.name}" if count else None,
+                                 weights=run_dir / "model.safetensors")
+    except zoo.ZooError as e:
+        _logger.warning("model.onnx not written: %s", e)
+        return
+    v = result.info["verification"]
+    _logger.info("onnx: %s verified on %d %s: max |Δ logit| %.2g, top-1 identical on %.0f%%", result.path,
+                 v["inputs"], "test images" if count else "reference inputs", v["max_abs_diff"],
+                 100 * v["top1_agreement"])

@@ -4,11 +4,14 @@
     python -m zoo info quadsnet             one architecture in full
     python -m zoo classify IMAGE [--model efficientnet_lite0 | weights/RUN]   top-5 predictions
     python -m zoo import pneumonia --out weights/pneumonia-xception   a packaged Keras classifier as a run folder
+    python -m zoo export weights/RUN [--images DIR]     RUN/model.onnx, verified against PyTorch before it is written
+    python -m zoo quantize weights/RUN --images DIR     RUN/model.int8.onnx, kept only if top-1 agrees on >= 99%
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
@@ -74,6 +77,46 @@ def _import(args: argparse.Namespace) -> None:
     print(f"{args.name}: wrote {folder} (model.safetensors, config.json, README.md, metrics.json)")
 
 
+def _image_batch(model, images: list[str]):
+    """The images (files, or every image in folders) through the model's eval transform: (N, C, H, W), metadata."""
+    import timm  # noqa: PLC0415
+
+    from .images import load_image, to_model_mode  # noqa: PLC0415
+
+    files = []
+    for name in images:
+        path = Path(name)
+        files += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")) if path.is_dir() else [path]
+    if not files:
+        raise ZooError(f"no image files in {', '.join(images)}; give image files or folders of them.")
+    config = timm.data.resolve_model_data_config(model)
+    transform = timm.data.create_transform(**config, is_training=False)
+    x = torch.stack([transform(to_model_mode(load_image(f).image, config["input_size"][0])) for f in files])
+    schema = getattr(model, "metadata_schema", None)
+    return x, (None if schema is None else schema.encode([{}] * len(files))), f"{len(files)} images from {', '.join(images)}"
+
+
+def _export(args: argparse.Namespace) -> None:
+    from .onnx_export import export_onnx  # noqa: PLC0415
+
+    model = load_pretrained(args.run)
+    x, metadata, source = _image_batch(model, args.images) if args.images else (None, None, None)
+    result = export_onnx(model, Path(args.run) / "model.onnx", inputs=x, metadata=metadata, inputs_source=source,
+                         weights=Path(args.run) / "model.safetensors", threads=args.threads)
+    v = result.info["verification"]
+    print(f"{result.path}: verified on {v['inputs']} inputs, max |Δ logit| {v['max_abs_diff']:.2g} "
+          f"(allowed {v['tolerance']:.2g}), top-1 identical on {v['top1_agreement']:.0%}; ONNX Runtime {v['onnxruntime']}")
+
+
+def _quantize(args: argparse.Namespace) -> None:
+    from .onnx_export import quantize_int8  # noqa: PLC0415
+
+    x, metadata, source = _image_batch(load_pretrained(args.run), args.images)
+    result = quantize_int8(args.run, x, metadata, inputs_source=source, threads=args.threads)
+    v = result.info["verification"]
+    print(f"{result.path}: top-1 agrees with fp32 on {v['top1_agreement_with_fp32']:.1%} of {v['inputs']} images")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,6 +141,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="Keras's recorded outputs (tests/data/keras_reference.json): check the converted outputs "
                         "against them and state the figure on the model card")
     p.set_defaults(func=_import)
+    p = sub.add_parser("export", help="write RUN/model.onnx (and onnx.json), verified against PyTorch first")
+    p.add_argument("run", help="the run folder")
+    p.add_argument("--images", nargs="+", default=None,
+                   help="verify on these image files or folders (e.g. the run's test images); default: example "
+                        "images shipped with installed packages and random inputs")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    p.set_defaults(func=_export)
+    p = sub.add_parser("quantize", help="write RUN/model.int8.onnx where int8 keeps >= 99%% top-1 agreement")
+    p.add_argument("run", help="a run folder with a verified model.onnx")
+    p.add_argument("--images", nargs="+", required=True, help="the images to measure agreement on (the test split)")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    p.set_defaults(func=_quantize)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -29,7 +29,7 @@ from .modes import apply_mode, count_params
 from .run_layout import CARD_NAME, CONFIG_NAME, OOD_NAME, WEIGHTS_NAME
 from .zoo_config import ZooConfig
 
-__all__ = ["save_pretrained", "load_pretrained", "read_config", "check_hub_reachable",
+__all__ = ["save_pretrained", "load_pretrained", "read_config", "resolve_folder", "check_hub_reachable",
            "CACHE_DIR", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pth.tar", ".ckpt", ".pkl", ".pickle")
@@ -414,3 +414,22 @@ def load_pretrained(source: str | os.PathLike, revision: str | None = None) -> n
     from .trust import read_trust  # noqa: PLC0415
     model.trust = read_trust(folder, config, model)
     return model.eval()
+
+
+def resolve_folder(source: str | os.PathLike, revision: str | None = None, optional_files: tuple[str, ...] = ()) -> Path:
+    """The folder holding a model's files: a local folder as it is, or a Hub repo's config.json and weights in
+    huggingface_hub's cache, with each of `optional_files` (e.g. model.onnx) that the repo has."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    if not (isinstance(source, str) and REPO_ID.match(source) and not path.exists()):
+        raise ZooError(f"{str(source)!r} is neither a model folder nor a Hub repo id of the form OWNER/NAME.")
+    from huggingface_hub import constants  # noqa: PLC0415
+
+    folder = _download(source, revision)
+    for name in optional_files:
+        try:  # at the weights' commit (the snapshot folder's name)
+            _hub_file(source, name, folder.name, constants.HF_HUB_OFFLINE, f"Hub repo {source}")
+        except ZooError:
+            continue  # absent (or unreachable): the caller works without it
+    return folder

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = ["WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME", "METRICS_NAME", "RUN_CONFIG_NAME", "CHECKPOINT_NAME",
            "SPLIT_NAME", "SKIPPED_NAME", "PLOT_FILES", "OOD_NAME", "RELIABILITY_PLOT", "TRUST_FILES",
+           "ONNX_NAME", "ONNX_INT8_NAME", "ONNX_INFO_NAME", "ONNX_FILES",
            "PUBLISHABLE", "RUN_FILES"]
 
 # the Hub / timm layout (what zoo.save_pretrained writes and zoo.load_pretrained reads)
@@ -25,9 +26,15 @@ PLOT_FILES = {"curves": "curves.png", "confusion_matrix": "confusion_matrix.png"
 OOD_NAME = "ood.safetensors"          # OOD statistics: training-image features and the validation threshold
 RELIABILITY_PLOT = "reliability.png"  # reliability diagram, test split, before/after temperature scaling
 TRUST_FILES = (OOD_NAME, RELIABILITY_PLOT)
+# the ONNX export (zoo.onnx_export): the verified fp32 graph, the optional int8 one, and their verification record
+ONNX_NAME = "model.onnx"
+ONNX_INT8_NAME = "model.int8.onnx"
+ONNX_INFO_NAME = "onnx.json"
+ONNX_FILES = (ONNX_NAME, ONNX_INT8_NAME, ONNX_INFO_NAME)
 
 # what publishing uploads (top level only); plots are matched by pattern so new ones go up too
-PUBLISHABLE = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, METRICS_NAME, SPLIT_NAME, RUN_CONFIG_NAME, OOD_NAME, "*.png")
+PUBLISHABLE = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, METRICS_NAME, SPLIT_NAME, RUN_CONFIG_NAME, OOD_NAME, *ONNX_FILES,
+               "*.png")
 # every file a training run writes; --overwrite replaces exactly these and leaves anything else alone
 RUN_FILES = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, METRICS_NAME, RUN_CONFIG_NAME, SPLIT_NAME, SKIPPED_NAME,
-             CHECKPOINT_NAME, *PLOT_FILES.values(), *TRUST_FILES)
+             CHECKPOINT_NAME, *PLOT_FILES.values(), *TRUST_FILES, *ONNX_FILES)

@@ -1,0 +1,263 @@
+"""Inference backends: one run answered by ONNX Runtime or by PyTorch, chosen explicitly.
+
+    backend = zoo.load_backend("weights/RUN", "onnx")   # or "onnx-int8", "torch"; a folder or a Hub repo id
+    backend.name                 # what answers: "onnx", "onnx-int8" or "torch"
+    backend.fallback_reason      # why not the backend asked for (None when it is)
+    logits = backend.predict(x)  # (B, C, H, W) [, metadata (B, F)] -> (B, num_classes) float32 tensor
+    backend.torch_model()        # the PyTorch model, built on first call (Grad-CAM needs it)
+
+"onnx" uses the run's model.onnx when it passes zoo.onnx_export.check_onnx_file and was verified against
+exactly these weights: its onnx.json entry names their sha256, or a verification of this file against
+these weights is recorded in the zoo's cache. A model.onnx without such a record is verified now against
+the PyTorch model, on reference inputs. A run without model.onnx gets one exported and verified once into
+the zoo's cache (ZOO_CACHE/onnx/...), never into the run folder. "onnx-int8" uses model.int8.onnx, which
+zoo.onnx_export.quantize_int8 writes only when it keeps >= 99% top-1 agreement on the run's test split,
+else the fp32 file. Whatever fails (onnxruntime not installed, an invalid or mismatched file, a failed
+verification) falls back to PyTorch, and `fallback_reason` says why: never a wrong answer.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from timm.data import resolve_data_config
+from torch import nn
+
+from . import _hub
+from ._errors import ZooError
+from ._hub import WEIGHTS_NAME, load_pretrained, read_config, resolve_folder
+from .archs.metadata import MetadataSchema
+from .assets import file_sha256
+from .onnx_export import (DEFAULT_THREADS, INPUT_NAME, METADATA_NAME, OUTPUT_NAME, OnnxIO, check_onnx_file,
+                          export_onnx, onnx_session, read_onnx_info, reference_inputs, require_onnx_runtime,
+                          verify_onnx)
+from .run_layout import ONNX_INFO_NAME, ONNX_INT8_NAME, ONNX_NAME
+
+__all__ = ["BACKENDS", "Backend", "TorchBackend", "OnnxBackend", "check_backend", "load_backend"]
+
+BACKENDS = ("onnx", "onnx-int8", "torch")
+
+
+def check_backend(name: str) -> str:
+    """`name` if it is a backend (e.g. the value of an app's setting); a ZooError listing them otherwise."""
+    if name not in BACKENDS:
+        raise ZooError(f"unknown inference backend {name!r}; choose one of {', '.join(BACKENDS)}.")
+    return name
+
+
+class Backend:
+    """One run's model behind `predict`; subclasses say how it runs."""
+
+    name: str = ""
+
+    def __init__(self, folder: Path, config: dict, requested: str, fallback_reason: str | None,
+                 model: nn.Module | None = None):
+        self.folder, self.config, self.requested, self.fallback_reason = folder, config, requested, fallback_reason
+        self._model, self._model_lock = model, threading.Lock()
+        self.io = OnnxIO.from_config(config)
+        args = config.get("model_args") or {}
+        self.metadata_schema = (MetadataSchema.from_dict(args.get("metadata_schema"))
+                                if self.io.metadata_features is not None else None)
+        self.label_names = [str(n) for n in config.get("label_names") or range(config["num_classes"])]
+        # the same dict timm.data.resolve_model_data_config gives for the loaded model
+        self.data_config = resolve_data_config({}, pretrained_cfg=dict(config.get("pretrained_cfg") or {}))
+
+    def predict(self, x: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) [and (B, F) metadata for a metadata head] -> (B, num_classes) float32 logits."""
+        raise NotImplementedError
+
+    def torch_model(self) -> nn.Module:
+        """The run's PyTorch model (eval mode), loaded on the first call only."""
+        with self._model_lock:
+            if self._model is None:
+                self._model = load_pretrained(self.folder)
+            return self._model
+
+    @property
+    def torch_loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held: the backend's weights, plus the PyTorch model's once it is loaded."""
+        if self._model is None:
+            return 0
+        tensors = list(self._model.parameters()) + list(self._model.buffers())
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    @property
+    def description(self) -> str:
+        """What answers, for display (e.g. a column of the app)."""
+        raise NotImplementedError
+
+    def _metadata(self, x: torch.Tensor, metadata: torch.Tensor | None) -> torch.Tensor | None:
+        if self.metadata_schema is None:
+            return None
+        if metadata is None:  # as the PyTorch head does: every field unknown
+            return self.metadata_schema.encode([{}] * x.shape[0])
+        return metadata
+
+
+class TorchBackend(Backend):
+    """PyTorch eager, fp32."""
+
+    name = "torch"
+
+    def predict(self, x: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
+        model = self.torch_model()
+        with torch.inference_mode():
+            out = model(x) if self.metadata_schema is None else model(x, self._metadata(x, metadata))
+        return out.float()  # (B, num_classes)
+
+    @property
+    def description(self) -> str:
+        return f"PyTorch {torch.__version__.split('+')[0]}" + (
+            f" (ONNX Runtime not used: {self.fallback_reason})" if self.fallback_reason else "")
+
+
+class OnnxBackend(Backend):
+    """ONNX Runtime on the CPU, from a checked and verified ONNX file."""
+
+    def __init__(self, folder: Path, config: dict, requested: str, fallback_reason: str | None,
+                 model: nn.Module | None, path: Path, data: bytes, info: dict[str, Any], threads: int):
+        super().__init__(folder, config, requested, fallback_reason, model)
+        self.path, self.info = path, info
+        self.name = "onnx-int8" if path.name == ONNX_INT8_NAME else "onnx"
+        self.session = onnx_session(data, threads)
+        self.onnx_bytes = len(data)  # the initializers dominate; ONNX Runtime holds about this much
+
+    def predict(self, x: torch.Tensor | np.ndarray, metadata: torch.Tensor | None = None) -> torch.Tensor:
+        shape = tuple(x.shape)
+        if len(shape) != 4 or shape[1:] != self.io.input_size:
+            raise ZooError(f"{self.folder.name}'s ONNX model takes (batch, {', '.join(map(str, self.io.input_size))}) "
+                           f"input, got {shape}; preprocess the image with the model's data config.")
+        feeds = {INPUT_NAME: np.ascontiguousarray(np.asarray(x, dtype=np.float32))}
+        meta = self._metadata(x, metadata)
+        if meta is not None:
+            if tuple(meta.shape) != (shape[0], self.io.metadata_features):
+                raise ZooError(f"metadata tensor has shape {tuple(meta.shape)}, expected ({shape[0]}, "
+                               f"{self.io.metadata_features}); make it with the model's MetadataSchema.encode.")
+            feeds[METADATA_NAME] = np.ascontiguousarray(np.asarray(meta, dtype=np.float32))
+        return torch.from_numpy(self.session.run([OUTPUT_NAME], feeds)[0])  # (B, num_classes)
+
+    @property
+    def nbytes(self) -> int:
+        return self.onnx_bytes + super().nbytes
+
+    @property
+    def description(self) -> str:
+        import onnxruntime  # noqa: PLC0415
+
+        v = self.info.get("verification") or {}
+        figure = (f"max |Δ logit| {v['max_abs_diff']:.1g} vs PyTorch on {v.get('inputs')} inputs" if "max_abs_diff" in v
+                  else f"top-1 agreement with fp32 {v.get('top1_agreement_with_fp32', 0):.1%} on {v.get('inputs')} inputs")
+        precision = "int8" if self.name == "onnx-int8" else "fp32"
+        note = f"; {self.fallback_reason}" if self.fallback_reason else ""
+        return f"ONNX Runtime {onnxruntime.__version__} ({precision}, {figure}{note})"
+
+
+def load_backend(source: str | os.PathLike, backend: str = "onnx", *, revision: str | None = None,
+                 threads: int = DEFAULT_THREADS, model: nn.Module | None = None,
+                 export_missing: bool = True) -> Backend:
+    """The run at `source` (a run folder or a Hub repo id) behind the `backend` asked for, or PyTorch with
+    `fallback_reason` set when that backend cannot answer correctly.
+
+    `threads`: ONNX Runtime's intra-op threads. `model`: the run's PyTorch model if already loaded (used for
+    a verification or the fallback instead of loading it again). `export_missing`: export a run without
+    model.onnx into the zoo's cache (once). A source that is not a loadable run raises ZooError.
+    """
+    check_backend(backend)
+    optional = () if backend == "torch" else (ONNX_NAME, ONNX_INT8_NAME, ONNX_INFO_NAME)
+    folder = resolve_folder(source, revision, optional_files=optional)
+    config = read_config(folder)
+    state = {"model": model}
+    if backend == "torch":
+        return TorchBackend(folder, config, backend, None, model or load_pretrained(folder))
+    reasons: list[str] = []
+    for name in ((ONNX_INT8_NAME, ONNX_NAME) if backend == "onnx-int8" else (ONNX_NAME,)):
+        try:
+            return _onnx_backend(folder, config, backend, name, threads, state, export_missing, reasons)
+        except ZooError as e:
+            reasons.append(str(e))
+        except Exception as e:  # onnx / onnxruntime's own errors must not take the caller down
+            reasons.append(f"ONNX Runtime failed on {name} ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+    return TorchBackend(folder, config, backend, "; ".join(reasons), state["model"] or load_pretrained(folder))
+
+
+def _onnx_backend(folder: Path, config: dict, requested: str, name: str, threads: int, state: dict,
+                  export_missing: bool, reasons: list[str]) -> OnnxBackend:
+    require_onnx_runtime()
+    weights_sha = file_sha256(folder / WEIGHTS_NAME) if (folder / WEIGHTS_NAME).is_file() else None
+    path = folder / name
+    if not path.is_file():
+        if name == ONNX_INT8_NAME:
+            raise ZooError(f"{folder.name} has no {ONNX_INT8_NAME} (python -m zoo quantize RUN --images DIR makes one "
+                           "where int8 keeps the top-1 class)")
+        if not export_missing or weights_sha is None:
+            raise ZooError(f"{folder.name} has no {ONNX_NAME} (python -m zoo export RUN makes one)")
+        path = _cached_export(folder, config, weights_sha, state)
+    data = check_onnx_file(path, config)
+    digest = hashlib.sha256(data).hexdigest()
+    info = read_onnx_info(path.parent).get(name) or {}
+    if not (info.get("sha256") == digest and weights_sha is not None and info.get("weights_sha256") == weights_sha):
+        if name == ONNX_INT8_NAME:  # its agreement was measured on the run's test split, which is not at hand here
+            raise ZooError(f"{path} has no {ONNX_INFO_NAME} record of its top-1 agreement for these weights; "
+                           "quantize again (python -m zoo quantize RUN --images DIR)")
+        info = _recorded_verification(digest, weights_sha) or _verify_now(folder, path, data, state, threads,
+                                                                             digest, weights_sha)
+    reason = "; ".join(reasons) or None
+    return OnnxBackend(folder, config, requested, reason, None, path, data, info, threads)
+
+
+def _cache_dir() -> Path:
+    return Path(_hub.CACHE_DIR) / "onnx"  # read at call time: tests and ZOO_CACHE point it elsewhere
+
+
+def _cached_export(folder: Path, config: dict, weights_sha: str, state: dict) -> Path:
+    """model.onnx for a run folder without one, exported and verified once into the zoo's cache."""
+    config_digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+    target = _cache_dir() / f"{weights_sha[:32]}-{config_digest[:12]}" / ONNX_NAME
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        model = state["model"] = state["model"] or load_pretrained(folder)
+        export_onnx(model, target, weights=folder / WEIGHTS_NAME, update_card=False)
+    return target
+
+
+def _record_path(digest: str, weights_sha: str | None) -> Path:
+    return _cache_dir() / "verified" / f"{digest[:32]}-{(weights_sha or 'none')[:32]}.json"
+
+
+def _recorded_verification(digest: str, weights_sha: str | None) -> dict[str, Any] | None:
+    try:
+        record = json.loads(_record_path(digest, weights_sha).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("sha256") == digest else None
+
+
+def _verify_now(folder: Path, path: Path, data: bytes, state: dict, threads: int, digest: str,
+                weights_sha: str | None) -> dict[str, Any]:
+    """Verify an ONNX file that carries no record for these weights against the PyTorch model; remember it."""
+    model = state["model"] = state["model"] or load_pretrained(folder)
+    inputs, metadata = reference_inputs(model)
+    try:
+        figures = verify_onnx(model, data, inputs, metadata, threads=threads)
+    except ZooError as e:
+        raise ZooError(f"{path} was refused: {e} It does not belong to these weights; re-export it with "
+                       f"`python -m zoo export {folder}` or delete it") from None
+    record = {"sha256": digest, "weights_sha256": weights_sha,
+              "verification": {**figures, "inputs_source": "reference inputs, when loaded"}}
+    if weights_sha is not None:
+        target = _record_path(digest, weights_sha)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        os.replace(tmp, target)
+    return record
