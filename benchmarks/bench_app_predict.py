@@ -121,7 +121,7 @@ def onnx_app_predict(backend, transform, image, top_k: int = inference.DEFAULT_T
     from zoo.images import to_model_mode
 
     x = transform(to_model_mode(image, backend.io.input_size[0])).unsqueeze(0)  # (1, C, H, W)
-    probs = backend.predict(x).softmax(dim=-1)[0]  # (1, K) -> (K,)
+    probs = backend.predict(x)[0].softmax(dim=-1)[0]  # (1, K) -> (K,)
     values, indices = probs.topk(min(top_k, probs.numel()))
     return [(backend.label_names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
 
@@ -162,7 +162,7 @@ def bench_onnx(run: Path, pictures: dict, repeats: int, threads: int) -> list[tu
                                    for i in pictures.values()])
     with torch.inference_mode():
         reference = model(inputs).numpy()
-    got = backend.predict(inputs).numpy()
+    got = backend.predict(inputs)[0].numpy()
     agreement = float((reference.argmax(1) == got.argmax(1)).mean())
     delta = float(np.abs(reference - got).max())
     return [(*row, agreement, delta, len(inputs)) for row in rows]
