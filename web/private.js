@@ -256,6 +256,24 @@ async function compare() {
   document.body.dataset.state = "done";
 }
 
+// The median time of `runs` forward passes of one model on a random input (benchmarks/bench_private.py).
+state.timeForward = async (id, runs) => {
+  const { bundle, session } = await loadModel(state.listing.models.find((m) => m.id === id));
+  const [c, h, w] = bundle.preprocessing.input_size;
+  const feeds = { pixel_values: new ort.Tensor("float32", Float32Array.from({ length: c * h * w }, () => Math.random() * 2 - 1), [1, c, h, w]) };
+  if (bundle.metadata_unknown) {
+    feeds.metadata = new ort.Tensor("float32", Float32Array.from(bundle.metadata_unknown), [1, bundle.metadata_unknown.length]);
+  }
+  await session.run(feeds); // warm-up
+  const times = [];
+  for (let i = 0; i < runs; i++) {
+    const start = performance.now();
+    await session.run(feeds);
+    times.push(performance.now() - start);
+  }
+  return times.sort((a, b) => a - b)[Math.floor(runs / 2)];
+};
+
 async function init() {
   const problem = runtimeProblem();
   if (problem) say(problem, true);
