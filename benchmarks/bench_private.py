@@ -5,7 +5,7 @@ Prints per model the median forward time of each and the ratio browser / server,
 latency of one comparison (preprocessing + forward + postprocessing) in the page and in /compare.
 The browser gets threads when the page is cross-origin isolated (the app sends the headers), at most 4.
 
-    python benchmarks/bench_private.py [--weights weights] [--runs 30] [--image retina.jpg]
+    python benchmarks/bench_private.py [--weights weights] [--runs 30] [--image retina.jpg] [--threads 1]
 
 Without run folders on offer in --weights (no model.onnx), it builds the test suite's tiny zoo (random
 weights: the timing does not depend on what a model knows) in a temporary folder.
@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=ROOT / "weights")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--image", type=Path, default=None, help="default: scikit-image's retina.jpg")
+    parser.add_argument("--threads", type=int, default=None, help="browser threads (default: up to 4 when isolated)")
     args = parser.parse_args()
     weights = args.weights
     if not PrivateOffer(weights).listing()["models"]:
@@ -72,7 +73,7 @@ def main() -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page()
         page.set_default_timeout(300_000)
-        page.goto(url + "private/")
+        page.goto(url + "private/" + (f"?threads={args.threads}" if args.threads else ""))
         page.wait_for_function("document.body.dataset.state === 'ready'")
         print(page.locator("#runtime").inner_text())
         ids = page.evaluate("window.zooPrivate.listing.models.map(m => m.id)")

@@ -28,7 +28,9 @@ function runtimeProblem() {
 function configureRuntime() {
   ort.env.wasm.wasmPaths = new URL("static/", location.href).href; // this app's copy, never a CDN
   // threads need SharedArrayBuffer, which needs the cross-origin isolation headers this app sends
-  ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) : 1;
+  // ?threads=N asks for fewer (benchmarks/bench_private.py compares 1 with the default)
+  const asked = Number(new URLSearchParams(location.search).get("threads")) || 4;
+  ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.max(1, Math.min(asked, navigator.hardwareConcurrency || 1)) : 1;
   ort.env.wasm.proxy = false;
   $("runtime").textContent = `ONNX Runtime Web ${ort.env.versions?.web ?? ""} (WebAssembly, ` +
     `${ort.env.wasm.numThreads} thread${ort.env.wasm.numThreads > 1 ? "s" : ""}` +
