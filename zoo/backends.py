@@ -65,8 +65,9 @@ class Backend:
         self.metadata_schema = (MetadataSchema.from_dict(args.get("metadata_schema"))
                                 if self.io.metadata_features is not None else None)
         self.label_names = [str(n) for n in config.get("label_names") or range(config["num_classes"])]
-        # the same dict timm.data.resolve_model_data_config gives for the loaded model
-        self.data_config = resolve_data_config({}, pretrained_cfg=dict(config.get("pretrained_cfg") or {}))
+        # the same dict zoo.resolve_data_config gives for the loaded model (timm's rules and types)
+        resolved = resolve_data_config({}, pretrained_cfg=dict(config.get("pretrained_cfg") or {}))
+        self.data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in resolved.items()}
 
     def predict(self, x: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, H, W) [and (B, F) metadata for a metadata head] -> (B, num_classes) float32 logits."""
