@@ -25,6 +25,7 @@ from PIL import Image  # noqa: E402
 
 import zoo  # noqa: E402
 from ui import about  # noqa: E402
+from ui.private import TAB_MARKDOWN as PRIVATE_TAB, private_routes  # noqa: E402
 from ui.formatting import (CSS, ZOO_HEADERS, column_details, column_header, label_scores,  # noqa: E402
                            models_table_markdown, zoo_rows)
 from ui.settings import ENVIRONMENT_HELP, Settings, SettingsError  # noqa: E402
@@ -132,6 +133,9 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                     with gr.Accordion(f"Study: {name}", open=False):
                         gr.Markdown(text)
 
+            with gr.Tab("Private", id="private"):  # the page itself: web/, served by ui/private.py's routes
+                gr.Markdown(PRIVATE_TAB, elem_id="private-tab")
+
             with gr.Tab("Model zoo", id="zoo"):
                 gr.Markdown(about.zoo_intro(len(zoo.list_architectures())))
                 gr.Dataframe(zoo_rows(), headers=ZOO_HEADERS, interactive=False, wrap=True, show_search="search",
@@ -238,8 +242,10 @@ def launch_kwargs(settings: Settings) -> dict[str, Any]:
     """demo.launch() options: upload limit, the example folder as the only extra served path, theme."""
     # Gradio serves its own upload/temporary cache; allowed_paths adds only the examples. Run folders are
     # never served: the Teaching tab reads their plots and sends copies.
+    # app_kwargs: FastAPI's `routes` argument adds private mode's read-only routes (ui/private.py)
     return dict(max_file_size=settings.max_file_size, allowed_paths=[str(settings.examples_dir)],
-                show_error=True, theme=THEME, css=CSS, inbrowser=settings.open_browser)
+                show_error=True, theme=THEME, css=CSS, inbrowser=settings.open_browser,
+                app_kwargs={"routes": private_routes(settings)})
 
 
 def __getattr__(name: str) -> Any:
