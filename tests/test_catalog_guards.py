@@ -93,7 +93,8 @@ def _broken_runs(weights: Path, outside: Path) -> dict[str, tuple[object, str]]:
                              "model_args key 'pretrained_cfg_overlay' is not one the zoo writes"),
         "backbone-local-dir": (_edit("model_args.backbone", f"local-dir:{outside}"),
                                "model_args.backbone must be one of the zoo's architectures"),
-        "architecture-hf-hub": (_edit("architecture", "hf-hub:someone/evil"), "is one neither timm nor the zoo knows"),
+        "architecture-hf-hub": (_edit("architecture", "hf-hub:someone/evil"),
+                                "names architecture 'hf-hub:someone/evil', which neither timm nor the zoo knows"),
         "config-dev-zero": (link_config_to("/dev/zero"), "outside"),
         "config-link-out": (link_config_to(outside / "elsewhere" / "run" / "config.json"), "outside"),
         "folder-link-out": (replace_folder_with_link, "symbolic link to a folder outside"),
@@ -214,3 +215,13 @@ def test_bounds_are_named_in_the_messages():
                            ({"pretrained_cfg": {"crop_pct": 0.001}}, "between 0.25 and 1")):
         with pytest.raises(zoo.ZooError, match=phrase):
             check_model_config({**base, **change}, "config.json")
+
+
+def test_weights_over_the_parameter_limit_are_counted_from_the_header_and_not_read(tmp_path):
+    from safetensors.torch import save_file
+
+    from zoo.fileio import read_safetensors
+    save_file({"a": torch.zeros(10, 10), "b": torch.zeros(5)}, tmp_path / "model.safetensors")
+    with pytest.raises(zoo.ZooError, match="holds 105 parameters, over the zoo's limit of 100; it was not read"):
+        read_safetensors(tmp_path / "model.safetensors", max_elements=100)
+    assert set(read_safetensors(tmp_path / "model.safetensors", max_elements=105)) == {"a", "b"}

@@ -206,8 +206,8 @@ def _check_pretrained_cfg(config: Mapping, source: str) -> None:
         if values is None:
             continue
         if not isinstance(values, (list, tuple)) or not all(_is_number(v) and low <= v <= 1e6 for v in values):
-            _fail(source, f"pretrained_cfg.{key}", f"must be a list of finite numbers{' above 0' if key == 'std' else ''}, "
-                                                   f"got {values!r:.80}")
+            above = " above 0" if key == "std" else ""
+            _fail(source, f"pretrained_cfg.{key}", f"must be a list of finite numbers{above}, got {values!r:.80}")
         if channels is not None and len(values) != channels:
             _fail(source, f"pretrained_cfg.{key}", f"has {len(values)} values for {channels}-channel input")
     for key in ("crop_pct", "test_crop_pct"):
@@ -239,9 +239,13 @@ def check_model_config(config: Any, source: str) -> None:
             raise ZooError(f"{source} lacks the {key!r} field that timm and the zoo need; {FIX}.")
     arch = config["architecture"]
     if not isinstance(arch, str) or ":" in arch or not timm.is_model(arch):
-        raise ZooError(f"{source}: architecture {arch!r:.80} is one neither timm nor the zoo "
+        raise ZooError(f"{source} names architecture {arch!r:.80}, which neither timm nor the zoo "
                        "knows. `import zoo` registers the zoo's native ones; a newer timm may know it.")
     num_classes = _int_in(source, "num_classes", config["num_classes"], 1, MAX_CLASSES)
+    if config.get("num_features") is not None:  # informational (timm writes it), but typed all the same
+        _int_in(source, "num_features", config["num_features"], 0, MAX_PARAMS)
+    if config.get("global_pool") is not None:
+        _choice(source, "global_pool", config["global_pool"], POOL_TYPES)
     labels = config.get("label_names")
     if labels is not None:
         if not isinstance(labels, list) or not all(isinstance(name, str) for name in labels):
@@ -257,7 +261,8 @@ def check_model_config(config: Any, source: str) -> None:
     for name in ("params_total", "params_trainable"):
         value = getattr(zoo_cfg, name)
         if value is not None and not 0 <= value <= MAX_PARAMS:
-            _fail(source, f"zoo field {name!r}", f"must be between 0 and {MAX_PARAMS:,} (the zoo's limit), got {value:,}")
+            _fail(source, f"zoo field {name!r}",
+                  f"must be between 0 and {MAX_PARAMS:,} (the zoo's limit), got {value:,}")
     if zoo_cfg.mode is not None:
         _choice(source, "zoo field 'mode'", zoo_cfg.mode, MODES)
     if zoo_cfg.head is not None:
