@@ -25,6 +25,7 @@ from PIL import Image  # noqa: E402
 
 import zoo  # noqa: E402
 from ui import about  # noqa: E402
+from ui.private import TAB_MARKDOWN as PRIVATE_TAB, private_routes  # noqa: E402
 from ui.formatting import (CSS, ZOO_HEADERS, column_details, column_header, label_scores,  # noqa: E402
                            models_table_markdown, zoo_rows)
 from ui.settings import ENVIRONMENT_HELP, Settings, SettingsError  # noqa: E402
@@ -48,7 +49,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
     selection = app.default_selection()
     has_meta, sexes, sites = app.metadata_fields(selection)
 
-    with gr.Blocks(title=about.TITLE, analytics_enabled=False) as demo:
+    # uploads and generated files are deleted once older than the setting (gradio's cache cleanup)
+    with gr.Blocks(title=about.TITLE, analytics_enabled=False, delete_cache=app.settings.delete_cache) as demo:
         demo.zoo_app = app  # the tests and benchmarks reach the state through the Blocks object
         gr.Markdown(about.INTRO)
         with gr.Tabs():
@@ -131,6 +133,9 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                 for name, text in reports:
                     with gr.Accordion(f"Study: {name}", open=False):
                         gr.Markdown(text)
+
+            with gr.Tab("Private", id="private"):  # the page itself: web/, served by ui/private.py's routes
+                gr.Markdown(PRIVATE_TAB, elem_id="private-tab")
 
             with gr.Tab("Model zoo", id="zoo"):
                 gr.Markdown(about.zoo_intro(len(zoo.list_architectures())))
@@ -215,19 +220,23 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
             return gr.CheckboxGroup(choices=app.choices(), value=kept), table
 
         selection_outputs = [metadata_group, sex, site, teaching_text, params_plot, params_df, *teaching_outputs]
+        # every handler that reads an image (the upload, a model's input, the training plots) shares one
+        # limit: private events can still be called over HTTP, so none may run beside the comparisons
+        images = dict(concurrency_id="inference", concurrency_limit=app.settings.concurrency)
         replace.upload(lambda path: path, inputs=replace, outputs=image_file, api_visibility="private")
-        image_file.change(app.preview, inputs=image_file, outputs=[preview, image_info], api_visibility="private")
-        image_file.change(on_inputs, inputs=[image_file, models], outputs=input_outputs, api_visibility="private")
+        image_file.change(app.preview, inputs=image_file, outputs=[preview, image_info], api_visibility="private",
+                          **images)
+        image_file.change(on_inputs, inputs=[image_file, models], outputs=input_outputs, api_visibility="private",
+                          **images)
         run_button.click(run_ui, inputs=[image_file, models, age, sex, site, top_k],
-                         outputs=[summary, records, *slot_outputs], api_visibility="private",
-                         concurrency_id="inference", concurrency_limit=app.settings.concurrency)
+                         outputs=[summary, records, *slot_outputs], api_visibility="private", **images)
         api_button.click(run_api, inputs=[api_image, api_models, api_age, api_sex, api_site, api_top_k],
-                         outputs=api_out, api_name="compare", concurrency_id="inference",
-                         concurrency_limit=app.settings.concurrency)
-        models.change(on_selection, inputs=models, outputs=selection_outputs, api_visibility="private")
-        models.change(on_inputs, inputs=[image_file, models], outputs=input_outputs, api_visibility="private")
+                         outputs=api_out, api_name="compare", **images)
+        models.change(on_selection, inputs=models, outputs=selection_outputs, api_visibility="private", **images)
+        models.change(on_inputs, inputs=[image_file, models], outputs=input_outputs, api_visibility="private",
+                      **images)
         rescan.click(on_rescan, inputs=models, outputs=[models, models_table], api_visibility="private")
-        demo.load(on_selection, inputs=models, outputs=selection_outputs, api_visibility="private")
+        demo.load(on_selection, inputs=models, outputs=selection_outputs, api_visibility="private", **images)
 
     # a Blocks app has no flagging (that is gr.Interface's), so nothing users send is stored
     demo.queue(max_size=app.settings.queue_size, default_concurrency_limit=2)
@@ -238,8 +247,10 @@ def launch_kwargs(settings: Settings) -> dict[str, Any]:
     """demo.launch() options: upload limit, the example folder as the only extra served path, theme."""
     # Gradio serves its own upload/temporary cache; allowed_paths adds only the examples. Run folders are
     # never served: the Teaching tab reads their plots and sends copies.
+    # app_kwargs: FastAPI's `routes` argument adds private mode's read-only routes (ui/private.py)
     return dict(max_file_size=settings.max_file_size, allowed_paths=[str(settings.examples_dir)],
-                show_error=True, theme=THEME, css=CSS, inbrowser=settings.open_browser)
+                show_error=True, theme=THEME, css=CSS, inbrowser=settings.open_browser,
+                app_kwargs={"routes": private_routes(settings)})
 
 
 def __getattr__(name: str) -> Any:

@@ -33,6 +33,15 @@ else
   step "requirements already installed"
 fi
 
+if command -v npm >/dev/null; then  # private mode's onnxruntime-web, at the versions of web/package-lock.json
+  if [ ! -f web/node_modules/.package-lock.json ] || ! cmp -s web/package-lock.json web/.installed-lock.json; then
+    step "installing private mode's JavaScript (npm ci in web/)"
+    (cd web && npm ci --omit=dev --no-audit --no-fund --loglevel=error) && cp web/package-lock.json web/.installed-lock.json
+  fi
+else
+  echo "note: npm not found: the Private tab's page needs it once (apt-get install npm), the rest of the app does not" >&2
+fi
+
 step "demo zoo (built only when weights/ holds no run folder)"
 .venv/bin/python scripts/build_demo_zoo.py "$@"
 

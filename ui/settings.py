@@ -21,7 +21,10 @@ ENVIRONMENT_HELP = f"""\
     ZOO_APP_MAX_FILE_SIZE  upload limit (default 50mb)
     ZOO_APP_MAX_PIXELS     largest image accepted, in pixels (default {zoo_images.MAX_IMAGE_PIXELS:,})
     ZOO_APP_QUEUE_SIZE     requests allowed to wait (default 20)
-    ZOO_APP_CONCURRENCY    comparisons run at the same time (default 1: a comparison already uses every core)
+    ZOO_APP_CONCURRENCY    requests that read images (comparisons, previews) run at the same time (default 1:
+                           a comparison already uses every core)
+    ZOO_APP_UPLOAD_TTL_S   uploads and generated files are deleted once older than this many seconds (default
+                           3600; checked every 5 minutes, or every TTL if shorter), and all of them at shutdown
     ZOO_APP_EXAMPLES       folder the example images are written to (default: {DEFAULT_EXAMPLES})
     ZOO_APP_OPEN_BROWSER   1: open the page in a browser on start (run.sh sets it when there is a display)
 """
@@ -45,6 +48,12 @@ class Settings:
     concurrency: int = 1
     examples_dir: Path = DEFAULT_EXAMPLES
     open_browser: bool = False
+    upload_ttl_s: int = 3600
+
+    @property
+    def delete_cache(self) -> tuple[int, int]:
+        """gr.Blocks(delete_cache=(every, age)): files older than upload_ttl_s go, checked every 5 min at most."""
+        return min(self.upload_ttl_s, 300), self.upload_ttl_s
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -58,7 +67,8 @@ class Settings:
                    max_pixels=_int_env("ZOO_APP_MAX_PIXELS", zoo_images.MAX_IMAGE_PIXELS),
                    queue_size=_int_env("ZOO_APP_QUEUE_SIZE", 20), concurrency=_int_env("ZOO_APP_CONCURRENCY", 1),
                    examples_dir=Path(env("ZOO_APP_EXAMPLES", DEFAULT_EXAMPLES)),
-                   open_browser=env("ZOO_APP_OPEN_BROWSER") == "1")
+                   open_browser=env("ZOO_APP_OPEN_BROWSER") == "1",
+                   upload_ttl_s=_int_env("ZOO_APP_UPLOAD_TTL_S", 3600))
 
 
 def _int_env(name: str, default: int | None) -> int | None:

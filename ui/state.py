@@ -17,6 +17,7 @@ from zoo.catalog import ModelEntry, discover_models
 from .about import NO_IMAGE
 from .examples import write_examples
 from .formatting import image_info_markdown, input_caption, model_choice_label, upscale_for_display
+from .public_errors import public_comparison, public_message
 from .settings import Settings
 
 __all__ = ["UNKNOWN", "ComparisonApp", "ModelInput", "metadata_record"]
@@ -39,7 +40,13 @@ class ComparisonApp:
     def refresh(self) -> list[ModelEntry]:
         """Rescan the weights folder and the catalog."""
         self.entries = {e.id: e for e in discover_models(self.settings.weights, self.settings.catalog)}
+        for entry in self.entries.values():  # the reasons are shown to every user: no server paths
+            entry.reason = self.public(entry.reason)
         return list(self.entries.values())
+
+    def public(self, message: str | None) -> str | None:
+        """A message as remote users may read it: the server's paths shortened (ui.public_errors)."""
+        return public_message(message, self.settings.weights)
 
     def choices(self) -> list[tuple[str, str]]:
         return [(model_choice_label(e), e.id) for e in self.entries.values()]
@@ -57,9 +64,11 @@ class ComparisonApp:
 
     def selected_entries(self, model_ids: list[str]) -> list[ModelEntry]:
         """Entries for the ids; an id the app does not know becomes an unavailable entry with the reason."""
-        known = ", ".join(self.entries) or "none"
+        # the count, not the ids: the table "All models on offer" (Compare tab) lists them
+        known = (f"this app offers {len(self.entries)} models, listed in the table \"All models on offer\" "
+                 "on the Compare tab")
         return [self.entries.get(m) or ModelEntry(id=m, source="local", location="", available=False,
-                                                  reason=f"no model with id {m!r} (known: {known})")
+                                                  reason=f"no model with id {m!r:.100}; {known}")
                 for m in model_ids]
 
     def read_image(self, path: str | None) -> zoo_images.LoadedImage:
@@ -69,7 +78,7 @@ class ComparisonApp:
         try:
             return zoo_images.load_image(path, max_pixels=self.settings.max_pixels)
         except zoo.ZooError as e:
-            raise gr.Error(str(e), title="This image cannot be used", print_exception=False) from None
+            raise gr.Error(self.public(str(e)), title="This image cannot be used", print_exception=False) from None
 
     def preview(self, path: str | None) -> tuple[Image.Image | None, str]:
         """The uploaded image as read (8-bit; small ones enlarged with visible pixels), and what was done to it."""
@@ -98,7 +107,7 @@ class ComparisonApp:
                 loaded = self.cache.get(entry)
                 view = inference.model_input_image(loaded, image)
             except zoo.ZooError as e:
-                shown.append((None, f"**{entry.id}**: {e}"))
+                shown.append((None, f"**{entry.id}**: {self.public(str(e))}"))
                 continue
             shown.append((upscale_for_display(view), input_caption(entry.id, loaded.data_config["input_size"])))
         return shown
@@ -111,15 +120,15 @@ class ComparisonApp:
         try:
             ids = inference.check_selection(model_ids or [])
         except zoo.ZooError as e:
-            raise gr.Error(str(e), title="Select models", print_exception=False) from None
+            raise gr.Error(self.public(str(e)), title="Select models", print_exception=False) from None
         image = self.read_image(path)
 
         def report(done: int, total: int, what: str) -> None:
             if progress is not None:
                 progress((done, total), desc=what)
 
-        return inference.compare(image, self.selected_entries(ids), self.cache, metadata, top_k, cam,
-                                 progress=report)
+        return public_comparison(inference.compare(image, self.selected_entries(ids), self.cache, metadata, top_k,
+                                                   cam, progress=report), self.settings.weights)
 
     def metadata_fields(self, model_ids: list[str] | None) -> tuple[bool, list[str], list[str]]:
         """Whether a selected model has a metadata head, and the union of their sex and site categories."""

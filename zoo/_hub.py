@@ -23,19 +23,21 @@ from torch import nn
 
 from ._errors import ZooError
 from ._registry import ArchInfo, get_architecture, list_architectures
-from .fileio import atomic_write, read_safetensors
+from .fileio import atomic_write, read_safetensors, read_small_file, resolve_inside
 from .input_guard import guard_input_size
+from .model_config import MAX_PARAMS, PRETRAINED_SOURCE_KEYS, check_model_config
 from .modes import apply_mode, count_params
 from .run_layout import CARD_NAME, CONFIG_NAME, OOD_NAME, WEIGHTS_NAME
 from .zoo_config import ZooConfig
 
-__all__ = ["save_pretrained", "load_pretrained", "read_config", "resolve_folder", "check_hub_reachable",
-           "CACHE_DIR", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME"]
+__all__ = ["save_pretrained", "load_pretrained", "read_config", "read_hub_cache", "weights_path", "resolve_folder",
+           "check_hub_reachable", "CACHE_DIR", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME", "MAX_CONFIG_BYTES"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pth.tar", ".ckpt", ".pkl", ".pickle")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DISTRIBUTION = "medtl-zoo"  # the zoo's name on the package index (pyproject.toml)
 CACHE_DIR = Path(os.environ.get("ZOO_CACHE", Path.home() / ".cache" / "zoo"))
+MAX_CONFIG_BYTES = 1_000_000  # the zoo's config.json files are a few kB; a label list of 10,000 names fits
 
 
 def check_hub_reachable(what: str) -> None:
@@ -242,31 +244,58 @@ def _how_to_load(timm_name: str, name: str) -> list[str]:
 
 # --- loading ----------------------------------------------------------------------------------------
 
-def read_config(folder: Path) -> dict:
-    """config.json of a model folder, checked: valid JSON, the fields timm needs, a well-typed "zoo" object."""
+def read_config(folder: Path, root: Path | None = None) -> dict:
+    """config.json of a model folder, checked field by field (zoo.model_config) without building anything.
+
+    The file is read only if it is a regular file of at most MAX_CONFIG_BYTES that does not lead, through
+    a symbolic link, outside `root` (default: the folder itself). Every problem is a ZooError.
+    """
+    folder = Path(folder)
     path = folder / CONFIG_NAME
-    if not path.is_file():
-        raise ZooError(f"{folder} has no {CONFIG_NAME}; a zoo/timm model folder holds {WEIGHTS_NAME} and {CONFIG_NAME}.")
     try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ZooError(f"{path} is not valid JSON ({e}).") from None
-    if not isinstance(config, dict):
-        raise ZooError(f"{path} must hold a JSON object, got {type(config).__name__}.")
-    for key in ("architecture", "num_classes"):
-        if key not in config:
-            raise ZooError(f"{path} lacks the {key!r} field that timm and the zoo need.")
-    ZooConfig.from_dict(config.get("zoo"), source=str(path))
+        text = read_small_file(path, MAX_CONFIG_BYTES, root=folder if root is None else root)
+    except FileNotFoundError:
+        raise ZooError(f"{folder} has no {CONFIG_NAME}; a zoo/timm model folder holds {WEIGHTS_NAME} and "
+                       f"{CONFIG_NAME}.") from None
+    except OSError as e:
+        raise ZooError(f"{path} cannot be read ({e.strerror or e}).") from None
+    try:
+        config = json.loads(text)
+    except (ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, a number of 5,000 digits
+        raise ZooError(f"{path} is not valid JSON ({str(e)[:200]}).") from None
+    check_model_config(config, str(path))
     return config
 
 
-def _weights_file(folder: Path, source: str) -> Path:
-    path = folder / WEIGHTS_NAME
-    if path.is_file():
-        return path
+def weights_path(folder: Path, source: str, root: Path | None = None) -> Path:
+    """model.safetensors of a folder: a regular file that does not lead outside `root` (default: the folder)."""
+    path = Path(folder) / WEIGHTS_NAME
+    if os.path.lexists(path):
+        resolved = resolve_inside(path, folder if root is None else root)
+        if resolved.is_file():
+            return path
+        raise ZooError(f"{source}: {WEIGHTS_NAME} is not a regular file; put the weights file itself there.")
     pickles = sorted(p.name for p in folder.iterdir() if p.name.endswith(PICKLE_SUFFIXES)) if folder.is_dir() else []
     also = f" It has {', '.join(pickles)}, which the zoo refuses to read: pickle files can run code." if pickles else ""
     raise ZooError(f"{source} has no {WEIGHTS_NAME}.{also} Re-save the weights as safetensors.")
+
+
+def _repo_cache_root(snapshot: Path) -> Path:
+    """huggingface_hub's folder of one repo: <cache>/models--owner--name/snapshots/<commit> -> models--owner--name.
+    Its snapshot files are links into the repo's blobs/, so links are followed up to this folder, not further."""
+    return snapshot.parents[1]
+
+
+def read_hub_cache(repo_id: str, revision: str | None = None) -> tuple[Path, dict] | None:
+    """(snapshot folder, checked config.json) of a Hub repo whose config and weights are both in the local
+    Hugging Face cache; None when either is missing. No network; a bad config raises ZooError."""
+    from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
+
+    cached = [try_to_load_from_cache(repo_id, name, revision=revision) for name in (CONFIG_NAME, WEIGHTS_NAME)]
+    if not all(isinstance(p, str) for p in cached):
+        return None
+    snapshot = Path(cached[0]).parent
+    return snapshot, read_config(snapshot, root=_repo_cache_root(snapshot))
 
 
 def _check_hub_source(repo_id: str, revision: str | None) -> None:
@@ -341,22 +370,15 @@ def _download(repo_id: str, revision: str | None) -> Path:
         except ZooError:
             offline = True  # unreachable: use the cache if it has the files, fail at once otherwise
     config_path = _hub_file(repo_id, CONFIG_NAME, revision, offline, where)
-    _require_known_architecture(read_config(config_path.parent), repo_id)
+    config = read_config(config_path.parent, root=_repo_cache_root(config_path.parent))  # checked, before the weights
     commit = config_path.parent.name  # the cache keeps each commit's files in snapshots/<commit hash>/
     folder = _hub_file(repo_id, WEIGHTS_NAME, commit, offline, where).parent
-    if (read_config(config_path.parent).get("zoo") or {}).get("ood"):
+    if (config.get("zoo") or {}).get("ood"):
         try:  # optional: without the OOD statistics the model loads and says so (zoo/trust.py)
             _hub_file(repo_id, OOD_NAME, commit, offline, where)
         except ZooError:
             pass
     return folder
-
-
-def _require_known_architecture(config: dict, source: str) -> None:
-    arch = config["architecture"]
-    if not timm.is_model(arch):
-        raise ZooError(f"{source}: config.json names architecture {arch!r}, which neither timm nor the zoo knows. "
-                       "`import zoo` registers the zoo's native ones; a newer timm may know it.")
 
 
 def _build_for_weights(arch: str, weights: dict[str, torch.Tensor], source: str, **kwargs) -> nn.Module:
@@ -368,9 +390,11 @@ def _build_for_weights(arch: str, weights: dict[str, torch.Tensor], source: str,
     try:
         with torch.device("meta"):
             model = timm.create_model(arch, pretrained=False, **kwargs)
-    except TypeError as e:
-        raise ZooError(f"{source}: config.json model_args do not fit {arch} ({e}).") from None
-    check_state_dict(model, weights, source)
+    except ZooError as e:
+        raise ZooError(f"{source}: {e}") from None
+    except Exception as e:  # noqa: BLE001  (a constructor's own complaint about checked, well-typed arguments)
+        raise ZooError(f"{source}: config.json model_args do not fit {arch} ({type(e).__name__}: {e}).") from None
+    check_state_dict(model, weights, source)  # so the real model below is no bigger than the weights read
     if {n for n, _ in model.named_buffers()} - set(weights):  # non-persistent buffers need their real init
         model = timm.create_model(arch, pretrained=False, **kwargs)
     else:
@@ -380,21 +404,26 @@ def _build_for_weights(arch: str, weights: dict[str, torch.Tensor], source: str,
 
 
 def load_pretrained(source: str | os.PathLike, revision: str | None = None) -> nn.Module:
-    """A model from a run folder or a Hub repo id ("owner/name"), in eval mode, with its zoo_cfg and labels."""
+    """A model from a run folder or a Hub repo id ("owner/name"), in eval mode, with its zoo_cfg and labels.
+
+    config.json is checked before anything is built (zoo.model_config: types, size limits, only the
+    model_args keys the zoo writes); the model is built with pretrained=False, so no path or URL in the
+    config is ever opened, and only model.safetensors is read. Every problem is a ZooError.
+    """
     path = Path(source)
     if path.is_dir():
-        folder = path
+        folder, root = path, path
     elif isinstance(source, str) and REPO_ID.match(source) and not path.exists():
         folder = _download(source, revision)
+        root = _repo_cache_root(folder)
     else:
         raise ZooError(f"{str(source)!r} is neither a model folder nor a Hub repo id of the form OWNER/NAME.")
-    config = read_config(folder)
-    weights = read_safetensors(_weights_file(folder, str(source)))
+    config = read_config(folder, root=root)
+    weights = read_safetensors(weights_path(folder, str(source), root=root), max_elements=MAX_PARAMS)
     arch = config["architecture"]
-    _require_known_architecture(config, str(source))
     model_args = dict(config.get("model_args") or {})
     model_args["num_classes"] = config["num_classes"]
-    pretrained_cfg = dict(config.get("pretrained_cfg") or {})
+    pretrained_cfg = {k: v for k, v in (config.get("pretrained_cfg") or {}).items() if k not in PRETRAINED_SOURCE_KEYS}
     if config.get("label_names"):
         pretrained_cfg["label_names"] = list(config["label_names"])
     model = _build_for_weights(arch, weights, str(source), pretrained_cfg=pretrained_cfg, **model_args)

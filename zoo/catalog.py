@@ -16,8 +16,10 @@ whose id is the folder name. ``catalog.json`` adds models from elsewhere::
     }
 
 A model that cannot be used is listed as unavailable with the reason (an unfinished run, a Hub repo
-that is neither cached nor reachable, a broken entry), never silently hidden. Nothing here loads
-weights: only ``config.json`` and ``metrics.json`` are read, so listing is fast.
+that is neither cached nor reachable, a broken entry, a config.json with a field the zoo cannot use or
+a size over its limits, a link out of the weights folder), never silently hidden. Nothing here loads
+weights or builds a model: only ``config.json`` (checked field by field, zoo.model_config) and
+``metrics.json`` are read, each with a size cap, so listing is fast whatever the files hold.
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ZooError
-from ._hub import REPO_ID, check_hub_reachable, read_config
+from ._hub import REPO_ID, check_hub_reachable, read_config, read_hub_cache, weights_path
+from .fileio import read_small_file, resolve_inside
 from .run_layout import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, PLOT_FILES, RUN_CONFIG_NAME, WEIGHTS_NAME
 from .zoo_config import ZooConfig
 
@@ -36,6 +39,8 @@ __all__ = ["ModelEntry", "discover_models", "read_catalog", "CATALOG_NAME", "MET
 
 CATALOG_NAME = "catalog.json"
 SOURCES = ("local", "hub")
+MAX_METRICS_BYTES = 16_000_000   # metrics.json: per-epoch history and a confusion matrix of up to 10,000 classes
+MAX_CATALOG_BYTES = 1_000_000
 
 
 @dataclass
@@ -112,10 +117,11 @@ class ModelEntry:
 
     @property
     def plots(self) -> dict[str, Path]:
-        """The training plots present in its run folder, by kind (curves, confusion_matrix, roc)."""
-        if self.run_dir is None:
+        """The training plots present in its run folder, by kind (curves, confusion_matrix, roc); a plot that
+        links outside the run folder is left out (the app sends plots to its users)."""
+        if self.run_dir is None or not self.available:
             return {}
-        return {kind: self.run_dir / name for kind, name in PLOT_FILES.items() if (self.run_dir / name).is_file()}
+        return {kind: self.run_dir / name for kind, name in PLOT_FILES.items() if _inside(self.run_dir / name)}
 
     def summary(self) -> str:
         """One line: architecture, mode, dataset (or why it is unavailable)."""
@@ -129,52 +135,65 @@ class ModelEntry:
         return ", ".join(parts)
 
 
-def _read_metrics(folder: Path) -> dict[str, Any]:
-    path = folder / METRICS_NAME
-    if not path.is_file():
-        return {}
+def _inside(path: Path, root: Path | None = None) -> bool:
+    """Whether `path` is a regular file that does not lead, through a link, outside `root` (default: its folder)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return resolve_inside(path, path.parent if root is None else root).is_file()
+    except (ZooError, OSError):
+        return False
+
+
+def _read_metrics(folder: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(read_small_file(folder / METRICS_NAME, MAX_METRICS_BYTES))
+    except (OSError, ValueError, RecursionError, ZooError):
         return {}  # the model is usable without its metrics; the app shows them as missing
     return data if isinstance(data, dict) else {}
 
 
-def _local_entry(entry_id: str, folder: Path, description: str = "") -> ModelEntry:
+def _local_entry(entry_id: str, folder: Path, description: str = "", root: Path | None = None) -> ModelEntry:
+    """A run folder's entry; `root` is the folder its files must stay inside (the weights folder), default itself."""
     entry = ModelEntry(id=entry_id, source="local", location=str(folder), description=description, run_dir=folder)
+    root = folder if root is None else root
+    try:
+        resolve_inside(folder, root)
+    except ZooError:
+        entry.available, entry.run_dir = False, None
+        entry.reason = (f"{folder} is a symbolic link to a folder outside {root}; the app does not follow links out "
+                        "of the weights folder. Move or copy the run folder into it.")
+        return entry
     if not folder.is_dir():
         entry.available, entry.reason = False, f"folder {folder} does not exist"
         return entry
-    has_weights = (folder / WEIGHTS_NAME).is_file()
+    has_weights = os.path.lexists(folder / WEIGHTS_NAME)
     if not has_weights and (folder / RUN_CONFIG_NAME).is_file():
         entry.available = False
         entry.reason = (f"training has not finished: {folder} has no {WEIGHTS_NAME} yet (continue it with "
                         f"python -m train --resume {folder}, or wait for the running training)")
         return entry
     try:
-        entry.config = read_config(folder)
+        entry.config = read_config(folder, root=root)
+        weights_path(folder, str(folder), root=root)
     except ZooError as e:
         entry.available, entry.reason = False, str(e)
         return entry
     entry.run_metrics = _read_metrics(folder)
-    if not has_weights:
-        entry.available = False
-        entry.reason = f"{folder} has no {WEIGHTS_NAME}; the zoo loads only safetensors weights"
     return entry
 
 
 def _hub_entry(entry_id: str, repo_id: str, revision: str | None, description: str,
                reachable: tuple[bool, str | None]) -> ModelEntry:
     entry = ModelEntry(id=entry_id, source="hub", location=repo_id, revision=revision, description=description)
-    from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
-
-    cached = [try_to_load_from_cache(repo_id, name, revision=revision) for name in (CONFIG_NAME, WEIGHTS_NAME)]
-    if all(isinstance(p, str) for p in cached):
-        entry.run_dir = Path(cached[0]).parent
-        try:
-            entry.config = read_config(entry.run_dir)
-        except ZooError as e:
-            entry.available, entry.reason = False, str(e)
+    if revision is not None and not isinstance(revision, str):
+        entry.available, entry.reason = False, f"\"revision\" must be a branch, a tag or a commit, got {revision!r:.80}"
+        return entry
+    try:
+        cached = read_hub_cache(repo_id, revision)
+    except ZooError as e:
+        entry.available, entry.reason = False, str(e)
+        return entry
+    if cached is not None:
+        entry.run_dir, entry.config = cached
         return entry
     ok, why = reachable
     if not ok:
@@ -193,11 +212,11 @@ def _hub_reachability() -> tuple[bool, str | None]:
 def read_catalog(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The entries of a catalog.json file ([] when it does not exist); a malformed file raises ZooError."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         return []
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+        data = json.loads(read_small_file(path, MAX_CATALOG_BYTES, root=path.resolve().parent))
+    except (OSError, ValueError, RecursionError) as e:
         raise ZooError(f"{path} is not valid JSON ({e}); fix it or reset it to {{\"models\": []}}.") from None
     if not isinstance(data, dict) or not isinstance(data.get("models"), list):
         raise ZooError(f"{path} must be an object with a \"models\" list, e.g. {{\"models\": []}}; "
@@ -241,8 +260,9 @@ def discover_models(weights_dir: str | os.PathLike = "weights",
     entries: list[ModelEntry] = []
     if weights_dir.is_dir():
         for folder in sorted(p for p in weights_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if any((folder / name).is_file() for name in (CONFIG_NAME, CHECKPOINT_NAME, RUN_CONFIG_NAME)):
-                entries.append(_local_entry(folder.name, folder))
+            # lexists: a config.json that is a link (to /dev/zero, or out of the folder) is listed, with the reason
+            if any(os.path.lexists(folder / name) for name in (CONFIG_NAME, CHECKPOINT_NAME, RUN_CONFIG_NAME)):
+                entries.append(_local_entry(folder.name, folder, root=weights_dir))
     reachability: list[tuple[bool, str | None]] = []
 
     def reachable() -> tuple[bool, str | None]:  # checked once, and only if a Hub entry needs it

@@ -1,8 +1,11 @@
 """Files on disk: atomic writes (a crash, a full disk or Ctrl-C leaves the old file or the new one, never a torn
-one) with ordinary permissions, and safetensors reading with a clear error for a corrupt file."""
+one) with ordinary permissions, safetensors reading with a clear error for a corrupt file, and reading a small
+file of a run folder with a size cap, without following links out of the folder."""
 from __future__ import annotations
 
+import math
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +16,7 @@ from safetensors import SafetensorError, safe_open
 
 from ._errors import ZooError
 
-__all__ = ["atomic_write", "read_safetensors"]
+__all__ = ["atomic_write", "read_safetensors", "read_small_file", "resolve_inside"]
 
 # mkstemp creates owner-only (0600) files; a finished file gets what open() would have given it (0666 less the
 # umask, usually 0644), so other users and web servers can read published runs. Read once: os.umask can only
@@ -65,11 +68,46 @@ def _fsync(path: str | Path, flags: int, required: bool = True) -> None:
         os.close(fd)
 
 
-def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file; a corrupt or truncated file is a ZooError naming it."""
+def read_safetensors(path: str | os.PathLike, max_elements: int | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file; a corrupt or truncated file, or one holding more than `max_elements`
+    numbers in all (counted from its header, before any tensor is read), is a ZooError naming it."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
+            if max_elements is not None:
+                total = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+                if total > max_elements:
+                    raise ZooError(f"{path} holds {total:,} parameters, over the zoo's limit of {max_elements:,}; "
+                                   "it was not read.")
             return {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise ZooError(f"{path} is not a readable safetensors file ({e}); it may be corrupt or truncated: "
                        "download or save it again.") from None
+
+
+def resolve_inside(path: str | os.PathLike, root: str | os.PathLike) -> Path:
+    """`path` with its symbolic links resolved; a ZooError if that leads outside the folder `root`."""
+    path, root = Path(path), Path(root).resolve()
+    resolved = path.resolve()
+    if resolved != root and not resolved.is_relative_to(root):
+        raise ZooError(f"{path} is a symbolic link to {resolved}, outside {root}; the zoo does not follow links "
+                       "out of a model folder. Copy the file into the folder instead.")
+    return resolved
+
+
+def read_small_file(path: str | os.PathLike, max_bytes: int, root: str | os.PathLike | None = None) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`, read without following links outside `root`
+    (default: the file's folder). A missing file raises FileNotFoundError; anything else it cannot use
+    (a device such as /dev/zero, a pipe, a folder, a larger file) a ZooError naming it."""
+    path = Path(path)
+    resolved = resolve_inside(path, path.parent if root is None else root)
+    # O_NONBLOCK: opening a named pipe must not wait for a writer; fstat then sees what was opened
+    fd = os.open(resolved, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ZooError(f"{path} is not a regular file (a device, a pipe or a folder); put the file itself there.")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ZooError(f"{path} is {max(info.st_size, len(data)):,} bytes, over the {max_bytes:,}-byte limit for this "
+                       "file; it cannot be one the zoo wrote.")
+    return data

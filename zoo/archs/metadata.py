@@ -23,6 +23,7 @@ HAM10000_SITES = (
     "neck", "scalp", "trunk", "upper extremity",
 )
 UNKNOWN = "unknown"
+MAX_CATEGORIES = 1000  # per field: a saved schema is read from config.json, so its size is bounded
 
 
 @dataclass
@@ -44,14 +45,30 @@ class MetadataSchema:
             return cls()
         if isinstance(d, MetadataSchema):
             return d
+        if not isinstance(d, Mapping):
+            raise ZooError(f"metadata schema must be an object of fields and categories, got {d!r:.80}")
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
-            raise ZooError(f"metadata schema has unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
+            raise ZooError(f"metadata schema has unknown keys {sorted(map(str, unknown))}; allowed: {sorted(known)}")
         d = dict(d)
-        for k in ("sex", "site"):
+        for k in ("sex", "site"):  # categories: a short list of distinct names
             if k in d:
+                if (not isinstance(d[k], (list, tuple)) or not all(isinstance(c, str) for c in d[k])
+                        or not 1 <= len(set(d[k])) == len(d[k]) <= MAX_CATEGORIES):
+                    raise ZooError(f"metadata schema {k!r} must be a list of 1 to {MAX_CATEGORIES} distinct names, "
+                                   f"got {d[k]!r:.80}")
                 d[k] = tuple(d[k])
+        for k in ("age_mean", "age_std"):
+            if k in d and (isinstance(d[k], bool) or not isinstance(d[k], (int, float)) or not math.isfinite(d[k])
+                           or (k == "age_std" and d[k] <= 0)):
+                raise ZooError(f"metadata schema {k!r} must be a finite number{' above 0' if k == 'age_std' else ''}, "
+                               f"got {d[k]!r:.80}")
+        for k in ("age_field", "sex_field", "site_field"):
+            if k in d and not isinstance(d[k], str):
+                raise ZooError(f"metadata schema {k!r} must be a column name (a string), got {d[k]!r:.80}")
+        if "extra" in d and not isinstance(d["extra"], dict):
+            raise ZooError(f"metadata schema 'extra' must be an object, got {d['extra']!r:.80}")
         return cls(**d)
 
     def to_dict(self) -> dict:

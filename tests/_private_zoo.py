@@ -1,0 +1,59 @@
+"""The tiny test zoo (tests/_app_zoo.py) with what private mode needs: a verified model.onnx in every run
+folder (as `python -m train` writes one), and a temperature and conformal threshold for one model, so that
+the page's calibrated probabilities and prediction sets are checked too. Also the real images of the parity
+checks, written from installed packages."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import zoo
+from _app_zoo import TINY_MODELS, build_tiny_zoo, packaged_examples
+
+CALIBRATED = "lenet5-scratch-digits"
+TRUST = {"temperature": 1.7, "conformal": {"alpha": 0.1, "threshold": 0.85, "n_calibration": 100}}
+
+
+def build_private_zoo(weights: Path) -> Path:
+    """The tiny zoo with model.onnx in each model's run folder and trust figures for CALIBRATED (once)."""
+    marker = weights / ".private-complete"
+    if marker.is_file():
+        return weights
+    build_tiny_zoo(weights)
+    for run in TINY_MODELS:
+        zoo.export_onnx(weights / run)
+    config_path = weights / CALIBRATED / "config.json"
+    config = json.loads(config_path.read_text())
+    config["zoo"].update(TRUST)
+    config_path.write_text(json.dumps(config, indent=2))
+    marker.write_text("ok")
+    return weights
+
+
+def chest_xray() -> Path:
+    """A real chest X-ray (grey JPEG, about 1000-1400 px) from the installed pneumonia-model-package."""
+    return zoo.assets.medical_classifier("pneumonia").images()[0][0]
+
+
+def parity_images(folder: Path) -> dict[str, Path]:
+    """name -> file: a scikit-learn digit upscaled, retina.jpg, a non-square crop, a greyscale and an RGBA image."""
+    from sklearn.datasets import load_digits
+
+    folder.mkdir(parents=True, exist_ok=True)
+    retina = packaged_examples()["retina"]
+    digit = (load_digits().images[7] * (255 / 16)).astype(np.uint8)
+    files = {"digit": folder / "digit.png", "retina": retina, "non-square": folder / "wide.jpg",
+             "greyscale": folder / "grey.png", "rgba": folder / "rgba.png"}
+    Image.fromarray(digit, "L").resize((96, 96), Image.Resampling.BILINEAR).save(files["digit"])
+    with Image.open(retina) as im:
+        photo = im.convert("RGB")
+    photo.crop((200, 300, 1100, 700)).save(files["non-square"], quality=92)
+    photo.convert("L").resize((300, 300), Image.Resampling.BICUBIC).save(files["greyscale"])
+    rgba = photo.resize((180, 120)).convert("RGBA")
+    alpha = np.tile(np.linspace(0, 255, 180, dtype=np.uint8), (120, 1))  # every opacity from clear to opaque
+    rgba.putalpha(Image.fromarray(alpha, "L"))
+    rgba.save(files["rgba"])
+    return files

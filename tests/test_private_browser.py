@@ -1,0 +1,181 @@
+"""Private mode in a real browser (Debian's Chromium through Playwright): the page computes the comparison
+itself, equal to the server's /compare records and ONNX Runtime probabilities, and no request it makes
+carries the image or leaves 127.0.0.1."""
+import base64
+import os
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from _app_zoo import TINY_MODELS, packaged_examples  # noqa: E402
+from _private_zoo import CALIBRATED, build_private_zoo, chest_xray, parity_images  # noqa: E402
+from test_app_browser import CHROMIUM, CHROMIUM_ARGS, free_port, pytestmark  # noqa: E402, F401
+from ui.private import ORT_DIST  # noqa: E402
+
+MODELS = list(TINY_MODELS)
+TOLERANCE = 1e-3
+if not (ORT_DIST / "ort.wasm.min.js").is_file():
+    pytestmark = pytest.mark.skip(reason="web/node_modules missing: run npm ci --omit=dev in web/ (.ci/run does it)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import app
+
+    weights = build_private_zoo(tmp_path_factory.getbasetemp() / "private-zoo")
+    settings = app.Settings(weights=weights, examples_dir=tmp_path_factory.mktemp("examples"))
+    demo = app.build_demo(settings)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                            quiet=True, **app.launch_kwargs(settings))
+    yield url, weights
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    page = browser.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(server[0] + "private/")
+    page.wait_for_function("document.body.dataset.state === 'ready'")
+    yield page
+    page.close()
+
+
+def run_private(page, image, models=MODELS):
+    """Tick `models`, choose `image`, compare; -> (results by model id, status text)."""
+    for box in page.locator("#models input").all():
+        box.set_checked(box.get_attribute("value") in models)
+    page.locator("#image").set_input_files(str(image))
+    page.evaluate("document.body.dataset.state = 'ready'")
+    page.locator("#compare").click()
+    page.wait_for_function("document.body.dataset.state === 'done'")
+    return page.evaluate("window.zooPrivate.results"), page.locator("#status").inner_text()
+
+
+def server_probabilities(folder, image):
+    """The server's ONNX Runtime probabilities for `image`, with the app's preprocessing."""
+    import zoo
+    from zoo.images import load_image, to_model_mode
+    from zoo.inference import build_transform
+
+    backend = zoo.load_backend(folder, "onnx", export_missing=False)
+    assert backend.name == "onnx", backend.fallback_reason
+    channels = backend.data_config["input_size"][0]
+    x = build_transform(backend.data_config)(to_model_mode(load_image(image).image, channels)).unsqueeze(0)
+    return backend.predict(x).softmax(dim=-1)[0].numpy()
+
+
+def test_the_private_comparison_equals_compare_and_sends_no_image(page, server):
+    from gradio_client import Client, handle_file
+
+    url, _ = server
+    client = Client(url, verbose=False)
+    for image in (chest_xray(), packaged_examples()["retina"]):
+        data = image.read_bytes()
+        # a run of the file's bytes as text, in base64 and base64url, and its first bytes in hex
+        needles = [data[1000:1064].decode("latin-1"), base64.b64encode(data[:3000])[100:164].decode(),
+                   base64.urlsafe_b64encode(data[:3000])[100:164].decode(), data[:32].hex()]
+        requests = []
+
+        def record(request, requests=requests):
+            requests.append(request)
+
+        page.on("request", record)
+        results, status = run_private(page, image)
+        page.remove_listener("request", record)
+        assert "4 of 4 models answered" in status and "not uploaded" in status
+        for request in requests:  # bundles and ONNX files are cached: mostly nothing at all is requested
+            assert urlparse(request.url).hostname == "127.0.0.1", request.url
+            assert request.method == "GET" and request.post_data_buffer is None, (request.method, request.url)
+            assert not any(needle in request.url for needle in needles), request.url
+        records = client.predict(image=handle_file(str(image)), models=MODELS, api_name="/compare")
+        for record in records:
+            mine = results[record["model"]]
+            assert record["error"] is None and mine["error"] is None
+            assert mine["top_k"][0]["label"] == record["top_k"][0]["label"]
+            for theirs, ours in zip(record["top_k"], mine["top_k"]):
+                assert ours["label"] == theirs["label"] or abs(ours["probability"] - theirs["probability"]) < 1e-6
+                assert abs(ours["probability"] - theirs["probability"]) <= TOLERANCE
+            if record["model"] == CALIBRATED:
+                assert record["calibrated_top_k"] and record["prediction_set"] is not None
+                assert [p["label"] for p in mine["calibrated_top_k"]][:1] == [record["calibrated_top_k"][0]["label"]]
+                for theirs, ours in zip(record["calibrated_top_k"], mine["calibrated_top_k"]):
+                    assert abs(ours["probability"] - theirs["probability"]) <= TOLERANCE
+                assert mine["prediction_set"] == record["prediction_set"]
+            assert "no OOD check in private mode" in mine["ood_reason"]
+    page.screenshot(path="test-artifacts/private-compare.png", full_page=True)
+
+
+def test_browser_probabilities_equal_onnx_runtimes_on_real_images(page, server, tmp_path):
+    _, weights = server
+    worst = {}
+    for name, image in parity_images(tmp_path).items():
+        results, _ = run_private(page, image)
+        for model in MODELS:
+            expected = server_probabilities(weights / model, image)
+            got = np.asarray(results[model]["probabilities"])
+            assert int(got.argmax()) == int(expected.argmax()), (name, model)
+            worst[(name, model)] = float(np.abs(got - expected).max())
+    print("max |Δp| browser vs ONNX Runtime:", max(worst.values()), worst)
+    assert max(worst.values()) <= TOLERANCE, worst
+
+
+def test_bad_image_dicom_and_the_tab_link(page, server, tmp_path):
+    from playwright.sync_api import expect
+
+    notes = tmp_path / "notes.png"
+    notes.write_text("These are my notes, not an image.\n" * 5)
+    _, status = run_private(page, notes)
+    assert "cannot decode the file as an image" in status
+    _, status = run_private(page, packaged_examples()["ct"])
+    assert "DICOM" in status and "Compare tab" in status
+    _, status = run_private(page, packaged_examples()["retina"], MODELS[:1])
+    assert "Select 2 to 6 models" in status
+    page.goto(server[0])
+    page.get_by_role("tab", name="Private").click()
+    link = page.locator("#private-tab a", has_text="private comparison page")
+    expect(link).to_be_visible()
+    target = link.evaluate("a => a.href")  # Gradio opens Markdown links in a new tab: follow it here
+    assert target == server[0] + "private/"
+    page.goto(target)
+    page.wait_for_function("document.body.dataset.state === 'ready'")
+
+
+def test_a_model_the_browser_cannot_load_fails_alone(browser, server):
+    context = browser.new_context()  # a fresh cache: the ONNX file is fetched (and damaged) here
+    page = context.new_page()
+    page.route("**/api/models/lenet5-meta-lesions/model.onnx*",
+               lambda route: route.fulfill(status=200, body=b"not an onnx graph" * 10,
+                                           headers={"Cross-Origin-Resource-Policy": "same-origin"}))
+    page.goto(server[0] + "private/")
+    page.wait_for_function("document.body.dataset.state === 'ready'")
+    results, status = run_private(page, packaged_examples()["retina"], ["lenet5-meta-lesions", CALIBRATED])
+    assert "could not load this model's ONNX file" in results["lenet5-meta-lesions"]["error"]
+    assert results[CALIBRATED]["error"] is None and "1 of 2 models answered" in status
+    assert "could not load" in page.locator(".column[data-model='lenet5-meta-lesions']").inner_text()
+    context.close()
+
+
+def test_a_browser_without_webassembly_is_told_so(browser, server):
+    context = browser.new_context()
+    context.add_init_script("delete window.WebAssembly;")
+    page = context.new_page()
+    page.goto(server[0] + "private/")
+    page.wait_for_function("document.body.dataset.state === 'ready'")
+    assert "no WebAssembly" in page.locator("#status").inner_text()
+    _, status = run_private(page, packaged_examples()["retina"], MODELS[:2])
+    assert "no WebAssembly" in status
+    context.close()

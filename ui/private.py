@@ -1,0 +1,256 @@
+"""Private mode: the comparison computed in the browser, so that the image never leaves the user's machine.
+
+The server's part is read-only: it serves the page (web/private.html, web/private.js, web/preprocess.js),
+onnxruntime-web's files from web/node_modules (installed by `npm ci`, never a CDN), and, for each model on
+offer, what the page needs to run it: the verified model.onnx, a small JSON bundle (preprocessing, labels,
+temperature, conformal threshold, metadata default) and the OOD bank as raw float32. A model is on offer
+when it is a local run folder whose model.onnx ONNX Runtime accepted as verified for its weights
+(zoo.load_backend), no larger than MAX_ONNX_BYTES, with a preprocessing the page implements. Files are
+looked up by model id in the offer (a dict); no path ever comes from the client. No route accepts a body.
+
+Wiring (app.py): `launch_kwargs()` passes `private_routes(settings)` to demo.launch(app_kwargs={"routes":
+...}) (FastAPI's own `routes` argument, documented for launch's app_kwargs), and the Private tab links to
+PAGE_PATH.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+import zoo
+from zoo.catalog import ModelEntry, discover_models
+from zoo.fileio import read_safetensors
+from zoo.run_layout import CONFIG_NAME, ONNX_NAME, OOD_NAME, WEIGHTS_NAME
+
+from .settings import APP_ROOT, Settings
+
+__all__ = ["PAGE_PATH", "MAX_ONNX_BYTES", "INTERPOLATIONS", "WEB_DIR", "ORT_DIST", "PrivateOffer", "OfferedModel",
+           "private_routes", "web_files", "TAB_MARKDOWN"]
+
+PAGE_PATH = "/private/"
+MAX_ONNX_BYTES = 100 * 2**20  # larger ONNX files are not offered: a browser tab would download and hold them
+# PIL's resampling filters, all implemented in web/preprocess.js (the names timm's pretrained_cfg uses)
+INTERPOLATIONS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
+WEB_DIR = APP_ROOT / "web"
+ORT_DIST = WEB_DIR / "node_modules" / "onnxruntime-web" / "dist"
+# what the page loads: onnxruntime-web's WebAssembly build (the UMD script, its ES-module loader and the binary)
+_ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+_PAGE_FILES = ("private.js", "preprocess.js", "private.css")
+_MEDIA_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm",
+                ".css": "text/css", ".html": "text/html; charset=utf-8"}
+# cross-origin isolation, so that the page may use SharedArrayBuffer and onnxruntime-web's threads
+_ISOLATION = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp",
+              "Cross-Origin-Resource-Policy": "same-origin", "X-Content-Type-Options": "nosniff"}
+
+TAB_MARKDOWN = f"""\
+### Private mode: the comparison runs in your browser
+
+[Open the private comparison page]({PAGE_PATH.lstrip('/')}) (a page of this app). It downloads each chosen
+model's ONNX file and settings from this server once, keeps them in the browser's cache, and then classifies
+your image **inside the page** with ONNX Runtime Web (WebAssembly): **the image is never uploaded**, and no
+request the page makes carries it. PNG and JPEG only (DICOM needs the server mode of the Compare tab); models
+whose ONNX file is larger than {MAX_ONNX_BYTES // 2**20} MB are not offered there. Grad-CAM needs the PyTorch
+model and is not available in private mode.
+"""
+
+
+def web_files() -> dict[str, Path]:
+    """The page's static files by the only names a client may ask for."""
+    files = {name: WEB_DIR / name for name in _PAGE_FILES}
+    files.update({name: ORT_DIST / name for name in _ORT_FILES})
+    return files
+
+
+@dataclass
+class OfferedModel:
+    """One model the private page may run: its ONNX file and the bundle the page needs."""
+
+    id: str
+    onnx_path: Path
+    bundle: dict[str, Any]
+    ood_bank: bytes | None = field(default=None, repr=False)  # (N, D) float32, little-endian
+
+
+def _preprocessing(config: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """config.json's pretrained_cfg resolved as timm resolves it, or the reason the page cannot do it."""
+    from timm.data import resolve_data_config  # noqa: PLC0415
+
+    data = resolve_data_config({}, pretrained_cfg=dict(config.get("pretrained_cfg") or {}))
+    channels, height, width = (int(v) for v in data["input_size"])
+    crop_mode = data.get("crop_mode") or "center"
+    if data["interpolation"] not in INTERPOLATIONS:
+        return None, f"its interpolation {data['interpolation']!r} is not implemented in the browser"
+    if crop_mode not in ("center", "squash") or (crop_mode == "center" and height != width):
+        return None, (f"its preprocessing (crop_mode {crop_mode!r}, input {height}x{width}) is not implemented "
+                      "in the browser")
+    if channels not in (1, 3):
+        return None, f"it takes {channels} channels (the page gives 1 or 3)"
+    return {"input_size": [channels, height, width], "interpolation": data["interpolation"],
+            "crop_pct": float(data["crop_pct"]), "crop_mode": crop_mode,
+            "mean": [float(v) for v in data["mean"]], "std": [float(v) for v in data["std"]]}, None
+
+
+def _onnx_outputs(path: Path) -> list[str]:
+    import onnx  # noqa: PLC0415
+
+    return [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
+
+
+def _offer(entry: ModelEntry, max_bytes: int) -> tuple[OfferedModel | None, str | None]:
+    """The entry as an offered model, or (None, why it is not offered)."""
+    if entry.source != "local" or entry.run_dir is None:
+        return None, "private mode serves local run folders only"
+    if not entry.available:
+        return None, f"unavailable: {entry.reason}"
+    folder = Path(entry.run_dir)
+    onnx_path = folder / ONNX_NAME
+    if not onnx_path.is_file():
+        return None, f"no {ONNX_NAME} in its run folder (python -m zoo export {folder} makes one)"
+    size = onnx_path.stat().st_size
+    if size > max_bytes:
+        return None, (f"its {ONNX_NAME} is {size / 2**20:.1f} MB, over private mode's limit of "
+                      f"{max_bytes / 2**20:.0f} MB: use the Compare tab")
+    config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    preprocessing, problem = _preprocessing(config)
+    if problem:
+        return None, problem
+    backend = zoo.load_backend(folder, "onnx", export_missing=False)  # checks and verifies model.onnx
+    if backend.name != "onnx":
+        return None, f"its {ONNX_NAME} was not accepted: {backend.fallback_reason}"
+    data = onnx_path.read_bytes()
+    outputs = _onnx_outputs(onnx_path)
+    zoo_cfg = dict(config.get("zoo") or {})
+    conformal = zoo_cfg.get("conformal")
+    bundle: dict[str, Any] = {
+        "id": entry.id, "label_names": backend.label_names, "preprocessing": preprocessing,
+        "temperature": zoo_cfg.get("temperature"),
+        "conformal": ({"alpha": conformal["alpha"], "threshold": conformal["threshold"]}
+                      if isinstance(conformal, dict) and zoo_cfg.get("temperature") else None),
+        "onnx": {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "outputs": outputs},
+        "metadata_unknown": None, "ood": None, "ood_reason": None,
+    }
+    if backend.metadata_schema is not None:  # the page has no metadata fields: every one unknown, as in /compare
+        bundle["metadata_unknown"] = backend.metadata_schema.encode([{}])[0].tolist()
+    ood_bank = None
+    if "features" not in outputs:
+        bundle["ood_reason"] = "no OOD check in private mode for this model (its ONNX file has no features output)"
+    elif not (folder / OOD_NAME).is_file():
+        bundle["ood_reason"] = f"no OOD statistics ({OOD_NAME}) in its run folder"
+    else:
+        tensors = read_safetensors(folder / OOD_NAME)
+        bank = np.ascontiguousarray(tensors["bank"].float().numpy(), dtype="<f4")
+        if bank.ndim != 2 or not np.isfinite(bank).all():
+            return None, f"its {OOD_NAME} bank is not a finite (N, D) matrix: retrain, or delete the file"
+        ood_bank = bank.tobytes()
+        bundle["ood"] = {"threshold": float(tensors["threshold"].reshape(-1)[0]), "rows": int(bank.shape[0]),
+                         "dim": int(bank.shape[1]), "sha256": hashlib.sha256(ood_bank).hexdigest()}
+    return OfferedModel(entry.id, onnx_path, bundle, ood_bank), None
+
+
+class PrivateOffer:
+    """The models private mode offers, rebuilt when the run folders change (checked on each list request)."""
+
+    def __init__(self, weights: Path, catalog: Path | None = None, max_bytes: int = MAX_ONNX_BYTES):
+        self.weights, self.catalog, self.max_bytes = Path(weights), catalog, max_bytes
+        self._lock = threading.Lock()
+        self._stamp: tuple | None = None
+        self.models: dict[str, OfferedModel] = {}
+        self.refused: dict[str, str] = {}
+
+    def _folder_stamp(self) -> tuple:
+        stamp = []
+        for folder in sorted(p for p in self.weights.iterdir() if p.is_dir()) if self.weights.is_dir() else []:
+            for name in (WEIGHTS_NAME, CONFIG_NAME, ONNX_NAME, OOD_NAME):
+                try:
+                    stat = (folder / name).stat()
+                    stamp.append((folder.name, name, stat.st_mtime_ns, stat.st_size))
+                except OSError:
+                    pass
+        return tuple(stamp)
+
+    def refresh(self) -> None:
+        """Re-read the run folders if any of their files changed."""
+        with self._lock:
+            stamp = self._folder_stamp()
+            if stamp == self._stamp:
+                return
+            models, refused = {}, {}
+            for entry in discover_models(self.weights, self.catalog):
+                try:
+                    offered, reason = _offer(entry, self.max_bytes)
+                except Exception as e:  # one damaged run folder must not hide the others
+                    offered, reason = None, f"could not be prepared ({type(e).__name__}: {e})"
+                if offered is not None:
+                    models[entry.id] = offered
+                else:
+                    refused[entry.id] = reason or "not offered"
+            self.models, self.refused, self._stamp = models, refused, stamp
+
+    def listing(self) -> dict[str, Any]:
+        """What the page shows: the offered models (with their files' digests) and the others with the reason."""
+        self.refresh()
+        return {"max_onnx_bytes": self.max_bytes,
+                "models": [{"id": m.id, "onnx_sha256": m.bundle["onnx"]["sha256"], "onnx_bytes": m.bundle["onnx"]["bytes"],
+                            "ood_sha256": (m.bundle["ood"] or {}).get("sha256")} for m in self.models.values()],
+                "not_offered": [{"id": i, "reason": r} for i, r in self.refused.items()]}
+
+    def get(self, model_id: str) -> OfferedModel | None:
+        """The offered model with exactly this id (no path is ever built from it)."""
+        return self.models.get(model_id)
+
+
+def _headers(cache: bool = False) -> dict[str, str]:
+    return {**_ISOLATION, "Cache-Control": "public, max-age=31536000, immutable" if cache else "no-cache"}
+
+
+def _not_found(what: str) -> JSONResponse:
+    return JSONResponse({"error": what}, status_code=404, headers=_headers())
+
+
+def private_routes(settings: Settings, max_bytes: int = MAX_ONNX_BYTES) -> list[Route]:
+    """The read-only (GET) routes of private mode, for FastAPI's `routes` argument."""
+    offer = PrivateOffer(settings.weights, settings.catalog, max_bytes)
+    files = web_files()
+
+    async def page(request: Request) -> Response:
+        return FileResponse(WEB_DIR / "private.html", media_type=_MEDIA_TYPES[".html"], headers=_headers())
+
+    async def static(request: Request) -> Response:
+        path = files.get(request.path_params["name"])
+        if path is None:
+            return _not_found(f"no such file; the page's files are {sorted(files)}")
+        if not path.is_file():
+            return _not_found(f"{path.name} is missing on the server: run `npm ci --omit=dev` in web/ "
+                              "(run.sh does it)")
+        return FileResponse(path, media_type=_MEDIA_TYPES[path.suffix], headers=_headers())
+
+    async def listing(request: Request) -> Response:
+        return JSONResponse(offer.listing(), headers=_headers())
+
+    async def model_file(request: Request) -> Response:
+        model = offer.get(request.path_params["model_id"])
+        if model is None:
+            return _not_found(f"no model {request.path_params['model_id']!r} on offer in private mode")
+        kind = request.path_params["kind"]
+        if kind == "bundle.json":
+            return JSONResponse(model.bundle, headers=_headers())
+        if kind == ONNX_NAME:
+            return FileResponse(model.onnx_path, media_type="application/octet-stream", headers=_headers(True))
+        if kind == "ood.bin" and model.ood_bank is not None:
+            return Response(model.ood_bank, media_type="application/octet-stream", headers=_headers(True))
+        return _not_found(f"{model.id} has no file {kind!r} (bundle.json, {ONNX_NAME}, ood.bin)")
+
+    base = PAGE_PATH.rstrip("/")
+    return [Route(PAGE_PATH, page, methods=["GET"]),
+            Route(f"{base}/static/{{name}}", static, methods=["GET"]),
+            Route(f"{base}/api/models", listing, methods=["GET"]),
+            Route(f"{base}/api/models/{{model_id}}/{{kind}}", model_file, methods=["GET"])]

@@ -1,0 +1,308 @@
+// The private comparison page: models run in this browser with onnxruntime-web (global `ort`, loaded by
+// private.html from this app), the image is decoded and preprocessed here (preprocess.js) and never sent.
+// Every request below goes to this app: the model list, and per model its bundle, ONNX file and OOD bank.
+import { preprocess, resize } from "./preprocess.js";
+
+const MIN_MODELS = 2, MAX_MODELS = 6;
+const MAX_SIDE = 2048; // zoo.images.MAX_IMAGE_SIDE: larger images are downscaled first, as the server does
+const CACHE_NAME = "zoo-private-v1";
+const $ = (id) => document.getElementById(id);
+const sessions = new Map(); // model id + sha256 -> {bundle, session, bank}
+const state = { listing: null, results: {} };
+window.zooPrivate = state; // read by the tests and the benchmark
+
+function say(text, isError = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", isError);
+}
+
+function runtimeProblem() {
+  if (typeof WebAssembly !== "object") {
+    return "This browser has no WebAssembly, which private mode needs to run the models. Use a current browser " +
+      "with WebAssembly enabled, or the app's Compare tab (which sends the image to the server).";
+  }
+  if (typeof ort !== "object") return "onnxruntime-web did not load (static/ort.wasm.min.js): run `npm ci --omit=dev` in web/.";
+  return null;
+}
+
+function configureRuntime() {
+  ort.env.wasm.wasmPaths = new URL("static/", location.href).href; // this app's copy, never a CDN
+  // threads need SharedArrayBuffer, which needs the cross-origin isolation headers this app sends
+  // ?threads=N asks for fewer (benchmarks/bench_private.py compares 1 with the default)
+  const asked = Number(new URLSearchParams(location.search).get("threads")) || 4;
+  ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.max(1, Math.min(asked, navigator.hardwareConcurrency || 1)) : 1;
+  ort.env.wasm.proxy = false;
+  $("runtime").textContent = `ONNX Runtime Web ${ort.env.versions?.web ?? ""} (WebAssembly, ` +
+    `${ort.env.wasm.numThreads} thread${ort.env.wasm.numThreads > 1 ? "s" : ""}` +
+    `${self.crossOriginIsolated ? "" : ": no cross-origin isolation, so single-threaded"}); model cache: ` +
+    `${"caches" in self ? "the browser's Cache Storage" : "none (this page is not a secure context): files are fetched each visit"}.`;
+}
+
+// A GET to this app, kept in Cache Storage under its versioned URL (the file's sha256 is in the URL).
+async function cachedBytes(url) {
+  const cache = "caches" in self ? await caches.open(CACHE_NAME) : null;
+  let response = cache ? await cache.match(url) : undefined;
+  if (!response) {
+    response = await fetch(url);
+    if (!response.ok) throw new Error(`${url}: the server answered ${response.status} ${await response.text()}`);
+    if (cache) await cache.put(url, response.clone());
+  }
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+async function loadModel(entry) {
+  const key = `${entry.id}@${entry.onnx_sha256}`;
+  if (sessions.has(key)) return sessions.get(key);
+  const base = `api/models/${encodeURIComponent(entry.id)}/`;
+  const bundle = JSON.parse(new TextDecoder().decode(await cachedBytes(`${base}bundle.json?v=${entry.onnx_sha256}`)));
+  const bytes = await cachedBytes(`${base}model.onnx?v=${entry.onnx_sha256}`);
+  let session;
+  try {
+    session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+  } catch (e) {
+    throw new Error(`ONNX Runtime Web could not load this model's ONNX file (${String(e.message || e).slice(0, 300)}); ` +
+      "use the Compare tab for it.");
+  }
+  let bank = null;
+  if (bundle.ood) bank = new Float32Array((await cachedBytes(`${base}ood.bin?v=${bundle.ood.sha256}`)).buffer);
+  const model = { bundle, session, bank };
+  sessions.set(key, model);
+  return model;
+}
+
+function isDicom(bytes, name) {
+  const magic = bytes.length > 132 && String.fromCharCode(...bytes.subarray(128, 132)) === "DICM";
+  return magic || /\.(dcm|dicom)$/i.test(name);
+}
+
+// The file -> RGBA pixels as the server reads it: EXIF orientation applied, colour profile ignored (as
+// Pillow does), alpha composited on black (drawn on an opaque black canvas), longer side at most MAX_SIDE.
+async function decodeImage(file) {
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  if (isDicom(bytes, file.name)) {
+    throw new Error(`${file.name} is a DICOM file: private mode reads PNG and JPEG only. Reading DICOM (windowing, ` +
+      "compressed transfer syntaxes) needs the server mode: use the Compare tab, or export the image as PNG.");
+  }
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file, { colorSpaceConversion: "none", imageOrientation: "from-image" });
+  } catch (e) {
+    throw new Error(`${file.name}: this browser cannot decode the file as an image (${e.message || e}). ` +
+      "Use a PNG or JPEG file.");
+  }
+  const canvas = $("preview");
+  canvas.width = bitmap.width;
+  canvas.height = bitmap.height;
+  const context = canvas.getContext("2d", { willReadFrequently: true, colorSpace: "srgb" });
+  context.fillStyle = "#000";
+  context.fillRect(0, 0, bitmap.width, bitmap.height);
+  context.drawImage(bitmap, 0, 0);
+  let rgba = context.getImageData(0, 0, bitmap.width, bitmap.height).data;
+  let width = bitmap.width, height = bitmap.height;
+  if (Math.max(width, height) > MAX_SIDE) { // Lanczos like zoo.images (without its JPEG draft decoding)
+    const scale = MAX_SIDE / Math.max(width, height);
+    const w = Math.max(1, Math.round(width * scale)), h = Math.max(1, Math.round(height * scale));
+    const rgb = resize(rgbaToRgb(rgba), width, height, 3, w, h, "lanczos");
+    rgba = new Uint8ClampedArray(w * h * 4).fill(255);
+    for (let i = 0; i < w * h; i++) rgba.set(rgb.subarray(i * 3, i * 3 + 3), i * 4);
+    width = w; height = h;
+  }
+  return { rgba, width, height, name: file.name };
+}
+
+function rgbaToRgb(rgba) {
+  const n = rgba.length / 4, out = new Uint8Array(n * 3);
+  for (let i = 0; i < n; i++) { out[i * 3] = rgba[i * 4]; out[i * 3 + 1] = rgba[i * 4 + 1]; out[i * 3 + 2] = rgba[i * 4 + 2]; }
+  return out;
+}
+
+function softmax(logits, temperature = 1) {
+  const scaled = Array.from(logits, (v) => v / temperature);
+  const top = Math.max(...scaled);
+  const exps = scaled.map((v) => Math.exp(v - top));
+  const sum = exps.reduce((a, b) => a + b, 0);
+  return exps.map((v) => v / sum);
+}
+
+function ranked(probabilities, labels, k) {
+  return probabilities.map((p, i) => [labels[i] ?? String(i), p, i]).sort((a, b) => b[1] - a[1] || a[2] - b[2])
+    .slice(0, k).map(([label, probability]) => ({ label, probability }));
+}
+
+// One model on the decoded image: the same record fields as the server's /compare, computed here.
+async function runModel(entry, image, topK) {
+  const start = performance.now();
+  const { bundle, session, bank } = await loadModel(entry);
+  const loadedAt = performance.now();
+  const cfg = bundle.preprocessing;
+  const [c, h, w] = cfg.input_size;
+  const feeds = { pixel_values: new ort.Tensor("float32", preprocess(image.rgba, image.width, image.height, cfg), [1, c, h, w]) };
+  if (bundle.metadata_unknown) {
+    feeds.metadata = new ort.Tensor("float32", Float32Array.from(bundle.metadata_unknown), [1, bundle.metadata_unknown.length]);
+  }
+  const outputs = await session.run(feeds);
+  const logits = outputs.logits.data;
+  const probabilities = softmax(logits);
+  const record = {
+    model: bundle.id, label_names: bundle.label_names, probabilities,
+    top_k: ranked(probabilities, bundle.label_names, topK), calibrated_top_k: null, calibrated: null,
+    temperature: bundle.temperature, prediction_set: null, ood: null, ood_reason: bundle.ood_reason, error: null,
+  };
+  if (bundle.temperature) {
+    record.calibrated = softmax(logits, bundle.temperature);
+    record.calibrated_top_k = ranked(record.calibrated, bundle.label_names, topK);
+    if (bundle.conformal) {
+      record.prediction_set = record.calibrated.map((p, i) => [p, i]).filter(([p]) => 1 - p <= bundle.conformal.threshold)
+        .sort((a, b) => b[0] - a[0]).map(([, i]) => bundle.label_names[i]);
+      record.prediction_set_coverage = 1 - bundle.conformal.alpha;
+    }
+  }
+  if (bank && outputs.features) { // 1 - cosine similarity to the nearest training image (zoo.trust)
+    const f = outputs.features.data, dim = bundle.ood.dim;
+    const norm = Math.max(Math.hypot(...f), 1e-12);
+    let best = -Infinity;
+    for (let r = 0; r < bundle.ood.rows; r++) {
+      let dot = 0;
+      for (let j = 0; j < dim; j++) dot += bank[r * dim + j] * f[j];
+      best = Math.max(best, dot / norm);
+    }
+    const score = Math.max(0, 1 - best);
+    record.ood = { score, threshold: bundle.ood.threshold, flagged: score > bundle.ood.threshold };
+  }
+  record.latency_ms = performance.now() - loadedAt;
+  record.load_ms = loadedAt - start;
+  return record;
+}
+
+function column(record) {
+  const div = document.createElement("div");
+  div.className = "column";
+  div.dataset.model = record.model;
+  const title = document.createElement("h3");
+  title.textContent = record.model;
+  div.append(title);
+  const add = (className, text) => {
+    const p = document.createElement("p");
+    p.className = className;
+    p.textContent = text;
+    div.append(p);
+    return p;
+  };
+  if (record.error) {
+    div.classList.add("failed");
+    add("error", `✖ ${record.error}`);
+    return div;
+  }
+  if (record.ood?.flagged) {
+    div.classList.add("flagged");
+    add("banner", `This image is unlike the images ${record.model} was trained on (score ${record.ood.score.toFixed(3)}, ` +
+      `threshold ${record.ood.threshold.toFixed(3)}): its answer is not meaningful.`);
+  }
+  const table = document.createElement("table");
+  table.className = "probabilities";
+  for (const { label, probability } of record.calibrated_top_k ?? record.top_k) {
+    const row = table.insertRow();
+    row.insertCell().textContent = label;
+    row.insertCell().textContent = `${(probability * 100).toFixed(1)}%`;
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.style.width = `${Math.round(probability * 100)}%`;
+    row.insertCell().append(bar);
+  }
+  div.append(table);
+  add("note", record.temperature ? `Calibrated (temperature ${record.temperature.toFixed(3)}).` :
+    "Raw softmax (this model has no temperature).");
+  if (record.prediction_set) {
+    add("set", `${Math.round(record.prediction_set_coverage * 100)}% set: {${record.prediction_set.join(", ")}}`);
+  }
+  add("ood", record.ood ? `OOD check: score ${record.ood.score.toFixed(3)}, threshold ${record.ood.threshold.toFixed(3)}` +
+    (record.ood.flagged ? " (flagged)" : " (passed)") : record.ood_reason);
+  add("latency", `Latency ${record.latency_ms.toFixed(1)} ms in this browser` +
+    (record.load_ms > 1 ? ` (+ ${record.load_ms.toFixed(0)} ms to load the model)` : ""));
+  return div;
+}
+
+async function compare() {
+  const chosen = [...document.querySelectorAll("#models input:checked")].map((box) => box.value);
+  const file = $("image").files[0];
+  $("columns").replaceChildren();
+  state.results = {};
+  document.body.dataset.state = "running";
+  try {
+    const problem = runtimeProblem();
+    if (problem) throw new Error(problem);
+    if (chosen.length < MIN_MODELS || chosen.length > MAX_MODELS) {
+      throw new Error(`Select ${MIN_MODELS} to ${MAX_MODELS} models to compare; ${chosen.length} selected.`);
+    }
+    if (!file) throw new Error("Choose an image (PNG or JPEG) first.");
+    say("Decoding the image in this browser…");
+    const image = await decodeImage(file);
+    const topK = Math.max(1, Math.min(10, Number($("top-k").value) || 5));
+    for (const [i, id] of chosen.entries()) {
+      say(`${id}: running in this browser (${i + 1} of ${chosen.length})…`);
+      const entry = state.listing.models.find((m) => m.id === id);
+      let record;
+      try {
+        record = await runModel(entry, image, topK);
+      } catch (e) { // one model failing must not stop the others
+        record = { model: id, error: String(e.message || e) };
+      }
+      state.results[id] = record;
+      $("columns").append(column(record));
+    }
+    const answered = Object.values(state.results).filter((r) => !r.error);
+    say(`Done: ${answered.length} of ${chosen.length} models answered in this browser; the image was not uploaded.`);
+  } catch (e) {
+    say(String(e.message || e), true);
+  }
+  document.body.dataset.state = "done";
+}
+
+// The median time of `runs` forward passes of one model on a random input (benchmarks/bench_private.py).
+state.timeForward = async (id, runs) => {
+  const { bundle, session } = await loadModel(state.listing.models.find((m) => m.id === id));
+  const [c, h, w] = bundle.preprocessing.input_size;
+  const feeds = { pixel_values: new ort.Tensor("float32", Float32Array.from({ length: c * h * w }, () => Math.random() * 2 - 1), [1, c, h, w]) };
+  if (bundle.metadata_unknown) {
+    feeds.metadata = new ort.Tensor("float32", Float32Array.from(bundle.metadata_unknown), [1, bundle.metadata_unknown.length]);
+  }
+  await session.run(feeds); // warm-up
+  const times = [];
+  for (let i = 0; i < runs; i++) {
+    const start = performance.now();
+    await session.run(feeds);
+    times.push(performance.now() - start);
+  }
+  return times.sort((a, b) => a - b)[Math.floor(runs / 2)];
+};
+
+async function init() {
+  const problem = runtimeProblem();
+  if (problem) say(problem, true);
+  else configureRuntime();
+  try {
+    const response = await fetch("api/models");
+    state.listing = await response.json();
+  } catch (e) {
+    say(`The model list could not be read from the app (${e.message || e}).`, true);
+    return;
+  }
+  const box = $("models");
+  box.replaceChildren(Object.assign(document.createElement("legend"), { textContent: "Models (2 to 6)" }));
+  for (const [i, m] of state.listing.models.entries()) {
+    const label = document.createElement("label");
+    const input = Object.assign(document.createElement("input"), { type: "checkbox", value: m.id, checked: i < 2 });
+    label.append(input, ` ${m.id} (${(m.onnx_bytes / 2 ** 20).toFixed(1)} MB)`);
+    box.append(label);
+  }
+  const refused = state.listing.not_offered;
+  $("not-offered").replaceChildren(...refused.map(({ id, reason }) => {
+    const p = document.createElement("p");
+    p.textContent = `Not offered here: ${id}: ${reason}.`;
+    return p;
+  }));
+  $("compare").addEventListener("click", compare);
+  document.body.dataset.state = "ready";
+}
+
+init();
