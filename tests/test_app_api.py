@@ -67,6 +67,8 @@ def test_compare_on_real_example_images(served, example):
         entry = entries[record["model"]]
         assert (record["params_total"], record["params_trainable"]) == entry.params
         assert record["mode"] == entry.mode
+        # the run folders have a verified model.onnx: ONNX Runtime answers, and the record says so
+        assert record["backend"] == "onnx" and record["backend_note"].startswith("ONNX Runtime")
 
 
 def test_compare_with_digit_example_is_deterministic_and_cached(served):
@@ -194,6 +196,14 @@ def test_settings_from_the_environment(monkeypatch, tmp_path):
     assert "No models yet" in models_table_markdown([])
     with pytest.raises(gr.Error, match="over the limit of 1,000 pixels"):
         state.read_image(str(packaged_examples()["ct"]))  # 128 x 128 > 1000
+    assert state.cache.backend == "onnx"  # the default
+    monkeypatch.setenv("ZOO_APP_BACKEND", "torch")
+    assert ComparisonApp(Settings.from_env()).cache.backend == "torch"
+    monkeypatch.setenv("ZOO_APP_BACKEND", "tensorrt")
+    with pytest.raises(SettingsError, match="ZOO_APP_BACKEND='tensorrt' is not a backend; set it to one of onnx, "
+                                            "onnx-int8, torch"):
+        Settings.from_env()
+    monkeypatch.delenv("ZOO_APP_BACKEND")
     monkeypatch.setenv("ZOO_APP_CACHE_MODELS", "many")
     with pytest.raises(SettingsError, match="ZOO_APP_CACHE_MODELS='many' must be a whole number"):
         Settings.from_env()

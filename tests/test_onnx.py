@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from huggingface_hub import constants
 from PIL import Image
 
 import zoo
+from _onnx_graphs import write_graph
 from hub_server import HubServer
 from zoo import onnx_export
 from zoo.__main__ import main as zoo_main
@@ -193,32 +193,9 @@ def test_the_onnx_backend_answers_like_pytorch_without_building_it(tmp_path):
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-4)
 
 
-class _Outputs(torch.nn.Module):
-    """An ONNX graph of another shape than export_onnx writes: logits only (a file exported before the features
-    output existed), or features a little off (a graph that must not pass verification)."""
-
-    def __init__(self, model, kind):
-        super().__init__()
-        self.model, self.kind = model, kind
-
-    def forward(self, x):
-        features, logits = features_and_logits(self.model, x)
-        return logits if self.kind == "logits_only" else (logits, features * 1.01 + 0.01)
-
-
-def _write_graph(run: Path, kind: str) -> None:
-    model = zoo.load_pretrained(run)
-    outputs = ["logits"] if kind == "logits_only" else ["logits", "features"]
-    with warnings.catch_warnings():  # the input-size guard's checks are constants in the trace, as in export_onnx
-        warnings.simplefilter("ignore")
-        torch.onnx.export(_Outputs(model, kind).eval(), (torch.zeros(2, 1, 32, 32),), str(run / ONNX_NAME),
-                          dynamo=False, opset_version=17, input_names=["pixel_values"], output_names=outputs,
-                          dynamic_axes={n: {0: "batch"} for n in ["pixel_values", *outputs]})
-
-
 def test_a_file_exported_before_the_features_output_still_answers_without_an_ood_check(tmp_path):
     run = _run(tmp_path / "run")
-    _write_graph(run, "logits_only")
+    write_graph(run, "logits_only")
     backend = load_backend(run)
     assert backend.name == "onnx" and backend.fallback_reason is None and not backend.torch_loaded
     assert backend.features_reason == ("no OOD check on ONNX for this file (model.onnx, exported before it gave image "
@@ -236,7 +213,7 @@ def test_a_file_exported_before_the_features_output_still_answers_without_an_ood
 
 def test_features_that_do_not_match_pytorch_are_refused_like_wrong_logits(tmp_path):
     run = _run(tmp_path / "run")
-    _write_graph(run, "features_off")  # the logits are right, the features 1% off
+    write_graph(run, "features_off")  # the logits are right, the features 1% off
     backend = load_backend(run)
     assert backend.name == "torch" and "does not reproduce PyTorch's image features" in backend.fallback_reason
     assert "lowest cosine" in backend.fallback_reason

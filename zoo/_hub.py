@@ -31,6 +31,7 @@ from .run_layout import CARD_NAME, CONFIG_NAME, OOD_NAME, WEIGHTS_NAME
 from .zoo_config import ZooConfig
 
 __all__ = ["save_pretrained", "load_pretrained", "read_config", "read_hub_cache", "weights_path", "resolve_folder",
+           "repo_cache_root",
            "check_hub_reachable", "CACHE_DIR", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME", "MAX_CONFIG_BYTES"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pth.tar", ".ckpt", ".pkl", ".pickle")
@@ -280,7 +281,7 @@ def weights_path(folder: Path, source: str, root: Path | None = None) -> Path:
     raise ZooError(f"{source} has no {WEIGHTS_NAME}.{also} Re-save the weights as safetensors.")
 
 
-def _repo_cache_root(snapshot: Path) -> Path:
+def repo_cache_root(snapshot: Path) -> Path:
     """huggingface_hub's folder of one repo: <cache>/models--owner--name/snapshots/<commit> -> models--owner--name.
     Its snapshot files are links into the repo's blobs/, so links are followed up to this folder, not further."""
     return snapshot.parents[1]
@@ -295,7 +296,7 @@ def read_hub_cache(repo_id: str, revision: str | None = None) -> tuple[Path, dic
     if not all(isinstance(p, str) for p in cached):
         return None
     snapshot = Path(cached[0]).parent
-    return snapshot, read_config(snapshot, root=_repo_cache_root(snapshot))
+    return snapshot, read_config(snapshot, root=repo_cache_root(snapshot))
 
 
 def _check_hub_source(repo_id: str, revision: str | None) -> None:
@@ -370,7 +371,7 @@ def _download(repo_id: str, revision: str | None) -> Path:
         except ZooError:
             offline = True  # unreachable: use the cache if it has the files, fail at once otherwise
     config_path = _hub_file(repo_id, CONFIG_NAME, revision, offline, where)
-    config = read_config(config_path.parent, root=_repo_cache_root(config_path.parent))  # checked, before the weights
+    config = read_config(config_path.parent, root=repo_cache_root(config_path.parent))  # checked, before the weights
     commit = config_path.parent.name  # the cache keeps each commit's files in snapshots/<commit hash>/
     folder = _hub_file(repo_id, WEIGHTS_NAME, commit, offline, where).parent
     if (config.get("zoo") or {}).get("ood"):
@@ -415,7 +416,7 @@ def load_pretrained(source: str | os.PathLike, revision: str | None = None) -> n
         folder, root = path, path
     elif isinstance(source, str) and REPO_ID.match(source) and not path.exists():
         folder = _download(source, revision)
-        root = _repo_cache_root(folder)
+        root = repo_cache_root(folder)
     else:
         raise ZooError(f"{str(source)!r} is neither a model folder nor a Hub repo id of the form OWNER/NAME.")
     config = read_config(folder, root=root)

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from torch import nn
 from . import _hub
 from ._builder import resolve_data_config_from_cfg
 from ._errors import ZooError
-from ._hub import WEIGHTS_NAME, load_pretrained, read_config, resolve_folder
+from ._hub import WEIGHTS_NAME, load_pretrained, read_config, repo_cache_root, resolve_folder
 from .archs.metadata import MetadataSchema
 from .assets import file_sha256
 from .onnx_export import (DEFAULT_THREADS, FEATURES_NAME, INPUT_NAME, METADATA_NAME, OUTPUT_NAME, OnnxIO,
@@ -66,9 +67,10 @@ class Backend:
     features_reason: str | None = None  # why predict gives no features (None when it does)
 
     def __init__(self, folder: Path, config: dict, requested: str, fallback_reason: str | None,
-                 model: nn.Module | None = None):
+                 model: nn.Module | None = None, loader: Callable[[], nn.Module] | None = None):
         self.folder, self.config, self.requested, self.fallback_reason = folder, config, requested, fallback_reason
         self._model, self._model_lock = model, threading.Lock()
+        self._loader = loader or (lambda: load_pretrained(folder))  # builds the PyTorch model when first needed
         self.io = OnnxIO.from_config(config)
         args = config.get("model_args") or {}
         self.metadata_schema = (MetadataSchema.from_dict(args.get("metadata_schema"))
@@ -92,7 +94,7 @@ class Backend:
         """The run's PyTorch model (eval mode), loaded on the first call only."""
         with self._model_lock:
             if self._model is None:
-                self._model = load_pretrained(self.folder)
+                self._model = self._loader()
             return self._model
 
     @property
@@ -145,8 +147,9 @@ class OnnxBackend(Backend):
     """ONNX Runtime on the CPU, from a checked and verified ONNX file."""
 
     def __init__(self, folder: Path, config: dict, requested: str, fallback_reason: str | None,
-                 model: nn.Module | None, path: Path, data: bytes, info: dict[str, Any], threads: int):
-        super().__init__(folder, config, requested, fallback_reason, model)
+                 model: nn.Module | None, path: Path, data: bytes, info: dict[str, Any], threads: int,
+                 loader: Callable[[], nn.Module] | None = None):
+        super().__init__(folder, config, requested, fallback_reason, model, loader)
         self.path, self.info = path, info
         self.name = "onnx-int8" if path.name == ONNX_INT8_NAME else "onnx"
         self.session = onnx_session(data, threads)
@@ -209,10 +212,16 @@ def load_backend(source: str | os.PathLike, backend: str = "onnx", *, revision: 
     check_backend(backend)
     optional = () if backend == "torch" else (ONNX_NAME, ONNX_INT8_NAME, ONNX_INFO_NAME)
     folder = resolve_folder(source, revision, optional_files=optional)
-    config = read_config(folder)
-    state = {"model": model}
+    local = Path(source).is_dir()
+    # a Hub snapshot's files are links into its repo's blobs/: followed up to the repo's cache folder only
+    config = read_config(folder, root=folder if local else repo_cache_root(folder))
+
+    def loader() -> nn.Module:  # the PyTorch model of exactly these files (a Hub repo at the snapshot's commit)
+        return load_pretrained(folder) if local else load_pretrained(str(source), revision=folder.name)
+
+    state = {"model": model, "load": loader}
     if backend == "torch":
-        return TorchBackend(folder, config, backend, None, model or load_pretrained(folder))
+        return TorchBackend(folder, config, backend, None, model or loader(), loader)
     reasons: list[str] = []
     for name in ((ONNX_INT8_NAME, ONNX_NAME) if backend == "onnx-int8" else (ONNX_NAME,)):
         try:
@@ -221,7 +230,7 @@ def load_backend(source: str | os.PathLike, backend: str = "onnx", *, revision: 
             reasons.append(str(e))
         except Exception as e:  # onnx / onnxruntime's own errors must not take the caller down
             reasons.append(f"ONNX Runtime failed on {name} ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
-    return TorchBackend(folder, config, backend, "; ".join(reasons), state["model"] or load_pretrained(folder))
+    return TorchBackend(folder, config, backend, "; ".join(reasons), state["model"] or loader(), loader)
 
 
 def _onnx_backend(folder: Path, config: dict, requested: str, name: str, threads: int, state: dict,
@@ -246,7 +255,7 @@ def _onnx_backend(folder: Path, config: dict, requested: str, name: str, threads
         info = _recorded_verification(digest, weights_sha) or _verify_now(folder, path, data, state, threads,
                                                                              digest, weights_sha)
     reason = "; ".join(reasons) or None
-    return OnnxBackend(folder, config, requested, reason, None, path, data, info, threads)
+    return OnnxBackend(folder, config, requested, reason, None, path, data, info, threads, state["load"])
 
 
 def _cache_dir() -> Path:
@@ -259,7 +268,7 @@ def _cached_export(folder: Path, config: dict, weights_sha: str, state: dict) ->
     target = _cache_dir() / f"{weights_sha[:32]}-{config_digest[:12]}-{_CACHE_LAYOUT}" / ONNX_NAME
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        model = state["model"] = state["model"] or load_pretrained(folder)
+        model = state["model"] = state["model"] or state["load"]()
         export_onnx(model, target, weights=folder / WEIGHTS_NAME, update_card=False)
     return target
 
@@ -279,7 +288,7 @@ def _recorded_verification(digest: str, weights_sha: str | None) -> dict[str, An
 def _verify_now(folder: Path, path: Path, data: bytes, state: dict, threads: int, digest: str,
                 weights_sha: str | None) -> dict[str, Any]:
     """Verify an ONNX file that carries no record for these weights against the PyTorch model; remember it."""
-    model = state["model"] = state["model"] or load_pretrained(folder)
+    model = state["model"] = state["model"] or state["load"]()
     inputs, metadata = reference_inputs(model)
     try:
         figures = verify_onnx(model, data, inputs, metadata, threads=threads)
