@@ -248,12 +248,13 @@ def read_config(folder: Path, root: Path | None = None) -> dict:
     """config.json of a model folder, checked field by field (zoo.model_config) without building anything.
 
     The file is read only if it is a regular file of at most MAX_CONFIG_BYTES that does not lead, through
-    a symbolic link, outside `root` (default: the folder itself). Every problem is a ZooError.
+    a symbolic link, outside `root` (default: the folder itself; for a Hub cache snapshot, its repo folder,
+    whose blobs/ its files link to). Every problem is a ZooError.
     """
     folder = Path(folder)
     path = folder / CONFIG_NAME
     try:
-        text = read_small_file(path, MAX_CONFIG_BYTES, root=folder if root is None else root)
+        text = read_small_file(path, MAX_CONFIG_BYTES, root=_links_root(folder) if root is None else root)
     except FileNotFoundError:
         raise ZooError(f"{folder} has no {CONFIG_NAME}; a zoo/timm model folder holds {WEIGHTS_NAME} and "
                        f"{CONFIG_NAME}.") from None
@@ -271,7 +272,7 @@ def weights_path(folder: Path, source: str, root: Path | None = None) -> Path:
     """model.safetensors of a folder: a regular file that does not lead outside `root` (default: the folder)."""
     path = Path(folder) / WEIGHTS_NAME
     if os.path.lexists(path):
-        resolved = resolve_inside(path, folder if root is None else root)
+        resolved = resolve_inside(path, _links_root(folder) if root is None else root)
         if resolved.is_file():
             return path
         raise ZooError(f"{source}: {WEIGHTS_NAME} is not a regular file; put the weights file itself there.")
@@ -284,6 +285,13 @@ def _repo_cache_root(snapshot: Path) -> Path:
     """huggingface_hub's folder of one repo: <cache>/models--owner--name/snapshots/<commit> -> models--owner--name.
     Its snapshot files are links into the repo's blobs/, so links are followed up to this folder, not further."""
     return snapshot.parents[1]
+
+
+def _links_root(folder: Path) -> Path:
+    """How far links from a model folder may lead: a Hub cache snapshot's repo folder, else the folder itself."""
+    folder = Path(folder)
+    is_snapshot = folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--")
+    return _repo_cache_root(folder) if is_snapshot else folder
 
 
 def read_hub_cache(repo_id: str, revision: str | None = None) -> tuple[Path, dict] | None:
