@@ -29,7 +29,8 @@ from typing import Any
 
 from ._errors import ZooError
 from ._hub import REPO_ID, check_hub_reachable, read_config
-from .run_layout import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, PLOT_FILES, RUN_CONFIG_NAME, WEIGHTS_NAME
+from .run_layout import (CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, PLOT_FILES, RELIABILITY_PLOT, RUN_CONFIG_NAME,
+                         WEIGHTS_NAME)
 from .zoo_config import ZooConfig
 
 __all__ = ["ModelEntry", "discover_models", "read_catalog", "CATALOG_NAME", "METRICS_NAME", "PLOT_FILES"]
@@ -112,10 +113,11 @@ class ModelEntry:
 
     @property
     def plots(self) -> dict[str, Path]:
-        """The training plots present in its run folder, by kind (curves, confusion_matrix, roc)."""
+        """The plots present in its run folder, by kind (curves, confusion_matrix, roc, reliability)."""
         if self.run_dir is None:
             return {}
-        return {kind: self.run_dir / name for kind, name in PLOT_FILES.items() if (self.run_dir / name).is_file()}
+        kinds = {**PLOT_FILES, "reliability": RELIABILITY_PLOT}
+        return {kind: self.run_dir / name for kind, name in kinds.items() if (self.run_dir / name).is_file()}
 
     def summary(self) -> str:
         """One line: architecture, mode, dataset (or why it is unavailable)."""
