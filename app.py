@@ -120,7 +120,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                 params_df = gr.Dataframe(headers=TEACHING_HEADERS, interactive=False, label="Numbers", wrap=False,
                                          pinned_columns=1, elem_id="numbers")
                 trust_text = gr.Markdown(elem_id="trust-lesson")
-                ood_examples = gr.Markdown(elem_id="ood-examples", elem_classes=["models-table"])  # on opening the tab
+                ood_examples = gr.Markdown(elem_id="ood-examples", elem_classes=["ood-table"])  # on opening the tab
                 teaching_slots = []
                 for i in SLOTS:  # a row per model: its curves across the page, then its test plots
                     with gr.Column(visible=False, elem_id=f"teaching-{i}") as column:

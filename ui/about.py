@@ -33,8 +33,8 @@ MODE_TEXT = {
 
 TRUST_TEXT = {
     "intro": "### Can an answer be trusted?\nEvery model gives probabilities for every image, even for an image it "
-             "has never seen the like of. Three checks, fitted at the end of training on the validation split "
-             "(never on the test split), say how far to trust them.",
+             "has never seen the like of. Three checks, fitted at the end of training (never on the test split), "
+             "say how far to trust them.",
     "calibration": "**Calibration.** Of the images a model calls 80% sure, about 80% should be right. The "
                    "expected calibration error (ECE) is the gap between confidence and accuracy, averaged over "
                    "15 equal-width confidence bins (0 is perfect). Temperature scaling (\"On Calibration of "

@@ -43,6 +43,8 @@ CSS = """
 .ood-banner p, .ood-banner strong, .ood-banner code { color: #7f1d1d; }
 .ood-flagged { opacity: 0.45; filter: grayscale(1); }
 .trust p, .trust li { margin: 1px 0; font-size: 0.95em; }
+.ood-table table { display: block; overflow-x: auto; }
+.ood-table td, .ood-table th { white-space: nowrap; }
 """
 
 
