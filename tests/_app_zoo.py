@@ -2,7 +2,8 @@
 
 Models are untrained (random weights, fixed seed): the tests check what the app does with them, not
 what they know. Each run folder has what `python -m train` writes that the app reads: model.safetensors,
-config.json, README.md (zoo.save_pretrained), metrics.json (train's layout) and, for one model, the plots.
+config.json, README.md (zoo.save_pretrained), metrics.json (train's layout) and, for one model, the plots
+(training's and the reliability diagram).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import JPEGLSLossless
 
 import zoo
+from zoo.run_layout import RELIABILITY_PLOT
 
 DIGITS = [str(i) for i in range(10)]
 LESIONS = ["benign", "malignant", "other"]
@@ -84,7 +86,7 @@ def build_tiny_zoo(weights: Path) -> Path:
         (folder / "metrics.json").write_text(json.dumps(metrics))
         if plots:
             for name, colour in (("curves.png", (200, 0, 0)), ("confusion_matrix.png", (0, 200, 0)),
-                                 ("roc.png", (0, 0, 200))):
+                                 ("roc.png", (0, 0, 200)), (RELIABILITY_PLOT, (200, 200, 0))):
                 _plot_png(folder / name, colour)
     broken = weights / BROKEN
     shutil.copytree(weights / "lenet5-scratch-digits", broken)

@@ -1,5 +1,6 @@
 """The app served on 127.0.0.1 and called with gradio_client: /compare on real example images, bad inputs,
 limits, and what the server will and will not serve."""
+import json
 import os
 import socket
 import urllib.error
@@ -13,8 +14,29 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from _app_zoo import (BROKEN, TINY_MODELS, bad_inputs, build_tiny_zoo, convertible_inputs,  # noqa: E402
                       packaged_examples)
 
-RECORD_FIELDS = {"model", "top_k", "latency_ms", "params_total", "params_trainable", "mode", "error"}
+RECORD_FIELDS = {"model", "top_k", "latency_ms", "params_total", "params_trainable", "mode", "error",
+                 "calibrated_top_k", "temperature", "prediction_set", "ood", "ood_reason"}
+OOD_FIELDS = {"score", "threshold", "flagged"}
 DIGIT_MODELS = ["lenet5-scratch-digits", "lite0-fe-digits", "quadsnet-scratch-digits"]
+TRAINED = "lenet5-digits-trained"  # the session's real LeNet-5 digits run, with its trust statistics
+
+
+def check_trust_fields(record: dict) -> None:
+    """The trust part of a record: each piece present and well-formed, or null (OOD: with the reason)."""
+    if record["ood"] is None:
+        assert isinstance(record["ood_reason"], str) and record["ood_reason"], record
+    else:
+        assert set(record["ood"]) == OOD_FIELDS and isinstance(record["ood"]["flagged"], bool)
+        assert 0 <= record["ood"]["score"] <= 2 and 0 < record["ood"]["threshold"] <= 2
+        assert record["ood"]["flagged"] == (record["ood"]["score"] > record["ood"]["threshold"])
+    if record["temperature"] is None:
+        assert record["calibrated_top_k"] is None and record["prediction_set"] is None
+    else:
+        assert record["temperature"] > 0
+        calibrated = record["calibrated_top_k"]
+        assert [c["label"] for c in calibrated] == [t["label"] for t in record["top_k"]]  # T keeps the order
+        assert 0 < sum(c["probability"] for c in calibrated) <= 1.0001
+        assert record["prediction_set"] is None or isinstance(record["prediction_set"], list)
 MAX_FILE_SIZE = 2 * 1024 * 1024
 
 
@@ -25,13 +47,15 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """(app module, demo, url, client) for the tiny zoo, with a 2 MB upload limit."""
+def served(tmp_path_factory, digits_run):
+    """(app module, demo, url, client) for the tiny zoo and the trained digits run, with a 2 MB upload limit."""
     import app
     from gradio_client import Client
 
     weights = build_tiny_zoo(tmp_path_factory.getbasetemp() / "app-zoo")
-    settings = app.Settings(weights=weights, examples_dir=tmp_path_factory.mktemp("examples"),
+    catalog = tmp_path_factory.mktemp("catalog") / "catalog.json"
+    catalog.write_text(json.dumps({"models": [{"id": TRAINED, "source": "local", "path": str(digits_run.run_dir)}]}))
+    settings = app.Settings(weights=weights, catalog=catalog, examples_dir=tmp_path_factory.mktemp("examples"),
                             max_file_size=f"{MAX_FILE_SIZE}b", queue_size=5)
     demo = app.build_demo(settings)
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
@@ -67,6 +91,24 @@ def test_compare_on_real_example_images(served, example):
         entry = entries[record["model"]]
         assert (record["params_total"], record["params_trainable"]) == entry.params
         assert record["mode"] == entry.mode
+        check_trust_fields(record)  # the tiny models have no trust statistics: null with the reason
+        assert record["ood"] is None and "no OOD statistics" in record["ood_reason"]
+
+
+@pytest.mark.parametrize("example, flagged", [("retina", True), ("ct", True), ("mr", True), ("digit", False)])
+def test_records_carry_calibration_the_prediction_set_and_the_ood_check(served, example, flagged):
+    _, demo, _, client = served
+    path = demo.zoo_app.examples[0][0] if example == "digit" else packaged_examples()[example]
+    trained, untrained = compare(client, path, [TRAINED, DIGIT_MODELS[0]], top_k=3)
+    for record in (trained, untrained):
+        assert RECORD_FIELDS <= set(record) and record["error"] is None
+        check_trust_fields(record)
+    assert trained["ood"]["flagged"] is flagged, trained["ood"]
+    config = json.loads((demo.zoo_app.entries[TRAINED].run_dir / "config.json").read_text())["zoo"]
+    assert trained["temperature"] == config["temperature"] and trained["prediction_set_coverage"] == 0.9
+    assert set(trained["prediction_set"]) <= set(map(str, range(10)))
+    assert trained["test_ece"]["after"] <= trained["test_ece"]["before"] and trained["test_ece"]["n"] == 270
+    assert untrained["ood"] is None and untrained["temperature"] is None
 
 
 def test_compare_with_digit_example_is_deterministic_and_cached(served):

@@ -116,6 +116,58 @@ def test_columns_say_what_the_model_tells_apart():
     assert label_scores(inference.ModelResult(model="m", top_k=[("a", 1.0)])) == {"a": 1.0}  # no dataset named
 
 
+def _trusted_result(flagged: bool) -> inference.ModelResult:
+    """A chest X-ray column with every trust piece: calibrated top classes, a 90% set, an OOD check, test ECE."""
+    return inference.ModelResult(
+        model="xray-net", dataset="chest_xray", label_names=["NORMAL", "PNEUMONIA"],
+        top_k=[("PNEUMONIA", 0.97), ("NORMAL", 0.03)], calibrated_top_k=[("PNEUMONIA", 0.81), ("NORMAL", 0.19)],
+        temperature=2.5, prediction_set=["PNEUMONIA", "NORMAL"], prediction_set_coverage=0.9,
+        ood={"score": 0.4123, "threshold": 0.0811, "flagged": True} if flagged else
+        {"score": 0.0312, "threshold": 0.0811, "flagged": False},
+        test_ece={"before": 0.0449, "after": 0.0181, "n": 270, "bins": 15})
+
+
+def test_column_shows_calibration_the_prediction_set_and_an_ood_banner():
+    from ui.formatting import (CSS, OOD_FLAGGED_CLASS, label_classes, label_scores, ood_banner,
+                               probabilities_title, trust_markdown)
+    flagged, passed = _trusted_result(True), _trusted_result(False)
+    # the banner, in the words of the issue, only over a flagged column
+    assert ood_banner(flagged) == ("⚠ This image is unlike the images `xray-net` was trained on (score 0.412, "
+                                   "threshold 0.081): its answer is not meaningful.")
+    assert ood_banner(passed) == ""
+    # its probabilities are greyed out by a CSS class that the stylesheet defines
+    assert label_classes(flagged) == [OOD_FLAGGED_CLASS] and label_classes(passed) == []
+    rule = CSS.split(f".{OOD_FLAGGED_CLASS}")[1].split("}")[0]
+    assert "opacity" in rule and "grayscale" in rule
+    # calibrated probabilities by default, the raw softmax on request
+    assert label_scores(passed) == {"PNEUMONIA (chest_xray)": 0.81, "NORMAL (chest_xray)": 0.19}
+    assert label_scores(passed, raw=True) == {"PNEUMONIA (chest_xray)": 0.97, "NORMAL (chest_xray)": 0.03}
+    assert probabilities_title(passed) == "Top classes: calibrated (temperature scaling, T = 2.5)"
+    assert probabilities_title(passed, raw=True).startswith("Top classes: raw softmax (uncalibrated")
+    text = trust_markdown(flagged)
+    assert "**90% set: {PNEUMONIA, NORMAL}**" in text
+    assert "test ECE 0.045 → 0.018 (270 test images of chest_xray, 15 bins)" in text
+    assert "⚠ flagged 0.412 > 0.081" in text and "✓ passed 0.031 ≤ 0.081" in trust_markdown(passed)
+    empty = inference.ModelResult(model="m", top_k=[("a", 1.0)], prediction_set=[], prediction_set_coverage=0.9)
+    assert "90% set: {} (empty: no class is plausible enough" in trust_markdown(empty)
+
+
+def test_column_of_a_model_without_trust_statistics_says_why():
+    from ui.formatting import label_classes, label_scores, ood_banner, probabilities_title, trust_markdown
+    result = inference.ModelResult(
+        model="pneumonia-xception", dataset="chest_xray", top_k=[("NORMAL", 0.6), ("PNEUMONIA", 0.4)],
+        ood_reason="no OOD statistics: the folder has no ood.safetensors",
+        trust_notes=["not calibrated: no validation data (16 images)", "no prediction sets: no validation data"])
+    assert label_scores(result) == label_scores(result, raw=True) == {"NORMAL (chest_xray)": 0.6,
+                                                                      "PNEUMONIA (chest_xray)": 0.4}
+    assert probabilities_title(result) == "Top classes: raw softmax (not calibrated)"
+    text = trust_markdown(result)
+    assert "not calibrated: no validation data" in text and "set:" not in text and "ECE" not in text
+    assert "No OOD check for this model**: no OOD statistics" in text
+    assert ood_banner(result) == "" and label_classes(result) == []
+    assert trust_markdown(inference.ModelResult(model="m", error="boom")) == ""
+
+
 def test_models_table_and_input_caption(entries):
     from ui.formatting import input_caption, models_table_markdown
     table = models_table_markdown(list(entries.values()))
@@ -139,6 +191,40 @@ def test_teaching_rows_per_model_with_full_captions(entries):
     assert caption == "lenet5-scratch-digits: confusion matrix (test)" and picture.size == (64, 48)
     assert "digits (10 classes" in with_plots.title and "test balanced accuracy 0.790" in with_plots.title
     assert without.figures == {} and "No training plots" in without.title
+
+
+def test_trust_lesson_uses_the_models_own_numbers_and_checks_the_examples_once(digits_run, state, monkeypatch):
+    from ui.teaching import ExampleOODChecks, teaching_sections, trust_lesson
+    run = next(e for e in discover_models(digits_run.run_dir.parent) if e.id == digits_run.run_dir.name)
+    untrained = state.entries["lite0-fe-digits"]
+    metrics = run.run_metrics
+    lesson = trust_lesson([run, untrained])
+    before, after = metrics["calibration"]["before"]["ece"], metrics["calibration"]["after"]["ece"]
+    assert f"test ECE **{before:.3f} → {after:.3f}**" in lesson and "270 test images of digits, 15 bins" in lesson
+    assert f"**{metrics['conformal']['test_coverage']:.1%}**" in lesson
+    assert f"threshold **{metrics['ood']['threshold']:.3f}**" in lesson
+    assert f"passed **{metrics['ood']['test_pass_rate']:.1%}** of its 270 test images" in lesson
+    assert "`lite0-fe-digits`: no OOD check for this model" in lesson
+    # the run's reliability diagram is one of its teaching plots
+    section = teaching_sections([run])[0]
+    assert section.figures["reliability"][1].endswith("reliability diagram (test): raw softmax vs temperature-scaled")
+
+    calls = []
+    real = inference.run_model
+    monkeypatch.setattr(inference, "run_model", lambda *a, **k: calls.append(a[0].id) or real(*a, **k))
+    checks = ExampleOODChecks()
+    table = checks.markdown([run, untrained], state.examples, state.cache)
+    rows = {line.split(" | ")[0].strip("| `"): line for line in table.splitlines() if line.startswith("| `")}
+    names = [Path(p).name for p, *_ in state.examples]
+    cells = dict(zip(names, rows[run.id].split(" | ")[1:]))
+    for name in ("retina.jpg", "CT_small.dcm", "MR_small.dcm"):
+        assert cells[name].startswith("⚠ flagged"), (name, cells[name])
+    assert all(cells[n].startswith("✓ passed") for n in names if n.startswith("digit-")), cells
+    assert rows["lite0-fe-digits"].count("no check") == len(names)
+    assert f"`{run.id}` flagged **3 of 6** examples" in table
+    assert len(calls) == 2 * len(names)
+    assert checks.markdown([run, untrained], state.examples, state.cache) == table
+    assert len(calls) == 2 * len(names)  # remembered: the second showing computes nothing
 
 
 def test_teaching_table_fits_its_columns(entries):

@@ -407,8 +407,13 @@ class ModelResult:
     prediction_set_coverage: float | None = None  # 1 - alpha, e.g. 0.9 for "90% set"
     ood: dict[str, Any] | None = None             # {"score", "threshold", "flagged"}
     ood_reason: str | None = None                 # why there is no OOD check (ood is None)
-    trust_notes: list[str] = field(default_factory=list)  # why calibration or sets are missing
-    test_ece: dict[str, float] | None = None      # the run's test ECE before/after temperature scaling
+    trust_notes: list[str] = field(default_factory=list)  # why calibration or sets are missing; OOD caveats
+    test_ece: dict[str, float] | None = None      # the run's test ECE before/after temperature scaling, n, bins
+
+    @property
+    def ood_flagged(self) -> bool:
+        """The OOD check says this image is unlike the model's training images."""
+        return bool(self.ood and self.ood.get("flagged"))
 
     @property
     def top_label(self) -> str | None:
@@ -444,14 +449,17 @@ class Agreement:
     votes: dict[str, list[str]]        # top label -> models, among models sharing the common label set
     differing_label_sets: list[str]    # models whose classes differ from the common set
     failed: list[str]
+    flagged: list[str] = field(default_factory=list)  # models whose OOD check flagged the image: left out
 
 
 def agreement_summary(results: Sequence[ModelResult]) -> Agreement:
     """Summarise a comparison: agreement on the top class, disagreements, differing label sets, failures.
 
+    A model whose OOD check flagged the image has no meaningful answer: it is left out and counted.
     Sets ``label_set_differs`` on the results whose classes are not the most common label set.
     """
-    answered = [r for r in results if r.error is None and r.top_k]
+    flagged = [r.model for r in results if r.error is None and r.top_k and r.ood_flagged]
+    answered = [r for r in results if r.error is None and r.top_k and not r.ood_flagged]
     failed = [r.model for r in results if r.error is not None]
     sets = Counter(tuple(r.label_names) for r in answered)
     common = max(sets, key=lambda s: (sets[s], -[tuple(r.label_names) for r in answered].index(s))) if sets else ()
@@ -469,7 +477,8 @@ def agreement_summary(results: Sequence[ModelResult]) -> Agreement:
     if unanimous:
         label, names = ranked[0]
         mean = np.mean([r.top_k[0][1] for r in comparable])
-        lines.append(f"**All {len(names)} models agree: `{label}`** (mean probability {mean:.2f}).")
+        lines.append(f"**All {len(names)} {'remaining ' if flagged else ''}models agree: `{label}`** "
+                     f"(mean probability {mean:.2f}).")
     elif len(comparable) >= 2:
         top_count = len(ranked[0][1])
         lead = (f"Most say `{ranked[0][0]}` ({top_count} of {len(comparable)})"
@@ -479,8 +488,14 @@ def agreement_summary(results: Sequence[ModelResult]) -> Agreement:
     elif len(comparable) == 1:
         r = comparable[0]
         lines.append(f"Only `{r.model}` answered with this label set: `{r.top_label}` ({r.top_k[0][1]:.2f}).")
+    elif flagged:
+        lines.append("**No meaningful answer:** every model that answered flagged this image as unlike its "
+                     "training images.")
     else:
         lines.append("**No model answered.**")
+    if flagged:
+        lines.append(f"- ⚠ **{len(flagged)} of {len(results)} models flagged this image** as unlike the images "
+                     f"they were trained on and are left out: {', '.join(f'`{m}`' for m in flagged)}.")
     if differing:
         common_desc = _describe_labels(common)
         for r in differing:
@@ -490,7 +505,7 @@ def agreement_summary(results: Sequence[ModelResult]) -> Agreement:
         if r.error is not None:
             lines.append(f"- ✖ `{r.model}` failed: {r.error.splitlines()[0]}")
     return Agreement(markdown="\n".join(lines), unanimous=unanimous, votes=dict(ranked),
-                     differing_label_sets=[r.model for r in differing], failed=failed)
+                     differing_label_sets=[r.model for r in differing], failed=failed, flagged=flagged)
 
 
 def _describe_labels(labels: Sequence[str]) -> str:
@@ -580,10 +595,11 @@ def _add_trust(result: ModelResult, loaded: LoadedModel, prediction: Prediction,
         result.prediction_set_coverage = trust.conformal.coverage
     result.temperature, result.ood = trust.temperature, assessment.ood
     result.ood_reason = trust.ood_reason
-    result.trust_notes = [note for note in (trust.calibration_reason, trust.conformal_reason) if note]
+    result.trust_notes = [note for note in (trust.calibration_reason, trust.conformal_reason, trust.ood_note) if note]
     figures = trust.test_figures or {}
     if "test_ece_before" in figures and "test_ece_after" in figures:
-        result.test_ece = {"before": figures["test_ece_before"], "after": figures["test_ece_after"]}
+        result.test_ece = {"before": figures["test_ece_before"], "after": figures["test_ece_after"],
+                           "n": figures.get("n_test"), "bins": figures.get("ece_bins")}
 
 
 ProgressCallback = Callable[[int, int, str], None]
