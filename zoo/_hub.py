@@ -140,7 +140,7 @@ def model_card(config: dict, metrics: dict[str, float] | None = None, sections: 
         "library_name": "timm",
         "pipeline_tag": "image-classification",
         # a run whose zoo block states its licence (null: none known) says so; the zoo's own runs: apache-2.0
-        "license": (zoo_cfg["license"] or "unknown") if "license" in zoo_cfg else "apache-2.0",
+        "license": (zoo_cfg.extra["license"] or "unknown") if "license" in zoo_cfg.extra else "apache-2.0",
         "tags": ["image-classification", "timm", "transfer-learning", "medical-imaging", arch,
                  str(zoo_cfg.mode or "unknown-mode")],
         "datasets": [dataset],
