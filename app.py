@@ -25,6 +25,7 @@ from PIL import Image  # noqa: E402
 
 import zoo  # noqa: E402
 from ui import about  # noqa: E402
+from ui.examples import SERVED_SUFFIXES  # noqa: E402
 from ui.formatting import (CSS, ZOO_HEADERS, column_details, column_header, label_scores,  # noqa: E402
                            models_table_markdown, zoo_rows)
 from ui.settings import ENVIRONMENT_HELP, Settings, SettingsError  # noqa: E402
@@ -74,8 +75,9 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                             top_k = gr.Slider(1, 10, value=inference.DEFAULT_TOP_K, step=1, label="Top classes shown")
                             run_button = gr.Button("Compare", variant="primary", elem_id="compare-button")
                             rescan = gr.Button("Rescan models", variant="secondary", size="sm")
-                        gr.Examples(examples=[[p] for p, _ in app.examples], inputs=[image_file],
-                                    example_labels=[label for _, label in app.examples], label=about.EXAMPLES_LABEL)
+                        gr.Examples(examples=[[e.path] for e in app.examples], inputs=[image_file],
+                                    example_labels=[e.caption for e in app.examples], label=about.EXAMPLES_LABEL,
+                                    examples_per_page=len(app.examples))
                 with gr.Group(visible=False) as inputs_group:
                     gr.Markdown(about.INPUTS_HELP, padding=True)
                     input_slots = []
@@ -154,9 +156,9 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                             for c in (column, title, *[part for figure in figures for part in figure])]
 
         def run_ui(path, ids, age_value, sex_value, site_value, k, progress=gr.Progress()):
-            try:
+            try:  # an example's true label is known: the summary then says which models were right
                 comparison = app.compare(path, ids, metadata_record(age_value, sex_value, site_value), int(k),
-                                         progress=progress)
+                                         progress=progress, true_label=app.true_label(path))
             except gr.Error as e:  # a bad image or selection: say so where the answer would be, keep the page
                 gr.Warning(e.message, title=e.title)
                 hidden = [gr.Column(visible=False), "", None, None, ""] * inference.MAX_MODELS
@@ -234,11 +236,16 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
     return demo
 
 
-def launch_kwargs(settings: Settings) -> dict[str, Any]:
-    """demo.launch() options: upload limit, the example folder as the only extra served path, theme."""
-    # Gradio serves its own upload/temporary cache; allowed_paths adds only the examples. Run folders are
-    # never served: the Teaching tab reads their plots and sends copies.
-    return dict(max_file_size=settings.max_file_size, allowed_paths=[str(settings.examples_dir)],
+def launch_kwargs(settings: Settings, demo: gr.Blocks | None = None) -> dict[str, Any]:
+    """demo.launch() options: upload limit, the example images `demo`'s app wrote as the only extra served
+    files, theme."""
+    # Gradio serves its own upload/temporary cache; allowed_paths adds only the example files the app wrote that a
+    # browser shows as images (Gradio serves every allowed path inline, whatever its type). Any other example
+    # (DICOM) reaches the page through Gradio's cache, which sends non-image files as downloads. Nothing else in
+    # the examples folder, and no run folder, is served: the Teaching tab reads the plots and sends copies.
+    examples = demo.zoo_app.examples if demo is not None else []
+    allowed = [e.path for e in examples if e.path.lower().endswith(SERVED_SUFFIXES)]
+    return dict(max_file_size=settings.max_file_size, allowed_paths=allowed,
                 show_error=True, theme=THEME, css=CSS, inbrowser=settings.open_browser)
 
 
@@ -258,7 +265,7 @@ def main() -> None:
     except SettingsError as e:
         sys.exit(f"error: {e}")
     demo = build_demo(settings)  # module-level, so that gradio's reload mode finds the running demo
-    demo.launch(**launch_kwargs(settings))
+    demo.launch(**launch_kwargs(settings, demo))
 
 
 if __name__ == "__main__":
