@@ -37,7 +37,7 @@ def url(tmp_path_factory):
     settings = app.Settings(weights=weights, examples_dir=tmp_path_factory.mktemp("examples"))
     demo = app.build_demo(settings)
     _, local_url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                  quiet=True, **app.launch_kwargs(settings))
+                                  quiet=True, **app.launch_kwargs(settings, demo))
     yield local_url
     demo.close()
 

@@ -24,7 +24,7 @@ import zoo
 from train.push import PushError, push_run
 from zoo import assets, offline_weights
 from zoo.images import load_image, to_model_mode
-from zoo.keras_import import FEATURE_PROJECTION, KERAS_REFERENCE, import_keras_classifier, predict_packaged_images
+from zoo.keras_import import FEATURE_PROJECTION, KERAS_REFERENCE, predict_packaged_images
 from zoo.keras_weights import read_keras_archive
 
 REFERENCE_FILE = KERAS_REFERENCE
@@ -151,10 +151,8 @@ def test_zoo_list_says_which_architectures_have_offline_weights(capsys):
 # --- the imported Keras classifiers as run folders ---------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def imported(tmp_path_factory):
-    root = tmp_path_factory.mktemp("imported")
-    return {name: import_keras_classifier(name, root / name, reference=REFERENCE_FILE)
-            for name in ("pneumonia", "braintumor")}
+def imported(medical_zoo):
+    return medical_zoo[1]  # conftest: import_keras_classifier, checked against REFERENCE_FILE
 
 
 @pytest.mark.parametrize("name, correct, n", [("pneumonia", 13, 16), ("braintumor", 15, 17)])
