@@ -53,7 +53,9 @@ class ComparisonApp:
         return list(self.entries.values())
 
     def choices(self) -> list[tuple[str, str]]:
-        return [(model_choice_label(e), e.id) for e in self.entries.values()]
+        """(label, id) of every model on offer: the medical ones first (medical_rank), then the rest by id."""
+        entries = sorted(self.entries.values(), key=lambda e: (medical_rank(e) is None, medical_rank(e) or (0, "")))
+        return [(model_choice_label(e), e.id) for e in entries]
 
     def default_selection(self, count: int = 5) -> list[str]:
         """The medical models (the imported chest X-ray and brain MRI classifiers first), up to `count`; without two
