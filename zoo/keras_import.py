@@ -35,14 +35,17 @@ from .modes import apply_mode, count_params
 from .run_layout import METRICS_NAME, OOD_NAME
 from .trust import OOD_METHOD, OOD_PASS_RATE, features_and_logits, leave_one_out_scores, write_ood_statistics
 
-__all__ = ["FEATURE_PROJECTION", "PARITY_TOLERANCE", "compare_with_reference", "convert_keras_classifier",
-           "evaluate_on_packaged_images", "fit_packaged_ood", "import_keras_classifier", "keras_preprocessing_cfg",
-           "packaged_outputs", "predict_packaged_images"]
+__all__ = ["FEATURE_PROJECTION", "KERAS_REFERENCE", "PARITY_TOLERANCE", "compare_with_reference",
+           "convert_keras_classifier", "evaluate_on_packaged_images", "fit_packaged_ood", "import_keras_classifier",
+           "keras_preprocessing_cfg", "packaged_outputs", "predict_packaged_images"]
 
 # How scripts/keras_reference.py summarises the 2048-d pooled features per image (and the tests compare them).
 FEATURE_PROJECTION = {"seed": 0, "dims": 16,
                       "how": "features @ (numpy.random.default_rng(seed).standard_normal((2048, dims)) / sqrt(2048))"}
 PARITY_TOLERANCE = 1e-4  # max |probability difference| allowed against the recorded Keras outputs
+# Keras's own outputs on every packaged image, recorded once by scripts/keras_reference.py; package data of
+# the zoo, so every conversion is checked against the source model.
+KERAS_REFERENCE = Path(__file__).resolve().parent / "data" / "keras_reference.json"
 LICENSE_NOTE = ("The package that ships this trained classifier states no licence for it; ask its author before "
                 "redistributing. `python -m train.push` refuses to publish it without --allow-unlicensed.")
 
@@ -234,7 +237,7 @@ def _trust_text(ood: dict, n: int) -> str:
 
 
 def _card_sections(source: MedicalClassifier, keras_sha: str, keras_version: str, test: dict,
-                   parity: dict | None, ood: dict) -> dict[str, str]:
+                   parity: dict, ood: dict) -> dict[str, str]:
     n = test["num_samples"]
     rows = [f"| accuracy | {_pct(test['accuracy'])} | {test['accuracy_k']}/{n} | {_ci(test['accuracy_ci95'])} |"]
     for label, m in test["per_class"].items():
@@ -249,9 +252,7 @@ def _card_sections(source: MedicalClassifier, keras_sha: str, keras_version: str
     images_licence = source.images_license or "not verified (no licence confirmed for these images)"
     parity_text = (f"Checked at conversion: on all {parity['n']} packaged images the probabilities differ from "
                    f"Keras's own outputs ({parity['produced_by']}, recorded {parity['date']}) by at most "
-                   f"{parity['max_abs_prob_diff']:.1e} (tolerance {parity['tolerance']:g}).") if parity else \
-        ("Not checked during this conversion (no Keras reference given); the project's tests compare the "
-         "converted outputs with Keras's recorded outputs on all packaged images.")
+                   f"{parity['max_abs_prob_diff']:.1e} (tolerance {parity['tolerance']:g}).")
     return {
         "Provenance": "\n".join([
             f"- Converted from the Keras model `{source.keras_path.rsplit('/', 1)[-1]}` in the PyPI package "
@@ -276,9 +277,9 @@ def _card_sections(source: MedicalClassifier, keras_sha: str, keras_version: str
     }
 
 
-def import_keras_classifier(name: str, out: str | Path, reference: str | Path | None = None) -> Path:
-    """Convert packaged classifier `name` into the run folder `out`; with `reference`, first check the outputs
-    against Keras's recorded ones (refusing to save past PARITY_TOLERANCE). Returns the folder."""
+def import_keras_classifier(name: str, out: str | Path, reference: str | Path = KERAS_REFERENCE) -> Path:
+    """Convert packaged classifier `name` into the run folder `out`, after checking its outputs on every packaged
+    image against Keras's recorded ones in `reference` (nothing is saved past PARITY_TOLERANCE). Returns the folder."""
     source = medical_classifier(name)
     keras_file = source.keras_file  # checked against its pinned sha256
     archive = read_keras_archive(keras_file, source.asset)
@@ -286,7 +287,7 @@ def import_keras_classifier(name: str, out: str | Path, reference: str | Path | 
     images, probs, features = packaged_outputs(model, source)
     labels = list(source.label_names)
     y_true = [labels.index(label) for _, label in images]
-    parity = compare_with_reference(name, images, probs, Path(reference)) if reference is not None else None
+    parity = compare_with_reference(name, images, probs, Path(reference))
     test = evaluate_on_packaged_images(y_true, probs, labels)
     keras_sha, archive_version = file_sha256(keras_file), archive.keras_version
     dataset = source.training_data  # what the head was trained on; the evaluation data are named beside it
