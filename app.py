@@ -3,9 +3,11 @@
     python app.py        # serves http://127.0.0.1:7860
     gradio app.py        # the same, reloading when the code changes
 
-Tabs: Compare (2-6 models, one column each: top classes, Grad-CAM, latency, parameters, test metrics, and a
-summary of where they agree), Teaching (frozen vs trainable parameters, each model's training curves,
-confusion matrix and ROC curves, what the transfer modes did here), Model zoo (every registered architecture).
+Tabs: Compare (2-6 models, one column each: top classes, calibrated unless asked otherwise, the prediction set,
+the out-of-distribution check with a warning when it flags the image, Grad-CAM, latency, parameters, test
+metrics, and a summary of where they agree), Teaching (frozen vs trainable parameters, each model's training
+curves, confusion matrix, ROC curves and reliability diagram, what the transfer modes did here, what the trust
+checks say on the examples), Model zoo (every registered architecture).
 
 This file is layout and wiring only. The inference lives in zoo/inference.py; settings, examples, text,
 display helpers, the teaching content and the app's state live in ui/. Importing this file builds nothing:
@@ -25,13 +27,16 @@ from PIL import Image  # noqa: E402
 
 import zoo  # noqa: E402
 from ui import about  # noqa: E402
+from ui.examples import SERVED_SUFFIXES  # noqa: E402
+from ui.formatting import (CSS, RAW_PROBABILITIES_LABEL, ZOO_HEADERS, column_details, column_header,  # noqa: E402
+                           label_classes, label_scores, models_table_markdown, ood_banner, probabilities_title,
+                           trust_markdown, zoo_rows)
 from ui.private import TAB_MARKDOWN as PRIVATE_TAB, private_routes  # noqa: E402
-from ui.formatting import (CSS, ZOO_HEADERS, column_details, column_header, label_scores,  # noqa: E402
-                           models_table_markdown, zoo_rows)
 from ui.settings import ENVIRONMENT_HELP, Settings, SettingsError  # noqa: E402
 from ui.state import UNKNOWN, ComparisonApp, metadata_record  # noqa: E402
-from ui.teaching import (PLOT_CAPTIONS, PLOT_HEIGHT, PLOT_ROWS, TEACHING_HEADERS, column_widths,  # noqa: E402
-                         params_figure, study_reports, teaching_markdown, teaching_sections, teaching_table)
+from ui.teaching import (PLOT_CAPTIONS, PLOT_HEIGHT, PLOT_ROWS, TEACHING_HEADERS, ExampleOODChecks,  # noqa: E402
+                         column_widths, params_figure, study_reports, teaching_markdown, teaching_sections,
+                         teaching_table, trust_lesson)
 from zoo import inference  # noqa: E402
 
 __doc__ += ENVIRONMENT_HELP
@@ -46,6 +51,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
     # Pillow's own decompression-bomb limit follows the app's pixel cap (zoo.images turns its warning into an error)
     Image.MAX_IMAGE_PIXELS = settings.max_pixels
     app = ComparisonApp(settings)
+    example_checks = ExampleOODChecks()  # the Teaching tab's OOD table: computed when first shown, remembered
     selection = app.default_selection()
     has_meta, sexes, sites = app.metadata_fields(selection)
 
@@ -74,10 +80,12 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                                 site = gr.Dropdown(choices=sites, value=UNKNOWN, label="Anatomical site")
                         with gr.Row():
                             top_k = gr.Slider(1, 10, value=inference.DEFAULT_TOP_K, step=1, label="Top classes shown")
+                            raw_probs = gr.Checkbox(False, label=RAW_PROBABILITIES_LABEL, elem_id="raw-probabilities")
                             run_button = gr.Button("Compare", variant="primary", elem_id="compare-button")
                             rescan = gr.Button("Rescan models", variant="secondary", size="sm")
-                        gr.Examples(examples=[[p] for p, _ in app.examples], inputs=[image_file],
-                                    example_labels=[label for _, label in app.examples], label=about.EXAMPLES_LABEL)
+                        gr.Examples(examples=[[e.path] for e in app.examples], inputs=[image_file],
+                                    example_labels=[e.caption for e in app.examples], label=about.EXAMPLES_LABEL,
+                                    examples_per_page=len(app.examples))
                 with gr.Group(visible=False) as inputs_group:
                     gr.Markdown(about.INPUTS_HELP, padding=True)
                     input_slots = []
@@ -89,29 +97,34 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                                 caption = gr.Markdown(elem_id=f"input-caption-{i}", elem_classes=["caption"])
                             input_slots.append((column, picture, caption))
                 summary = gr.Markdown(elem_id="summary", elem_classes=["summary"])
+                shown_results = gr.State([])  # the last comparison, re-drawn when the probabilities toggle
                 slots = []
                 with gr.Row(equal_height=False):
                     for i in SLOTS:
                         with gr.Column(visible=False, min_width=220, elem_id=f"col-{i}",
                                        elem_classes=["model-column"]) as column:
                             header = gr.Markdown(elem_id=f"header-{i}")
+                            banner = gr.Markdown(visible=False, elem_id=f"ood-banner-{i}", elem_classes=["ood-banner"])
                             label = gr.Label(label="Top classes", elem_id=f"label-{i}")
+                            trust = gr.Markdown(elem_id=f"trust-{i}", elem_classes=["trust"])
                             heatmap = gr.Image(label="Grad-CAM", type="numpy", interactive=False, elem_id=f"cam-{i}")
                             details = gr.Markdown(elem_id=f"details-{i}")
-                        slots.append((column, header, label, heatmap, details))
+                        slots.append((column, header, banner, label, trust, heatmap, details))
                 with gr.Accordion("Records (what the /compare API returns)", open=False):
                     records = gr.JSON(label="records")
                 with gr.Accordion("All models on offer", open=False):
                     models_table = gr.Markdown(models_table_markdown(list(app.entries.values())),
                                                elem_classes=["models-table"])
 
-            with gr.Tab("Teaching", id="teaching"):
+            with gr.Tab("Teaching", id="teaching") as teaching_tab:
                 gr.Markdown(about.TEACHING_INTRO)
                 # filled when the page loads and when the selection changes (matplotlib stays out of the cold start)
                 teaching_text = gr.Markdown()
                 params_plot = gr.Plot(label="Parameters")
                 params_df = gr.Dataframe(headers=TEACHING_HEADERS, interactive=False, label="Numbers", wrap=False,
                                          pinned_columns=1, elem_id="numbers")
+                trust_text = gr.Markdown(elem_id="trust-lesson")
+                ood_examples = gr.Markdown(elem_id="ood-examples", elem_classes=["ood-table"])  # on opening the tab
                 teaching_slots = []
                 for i in SLOTS:  # a row per model: its curves across the page, then its test plots
                     with gr.Column(visible=False, elem_id=f"teaching-{i}") as column:
@@ -158,23 +171,30 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         teaching_outputs = [c for column, title, figures in teaching_slots
                             for c in (column, title, *[part for figure in figures for part in figure])]
 
-        def run_ui(path, ids, age_value, sex_value, site_value, k, progress=gr.Progress()):
-            try:
+        def probabilities(results, raw):
+            """Each column's probabilities: calibrated unless `raw`, greyed out when the OOD check flagged the image."""
+            labels = [gr.Label(label_scores(r, raw), label=probabilities_title(r, raw), elem_classes=label_classes(r))
+                      for r in (results or [])[:len(SLOTS)]]
+            return labels + [gr.Label(None)] * (len(SLOTS) - len(labels))
+
+        def run_ui(path, ids, age_value, sex_value, site_value, k, raw, progress=gr.Progress()):
+            try:  # an example's true label is known: the summary then says which models were right
                 comparison = app.compare(path, ids, metadata_record(age_value, sex_value, site_value), int(k),
-                                         progress=progress)
+                                         progress=progress, true_label=app.true_label(path))
             except gr.Error as e:  # a bad image or selection: say so where the answer would be, keep the page
                 gr.Warning(e.message, title=e.title)
-                hidden = [gr.Column(visible=False), "", None, None, ""] * inference.MAX_MODELS
-                return [f"**⚠ {e.title}:** {e.message}", None, *hidden]
-            updates = []
+                hidden = [gr.Column(visible=False), "", gr.Markdown(visible=False), None, "", None, ""]
+                return [f"**⚠ {e.title}:** {e.message}", None, [], *hidden * inference.MAX_MODELS]
+            updates, labels = [], probabilities(comparison.results, raw)
             for i in SLOTS:
                 if i < len(comparison.results):
                     r = comparison.results[i]
-                    updates += [gr.Column(visible=True), column_header(r), label_scores(r), r.heatmap,
-                                column_details(r)]
+                    banner = ood_banner(r)
+                    updates += [gr.Column(visible=True), column_header(r), gr.Markdown(banner, visible=bool(banner)),
+                                labels[i], trust_markdown(r), r.heatmap, column_details(r)]
                 else:
-                    updates += [gr.Column(visible=False), "", None, None, ""]
-            return [comparison.summary.markdown, comparison.records(), *updates]
+                    updates += [gr.Column(visible=False), "", gr.Markdown(visible=False), None, "", None, ""]
+            return [comparison.summary.markdown, comparison.records(), comparison.results, *updates]
 
         # the parameter names are the API's keyword arguments: client.predict(image=..., models=[...])
         def run_api(image: str | None, models: Any, age: float | None = None, sex: str = "", site: str = "",
@@ -211,7 +231,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                     rows += [gr.Column(visible=picture is not None), picture, caption]
             return (gr.Group(visible=show), gr.Dropdown(choices=sex_choices), gr.Dropdown(choices=site_choices),
                     teaching_markdown(chosen), params_figure(chosen),
-                    gr.Dataframe(table, column_widths=column_widths(TEACHING_HEADERS, table)), *rows)
+                    gr.Dataframe(table, column_widths=column_widths(TEACHING_HEADERS, table)), trust_lesson(chosen),
+                    *rows)
 
         def on_rescan(ids):
             app.refresh()
@@ -219,17 +240,24 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
             table = models_table_markdown(list(app.entries.values()))
             return gr.CheckboxGroup(choices=app.choices(), value=kept), table
 
-        selection_outputs = [metadata_group, sex, site, teaching_text, params_plot, params_df, *teaching_outputs]
-        # every handler that reads an image (the upload, a model's input, the training plots) shares one
-        # limit: private events can still be called over HTTP, so none may run beside the comparisons
+        selection_outputs = [metadata_group, sex, site, teaching_text, params_plot, params_df, trust_text,
+                             *teaching_outputs]
+        # every handler that reads an image (the upload, a model's input, the training plots, the example OOD
+        # checks) shares one limit: private events can still be called over HTTP, so none may run beside the
+        # comparisons
         images = dict(concurrency_id="inference", concurrency_limit=app.settings.concurrency)
         replace.upload(lambda path: path, inputs=replace, outputs=image_file, api_visibility="private")
         image_file.change(app.preview, inputs=image_file, outputs=[preview, image_info], api_visibility="private",
                           **images)
         image_file.change(on_inputs, inputs=[image_file, models], outputs=input_outputs, api_visibility="private",
                           **images)
-        run_button.click(run_ui, inputs=[image_file, models, age, sex, site, top_k],
-                         outputs=[summary, records, *slot_outputs], api_visibility="private", **images)
+        run_button.click(run_ui, inputs=[image_file, models, age, sex, site, top_k, raw_probs],
+                         outputs=[summary, records, shown_results, *slot_outputs], api_visibility="private", **images)
+        raw_probs.change(probabilities, inputs=[shown_results, raw_probs], outputs=[slot[3] for slot in slots],
+                         api_visibility="private")
+        teaching_tab.select(lambda ids: example_checks.markdown(app.selected_entries(ids or []), app.examples,
+                                                                app.cache),
+                            inputs=models, outputs=ood_examples, api_visibility="private", **images)
         api_button.click(run_api, inputs=[api_image, api_models, api_age, api_sex, api_site, api_top_k],
                          outputs=api_out, api_name="compare", **images)
         models.change(on_selection, inputs=models, outputs=selection_outputs, api_visibility="private", **images)
@@ -243,12 +271,17 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
     return demo
 
 
-def launch_kwargs(settings: Settings) -> dict[str, Any]:
-    """demo.launch() options: upload limit, the example folder as the only extra served path, theme."""
-    # Gradio serves its own upload/temporary cache; allowed_paths adds only the examples. Run folders are
-    # never served: the Teaching tab reads their plots and sends copies.
+def launch_kwargs(settings: Settings, demo: gr.Blocks | None = None) -> dict[str, Any]:
+    """demo.launch() options: upload limit, the example images `demo`'s app wrote as the only extra served
+    files, private mode's routes, theme."""
+    # Gradio serves its own upload/temporary cache; allowed_paths adds only the example files the app wrote that a
+    # browser shows as images (Gradio serves every allowed path inline, whatever its type). Any other example
+    # (DICOM) reaches the page through Gradio's cache, which sends non-image files as downloads. Nothing else in
+    # the examples folder, and no run folder, is served: the Teaching tab reads the plots and sends copies.
     # app_kwargs: FastAPI's `routes` argument adds private mode's read-only routes (ui/private.py)
-    return dict(max_file_size=settings.max_file_size, allowed_paths=[str(settings.examples_dir)],
+    examples = demo.zoo_app.examples if demo is not None else []
+    allowed = [e.path for e in examples if e.path.lower().endswith(SERVED_SUFFIXES)]
+    return dict(max_file_size=settings.max_file_size, allowed_paths=allowed,
                 show_error=True, theme=THEME, css=CSS, inbrowser=settings.open_browser,
                 app_kwargs={"routes": private_routes(settings)})
 
@@ -269,7 +302,7 @@ def main() -> None:
     except SettingsError as e:
         sys.exit(f"error: {e}")
     demo = build_demo(settings)  # module-level, so that gradio's reload mode finds the running demo
-    demo.launch(**launch_kwargs(settings))
+    demo.launch(**launch_kwargs(settings, demo))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 # Quickstart: from a fresh clone to the comparison app in the browser.
 #   1. create .venv (if missing) and install the pinned requirements and the data-only asset packages
 #      (requirements-assets.txt, --no-deps); skipped when both files are unchanged since the last run
-#   2. build the demo zoo on the bundled digits data if weights/ holds no run folder (a few minutes on 2 cores)
+#   2. build the demo zoo if weights/ holds no run folder: the packaged chest X-ray and brain MRI classifiers,
+#      imported, and small digits models that show the transfer modes (a few minutes on 2 cores)
 #   3. serve the app at http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT change that)
-# Extra arguments go to scripts/build_demo_zoo.py, e.g. `bash run.sh --force`; the build prints one line per
+# Extra arguments go to scripts/build_demo_zoo.py, e.g. `bash run.sh --force`, or `bash run.sh --data
+# medmnist:pneumoniamnist:64` (online: a MedMNIST demo zoo from the Hub's timm weights); the build prints one line per
 # run (its test balanced accuracy and time); `bash run.sh --verbose` shows training's full log instead.
 set -euo pipefail
 cd "$(dirname "$0")"

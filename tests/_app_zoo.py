@@ -3,7 +3,7 @@
 Models are untrained (random weights, fixed seed): the tests check what the app does with them, not
 what they know. Each run folder has what `python -m train` writes that the app reads: model.safetensors,
 config.json, README.md (zoo.save_pretrained), metrics.json (train's layout), a verified model.onnx (where
-onnxruntime is installed) and, for one model, the plots.
+onnxruntime is installed) and, for one model, the plots (training's and the reliability diagram).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import JPEGLSLossless
 
 import zoo
+from zoo.run_layout import RELIABILITY_PLOT
 
 DIGITS = [str(i) for i in range(10)]
 LESIONS = ["benign", "malignant", "other"]
@@ -88,7 +89,7 @@ def build_tiny_zoo(weights: Path) -> Path:
             zoo.export_onnx(folder)  # as python -m train does at the end of a run: the app answers from ONNX Runtime
         if plots:
             for name, colour in (("curves.png", (200, 0, 0)), ("confusion_matrix.png", (0, 200, 0)),
-                                 ("roc.png", (0, 0, 200))):
+                                 ("roc.png", (0, 0, 200)), (RELIABILITY_PLOT, (200, 200, 0))):
                 _plot_png(folder / name, colour)
     broken = weights / BROKEN
     shutil.copytree(weights / "lenet5-scratch-digits", broken)

@@ -24,6 +24,16 @@ def _zoo_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def medical_zoo(tmp_path_factory):
+    """(weights folder, {name: run folder}): the two packaged Keras classifiers imported as `python -m zoo import`
+    does (each checked against Keras's recorded outputs; seconds each), once for the asset and app tests."""
+    from zoo.keras_import import import_keras_classifier
+
+    root = tmp_path_factory.getbasetemp() / "medical-zoo"
+    return root, {name: import_keras_classifier(name, root / f"{name}-xception") for name in ("pneumonia", "braintumor")}
+
+
+@pytest.fixture(scope="session")
 def digits_run(tmp_path_factory):
     """One LeNet-5 trained on the bundled digits as `python -m train --arch lenet5 --data digits --epochs 8`
     does, shared by the tests that need a real trained run (its folder is `<zoo>/lenet5-digits`)."""

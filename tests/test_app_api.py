@@ -1,9 +1,11 @@
 """The app served on 127.0.0.1 and called with gradio_client: /compare on real example images, bad inputs,
 limits, and what the server will and will not serve."""
+import json
 import os
 import socket
 import urllib.error
 import urllib.request
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -13,8 +15,29 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from _app_zoo import (BROKEN, TINY_MODELS, bad_inputs, build_tiny_zoo, convertible_inputs,  # noqa: E402
                       packaged_examples)
 
-RECORD_FIELDS = {"model", "top_k", "latency_ms", "params_total", "params_trainable", "mode", "error"}
+RECORD_FIELDS = {"model", "top_k", "latency_ms", "params_total", "params_trainable", "mode", "error",
+                 "calibrated_top_k", "temperature", "prediction_set", "ood", "ood_reason"}
+OOD_FIELDS = {"score", "threshold", "flagged"}
 DIGIT_MODELS = ["lenet5-scratch-digits", "lite0-fe-digits", "quadsnet-scratch-digits"]
+TRAINED = "lenet5-digits-trained"  # the session's real LeNet-5 digits run, with its trust statistics
+
+
+def check_trust_fields(record: dict) -> None:
+    """The trust part of a record: each piece present and well-formed, or null (OOD: with the reason)."""
+    if record["ood"] is None:
+        assert isinstance(record["ood_reason"], str) and record["ood_reason"], record
+    else:
+        assert set(record["ood"]) == OOD_FIELDS and isinstance(record["ood"]["flagged"], bool)
+        assert 0 <= record["ood"]["score"] <= 2 and 0 < record["ood"]["threshold"] <= 2
+        assert record["ood"]["flagged"] == (record["ood"]["score"] > record["ood"]["threshold"])
+    if record["temperature"] is None:
+        assert record["calibrated_top_k"] is None and record["prediction_set"] is None
+    else:
+        assert record["temperature"] > 0
+        calibrated = record["calibrated_top_k"]
+        assert [c["label"] for c in calibrated] == [t["label"] for t in record["top_k"]]  # T keeps the order
+        assert 0 < sum(c["probability"] for c in calibrated) <= 1.0001
+        assert record["prediction_set"] is None or isinstance(record["prediction_set"], list)
 MAX_FILE_SIZE = 2 * 1024 * 1024
 
 
@@ -25,17 +48,19 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """(app module, demo, url, client) for the tiny zoo, with a 2 MB upload limit."""
+def served(tmp_path_factory, digits_run):
+    """(app module, demo, url, client) for the tiny zoo and the trained digits run, with a 2 MB upload limit."""
     import app
     from gradio_client import Client
 
     weights = build_tiny_zoo(tmp_path_factory.getbasetemp() / "app-zoo")
-    settings = app.Settings(weights=weights, examples_dir=tmp_path_factory.mktemp("examples"),
+    catalog = tmp_path_factory.mktemp("catalog") / "catalog.json"
+    catalog.write_text(json.dumps({"models": [{"id": TRAINED, "source": "local", "path": str(digits_run.run_dir)}]}))
+    settings = app.Settings(weights=weights, catalog=catalog, examples_dir=tmp_path_factory.mktemp("examples"),
                             max_file_size=f"{MAX_FILE_SIZE}b", queue_size=5)
     demo = app.build_demo(settings)
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                            **app.launch_kwargs(settings))
+                            **app.launch_kwargs(settings, demo))
     client = Client(url, verbose=False)
     yield app, demo, url, client
     client.close() if hasattr(client, "close") else None
@@ -69,11 +94,31 @@ def test_compare_on_real_example_images(served, example):
         assert record["mode"] == entry.mode
         # the run folders have a verified model.onnx: ONNX Runtime answers, and the record says so
         assert record["backend"] == "onnx" and record["backend_note"].startswith("ONNX Runtime")
+        check_trust_fields(record)  # the tiny models have no trust statistics: null with the reason
+        assert record["ood"] is None and "no OOD statistics" in record["ood_reason"]
+
+
+@pytest.mark.parametrize("example, flagged", [("retina", True), ("ct", True), ("mr", True), ("digit", False)])
+def test_records_carry_calibration_the_prediction_set_and_the_ood_check(served, example, flagged):
+    _, demo, _, client = served
+    # the first example is medical where those assets are installed: take a digit's
+    digit = next(e[0] for e in demo.zoo_app.examples if e[1].startswith("digit "))
+    path = digit if example == "digit" else packaged_examples()[example]
+    trained, untrained = compare(client, path, [TRAINED, DIGIT_MODELS[0]], top_k=3)
+    for record in (trained, untrained):
+        assert RECORD_FIELDS <= set(record) and record["error"] is None
+        check_trust_fields(record)
+    assert trained["ood"]["flagged"] is flagged, trained["ood"]
+    config = json.loads((demo.zoo_app.entries[TRAINED].run_dir / "config.json").read_text())["zoo"]
+    assert trained["temperature"] == config["temperature"] and trained["prediction_set_coverage"] == 0.9
+    assert set(trained["prediction_set"]) <= set(map(str, range(10)))
+    assert trained["test_ece"]["after"] <= trained["test_ece"]["before"] and trained["test_ece"]["n"] == 270
+    assert untrained["ood"] is None and untrained["temperature"] is None
 
 
 def test_compare_with_digit_example_is_deterministic_and_cached(served):
     _, demo, _, client = served
-    digit = demo.zoo_app.examples[0][0]
+    digit = next(e.path for e in demo.zoo_app.examples if e.path.endswith(".png"))
     first = compare(client, digit, DIGIT_MODELS[:2])
     loads = demo.zoo_app.cache.loads
     second = compare(client, digit, DIGIT_MODELS[:2])
@@ -155,21 +200,34 @@ def test_upload_over_the_size_limit_is_refused(served, tmp_path):
     assert compare(client, packaged_examples()["ct"], DIGIT_MODELS[:2])[0]["error"] is None
 
 
-def test_only_the_upload_cache_and_examples_are_served(served):
+def _get(url: str, path) -> tuple[int, str | None, str | None]:
+    """(status, content type, content disposition) of the app's file route for `path`."""
+    try:
+        with urllib.request.urlopen(f"{url}gradio_api/file={quote(str(path))}") as response:
+            return response.status, response.headers.get("content-type"), response.headers.get("content-disposition")
+    except urllib.error.HTTPError as e:
+        return e.code, None, None
+
+
+def test_only_the_upload_cache_and_the_example_images_are_served(served):
+    import gradio.processing_utils as gr_processing
     app, demo, url, _ = served
-    settings = demo.zoo_app.settings
-
-    def status(path) -> int:
-        try:
-            with urllib.request.urlopen(f"{url}gradio_api/file={quote(str(path))}") as response:
-                return response.status
-        except urllib.error.HTTPError as e:
-            return e.code
-
-    assert status(demo.zoo_app.examples[0][0]) == 200
+    settings, state = demo.zoo_app.settings, demo.zoo_app
+    xray = next(e.path for e in state.examples if e.true_label == "PNEUMONIA")
+    assert _get(url, xray)[:2] == (200, "image/jpeg")
     for secret in (app.__file__, settings.weights / "lenet5-scratch-digits" / "config.json",
                    settings.weights / "lenet5-scratch-digits" / "model.safetensors", "/etc/passwd"):
-        assert status(secret) in (403, 404), secret
+        assert _get(url, secret)[0] in (403, 404), secret
+    # the examples folder: private to this process; a file planted there, or a DICOM example, is not served from it
+    assert state.examples_dir.parent == settings.examples_dir and oct(state.examples_dir.stat().st_mode)[-3:] == "700"
+    planted = state.examples_dir / "page.html"
+    planted.write_text("<script>alert(document.domain)</script>")
+    ct = next(e.path for e in state.examples if e.path.endswith("CT_small.dcm"))
+    assert _get(url, planted)[0] == 403 and _get(url, ct)[0] == 403
+    # the page gets the DICOM example through Gradio's cache, as a download, never shown inline
+    cached = gr_processing.move_resource_to_block_cache(ct, demo)
+    status, content_type, disposition = _get(url, cached)
+    assert status == 200 and content_type == "application/octet-stream" and disposition.startswith("attachment")
 
 
 def test_queue_and_limits_are_configured(served):
@@ -192,7 +250,7 @@ def test_settings_from_the_environment(monkeypatch, tmp_path):
     settings = Settings.from_env()
     assert settings.cache_models == 3 and settings.max_pixels == 1000
     state = ComparisonApp(settings)  # no run folders: the app still starts, with the examples
-    assert state.entries == {} and len(state.examples) == 6
+    assert state.entries == {} and len(state.examples) == 8 + 3 + 3  # X-rays and MRIs, retina/CT/MR, digits
     assert "No models yet" in models_table_markdown([])
     with pytest.raises(gr.Error, match="over the limit of 1,000 pixels"):
         state.read_image(str(packaged_examples()["ct"]))  # 128 x 128 > 1000
@@ -207,3 +265,51 @@ def test_settings_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("ZOO_APP_CACHE_MODELS", "many")
     with pytest.raises(SettingsError, match="ZOO_APP_CACHE_MODELS='many' must be a whole number"):
         Settings.from_env()
+
+
+# --- the medical demo: imported chest X-ray and brain MRI classifiers ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def medical_demo(medical_zoo, tmp_path_factory):
+    """The app over the two imported Keras classifiers and one digits model."""
+    import shutil
+
+    import app
+    weights, _ = medical_zoo
+    tiny = build_tiny_zoo(tmp_path_factory.getbasetemp() / "app-zoo")
+    if not (weights / "lenet5-scratch-digits").exists():
+        shutil.copytree(tiny / "lenet5-scratch-digits", weights / "lenet5-scratch-digits")
+    return app.build_demo(app.Settings(weights=weights, examples_dir=tmp_path_factory.mktemp("medical-examples")))
+
+
+def test_medical_models_are_the_default_and_an_example_xray_says_which_models_were_right(medical_demo, tmp_path):
+    state = medical_demo.zoo_app
+    assert state.default_selection() == ["pneumonia-xception", "braintumor-xception"]
+    models = next(b for b in medical_demo.blocks.values() if getattr(b, "elem_id", None) == "models")
+    assert models.value == ["pneumonia-xception", "braintumor-xception"]  # what the page shows ticked
+    xray = next(e for e in state.examples if e.true_label == "PNEUMONIA")
+    assert "PNEUMONIA (true label" in xray.caption
+    copy = tmp_path / "from-gradio-cache.jpeg"  # Gradio hands the callback a copy: the label follows the bytes
+    copy.write_bytes(Path(xray.path).read_bytes())
+    assert state.true_label(str(copy)) == "PNEUMONIA"
+    assert state.true_label(str(packaged_examples()["retina"])) is None  # unlabelled, as every upload
+    ids = ["pneumonia-xception", "braintumor-xception", "lenet5-scratch-digits"]
+    comparison = state.compare(str(copy), ids, cam=False, true_label=state.true_label(str(copy)))
+    assert comparison.results[0].top_label == "PNEUMONIA"  # Keras's own answer for this X-ray
+    assert comparison.summary.verdicts == {"right": ["pneumonia-xception"], "wrong": [],
+                                           "not_applicable": ["braintumor-xception", "lenet5-scratch-digits"]}
+    first = comparison.summary.markdown.splitlines()[0]
+    assert first == ("**True label: `PNEUMONIA`** — right: `pneumonia-xception`; wrong: none; not applicable "
+                     "(`PNEUMONIA` is not among their classes): `braintumor-xception`, `lenet5-scratch-digits`.")
+    assert "True label" not in state.compare(str(copy), ids, cam=False).summary.markdown  # an upload: no label
+
+
+def test_true_label_verdicts_ignore_case_and_name_wrong_models():
+    from zoo.inference import ModelResult, agreement_summary
+    results = [ModelResult(model="a", label_names=["normal", "pneumonia"], top_k=[("normal", 0.9)]),
+               ModelResult(model="b", label_names=["NORMAL", "PNEUMONIA"], top_k=[("PNEUMONIA", 0.6)]),
+               ModelResult(model="c", label_names=["0", "1"], top_k=[("1", 0.7)]),
+               ModelResult(model="d", label_names=["NORMAL", "PNEUMONIA"], error="broken")]
+    summary = agreement_summary(results, true_label="PNEUMONIA")
+    assert summary.verdicts == {"right": ["b"], "wrong": ["a"], "not_applicable": ["c"]}
+    assert summary.markdown.startswith("**True label: `PNEUMONIA`** — right: `b`; wrong: `a`; not applicable")

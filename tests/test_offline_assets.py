@@ -1,7 +1,7 @@
 """Real material from the data-only asset packages (requirements-assets.txt): offline MobileNetV2 and Xception
 ImageNet weights, the imported Keras medical classifiers, and what a missing or damaged package says.
 
-The Keras figures in tests/data/keras_reference.json were recorded once with Keras itself
+The Keras figures in zoo/data/keras_reference.json (package data) were recorded once with Keras itself
 (scripts/keras_reference.py, keras 3 on the torch backend); nothing here needs Keras or TensorFlow.
 """
 import hashlib
@@ -24,10 +24,10 @@ import zoo
 from train.push import PushError, push_run
 from zoo import assets, offline_weights
 from zoo.images import load_image, to_model_mode
-from zoo.keras_import import FEATURE_PROJECTION, import_keras_classifier, predict_packaged_images
+from zoo.keras_import import FEATURE_PROJECTION, KERAS_REFERENCE, predict_packaged_images
 from zoo.keras_weights import read_keras_archive
 
-REFERENCE_FILE = Path(__file__).parent / "data" / "keras_reference.json"
+REFERENCE_FILE = KERAS_REFERENCE
 REFERENCE = json.loads(REFERENCE_FILE.read_text())
 FIX = "pip install --no-deps -r requirements-assets.txt"
 
@@ -151,10 +151,8 @@ def test_zoo_list_says_which_architectures_have_offline_weights(capsys):
 # --- the imported Keras classifiers as run folders ---------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def imported(tmp_path_factory):
-    root = tmp_path_factory.mktemp("imported")
-    return {name: import_keras_classifier(name, root / name, reference=REFERENCE_FILE)
-            for name in ("pneumonia", "braintumor")}
+def imported(medical_zoo):
+    return medical_zoo[1]  # conftest: import_keras_classifier, checked against REFERENCE_FILE
 
 
 @pytest.mark.parametrize("name, correct, n", [("pneumonia", 13, 16), ("braintumor", 15, 17)])
@@ -229,6 +227,85 @@ def test_wilson_intervals_and_per_class_figures(imported):
     assert (meningioma["specificity_k"], meningioma["specificity_n"]) == (10, 12)
 
 
+def _digit_png(folder: Path, index: int = 0) -> Path:
+    """A scikit-learn digit (8 x 8, 0..16) as an 8-bit PNG, upscaled x8 with visible pixels."""
+    from sklearn.datasets import load_digits
+
+    digit = np.rint(load_digits().images[index] * (255 / 16)).astype(np.uint8)
+    path = folder / f"digit-{index}.png"
+    Image.fromarray(digit).resize((64, 64), Image.NEAREST).save(path)
+    return path
+
+
+def test_imported_models_ood_check_passes_their_images_and_flags_other_tasks(imported, tmp_path):
+    """Through the inference API (what /compare returns), on the real files: each imported model passes its
+    own packaged images and flags a digit, the retina photo, a CT slice, a cat and the other model's images.
+
+    Its own images pass by construction (they are its feature bank; the threshold comes from their
+    leave-one-out scores): that is the optimistic part the card and config say. The other tasks' images are
+    the real test. Measured: chest X-ray model threshold 0.270 (leave-one-out scores 0.129-0.270); brain MRIs
+    0.549-0.675, digit 0.714, retina 0.647, CT 0.496. Brain MRI model threshold 0.435; chest X-rays
+    0.549-0.690, digit 0.752, retina 0.510, CT 0.538.
+    """
+    from pydicom.data import get_testdata_file
+
+    from zoo import inference
+    from zoo.catalog import discover_models
+
+    entries = {e.id: e for e in discover_models(imported["pneumonia"].parent)}
+    cache = inference.ModelCache()
+    skimage_data = Path(data.__file__).parent
+    foreign = {"digit": _digit_png(tmp_path), "retina.jpg": skimage_data / "retina.jpg",
+               "chelsea.png": skimage_data / "chelsea.png", "CT_small.dcm": Path(get_testdata_file("CT_small.dcm"))}
+    rates = {}
+    for name, other in (("pneumonia", "braintumor"), ("braintumor", "pneumonia")):
+        entry = entries[imported[name].name]
+
+        def check(path):
+            record = inference.run_model(entry, load_image(path).image, cache, cam=False).record()
+            assert record["error"] is None and record["ood_reason"] is None, record
+            return record["ood"]
+
+        own = [check(path) for path, _ in assets.medical_classifier(name).images()]
+        others = [check(path) for path, _ in assets.medical_classifier(other).images()]
+        assert not any(o["flagged"] for o in own), name
+        assert all(o["flagged"] for o in others), (name, [o["score"] for o in others])
+        for label, path in foreign.items():
+            assert check(path)["flagged"], (name, label)
+        rates[name] = (len(own), sum(not o["flagged"] for o in own), len(others), sum(o["flagged"] for o in others))
+        # no calibration invented: the record says why, and keeps the raw softmax
+        record = inference.run_model(entry, load_image(foreign["retina.jpg"]).image, cache, cam=False).record()
+        assert record["temperature"] is None and record["calibrated_top_k"] is None and record["prediction_set"] is None
+        assert any(note.startswith("not calibrated: no validation data") for note in record["trust_notes"])
+        assert any("same" in note and "optimistic" in note for note in record["trust_notes"])
+    print("imported models' OOD check (own images passed, other model's images flagged):", rates)
+
+
+@pytest.mark.parametrize("name, n", [("pneumonia", 16), ("braintumor", 17)])
+def test_imported_trust_statistics_say_where_they_come_from(imported, name, n):
+    from safetensors.torch import load_file as load_tensors
+
+    folder = imported[name]
+    config = json.loads((folder / "config.json").read_text())["zoo"]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    ood = metrics["ood"]
+    assert load_tensors(str(folder / "ood.safetensors"))["bank"].shape == (n, 2048)
+    assert ood["n_fit"] == ood["bank_size"] == n and len(ood["leave_one_out_scores"]) == n
+    # the threshold is the 95% quantile ("higher") of the leave-one-out scores: with n < 20, their largest
+    assert ood["threshold"] == pytest.approx(max(ood["leave_one_out_scores"]), abs=1e-6)
+    assert config["ood"]["threshold"] == ood["threshold"] and config["ood"]["note"] == ood["note"]
+    assert f"same {n} packaged images" in ood["note"] and "optimistic" in ood["note"]
+    for key in ("calibration", "conformal"):
+        assert "no validation data" in config[key]["skipped"] and metrics[key] == config[key]
+    assert "temperature" not in config
+    card = (folder / "README.md").read_text()
+    assert "## Calibration and out-of-distribution check" in card and ood["note"] in card
+    assert "not calibrated: no validation data" in card and "no prediction sets: no validation data" in card
+    trust = zoo.load_pretrained(folder).trust
+    assert trust.ood.threshold == pytest.approx(ood["threshold"]) and trust.temperature is None
+    assert trust.calibration_reason.startswith("not calibrated: no validation data")
+
+
 def test_push_refuses_weights_without_a_licence_unless_overridden(imported):
     with pytest.raises(PushError, match="no licence.*--allow-unlicensed"):
         push_run(imported["pneumonia"], "alice/pneumonia", dry_run=True)
@@ -243,7 +320,7 @@ def test_import_command_passes_its_options(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(keras_import, "import_keras_classifier", lambda *a, **k: calls.append((a, k)) or Path(a[1]))
     assert main(["import", "braintumor", "--out", str(tmp_path / "brain")]) == 0
-    assert calls == [(("braintumor", str(tmp_path / "brain")), {"reference": None})]
+    assert calls == [(("braintumor", str(tmp_path / "brain")), {"reference": str(KERAS_REFERENCE)})]
     with pytest.raises(SystemExit):
         main(["import", "kidney", "--out", str(tmp_path / "x")])
 

@@ -51,11 +51,13 @@ def test_wheel_holds_the_packages_not_tests_or_weights(installed):
         files = [str(f) for f in md.files("medtl-zoo")]
         print(sorted({f.split("/")[0] for f in files}))
         print(md.requires("medtl-zoo"))
+        print("zoo/data/keras_reference.json" in files)
     """, work)
     tops = eval(out.splitlines()[0])  # noqa: S307  (our own printed list)
     assert "zoo" in tops and "train" in tops
     assert not {"tests", "weights", "app.py", "benchmarks", "scripts"} & set(tops)
     assert "timm" in out.splitlines()[1]
+    assert out.splitlines()[2] == "True"  # the Keras reference every `python -m zoo import` checks against
 
 
 def test_dependencies_declared_by_the_wheel_are_satisfied(installed):

@@ -1,6 +1,7 @@
 """Data sources, splits and bad input: each problem gets a message naming the file or column."""
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,33 +221,74 @@ def test_too_few_images_for_a_split(tmp_path):
         make_splits(load_source(str(root)), 0.5, 0.45, seed=0)
 
 
-def test_medmnist_spec_without_the_package_says_what_to_do(monkeypatch):
+def _medmnist_arrays(size: int, n: int = 12) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {f"{s}_{k}": v for s in ("train", "val", "test") for k, v in (
+        ("images", rng.integers(0, 255, size=(n, size, size), dtype=np.uint8)),
+        ("labels", (np.arange(n) % 2).reshape(n, 1)))}
+
+
+def test_medmnist_spec_without_the_package_says_what_to_do(monkeypatch, tmp_path):
     import sys
+    monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setitem(sys.modules, "medmnist", None)  # import fails as if not installed
-    with pytest.raises(DataError, match=r"pip install medmnist.*pneumoniamnist.npz"):
+    with pytest.raises(DataError, match=r"pneumoniamnist.npz is not there.*medtl-zoo\[medmnist\].*\.medmnist"):
         load_source("medmnist:pneumoniamnist")
+    with pytest.raises(DataError, match="SIZE '32' is not one of MedMNIST's sizes 28, 64, 128, 224"):
+        load_source("medmnist:pneumoniamnist:32")
+
+
+def test_medmnist_file_already_in_the_package_folder_needs_no_package_or_network(monkeypatch, tmp_path):
+    import sys
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "medmnist", None)
+    (tmp_path / ".medmnist").mkdir()
+    np.savez(tmp_path / ".medmnist" / "breastmnist_64.npz", **_medmnist_arrays(64))
+    source = load_source("medmnist:breastmnist:64")
+    assert source.array.shape == (36, 64, 64) and source.spec == "medmnist:breastmnist:64"
+    assert source.label_names == ["0", "1"]  # the package, when installed, names them
+
+
+def _fake_medmnist(url: str):
+    """A stand-in with the medmnist package's interface (INFO with the file's URL, classes, root, FLAG_SIZE.npz)."""
+    import types
+
+    class BreastMNIST:
+        def __init__(self, split, download=False, size=None, root=None):
+            np.savez(Path(root) / f"breastmnist_{size}.npz", **_medmnist_arrays(size))
+
+    return types.SimpleNamespace(INFO={"breastmnist": {"python_class": "BreastMNIST", "url_64": url,
+                                                       "label": {"0": "malignant", "1": "normal"}}},
+                                 BreastMNIST=BreastMNIST)
 
 
 def test_medmnist_spec_loads_what_the_package_downloads(tmp_path, monkeypatch):
-    """A stand-in with the medmnist package's interface (INFO, classes, root, FLAG_SIZE.npz)."""
+    import socket
     import sys
-    import types
-    rng = np.random.default_rng(0)
-
-    class BreastMNIST:
-        def __init__(self, split, download=False, size=None, root=str(tmp_path)):
-            self.root = root
-            arrays = {f"{s}_{k}": v for s in ("train", "val", "test") for k, v in (
-                ("images", rng.integers(0, 255, size=(12, size, size), dtype=np.uint8)),
-                ("labels", (np.arange(12) % 2).reshape(12, 1)))}
-            np.savez(tmp_path / f"breastmnist_{size}.npz", **arrays)
-
-    fake = types.SimpleNamespace(INFO={"breastmnist": {"python_class": "BreastMNIST",
-                                                       "label": {"0": "malignant", "1": "normal"}}},
-                                 BreastMNIST=BreastMNIST)
-    monkeypatch.setitem(sys.modules, "medmnist", fake)
-    source = load_source("medmnist:breastmnist:64")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with socket.socket() as host:  # a listening data host
+        host.bind(("127.0.0.1", 0))
+        host.listen()
+        fake = _fake_medmnist(f"http://127.0.0.1:{host.getsockname()[1]}/breastmnist_64.npz")
+        monkeypatch.setitem(sys.modules, "medmnist", fake)
+        source = load_source("medmnist:breastmnist:64")
     assert source.label_names == ["malignant", "normal"] and source.array.shape == (36, 64, 64)
     assert source.spec == "medmnist:breastmnist:64"
+    assert (tmp_path / ".medmnist" / "breastmnist_64.npz").is_file()  # where the package keeps it
     with pytest.raises(DataError, match="unknown MedMNIST flag"):
         load_source("medmnist:nosuchmnist")
+
+
+def test_medmnist_download_fails_within_seconds_when_its_host_is_unreachable(tmp_path, monkeypatch):
+    import socket
+    import sys
+    import time
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setitem(sys.modules, "medmnist", _fake_medmnist(f"http://127.0.0.1:{closed}/breastmnist_64.npz"))
+    start = time.perf_counter()
+    with pytest.raises(DataError, match=r"data host 127.0.0.1 cannot be reached.*put it at .*breastmnist_64.npz"):
+        load_source("medmnist:breastmnist:64")
+    assert time.perf_counter() - start < 5

@@ -28,7 +28,8 @@ from ._errors import DataError
 __all__ = [
     "IMAGE_EXTENSIONS", "Sample", "SkippedFile", "DataSource", "Splits", "DataError",
     "BUNDLED_DATASETS", "register_bundled", "load_source", "make_splits", "verify_images",
-    "class_counts", "ImageDataset", "split_record", "data_fingerprint",
+    "class_counts", "ImageDataset", "split_record", "data_fingerprint", "MEDMNIST_SIZES", "medmnist_file",
+    "medmnist_root", "load_medmnist_source",
 ]
 
 _logger = logging.getLogger("train")
@@ -446,12 +447,29 @@ def _to_uint8(images: np.ndarray) -> np.ndarray:
     return np.rint((images - low) * scale).astype(np.uint8)
 
 
+MEDMNIST_SIZES = (28, 64, 128, 224)  # the image sizes MedMNIST+ publishes for its 2D data sets
+
+
+def medmnist_root() -> Path:
+    """The folder where the medmnist package keeps its files: its DEFAULT_ROOT, i.e. ~/.medmnist."""
+    try:
+        from medmnist.info import DEFAULT_ROOT  # type: ignore[import-not-found]
+    except ImportError:  # the same place, without the package
+        return Path.home() / ".medmnist"
+    return Path(DEFAULT_ROOT) if DEFAULT_ROOT else Path.home() / ".medmnist"
+
+
+def medmnist_file(flag: str, size: int) -> Path:
+    """Where the medmnist package puts (and looks for) FLAG at SIZE: FLAG.npz at 28 px, else FLAG_SIZE.npz."""
+    return medmnist_root() / (f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz")
+
+
 @register_bundled("medmnist", parametrized=True)
 def load_medmnist_source(options: str = "") -> DataSource:
-    """``--data medmnist:FLAG[:SIZE]``: a MedMNIST file fetched by the ``medmnist`` package (online).
+    """``--data medmnist:FLAG[:SIZE]``: a MedMNIST data set from the medmnist package's folder (~/.medmnist).
 
-    The package downloads ``FLAG.npz`` (28 px) or ``FLAG_SIZE.npz`` into its root (~/.medmnist);
-    offline, download the file once elsewhere and pass its path as ``--data``.
+    A file already there is used as it is (no package or network needed); otherwise the ``medmnist``
+    package downloads it from its data host, which must answer within seconds (a clear DataError if not).
     """
     flag, _, size_text = options.partition(":")
     flag = flag.strip().lower()
@@ -461,33 +479,50 @@ def load_medmnist_source(options: str = "") -> DataSource:
     try:
         size = int(size_text) if size_text else 28
     except ValueError:
-        raise DataError(f"--data medmnist:{options}: SIZE {size_text!r} is not a number (28, 64, 128 "
-                        "or 224)") from None
+        size = None
+    if size not in MEDMNIST_SIZES:
+        raise DataError(f"--data medmnist:{options}: SIZE {size_text!r} is not one of MedMNIST's sizes "
+                        f"{', '.join(map(str, MEDMNIST_SIZES))}")
+    path = medmnist_file(flag, size)
+    if not path.is_file():
+        _download_medmnist(flag, size, path, options)
+    source = load_npz(path)
+    source.spec = f"medmnist:{options}"
+    return source
+
+
+def _download_medmnist(flag: str, size: int, path: Path, options: str) -> None:
+    """Fetch FLAG at SIZE into `path` with the medmnist package, after checking its data host answers."""
+    import socket  # noqa: PLC0415
+    from urllib.parse import urlparse  # noqa: PLC0415
+
     try:
         import medmnist  # type: ignore[import-not-found]
     except ImportError:
-        raise DataError(f"--data medmnist:{options} needs the medmnist package and a network "
-                        f"connection (pip install medmnist); or download {flag}.npz yourself and pass "
-                        "its path as --data") from None
+        raise DataError(f"--data medmnist:{options}: {path} is not there, and downloading it needs the medmnist "
+                        f"package and the network (pip install 'medtl-zoo[medmnist]'); or download {path.name} "
+                        f"yourself and put it in {path.parent}") from None
     info = getattr(medmnist, "INFO", {}).get(flag)
     if info is None:
         raise DataError(f"--data medmnist:{options}: unknown MedMNIST flag {flag!r}; known: "
                         f"{sorted(getattr(medmnist, 'INFO', {}))}")
+    url = info.get("url" if size == 28 else f"url_{size}") or ""
+    host = urlparse(url).hostname or "zenodo.org"
+    try:  # fail in seconds, not after the download's retries
+        socket.create_connection((host, urlparse(url).port or 443), timeout=3).close()
+    except OSError as e:
+        raise DataError(f"--data medmnist:{options}: MedMNIST's data host {host} cannot be reached ({e}); "
+                        f"connect to the network, or download {url} elsewhere and put it at {path}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
     dataset_class = getattr(medmnist, info["python_class"])
-    kwargs = {} if size == 28 else {"size": size}
-    try:  # downloads (or finds) the .npz in the package's root folder
-        dataset = dataset_class(split="train", download=True, **kwargs)
-    except Exception as e:  # network errors, bad sizes, checksum failures: all mean "no file"
-        raise DataError(f"--data medmnist:{options}: the medmnist package could not fetch {flag} "
-                        f"at size {size} ({type(e).__name__}: {e}); download the .npz elsewhere and "
-                        "pass its path as --data") from None
-    root = Path(getattr(dataset, "root", None) or getattr(medmnist, "DEFAULT_ROOT", "."))
-    path = root / (f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz")
+    try:  # downloads into the package's root folder, checking the file's MD5
+        dataset_class(split="train", download=True, size=size, root=str(path.parent))
+    except Exception as e:  # network errors, checksum failures: all mean "no file"
+        raise DataError(f"--data medmnist:{options}: the medmnist package could not fetch {flag} at size {size} "
+                        f"({type(e).__name__}: {str(e).strip()[:300]}); download {url} elsewhere and put it at "
+                        f"{path}") from None
     if not path.is_file():
         raise DataError(f"--data medmnist:{options}: expected the download at {path}, found nothing")
-    source = load_npz(path)
-    source.spec = f"medmnist:{options}"
-    return source
 
 
 def _medmnist_label_names(stem: str, num_classes: int) -> list[str]:

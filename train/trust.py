@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.run_layout import OOD_NAME, RELIABILITY_PLOT
-from zoo.trust import (DEFAULT_ALPHA, OOD_METHOD, OODStatistics, features_and_logits,
+from zoo.trust import (DEFAULT_ALPHA, OOD_METHOD, OOD_PASS_RATE, OODStatistics, features_and_logits,
                        write_ood_statistics)
 
 from .augment import eval_transform
@@ -43,7 +43,7 @@ __all__ = ["ECE_BINS", "OOD_VALIDATION_PASS", "OOD_BANK_MAX", "TEMPERATURE_BOUND
 _logger = logging.getLogger("train")
 
 ECE_BINS = 15                                 # equal-width confidence bins for ECE, MCE and the diagram
-OOD_VALIDATION_PASS = 0.95                    # the OOD threshold lets this fraction of validation images pass
+OOD_VALIDATION_PASS = OOD_PASS_RATE           # the OOD threshold lets this fraction of validation images pass
 OOD_BANK_MAX = 20_000                         # at most this many training images' features in ood.safetensors
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 TRUST_SECTION = "Calibration, prediction sets and out-of-distribution check"   # the model card's title

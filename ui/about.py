@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "EXAMPLES_LABEL", "FILE_TYPES_HELP", "INPUTS_HELP", "INTRO", "MODE_TEXT", "NO_IMAGE",
-    "TEACHING_INTRO", "TITLE", "studies_intro", "zoo_intro",
+    "TEACHING_INTRO", "TITLE", "TRUST_TEXT", "studies_intro", "zoo_intro",
 ]
 
 TITLE = "Transfer-learning model zoo: compare models"
@@ -29,6 +29,28 @@ MODE_TEXT = {
                          "generic stages stay frozen.",
     "fine-tune": "**Fine-tuning**: start from the ImageNet weights and train everything, the head with a larger "
                  "learning rate. Usually the most accurate with little data, at the cost of training every parameter.",
+}
+
+TRUST_TEXT = {
+    "intro": "### Can an answer be trusted?\nEvery model gives probabilities for every image, even for an image it "
+             "has never seen the like of. Three checks, fitted at the end of training (never on the test split), "
+             "say how far to trust them.",
+    "calibration": "**Calibration.** Of the images a model calls 80% sure, about 80% should be right. The "
+                   "expected calibration error (ECE) is the gap between confidence and accuracy, averaged over "
+                   "15 equal-width confidence bins (0 is perfect). Temperature scaling (\"On Calibration of "
+                   "Modern Neural Networks\") divides the logits by one number T: T > 1 softens an over-confident "
+                   "model, T < 1 sharpens a shy one, and the top class never changes; the reliability diagrams "
+                   "below show the bins before and after. **Prediction sets** (split conformal prediction, \"A "
+                   "Gentle Introduction to Conformal Prediction and Distribution-Free Uncertainty "
+                   "Quantification\") list the classes a model cannot rule out: on images like its validation "
+                   "images the 90% set holds the true class 9 times in 10. These models' numbers:",
+    "ood": "**Out-of-distribution check** (\"Out-of-Distribution Detection with Deep Nearest Neighbors\"). "
+           "Probabilities always add up to 1, so a digit model calls a retina photo a 4 with confidence. The check "
+           "compares the image's features with those of the nearest training image; when it is farther than a "
+           "threshold that 95% of the validation images pass, the image is flagged and the answer is not "
+           "meaningful, however confident. These models' checks:",
+    "examples": "**What the check did on the examples** (each model on each example image of the Compare tab; "
+                "score = 1 - cosine similarity to the nearest training image, flagged above the threshold):",
 }
 
 

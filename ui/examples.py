@@ -1,20 +1,51 @@
-"""The app's example images: digits from the demo data and real scans that ship inside installed packages.
+"""The app's example images: real chest X-rays and brain MRIs with their true labels, real scans without labels,
+and digits for the digits demo models, all read from installed packages, never from the repository.
 
-They are written into a temporary folder (the only extra folder the app serves), never into the repository.
+They are written into a private folder made for each app process (tempfile.mkdtemp: a fresh, unguessable name,
+owner-only permissions), which is the only extra place the app serves files from, and only the image files it
+wrote there (app.launch_kwargs). The folder is removed when the process exits.
 """
 from __future__ import annotations
 
+import atexit
+import hashlib
 import importlib.util
+import io
 import json
+import logging
+import os
 import shutil
+import stat
+import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["EXAMPLE_DIGITS", "digits", "digit_examples", "package_dir", "write_examples"]
+from zoo import ZooError
+from zoo.assets import MEDICAL_CLASSIFIERS
+
+__all__ = ["EXAMPLE_DIGITS", "MEDICAL_PER_CLASS", "SERVED_SUFFIXES", "Example", "digits", "digit_examples",
+           "make_private_folder", "package_dir", "write_examples"]
+
+_logger = logging.getLogger(__name__)
 
 EXAMPLE_DIGITS = (0, 3, 7)
+# packaged labelled images shown per class: (classifier name, images per class)
+MEDICAL_PER_CLASS = {"pneumonia": 2, "braintumor": 1}
+# what a browser may show inline; any other example (DICOM) is never served from the examples folder:
+# Gradio hands it out from its own cache with a download content type (application/octet-stream, attachment)
+SERVED_SUFFIXES = (".png", ".jpg", ".jpeg")
+_MODALITY = {"pneumonia": "chest X-ray", "braintumor": "brain MRI"}
+
+
+class Example(NamedTuple):
+    """An example image: where the app wrote it, its caption in the examples strip, its true label if known."""
+
+    path: str
+    caption: str
+    true_label: str | None = None
 
 
 def package_dir(name: str) -> Path:
@@ -51,31 +82,74 @@ def digit_examples(weights: Path, classes: tuple[int, ...] = EXAMPLE_DIGITS) -> 
     return None
 
 
-def write_examples(folder: Path, weights: Path) -> list[tuple[str, str]]:
-    """Write the example images into `folder`: digits from the demo data and medical images that ship
-    inside scikit-image and pydicom. Returns (path, label) pairs."""
-    folder.mkdir(parents=True, exist_ok=True)
+def make_private_folder(parent: Path | None = None) -> Path:
+    """A new folder only this user can read or write (mode 0700), under `parent` (default: the system's temporary
+    folder), removed when the process exits. Refuses a `parent` that is a symbolic link."""
+    parent = Path(parent or tempfile.gettempdir())
+    if parent.is_symlink():
+        raise RuntimeError(f"the examples folder's parent {parent} is a symbolic link; refusing to follow it "
+                           "(set ZOO_APP_EXAMPLES to a real folder)")
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="zoo-app-examples-", dir=parent))  # a fresh name, created 0700
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+        raise RuntimeError(f"{folder} is not a private folder of this user; refusing to write examples there")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def _write_new(path: Path, data: bytes) -> str:
+    """Write `data` to a file that must not exist yet (never through a symbolic link); returns its sha256."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _medical_examples() -> list[tuple[Path, str, str]]:
+    """(packaged file, caption, true label) for a few chest X-rays and brain MRIs of the asset packages;
+    none from a package that is missing or damaged (logged: the app starts without them)."""
+    picked = []
+    for name, per_class in MEDICAL_PER_CLASS.items():
+        source = MEDICAL_CLASSIFIERS[name]
+        try:
+            images = source.images()
+        except ZooError as e:
+            _logger.warning("no %s examples: %s", _MODALITY[name], e)
+            continue
+        shown: dict[str, int] = {}
+        for path, label in images:
+            if shown.get(label, 0) < per_class:
+                shown[label] = shown.get(label, 0) + 1
+                picked.append((path, f"{_MODALITY[name]}: {label} (true label; {source.package})", label))
+    return picked
+
+
+def write_examples(folder: Path, weights: Path) -> list[Example]:
+    """Write the example images into `folder` (a private folder from make_private_folder, empty): labelled chest
+    X-rays and brain MRIs, a fundus photo, CT and MR slices, then digits for the digits demo models."""
     examples = []
-    picks = digit_examples(weights)
-    images, labels = (None, None)
-    if picks is None:  # no digits run: the first image of each class
-        images, labels = digits()
-        picks = [(int(np.flatnonzero(labels == c)[0]), c) for c in EXAMPLE_DIGITS]
-    for index, label in picks:
-        path = folder / f"digit-{label}-{index}.png"
-        if not path.is_file():
-            if images is None:
-                images, labels = digits()
-            # the same 0..16 -> 0..255 conversion as train's bundled digits source
-            Image.fromarray(np.rint(images[index] * (255.0 / 16.0)).astype(np.uint8), mode="L").save(path)
-        examples.append((str(path), f"digit {label} (demo data)"))
+    for source, caption, label in _medical_examples():
+        target = folder / source.name
+        _write_new(target, source.read_bytes())
+        examples.append(Example(str(target), caption, label))
     packaged = [(package_dir("skimage") / "data" / "retina.jpg", "retina.jpg: fundus photo (scikit-image)"),
                 (package_dir("pydicom") / "data" / "test_files" / "CT_small.dcm", "CT_small.dcm: CT slice (pydicom)"),
                 (package_dir("pydicom") / "data" / "test_files" / "MR_small.dcm", "MR_small.dcm: MR slice (pydicom)")]
-    for source, label in packaged:
+    for source, caption in packaged:
         if source.is_file():
             target = folder / source.name
-            if not target.is_file() or target.stat().st_size != source.stat().st_size:
-                shutil.copyfile(source, target)
-            examples.append((str(target), label))
+            _write_new(target, source.read_bytes())
+            examples.append(Example(str(target), caption))
+    picks = digit_examples(weights)
+    images, labels = digits()
+    if picks is None:  # no digits run: the first image of each class
+        picks = [(int(np.flatnonzero(labels == c)[0]), c) for c in EXAMPLE_DIGITS]
+    for index, label in picks:
+        path = folder / f"digit-{label}-{index}.png"
+        # the same 0..16 -> 0..255 conversion as train's bundled digits source
+        png = io.BytesIO()
+        Image.fromarray(np.rint(images[index] * (255.0 / 16.0)).astype(np.uint8), mode="L").save(png, "PNG")
+        _write_new(path, png.getvalue())
+        examples.append(Example(str(path), f"digit {label} (demo data; true label {label})", str(label)))
     return examples

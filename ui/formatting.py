@@ -15,14 +15,18 @@ from zoo.catalog import ModelEntry
 from zoo.inference import ModelResult
 
 __all__ = [
-    "CSS", "DISPLAY_MIN_SIZE", "METRIC_COLUMNS", "ZOO_HEADERS", "column_details", "column_header", "describe_classes",
-    "fmt_int", "fmt_metric", "image_info_markdown", "input_caption", "label_scores", "model_choice_label",
-    "models_table_markdown", "share", "upscale_for_display", "zoo_rows",
+    "CSS", "DISPLAY_MIN_SIZE", "METRIC_COLUMNS", "OOD_FLAGGED_CLASS", "RAW_PROBABILITIES_LABEL", "ZOO_HEADERS",
+    "column_details", "column_header", "describe_classes", "fmt_int", "fmt_metric", "image_info_markdown",
+    "input_caption", "label_classes", "label_scores", "model_choice_label", "models_table_markdown", "ood_banner",
+    "ood_cell", "prediction_set_line", "probabilities_title", "share", "trust_markdown", "upscale_for_display",
+    "zoo_rows",
 ]
 
 METRIC_COLUMNS = (("balanced_accuracy", "balanced accuracy"), ("f1_macro", "macro F1"), ("roc_auc", "ROC-AUC"))
 DISPLAY_MIN_SIZE = 256  # small images (8x8 digits, a model's 32-px input) are enlarged to at least this
 CLASSES_SHOWN = 6
+OOD_FLAGGED_CLASS = "ood-flagged"  # the probabilities of a model whose OOD check flagged the image: greyed out
+RAW_PROBABILITIES_LABEL = "show uncalibrated probabilities"
 
 CSS = """
 .model-column { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px; }
@@ -34,6 +38,13 @@ CSS = """
 .models-table td:last-child { min-width: 24em; }
 .pixels img { image-rendering: pixelated; }
 .caption p { margin: 2px 0 0 0; font-size: 0.9em; }
+.ood-banner { background: #fdecea; border: 2px solid #c62828; border-radius: 6px; padding: 4px 10px;
+              color: #7f1d1d; font-weight: 600; }
+.ood-banner p, .ood-banner strong, .ood-banner code { color: #7f1d1d; }
+.ood-flagged { opacity: 0.45; filter: grayscale(1); }
+.trust p, .trust li { margin: 1px 0; font-size: 0.95em; }
+.ood-table table { display: block; overflow-x: auto; }
+.ood-table td, .ood-table th { white-space: nowrap; }
 """
 
 
@@ -78,13 +89,81 @@ def describe_classes(labels: list[str], shown: int = CLASSES_SHOWN) -> str:
     return f"{len(labels)} class{'es' if len(labels) != 1 else ''}: {listed}"
 
 
-def label_scores(result: ModelResult) -> dict[str, float] | None:
+def label_scores(result: ModelResult, raw: bool = False) -> dict[str, float] | None:
     """The top classes for gr.Label, each named with the model's dataset ('8 (digits)'), so a digit model's
-    `8` is not read as a finding of a medical model."""
+    `8` is not read as a finding of a medical model. Calibrated (temperature-scaled) probabilities when the
+    model has them, unless `raw`; the raw softmax otherwise."""
     if not result.top_k:
         return None
     suffix = f" ({result.dataset})" if result.dataset else ""
-    return {f"{label}{suffix}": p for label, p in result.top_k}
+    shown = result.top_k if raw or result.calibrated_top_k is None else result.calibrated_top_k
+    return {f"{label}{suffix}": p for label, p in shown}
+
+
+def probabilities_title(result: ModelResult, raw: bool = False) -> str:
+    """The title over a column's probabilities: which ones they are."""
+    if result.temperature is None:
+        return "Top classes: raw softmax (not calibrated)"
+    if raw:
+        return f"Top classes: raw softmax (uncalibrated; calibrated uses T = {result.temperature:.3g})"
+    return f"Top classes: calibrated (temperature scaling, T = {result.temperature:.3g})"
+
+
+def label_classes(result: ModelResult) -> list[str]:
+    """CSS classes of a column's probabilities: greyed out when its OOD check flagged the image."""
+    return [OOD_FLAGGED_CLASS] if result.ood_flagged else []
+
+
+def ood_banner(result: ModelResult) -> str:
+    """The warning over a column whose model flagged the image as out of distribution ("" otherwise)."""
+    if not result.ood_flagged:
+        return ""
+    return (f"⚠ This image is unlike the images `{result.model}` was trained on (score {result.ood['score']:.3f}, "
+            f"threshold {result.ood['threshold']:.3f}): its answer is not meaningful.")
+
+
+def prediction_set_line(result: ModelResult) -> str | None:
+    """'90% set: {NORMAL, PNEUMONIA}', or None for a model without prediction sets."""
+    if result.prediction_set is None or result.prediction_set_coverage is None:
+        return None
+    members = ", ".join(result.prediction_set)
+    empty = " (empty: no class is plausible enough at this coverage)" if not result.prediction_set else ""
+    return f"{result.prediction_set_coverage:.0%} set: {{{members}}}{empty}"
+
+
+def ood_cell(ood: dict[str, Any] | None) -> str:
+    """An OOD check in a few characters: '⚠ flagged 0.412 > 0.081', '✓ passed 0.031 ≤ 0.081', 'no check'."""
+    if ood is None:
+        return "no check"
+    if ood["flagged"]:
+        return f"⚠ flagged {ood['score']:.3f} > {ood['threshold']:.3f}"
+    return f"✓ passed {ood['score']:.3f} ≤ {ood['threshold']:.3f}"
+
+
+def trust_markdown(result: ModelResult) -> str:
+    """How far this column's answer can be trusted: prediction set, calibration with the test ECE, the OOD
+    check, and why a piece is missing (zoo/trust.py). Empty for a model that failed."""
+    if result.error is not None or not result.top_k:
+        return ""
+    lines = []
+    set_line = prediction_set_line(result)
+    if set_line:
+        lines.append(f"**{set_line}**")
+    if result.temperature is not None:
+        calibrated = f"- **Calibrated** by temperature scaling, T = {result.temperature:.3g}"
+        ece = result.test_ece
+        if ece:
+            n = f"{ece['n']} test images of " if ece.get("n") else "test split of "
+            bins = f", {ece['bins']} bins" if ece.get("bins") else ""
+            calibrated += (f"; test ECE {ece['before']:.3f} → {ece['after']:.3f} "
+                           f"({n}{result.dataset or 'its data set'}{bins})")
+        lines.append(calibrated)
+    if result.ood is not None:
+        lines.append(f"- **OOD check** {ood_cell(result.ood)} (score > threshold: flagged)")
+    else:
+        lines.append(f"- **No OOD check for this model**: {result.ood_reason or 'no statistics'}")
+    lines += [f"- _{note}_" for note in result.trust_notes]
+    return "\n".join(lines)
 
 
 def image_info_markdown(info: dict[str, Any]) -> str:

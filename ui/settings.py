@@ -13,7 +13,6 @@ from zoo.backends import BACKENDS, check_backend
 __all__ = ["APP_ROOT", "ENVIRONMENT_HELP", "Settings", "SettingsError"]
 
 APP_ROOT = Path(__file__).resolve().parents[1]  # the folder of app.py
-DEFAULT_EXAMPLES = Path(tempfile.gettempdir()) / "zoo-app-examples"
 
 ENVIRONMENT_HELP = f"""\
     ZOO_APP_WEIGHTS        run folders to offer (default: weights/ beside app.py)
@@ -31,7 +30,7 @@ ENVIRONMENT_HELP = f"""\
                            a comparison already uses every core)
     ZOO_APP_UPLOAD_TTL_S   uploads and generated files are deleted once older than this many seconds (default
                            3600; checked every 5 minutes, or every TTL if shorter), and all of them at shutdown
-    ZOO_APP_EXAMPLES       folder the example images are written to (default: {DEFAULT_EXAMPLES})
+    ZOO_APP_EXAMPLES       folder in which each app process makes its private examples folder (default: {tempfile.gettempdir()})
     ZOO_APP_OPEN_BROWSER   1: open the page in a browser on start (run.sh sets it when there is a display)
 """
 
@@ -52,7 +51,7 @@ class Settings:
     max_pixels: int = zoo_images.MAX_IMAGE_PIXELS
     queue_size: int = 20
     concurrency: int = 1
-    examples_dir: Path = DEFAULT_EXAMPLES
+    examples_dir: Path | None = None      # parent of the private examples folder (None: the system's temp folder)
     open_browser: bool = False
     upload_ttl_s: int = 3600
     backend: str = "onnx"
@@ -73,7 +72,7 @@ class Settings:
                    max_file_size=env("ZOO_APP_MAX_FILE_SIZE", "50mb"),
                    max_pixels=_int_env("ZOO_APP_MAX_PIXELS", zoo_images.MAX_IMAGE_PIXELS),
                    queue_size=_int_env("ZOO_APP_QUEUE_SIZE", 20), concurrency=_int_env("ZOO_APP_CONCURRENCY", 1),
-                   examples_dir=Path(env("ZOO_APP_EXAMPLES", DEFAULT_EXAMPLES)),
+                   examples_dir=Path(env("ZOO_APP_EXAMPLES")) if env("ZOO_APP_EXAMPLES") else None,
                    open_browser=env("ZOO_APP_OPEN_BROWSER") == "1",
                    upload_ttl_s=_int_env("ZOO_APP_UPLOAD_TTL_S", 3600), backend=_backend_env())
 

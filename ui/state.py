@@ -3,7 +3,10 @@ upload, the previews of what each model reads, and a comparison. Problems a user
 with the loader's own message (the one gradio piece here)."""
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -12,17 +15,21 @@ from PIL import Image
 import zoo
 from zoo import images as zoo_images
 from zoo import inference
+from zoo.assets import MEDICAL_CLASSIFIERS
 from zoo.catalog import ModelEntry, discover_models
 
 from .about import NO_IMAGE
-from .examples import write_examples
+from .examples import Example, make_private_folder, write_examples
 from .formatting import image_info_markdown, input_caption, model_choice_label, upscale_for_display
 from .public_errors import public_comparison, public_message
 from .settings import Settings
 
-__all__ = ["UNKNOWN", "ComparisonApp", "ModelInput", "metadata_record"]
+__all__ = ["NON_MEDICAL_DATASETS", "UNKNOWN", "ComparisonApp", "ModelInput", "medical_rank", "metadata_record"]
 
 UNKNOWN = "unknown"
+# datasets of the teaching runs (train's bundled handwritten digits: digits, digits-imbalanced, ...): their models
+# show the transfer modes, they are not medical and are never the default selection while medical models exist
+NON_MEDICAL_DATASETS = ("digits",)
 ModelInput = tuple[Image.Image | None, str]  # (what a model reads, enlarged for display; its caption)
 
 
@@ -36,7 +43,11 @@ class ComparisonApp:
                                           backend=settings.backend)
         self.entries: dict[str, ModelEntry] = {}
         self.refresh()
-        self.examples = write_examples(settings.examples_dir, settings.weights)
+        self.examples_dir = make_private_folder(settings.examples_dir)
+        self.examples: list[Example] = write_examples(self.examples_dir, settings.weights)
+        # an example is recognised by its bytes wherever Gradio copied it: (size, sha256) -> true label
+        self._known_labels = {(os.path.getsize(e.path), hashlib.sha256(Path(e.path).read_bytes()).hexdigest()):
+                              e.true_label for e in self.examples if e.true_label is not None}
 
     def refresh(self) -> list[ModelEntry]:
         """Rescan the weights folder and the catalog."""
@@ -50,11 +61,17 @@ class ComparisonApp:
         return public_message(message, self.settings.weights)
 
     def choices(self) -> list[tuple[str, str]]:
-        return [(model_choice_label(e), e.id) for e in self.entries.values()]
+        """(label, id) of every model on offer: the medical ones first (medical_rank), then the rest by id."""
+        entries = sorted(self.entries.values(), key=lambda e: (medical_rank(e) is None, medical_rank(e) or (0, "")))
+        return [(model_choice_label(e), e.id) for e in entries]
 
     def default_selection(self, count: int = 5) -> list[str]:
-        """Up to `count` available models, one per (architecture, mode) first so the modes are all shown."""
+        """The medical models (the imported chest X-ray and brain MRI classifiers first), up to `count`; without two
+        of them, up to `count` available models, one per (architecture, mode) first so the modes are all shown."""
         available = [e for e in self.entries.values() if e.available]
+        medical = sorted((e for e in available if medical_rank(e) is not None), key=medical_rank)
+        if len(medical) >= inference.MIN_MODELS:
+            return [e.id for e in medical[:count]]
         picked, seen = [], set()
         for e in available:
             if (e.architecture, e.mode) not in seen:
@@ -71,6 +88,15 @@ class ComparisonApp:
         return [self.entries.get(m) or ModelEntry(id=m, source="local", location="", available=False,
                                                   reason=f"no model with id {m!r:.100}; {known}")
                 for m in model_ids]
+
+    def true_label(self, path: str | None) -> str | None:
+        """The true label of an example image (by its bytes: Gradio hands the callbacks a copy), else None."""
+        if not path or not os.path.isfile(path):
+            return None
+        size = os.path.getsize(path)
+        if not any(size == known_size for known_size, _ in self._known_labels):
+            return None  # not an example: no need to read it
+        return self._known_labels.get((size, hashlib.sha256(Path(path).read_bytes()).hexdigest()))
 
     def read_image(self, path: str | None) -> zoo_images.LoadedImage:
         """The uploaded file as an 8-bit image; any problem becomes a gr.Error with the loader's message."""
@@ -115,9 +141,10 @@ class ComparisonApp:
 
     def compare(self, path: str | None, model_ids: list[str] | None, metadata: dict[str, Any] | None = None,
                 top_k: int = inference.DEFAULT_TOP_K, cam: bool = True,
-                progress: Callable[..., Any] | None = None) -> inference.Comparison:
+                progress: Callable[..., Any] | None = None, true_label: str | None = None) -> inference.Comparison:
         """Every selected model's answer; a bad selection or image raises gr.Error. `progress` is a
-        gr.Progress (or any callable taking ((done, total), desc=...))."""
+        gr.Progress (or any callable taking ((done, total), desc=...)); `true_label` (an example's) makes the
+        summary say which models were right."""
         try:
             ids = inference.check_selection(model_ids or [])
         except zoo.ZooError as e:
@@ -129,7 +156,8 @@ class ComparisonApp:
                 progress((done, total), desc=what)
 
         return public_comparison(inference.compare(image, self.selected_entries(ids), self.cache, metadata, top_k,
-                                                   cam, progress=report), self.settings.weights)
+                                                   cam, progress=report, true_label=true_label),
+                                 self.settings.weights)
 
     def metadata_fields(self, model_ids: list[str] | None) -> tuple[bool, list[str], list[str]]:
         """Whether a selected model has a metadata head, and the union of their sex and site categories."""
@@ -138,6 +166,18 @@ class ComparisonApp:
         sexes = sorted({s for schema in schemas for s in schema["sex"]})
         sites = sorted({s for schema in schemas for s in schema["site"]})
         return bool(schemas), [UNKNOWN] + sexes, [UNKNOWN] + sites
+
+
+def medical_rank(entry: ModelEntry) -> tuple[int, str] | None:
+    """Sort key of a medical model (the packaged classifiers in zoo.assets' order, then the rest by id), or None for
+    a teaching model trained on a NON_MEDICAL_DATASETS set or a model that names no dataset."""
+    dataset = (entry.dataset or "").lower()
+    if not dataset or dataset.startswith(NON_MEDICAL_DATASETS):
+        return None
+    source = entry.zoo_cfg.get("source")
+    package = source.get("package") if isinstance(source, dict) else None
+    packages = [c.package for c in MEDICAL_CLASSIFIERS.values()]
+    return (packages.index(package) if package in packages else len(packages), entry.id)
 
 
 def metadata_record(age: float | None, sex: str | None, site: str | None) -> dict[str, Any]:

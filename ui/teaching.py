@@ -1,7 +1,10 @@
 """The Teaching tab's content: the transfer modes explained with the selected models' own numbers, a
-frozen-vs-trainable chart, the numbers table, each model's training plots and the study reports."""
+frozen-vs-trainable chart, the numbers table, a lesson on trusting an answer (calibration, prediction sets,
+the out-of-distribution check on the app's examples), each model's plots and the study reports."""
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,22 +12,26 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from zoo import MODE_ORDER
+from zoo import MODE_ORDER, ZooError, inference
 from zoo.catalog import ModelEntry
+from zoo.images import load_image
+from zoo.run_layout import CONFIG_NAME, OOD_NAME, WEIGHTS_NAME
 
-from .about import MODE_TEXT
-from .formatting import METRIC_COLUMNS, describe_classes, fmt_int, share
+from .about import MODE_TEXT, TRUST_TEXT
+from .formatting import METRIC_COLUMNS, describe_classes, fmt_int, ood_cell, share
 
 __all__ = [
-    "PLOT_CAPTIONS", "PLOT_HEIGHT", "PLOT_ROWS", "TEACHING_HEADERS", "TeachingSection", "column_widths",
-    "params_figure", "run_facts", "contrasts", "study_reports", "teaching_markdown", "teaching_sections",
-    "teaching_table",
+    "PLOT_CAPTIONS", "PLOT_HEIGHT", "PLOT_ROWS", "TEACHING_HEADERS", "ExampleOODChecks", "TeachingSection",
+    "column_widths", "params_figure", "run_facts", "contrasts", "study_reports", "teaching_markdown",
+    "teaching_sections", "teaching_table", "trust_facts", "trust_lesson",
 ]
 
-PLOT_CAPTIONS = {"curves": "training curves", "confusion_matrix": "confusion matrix (test)", "roc": "ROC curves (test)"}
+PLOT_CAPTIONS = {"curves": "training curves", "confusion_matrix": "confusion matrix (test)", "roc": "ROC curves (test)",
+                 "reliability": "reliability diagram (test): raw softmax vs temperature-scaled"}
 # how a model's plots are laid out: rows of (kind, relative width). train.plots draws the curves 14 x 4 in
-# and the confusion matrices about twice as wide as the ROC plot, so each gets the width it needs to read.
-PLOT_ROWS = ((("curves", 1),), (("confusion_matrix", 2), ("roc", 1)))
+# and the confusion matrices about twice as wide as the ROC plot, so each gets the width it needs to read;
+# train.trust's reliability diagram (10 x 4.6 in) gets a row of its own.
+PLOT_ROWS = ((("curves", 1),), (("confusion_matrix", 2), ("roc", 1)), (("reliability", 1),))
 PLOT_HEIGHT = 400  # px; plots are shown whole (scaled to fit), never cropped
 TEACHING_HEADERS = ["model", "mode", "parameters", "trainable", "frozen", "trainable %", "epochs", "train time (s)",
                     *[f"test {t}" for _, t in METRIC_COLUMNS]]
@@ -188,6 +195,122 @@ def teaching_sections(entries: list[ModelEntry]) -> list[TeachingSection]:
             section.title += "\n\n_No training plots in its run folder._"
         sections.append(section)
     return sections
+
+
+def trust_facts(entry: ModelEntry) -> tuple[str, str]:
+    """(calibration and prediction sets, OOD check) of one model in a sentence each, from its metrics.json."""
+    metrics = entry.run_metrics
+    calibration, conformal, ood = (metrics.get(k) or {} for k in ("calibration", "conformal", "ood"))
+    if "temperature" in calibration:
+        before, after = calibration["before"], calibration["after"]
+        calibrated = (f"`{entry.id}`: T = **{calibration['temperature']:.3f}** (fitted on {calibration['n_fit']} "
+                      f"validation images); test ECE **{before['ece']:.3f} → {after['ece']:.3f}**, NLL "
+                      f"{before['nll']:.3f} → {after['nll']:.3f} ({calibration['n_test']} test images of "
+                      f"{calibration['dataset']}, {calibration['ece_bins']} bins)")
+        if "test_coverage" in conformal:
+            calibrated += (f"; its {conformal['target_coverage']:.0%} sets held the true class for "
+                           f"**{conformal['test_coverage']:.1%}** of the test images, "
+                           f"{conformal['test_mean_set_size']:.2f} classes on average")
+    elif "skipped" in calibration:
+        calibrated = f"`{entry.id}`: {calibration['skipped']}"
+    else:
+        calibrated = f"`{entry.id}`: no calibration recorded (trained before the zoo fitted one): raw probabilities"
+    if "threshold" in ood:
+        checked = f"`{entry.id}`: threshold **{ood['threshold']:.3f}** ({ood['threshold_rule']}, {ood['bank_size']} images in its bank)"
+        if "test_pass_rate" in ood:
+            checked += f"; it passed **{ood['test_pass_rate']:.1%}** of its {ood['n_test']} test images"
+        if ood.get("note"):
+            checked += f". _{ood['note']}_"
+    elif "skipped" in ood:
+        checked = f"`{entry.id}`: no OOD check: {ood['skipped']}"
+    else:
+        checked = f"`{entry.id}`: no OOD check for this model (no statistics in its run folder)"
+    return calibrated, checked
+
+
+def trust_lesson(entries: list[ModelEntry]) -> str:
+    """Calibration, prediction sets and the OOD check, explained with these models' own numbers."""
+    facts = [trust_facts(e) for e in entries if e.available]
+    if not facts:
+        return ""
+    return "\n".join([TRUST_TEXT["intro"], "", TRUST_TEXT["calibration"], *[f"- {c}" for c, _ in facts], "",
+                      TRUST_TEXT["ood"], *[f"- {o}" for _, o in facts]])
+
+
+def _folder_stamp(entry: ModelEntry) -> tuple:
+    """Changes when the files behind a model's answers change (a re-trained or re-imported run)."""
+    if entry.run_dir is None:
+        return (entry.revision,)
+    stamp = []
+    for name in (CONFIG_NAME, WEIGHTS_NAME, OOD_NAME):
+        try:
+            stat = (entry.run_dir / name).stat()
+            stamp.append((name, stat.st_mtime_ns, stat.st_size))
+        except OSError:
+            stamp.append((name, None))
+    return tuple(stamp)
+
+
+class ExampleOODChecks:
+    """What each model's OOD check says about each of the app's example images: computed the first time a
+    (model, example) pair is asked for, then remembered until the model's files change."""
+
+    def __init__(self) -> None:
+        self._done: dict[tuple, inference.ModelResult] = {}
+        self._lock = threading.Lock()
+
+    def results(self, entries: list[ModelEntry], examples: Sequence[Sequence[Any]],
+                cache: inference.ModelCache) -> list[tuple[ModelEntry, list[inference.ModelResult | None]]]:
+        """Per available model, one result (None: the example cannot be read) per example (path, label, ...)."""
+        table, images = [], {}
+        with self._lock:
+            for entry in (e for e in entries if e.available):
+                row = []
+                for example in examples:
+                    path = str(example[0])
+                    key = (entry.id, entry.location, _folder_stamp(entry), path)
+                    if key not in self._done:
+                        if path not in images:
+                            try:
+                                images[path] = load_image(path).image
+                            except ZooError:
+                                images[path] = None
+                        if images[path] is None:
+                            row.append(None)
+                            continue
+                        self._done[key] = inference.run_model(entry, images[path], cache, top_k=1, cam=False)
+                    row.append(self._done[key])
+                table.append((entry, row))
+        return table
+
+    def markdown(self, entries: list[ModelEntry], examples: Sequence[Sequence[Any]],
+                 cache: inference.ModelCache) -> str:
+        """A model x example table of the OOD check (flagged or passed, score and threshold) and what it means."""
+        table = self.results(entries, examples, cache)
+        if not table or not examples:
+            return ""
+        names = [Path(str(example[0])).name for example in examples]
+        lines = [TRUST_TEXT["examples"], "", "| model | " + " | ".join(f"`{n}`" for n in names) + " |",
+                 "|---" * (len(names) + 1) + "|"]
+        said = []
+        for entry, row in table:
+            cells = []
+            for result in row:
+                if result is None:
+                    cells.append("unreadable")
+                elif result.error is not None:
+                    cells.append("✖ error")
+                else:
+                    cells.append(f"{ood_cell(result.ood)}, said `{result.top_label}`")
+            lines.append(f"| `{entry.id}` | " + " | ".join(cells) + " |")
+            checked = [(n, r) for n, r in zip(names, row) if r is not None and r.error is None and r.ood is not None]
+            if checked:
+                flagged = [n for n, r in checked if r.ood_flagged]
+                said.append(f"`{entry.id}` flagged **{len(flagged)} of {len(checked)}** examples"
+                            + (f" ({', '.join(flagged)})" if flagged else ""))
+            elif any(r is not None and r.error is None for r in row):
+                said.append(f"`{entry.id}` has no OOD check: it answers every image, whatever it is")
+        return "\n".join(lines + ["", "; ".join(said) + "."] if said else lines)
 
 
 def study_reports(weights: Path) -> list[tuple[str, str]]:

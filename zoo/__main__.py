@@ -18,6 +18,7 @@ import torch
 from . import count_params, create_model, get_architecture, list_architectures, load_pretrained
 from ._errors import ZooError
 from .assets import MEDICAL_CLASSIFIERS
+from .keras_import import KERAS_REFERENCE
 from .offline_weights import OFFLINE_WEIGHTS
 
 
@@ -140,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("import", help="a packaged Keras medical classifier (requirements-assets.txt) as a run folder")
     p.add_argument("name", choices=list(MEDICAL_CLASSIFIERS))
     p.add_argument("--out", required=True, help="the run folder to write, e.g. weights/pneumonia-xception")
-    p.add_argument("--reference", default=None,
-                   help="Keras's recorded outputs (tests/data/keras_reference.json): check the converted outputs "
-                        "against them and state the figure on the model card")
+    p.add_argument("--reference", default=str(KERAS_REFERENCE),
+                   help="Keras's recorded outputs that the converted outputs must equal (the figure goes on the "
+                        "model card); default: the record that ships with the zoo (zoo/data/keras_reference.json)")
     p.set_defaults(func=_import)
     p = sub.add_parser("export", help="write RUN/model.onnx (and onnx.json), verified against PyTorch first")
     p.add_argument("run", help="the run folder")

@@ -31,7 +31,6 @@ from .run_layout import CARD_NAME, CONFIG_NAME, OOD_NAME, WEIGHTS_NAME
 from .zoo_config import ZooConfig
 
 __all__ = ["save_pretrained", "load_pretrained", "read_config", "read_hub_cache", "weights_path", "resolve_folder",
-           "repo_cache_root",
            "check_hub_reachable", "CACHE_DIR", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME", "MAX_CONFIG_BYTES"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pth.tar", ".ckpt", ".pkl", ".pickle")
@@ -249,12 +248,13 @@ def read_config(folder: Path, root: Path | None = None) -> dict:
     """config.json of a model folder, checked field by field (zoo.model_config) without building anything.
 
     The file is read only if it is a regular file of at most MAX_CONFIG_BYTES that does not lead, through
-    a symbolic link, outside `root` (default: the folder itself). Every problem is a ZooError.
+    a symbolic link, outside `root` (default: the folder itself; for a Hub cache snapshot, its repo folder,
+    whose blobs/ its files link to). Every problem is a ZooError.
     """
     folder = Path(folder)
     path = folder / CONFIG_NAME
     try:
-        text = read_small_file(path, MAX_CONFIG_BYTES, root=folder if root is None else root)
+        text = read_small_file(path, MAX_CONFIG_BYTES, root=_links_root(folder) if root is None else root)
     except FileNotFoundError:
         raise ZooError(f"{folder} has no {CONFIG_NAME}; a zoo/timm model folder holds {WEIGHTS_NAME} and "
                        f"{CONFIG_NAME}.") from None
@@ -272,7 +272,7 @@ def weights_path(folder: Path, source: str, root: Path | None = None) -> Path:
     """model.safetensors of a folder: a regular file that does not lead outside `root` (default: the folder)."""
     path = Path(folder) / WEIGHTS_NAME
     if os.path.lexists(path):
-        resolved = resolve_inside(path, folder if root is None else root)
+        resolved = resolve_inside(path, _links_root(folder) if root is None else root)
         if resolved.is_file():
             return path
         raise ZooError(f"{source}: {WEIGHTS_NAME} is not a regular file; put the weights file itself there.")
@@ -281,10 +281,17 @@ def weights_path(folder: Path, source: str, root: Path | None = None) -> Path:
     raise ZooError(f"{source} has no {WEIGHTS_NAME}.{also} Re-save the weights as safetensors.")
 
 
-def repo_cache_root(snapshot: Path) -> Path:
+def _repo_cache_root(snapshot: Path) -> Path:
     """huggingface_hub's folder of one repo: <cache>/models--owner--name/snapshots/<commit> -> models--owner--name.
     Its snapshot files are links into the repo's blobs/, so links are followed up to this folder, not further."""
     return snapshot.parents[1]
+
+
+def _links_root(folder: Path) -> Path:
+    """How far links from a model folder may lead: a Hub cache snapshot's repo folder, else the folder itself."""
+    folder = Path(folder)
+    is_snapshot = folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--")
+    return _repo_cache_root(folder) if is_snapshot else folder
 
 
 def read_hub_cache(repo_id: str, revision: str | None = None) -> tuple[Path, dict] | None:
@@ -296,7 +303,7 @@ def read_hub_cache(repo_id: str, revision: str | None = None) -> tuple[Path, dic
     if not all(isinstance(p, str) for p in cached):
         return None
     snapshot = Path(cached[0]).parent
-    return snapshot, read_config(snapshot, root=repo_cache_root(snapshot))
+    return snapshot, read_config(snapshot, root=_repo_cache_root(snapshot))
 
 
 def _check_hub_source(repo_id: str, revision: str | None) -> None:
@@ -371,7 +378,7 @@ def _download(repo_id: str, revision: str | None) -> Path:
         except ZooError:
             offline = True  # unreachable: use the cache if it has the files, fail at once otherwise
     config_path = _hub_file(repo_id, CONFIG_NAME, revision, offline, where)
-    config = read_config(config_path.parent, root=repo_cache_root(config_path.parent))  # checked, before the weights
+    config = read_config(config_path.parent, root=_repo_cache_root(config_path.parent))  # checked, before the weights
     commit = config_path.parent.name  # the cache keeps each commit's files in snapshots/<commit hash>/
     folder = _hub_file(repo_id, WEIGHTS_NAME, commit, offline, where).parent
     if (config.get("zoo") or {}).get("ood"):
@@ -416,7 +423,7 @@ def load_pretrained(source: str | os.PathLike, revision: str | None = None) -> n
         folder, root = path, path
     elif isinstance(source, str) and REPO_ID.match(source) and not path.exists():
         folder = _download(source, revision)
-        root = repo_cache_root(folder)
+        root = _repo_cache_root(folder)
     else:
         raise ZooError(f"{str(source)!r} is neither a model folder nor a Hub repo id of the form OWNER/NAME.")
     config = read_config(folder, root=root)

@@ -38,7 +38,7 @@ from torch import nn
 from . import _hub
 from ._builder import resolve_data_config_from_cfg
 from ._errors import ZooError
-from ._hub import WEIGHTS_NAME, load_pretrained, read_config, repo_cache_root, resolve_folder
+from ._hub import WEIGHTS_NAME, load_pretrained, read_config, resolve_folder
 from .archs.metadata import MetadataSchema
 from .assets import file_sha256
 from .onnx_export import (DEFAULT_THREADS, FEATURES_NAME, INPUT_NAME, METADATA_NAME, OUTPUT_NAME, OnnxIO,
@@ -213,8 +213,7 @@ def load_backend(source: str | os.PathLike, backend: str = "onnx", *, revision: 
     optional = () if backend == "torch" else (ONNX_NAME, ONNX_INT8_NAME, ONNX_INFO_NAME)
     folder = resolve_folder(source, revision, optional_files=optional)
     local = Path(source).is_dir()
-    # a Hub snapshot's files are links into its repo's blobs/: followed up to the repo's cache folder only
-    config = read_config(folder, root=folder if local else repo_cache_root(folder))
+    config = read_config(folder)  # a Hub snapshot's links are followed up to its repo's cache folder only
 
     def loader() -> nn.Module:  # the PyTorch model of exactly these files (a Hub repo at the snapshot's commit)
         return load_pretrained(folder) if local else load_pretrained(str(source), revision=folder.name)

@@ -32,7 +32,8 @@ from typing import Any
 from ._errors import ZooError
 from ._hub import REPO_ID, check_hub_reachable, read_config, read_hub_cache, weights_path
 from .fileio import read_small_file, resolve_inside
-from .run_layout import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, PLOT_FILES, RUN_CONFIG_NAME, WEIGHTS_NAME
+from .run_layout import (CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, PLOT_FILES, RELIABILITY_PLOT, RUN_CONFIG_NAME,
+                         WEIGHTS_NAME)
 from .zoo_config import ZooConfig
 
 __all__ = ["ModelEntry", "discover_models", "read_catalog", "CATALOG_NAME", "METRICS_NAME", "PLOT_FILES"]
@@ -117,11 +118,12 @@ class ModelEntry:
 
     @property
     def plots(self) -> dict[str, Path]:
-        """The training plots present in its run folder, by kind (curves, confusion_matrix, roc); a plot that
-        links outside the run folder is left out (the app sends plots to its users)."""
+        """The plots present in its run folder, by kind (curves, confusion_matrix, roc, reliability); a plot
+        that links outside the run folder is left out (the app sends plots to its users)."""
         if self.run_dir is None or not self.available:
             return {}
-        return {kind: self.run_dir / name for kind, name in PLOT_FILES.items() if _inside(self.run_dir / name)}
+        kinds = {**PLOT_FILES, "reliability": RELIABILITY_PLOT}
+        return {kind: self.run_dir / name for kind, name in kinds.items() if _inside(self.run_dir / name)}
 
     def summary(self) -> str:
         """One line: architecture, mode, dataset (or why it is unavailable)."""

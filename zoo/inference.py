@@ -58,7 +58,7 @@ __all__ = [
     "MIN_MODELS", "MAX_MODELS", "DEFAULT_TOP_K", "DEFAULT_BACKEND", "LoadedModel", "load_model", "ModelCache", "Prediction", "ModelResult",
     "Agreement", "Comparison", "build_transform", "preprocess", "encode_metadata", "predict", "grad_cam",
     "cam_overlay", "model_view", "model_input_image", "agreement_summary", "check_selection", "compare",
-    "ProgressCallback",
+    "ProgressCallback", "true_label_verdicts",
 ]
 
 MIN_MODELS, MAX_MODELS = 2, 6
@@ -468,8 +468,13 @@ class ModelResult:
     prediction_set_coverage: float | None = None  # 1 - alpha, e.g. 0.9 for "90% set"
     ood: dict[str, Any] | None = None             # {"score", "threshold", "flagged"}
     ood_reason: str | None = None                 # why there is no OOD check (ood is None)
-    trust_notes: list[str] = field(default_factory=list)  # why calibration or sets are missing
-    test_ece: dict[str, float] | None = None      # the run's test ECE before/after temperature scaling
+    trust_notes: list[str] = field(default_factory=list)  # why calibration or sets are missing; OOD caveats
+    test_ece: dict[str, float] | None = None      # the run's test ECE before/after temperature scaling, n, bins
+
+    @property
+    def ood_flagged(self) -> bool:
+        """The OOD check says this image is unlike the model's training images."""
+        return bool(self.ood and self.ood.get("flagged"))
 
     @property
     def top_label(self) -> str | None:
@@ -506,14 +511,20 @@ class Agreement:
     votes: dict[str, list[str]]        # top label -> models, among models sharing the common label set
     differing_label_sets: list[str]    # models whose classes differ from the common set
     failed: list[str]
+    flagged: list[str] = field(default_factory=list)  # models whose OOD check flagged the image: left out
+    true_label: str | None = None      # the image's known label (an example's), if any
+    verdicts: dict[str, list[str]] = field(default_factory=dict)  # right / wrong / not_applicable -> models
 
 
-def agreement_summary(results: Sequence[ModelResult]) -> Agreement:
-    """Summarise a comparison: agreement on the top class, disagreements, differing label sets, failures.
+def agreement_summary(results: Sequence[ModelResult], true_label: str | None = None) -> Agreement:
+    """Summarise a comparison: agreement on the top class, disagreements, differing label sets, failures,
+    and, when the image's `true_label` is known (an example's), which models were right.
 
+    A model whose OOD check flagged the image has no meaningful answer: it is left out and counted.
     Sets ``label_set_differs`` on the results whose classes are not the most common label set.
     """
-    answered = [r for r in results if r.error is None and r.top_k]
+    flagged = [r.model for r in results if r.error is None and r.top_k and r.ood_flagged]
+    answered = [r for r in results if r.error is None and r.top_k and not r.ood_flagged]
     failed = [r.model for r in results if r.error is not None]
     sets = Counter(tuple(r.label_names) for r in answered)
     common = max(sets, key=lambda s: (sets[s], -[tuple(r.label_names) for r in answered].index(s))) if sets else ()
@@ -531,7 +542,8 @@ def agreement_summary(results: Sequence[ModelResult]) -> Agreement:
     if unanimous:
         label, names = ranked[0]
         mean = np.mean([r.top_k[0][1] for r in comparable])
-        lines.append(f"**All {len(names)} models agree: `{label}`** (mean probability {mean:.2f}).")
+        lines.append(f"**All {len(names)} {'remaining ' if flagged else ''}models agree: `{label}`** "
+                     f"(mean probability {mean:.2f}).")
     elif len(comparable) >= 2:
         top_count = len(ranked[0][1])
         lead = (f"Most say `{ranked[0][0]}` ({top_count} of {len(comparable)})"
@@ -541,8 +553,14 @@ def agreement_summary(results: Sequence[ModelResult]) -> Agreement:
     elif len(comparable) == 1:
         r = comparable[0]
         lines.append(f"Only `{r.model}` answered with this label set: `{r.top_label}` ({r.top_k[0][1]:.2f}).")
+    elif flagged:
+        lines.append("**No meaningful answer:** every model that answered flagged this image as unlike its "
+                     "training images.")
     else:
         lines.append("**No model answered.**")
+    if flagged:
+        lines.append(f"- ⚠ **{len(flagged)} of {len(results)} models flagged this image** as unlike the images "
+                     f"they were trained on and are left out: {', '.join(f'`{m}`' for m in flagged)}.")
     if differing:
         common_desc = _describe_labels(common)
         for r in differing:
@@ -551,8 +569,36 @@ def agreement_summary(results: Sequence[ModelResult]) -> Agreement:
     for r in results:
         if r.error is not None:
             lines.append(f"- ✖ `{r.model}` failed: {r.error.splitlines()[0]}")
+    verdicts = true_label_verdicts(answered, true_label) if true_label else {}
+    if verdicts:
+        lines.insert(0, _verdict_line(true_label, verdicts))
     return Agreement(markdown="\n".join(lines), unanimous=unanimous, votes=dict(ranked),
-                     differing_label_sets=[r.model for r in differing], failed=failed)
+                     differing_label_sets=[r.model for r in differing], failed=failed, flagged=flagged,
+                     true_label=true_label, verdicts=verdicts)
+
+
+def true_label_verdicts(results: Sequence[ModelResult], true_label: str) -> dict[str, list[str]]:
+    """right / wrong / not_applicable -> the models that answered: right when the top class is `true_label`
+    (compared case-insensitively: "PNEUMONIA" is MedMNIST's "pneumonia"), not applicable when `true_label` is
+    none of the model's classes."""
+    wanted = true_label.strip().casefold()
+    verdicts: dict[str, list[str]] = {"right": [], "wrong": [], "not_applicable": []}
+    for r in results:
+        if wanted not in {name.strip().casefold() for name in r.label_names}:
+            verdicts["not_applicable"].append(r.model)
+        else:
+            verdicts["right" if (r.top_label or "").strip().casefold() == wanted else "wrong"].append(r.model)
+    return verdicts
+
+
+def _verdict_line(true_label: str, verdicts: dict[str, list[str]]) -> str:
+    def names(models: list[str]) -> str:
+        return ", ".join(f"`{m}`" for m in models) or "none"
+
+    line = f"**True label: `{true_label}`** — right: {names(verdicts['right'])}; wrong: {names(verdicts['wrong'])}"
+    if verdicts["not_applicable"]:
+        line += f"; not applicable (`{true_label}` is not among their classes): {names(verdicts['not_applicable'])}"
+    return line + "."
 
 
 def _describe_labels(labels: Sequence[str]) -> str:
@@ -644,10 +690,11 @@ def _add_trust(result: ModelResult, loaded: LoadedModel, prediction: Prediction,
         result.prediction_set_coverage = trust.conformal.coverage
     result.temperature, result.ood = trust.temperature, assessment.ood
     result.ood_reason = trust.ood_reason or (loaded.backend.features_reason if prediction.features is None else None)
-    result.trust_notes = [note for note in (trust.calibration_reason, trust.conformal_reason) if note]
+    result.trust_notes = [note for note in (trust.calibration_reason, trust.conformal_reason, trust.ood_note) if note]
     figures = trust.test_figures or {}
     if "test_ece_before" in figures and "test_ece_after" in figures:
-        result.test_ece = {"before": figures["test_ece_before"], "after": figures["test_ece_after"]}
+        result.test_ece = {"before": figures["test_ece_before"], "after": figures["test_ece_after"],
+                           "n": figures.get("n_test"), "bins": figures.get("ece_bins")}
 
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -657,8 +704,9 @@ ProgressCallback = Callable[[int, int, str], None]
 def compare(image: LoadedImage, entries: Sequence[ModelEntry], cache: ModelCache,
             metadata: Mapping[str, Any] | None = None, top_k: int = DEFAULT_TOP_K, cam: bool = True,
             on_load: Callable[[ModelEntry], None] | None = None,
-            progress: ProgressCallback | None = None) -> Comparison:
+            progress: ProgressCallback | None = None, true_label: str | None = None) -> Comparison:
     """Run every entry on one loaded image; a model that fails reports its error while the others answer.
+    `true_label`, known for the app's examples, makes the summary say which models were right.
 
     `progress`, if given, is told before each model's step ("<id>: predicting", or "Loading <id>
     (first use)…" when it is not cached yet) and once at the end.
@@ -678,4 +726,4 @@ def compare(image: LoadedImage, entries: Sequence[ModelEntry], cache: ModelCache
         results.append(run_model(entry, image.image, cache, metadata, top_k, cam, loading))
     if progress is not None:
         progress(total, total, "done")
-    return Comparison(results=results, summary=agreement_summary(results), image_info=dict(image.info))
+    return Comparison(results=results, summary=agreement_summary(results, true_label), image_info=dict(image.info))

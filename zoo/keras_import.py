@@ -7,6 +7,12 @@ saved with zoo.save_pretrained: model.safetensors + config.json (loadable by zoo
 timm's local-dir: after `import zoo`), a model card stating provenance, licences as known and the evaluation on
 the images the package ships, and metrics.json. The trained head comes with no licence from its package:
 config.json's zoo block says so ("license": null), and train.push refuses to publish it without an override.
+
+Trust statistics (zoo/trust.py) come from the only data the package ships, and say so: an OOD check whose
+feature bank is every packaged image and whose threshold is the 95th percentile of each image's distance
+to its nearest OTHER image (leave-one-out), written as ood.safetensors; no temperature and no prediction
+sets (16 or 17 images and no validation split: too few to fit them without fooling anyone), recorded as
+``{"skipped": reason}`` so that the app shows the reason instead of a calibration.
 """
 from __future__ import annotations
 
@@ -26,16 +32,20 @@ from .assets import MedicalClassifier, asset_error, file_sha256, medical_classif
 from .images import load_image, to_model_mode
 from .keras_weights import KerasArchive, dense_head_state, read_keras_archive, xception_backbone_state
 from .modes import apply_mode, count_params
+from .run_layout import METRICS_NAME, OOD_NAME
+from .trust import OOD_METHOD, OOD_PASS_RATE, features_and_logits, leave_one_out_scores, write_ood_statistics
 
-__all__ = ["FEATURE_PROJECTION", "PARITY_TOLERANCE", "compare_with_reference", "convert_keras_classifier",
-           "evaluate_on_packaged_images", "import_keras_classifier", "keras_preprocessing_cfg",
-           "predict_packaged_images"]
+__all__ = ["FEATURE_PROJECTION", "KERAS_REFERENCE", "PARITY_TOLERANCE", "compare_with_reference",
+           "convert_keras_classifier", "evaluate_on_packaged_images", "fit_packaged_ood", "import_keras_classifier",
+           "keras_preprocessing_cfg", "packaged_outputs", "predict_packaged_images"]
 
 # How scripts/keras_reference.py summarises the 2048-d pooled features per image (and the tests compare them).
 FEATURE_PROJECTION = {"seed": 0, "dims": 16,
                       "how": "features @ (numpy.random.default_rng(seed).standard_normal((2048, dims)) / sqrt(2048))"}
 PARITY_TOLERANCE = 1e-4  # max |probability difference| allowed against the recorded Keras outputs
-METRICS_NAME = "metrics.json"
+# Keras's own outputs on every packaged image, recorded once by scripts/keras_reference.py; package data of
+# the zoo, so every conversion is checked against the source model.
+KERAS_REFERENCE = Path(__file__).resolve().parent / "data" / "keras_reference.json"
 LICENSE_NOTE = ("The package that ships this trained classifier states no licence for it; ask its author before "
                 "redistributing. `python -m train.push` refuses to publish it without --allow-unlicensed.")
 
@@ -83,15 +93,59 @@ def convert_keras_classifier(name: str, archive: KerasArchive | None = None) -> 
     return model.eval()
 
 
-def predict_packaged_images(model: nn.Module, source: MedicalClassifier) -> tuple[list[tuple[Path, str]], np.ndarray]:
-    """(images with true labels, (N, C) probabilities) through the zoo's own image pipeline."""
+def packaged_outputs(model: nn.Module, source: MedicalClassifier
+                     ) -> tuple[list[tuple[Path, str]], np.ndarray, torch.Tensor]:
+    """(images with true labels, (N, C) probabilities, (N, D) image features for the OOD check) through the
+    zoo's own image pipeline, in one backbone pass."""
     config = timm.data.resolve_model_data_config(model)
     transform = timm.data.create_transform(**config)
     images = source.images()
     batch = torch.stack([transform(to_model_mode(load_image(path).image, 3)) for path, _ in images])  # (N, 3, H, W)
     with torch.inference_mode():
-        probs = model.eval()(batch).softmax(-1).double().numpy()
+        features, logits = features_and_logits(model.eval(), batch)  # (N, D), (N, C)
+    return images, logits.softmax(-1).double().numpy(), features.float()
+
+
+def predict_packaged_images(model: nn.Module, source: MedicalClassifier) -> tuple[list[tuple[Path, str]], np.ndarray]:
+    """(images with true labels, (N, C) probabilities) through the zoo's own image pipeline."""
+    images, probs, _ = packaged_outputs(model, source)
     return images, probs
+
+
+def fit_packaged_ood(features: torch.Tensor, folder: Path, source: MedicalClassifier) -> tuple[dict, dict]:
+    """Write ood.safetensors from the packaged images' features (N, D); returns (metrics.json's ``ood``,
+    config.json's ``zoo.ood``), both saying that bank and threshold come from the same N images.
+
+    The bank holds every packaged image (with so few, leaving any out would weaken the check more than it
+    would honest-up the threshold); the threshold is the OOD_PASS_RATE quantile ("higher") of the
+    leave-one-out scores. With 16 or 17 images that quantile is the largest of them.
+    """
+    n = len(features)
+    loo = leave_one_out_scores(features).numpy()
+    threshold = float(np.quantile(loo, OOD_PASS_RATE, method="higher"))
+    write_ood_statistics(folder, features, threshold)
+    note = (f"The feature bank and the threshold both come from the same {n} packaged images (no validation "
+            f"split exists): the threshold is the {OOD_PASS_RATE:.0%} quantile of each image's distance to its "
+            f"nearest other image (leave-one-out). How many in-distribution images pass is therefore "
+            "optimistic, measured on the images the check was built from.")
+    metrics = {"method": OOD_METHOD, "score": "1 - cosine similarity of the image features to the nearest "
+                                             "packaged image's (k-nearest-neighbour, k = 1)",
+               "file": OOD_NAME, "feature_size": int(features.shape[1]), "fitted_on": source.images_split,
+               "n_fit": n, "bank_size": n, "threshold": threshold,
+               "threshold_rule": f"{OOD_PASS_RATE:.0%} quantile of the leave-one-out scores of the same {n} images",
+               "leave_one_out_scores": [round(float(v), 6) for v in loo],
+               "leave_one_out_pass_rate": float((loo <= threshold).mean()), "note": note}
+    return metrics, {"method": OOD_METHOD, "file": OOD_NAME, "n_fit": n, "threshold": threshold,
+                     "threshold_rule": metrics["threshold_rule"], "note": note}
+
+
+def _not_fitted(n: int) -> dict[str, dict[str, str]]:
+    """config.json's and metrics.json's ``calibration`` and ``conformal`` for a model with only `n` images."""
+    return {"calibration": {"skipped": f"not calibrated: no validation data (the package ships {n} labelled "
+                                       "images and no validation split; all of them are the evaluation, too "
+                                       "few to also fit a temperature): the probabilities are the raw softmax"},
+            "conformal": {"skipped": f"no prediction sets: no validation data ({n} packaged images are too few "
+                                     "to calibrate a 90% set)"}}
 
 
 def _wilson(successes: int, n: int) -> list[float] | None:
@@ -169,8 +223,21 @@ def _ci(ci: list[float] | None) -> str:
     return "n/a" if ci is None else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}%"
 
 
+def _trust_text(ood: dict, n: int) -> str:
+    not_fitted = _not_fitted(n)
+    return "\n".join([
+        f"- **Out-of-distribution check** (\"Out-of-Distribution Detection with Deep Nearest Neighbors\", "
+        f"Sun et al., 2022): an image's score is 1 - the cosine similarity of its {ood['feature_size']} pooled "
+        f"Xception features to those of the nearest of the {ood['bank_size']} packaged images (`{OOD_NAME}`); "
+        f"above **{ood['threshold']:.4g}** it is flagged as unlike the images this model is known to handle. "
+        f"{ood['note']} The leave-one-out scores range from {min(ood['leave_one_out_scores']):.4f} to "
+        f"{max(ood['leave_one_out_scores']):.4f}.",
+        f"- **Calibration**: {not_fitted['calibration']['skipped']}.",
+        f"- **Prediction sets**: {not_fitted['conformal']['skipped']}."])
+
+
 def _card_sections(source: MedicalClassifier, keras_sha: str, keras_version: str, test: dict,
-                   parity: dict | None) -> dict[str, str]:
+                   parity: dict, ood: dict) -> dict[str, str]:
     n = test["num_samples"]
     rows = [f"| accuracy | {_pct(test['accuracy'])} | {test['accuracy_k']}/{n} | {_ci(test['accuracy_ci95'])} |"]
     for label, m in test["per_class"].items():
@@ -185,9 +252,7 @@ def _card_sections(source: MedicalClassifier, keras_sha: str, keras_version: str
     images_licence = source.images_license or "not verified (no licence confirmed for these images)"
     parity_text = (f"Checked at conversion: on all {parity['n']} packaged images the probabilities differ from "
                    f"Keras's own outputs ({parity['produced_by']}, recorded {parity['date']}) by at most "
-                   f"{parity['max_abs_prob_diff']:.1e} (tolerance {parity['tolerance']:g}).") if parity else \
-        ("Not checked during this conversion (no Keras reference given); the project's tests compare the "
-         "converted outputs with Keras's recorded outputs on all packaged images.")
+                   f"{parity['max_abs_prob_diff']:.1e} (tolerance {parity['tolerance']:g}).")
     return {
         "Provenance": "\n".join([
             f"- Converted from the Keras model `{source.keras_path.rsplit('/', 1)[-1]}` in the PyPI package "
@@ -208,20 +273,21 @@ def _card_sections(source: MedicalClassifier, keras_sha: str, keras_version: str
             f"**{n} images are a very small sample**: the 95% intervals (Wilson) below are wide, and these images "
             "say nothing about other hospitals, scanners or populations.", "",
             "| metric | value | k/n | 95% CI (Wilson) |", "|---|---|---|---|", *rows, "", *matrix]),
+        "Calibration and out-of-distribution check": _trust_text(ood, n),
     }
 
 
-def import_keras_classifier(name: str, out: str | Path, reference: str | Path | None = None) -> Path:
-    """Convert packaged classifier `name` into the run folder `out`; with `reference`, first check the outputs
-    against Keras's recorded ones (refusing to save past PARITY_TOLERANCE). Returns the folder."""
+def import_keras_classifier(name: str, out: str | Path, reference: str | Path = KERAS_REFERENCE) -> Path:
+    """Convert packaged classifier `name` into the run folder `out`, after checking its outputs on every packaged
+    image against Keras's recorded ones in `reference` (nothing is saved past PARITY_TOLERANCE). Returns the folder."""
     source = medical_classifier(name)
     keras_file = source.keras_file  # checked against its pinned sha256
     archive = read_keras_archive(keras_file, source.asset)
     model = convert_keras_classifier(name, archive)
-    images, probs = predict_packaged_images(model, source)
+    images, probs, features = packaged_outputs(model, source)
     labels = list(source.label_names)
     y_true = [labels.index(label) for _, label in images]
-    parity = compare_with_reference(name, images, probs, Path(reference)) if reference is not None else None
+    parity = compare_with_reference(name, images, probs, Path(reference))
     test = evaluate_on_packaged_images(y_true, probs, labels)
     keras_sha, archive_version = file_sha256(keras_file), archive.keras_version
     dataset = source.training_data  # what the head was trained on; the evaluation data are named beside it
@@ -235,16 +301,21 @@ def import_keras_classifier(name: str, out: str | Path, reference: str | Path | 
              "evaluation": {"data": evaluated_on, "split": source.images_split, "n": test["num_samples"],
                             "accuracy_ci95": test["accuracy_ci95"]},
              "source_parity": parity, "test_metrics": headline}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ood, ood_config = fit_packaged_ood(features, out, source)
+    not_fitted = _not_fitted(len(images))
+    extra.update(ood=ood_config, **not_fitted)
     # no `metrics=`: its model-index would name the training data as the evaluation data; the evaluation
     # section gives every figure with its n and interval instead
     folder = save_pretrained(model, out, label_names=labels, dataset=dataset,
-                             card_sections=_card_sections(source, keras_sha, archive_version, test, parity),
+                             card_sections=_card_sections(source, keras_sha, archive_version, test, parity, ood),
                              extra_config=extra)
     total, trainable = count_params(model)
     predictions = [{"file": p.name, "label": label, "predicted": labels[int(pr.argmax())],
                     "probs": [round(float(v), 6) for v in pr]} for (p, label), pr in zip(images, probs)]
     metrics = {"test": test, "headline": headline, "params": {"total": total, "trainable": trainable},
                "evaluation": {"data": evaluated_on, "split": source.images_split, "predictions": predictions},
-               "source": provenance, "source_parity": parity}
+               "source": provenance, "source_parity": parity, "ood": ood, **not_fitted}
     (Path(folder) / METRICS_NAME).write_text(json.dumps(metrics, indent=1) + "\n")
     return Path(folder)

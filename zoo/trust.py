@@ -19,7 +19,9 @@ Three pieces, each optional, each validated when the model loads:
   (pre-logit) features. Why these and why nearest neighbours: see train/trust.py's fit_ood.
 
 A model without these (trained before they existed, or imported without its data) loads and works; its
-`Trust` says which pieces are missing and why. Statistics that are present but unusable (a temperature
+`Trust` says which pieces are missing and why. A run folder may say why itself: ``{"skipped": reason}`` in
+place of the zoo block's ``calibration`` or ``conformal`` object (zoo/keras_import.py does, for models that
+come with too few images to fit them), and ``ood.note`` for what a reader must know about its OOD check. Statistics that are present but unusable (a temperature
 <= 0, NaN/inf values, a shape that does not fit the model) are refused with a ZooError naming the file.
 """
 from __future__ import annotations
@@ -40,11 +42,13 @@ from ._errors import ZooError
 from .fileio import read_safetensors
 from .run_layout import CONFIG_NAME, OOD_NAME
 
-__all__ = ["OOD_NAME", "OOD_METHOD", "DEFAULT_ALPHA", "OODStatistics", "Conformal", "Trust", "Assessment",
-           "features_and_logits", "feature_size", "read_trust", "write_ood_statistics"]
+__all__ = ["OOD_NAME", "OOD_METHOD", "OOD_PASS_RATE", "DEFAULT_ALPHA", "OODStatistics", "Conformal", "Trust",
+           "Assessment", "features_and_logits", "feature_size", "leave_one_out_scores", "read_trust",
+           "write_ood_statistics"]
 
 OOD_METHOD = "knn-cosine"
 OOD_FORMAT = "1"
+OOD_PASS_RATE = 0.95   # the OOD threshold lets this share of the in-distribution images it is set on pass
 DEFAULT_ALPHA = 0.1
 _OOD_TENSORS = ("bank", "threshold")
 
@@ -136,6 +140,7 @@ class Trust:
     calibration_reason: str | None = None
     conformal_reason: str | None = None
     ood_reason: str | None = None
+    ood_note: str | None = None                  # what to know about the OOD check (e.g. how it was fitted)
     test_figures: dict[str, Any] | None = None   # the run's test-split calibration figures, if recorded
 
     def calibrated_probabilities(self, logits: torch.Tensor) -> torch.Tensor | None:
@@ -161,10 +166,18 @@ def _finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _skipped(block: Any) -> str | None:
+    """The reason of a ``{"skipped": reason}`` block, else None."""
+    if isinstance(block, dict) and set(block) == {"skipped"} and isinstance(block["skipped"], str):
+        return block["skipped"]
+    return None
+
+
 def _read_temperature(zoo_cfg: dict[str, Any], config_path: Path) -> tuple[float | None, str | None]:
     if "temperature" not in zoo_cfg or zoo_cfg["temperature"] is None:
-        return None, (f"no temperature in {config_path} (a run trained before calibration, or a model "
-                      "imported without validation data): the probabilities are the raw softmax")
+        return None, _skipped(zoo_cfg.get("calibration")) or (
+            f"no temperature in {config_path} (a run trained before calibration, or a model imported without "
+            "validation data): the probabilities are the raw softmax")
     value = zoo_cfg["temperature"]
     if not _finite_number(value) or value <= 0:
         raise ZooError(f"{config_path}: zoo.temperature is {value!r}; a temperature must be a finite number "
@@ -175,8 +188,8 @@ def _read_temperature(zoo_cfg: dict[str, Any], config_path: Path) -> tuple[float
 def _read_conformal(zoo_cfg: dict[str, Any], config_path: Path, has_temperature: bool
                     ) -> tuple[Conformal | None, str | None]:
     block = zoo_cfg.get("conformal")
-    if block is None:
-        return None, f"no conformal threshold in {config_path}: no prediction sets for this model"
+    if block is None or _skipped(block):
+        return None, _skipped(block) or f"no conformal threshold in {config_path}: no prediction sets for this model"
     if not isinstance(block, dict):
         raise ZooError(f"{config_path}: zoo.conformal must be an object "
                        f'{{"alpha", "threshold", "n_calibration"}}, got {block!r}.')
@@ -242,9 +255,27 @@ def read_trust(folder: str | os.PathLike, config: dict[str, Any], model: nn.Modu
     conformal, conformal_reason = _read_conformal(zoo_cfg, config_path, temperature is not None)
     ood, ood_reason = _read_ood(folder, model if model is None or isinstance(model, int) else feature_size(model))
     figures = zoo_cfg.get("calibration")
+    ood_block = zoo_cfg.get("ood")
+    note = ood_block.get("note") if isinstance(ood_block, dict) and ood is not None else None
     return Trust(temperature=temperature, conformal=conformal, ood=ood,
                  calibration_reason=calibration_reason, conformal_reason=conformal_reason,
-                 ood_reason=ood_reason, test_figures=figures if isinstance(figures, dict) else None)
+                 ood_reason=ood_reason, ood_note=note if isinstance(note, str) else None,
+                 test_figures=figures if isinstance(figures, dict) and not _skipped(figures) else None)
+
+
+def leave_one_out_scores(features: torch.Tensor) -> torch.Tensor:
+    """Each image's OOD score against the others: 1 - cosine similarity to its nearest OTHER image, (N, D) -> (N,).
+
+    For a model that comes with too few images for a separate threshold split: these are the scores the
+    images would get if each were new, so a threshold on them is less optimistic than one on scores of 0
+    (an image is its own nearest neighbour in the bank). N x N similarities: meant for small N.
+    """
+    f = F.normalize(features.detach().float().reshape(len(features), -1), dim=1)  # (N, D)
+    if len(f) < 2:
+        raise ZooError(f"leave-one-out OOD scores need at least 2 images, got {len(f)}.")
+    similarity = f @ f.T  # (N, N)
+    similarity.fill_diagonal_(-float("inf"))
+    return (1.0 - similarity.max(dim=1).values).clamp_min(0.0)
 
 
 def write_ood_statistics(folder: str | os.PathLike, bank: torch.Tensor, threshold: float) -> Path:
