@@ -13,11 +13,15 @@ in a temporary folder. Images: a digit from the demo data (8x8), pydicom's CT_sm
 scikit-image's retina.jpg (1411x1411).
 
 ONNX part (--part onnx, or all): the app's per-model prediction on the ONNX Runtime backend
-(zoo.load_backend: to_model_mode + timm's eval transform + ONNX Runtime + softmax/top-k) against a bare timm
-eager forward of the same weights on the same preprocessed tensor, interleaved in one loop, over resnet18,
-efficientnet_lite0 and densenet121 at 224 px (run folders with a verified model.onnx, in a temporary folder)
-and the run folders given with --runs. Prints medians, the speed-up (bare / ONNX app) and the top-1
-agreement of the two on the images and the reference inputs. Target: median speed-up >= 2.0, none below 1.2.
+(zoo.inference.predict on a model loaded with backend "onnx": to_model_mode + timm's eval transform + ONNX
+Runtime + softmax/top-k) against a bare timm eager forward of the same weights on the same preprocessed tensor,
+over resnet18, efficientnet_lite0 and densenet121 at 224 px and the test zoo's four small models
+(tests/_app_zoo.py), run folders with a verified model.onnx in a temporary folder (plus those given with
+--runs). Every (model, image) pair is timed in each round and the rounds repeated, so load from other
+processes hits them alike. Prints medians, the speed-up (bare / ONNX app) with and without the preprocessing,
+the top-1 agreement of the two on the images and reference inputs, and the machine's load average. Target:
+median speed-up >= 2.0, none below 1.2. Then a full comparison of six of these models on a 224x224 image
+(zoo.inference.compare, as /compare runs it) on the ONNX backend and on PyTorch, without and with Grad-CAM.
 
     python benchmarks/bench_app_predict.py [--repeats 30] [--threads 2] [--weights weights]
     python benchmarks/bench_app_predict.py --part onnx [--runs weights/RUN ...]
@@ -25,6 +29,7 @@ agreement of the two on the images and the reference inputs. Target: median spee
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -41,7 +46,7 @@ import torch  # noqa: E402
 import zoo  # noqa: E402
 from zoo import inference  # noqa: E402
 from zoo.catalog import ModelEntry, discover_models  # noqa: E402
-from zoo.images import load_image  # noqa: E402
+from zoo.images import LoadedImage, load_image  # noqa: E402
 from zoo.onnx_export import reference_inputs  # noqa: E402
 
 
@@ -99,95 +104,134 @@ def bench(loaded: inference.LoadedModel, image, repeats: int) -> dict[str, float
     return {k: 1000 * statistics.median(v) for k, v in (("app", app), ("pre", pre), ("bare", bare), ("cam", cam))}
 
 
-def onnx_models(folder: Path) -> list[Path]:
-    """resnet18, efficientnet_lite0 (ImageNet, feature extraction) and densenet121 at 224 px, as run folders
-    with a verified model.onnx, as `python -m train` leaves them."""
+def onnx_zoo(folder: Path) -> list[ModelEntry]:
+    """resnet18, efficientnet_lite0 (ImageNet, feature extraction) and densenet121 at 224 px, and the test zoo's
+    four small models (tests/_app_zoo.py), as run folders with a verified model.onnx, as `python -m train`
+    leaves them."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from _app_zoo import TINY_MODELS, build_tiny_zoo
+
+    build_tiny_zoo(folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         models = {"resnet18-224": zoo.create_model("resnet18", num_classes=10),
                   "efficientnet_lite0-224-fe": zoo.create_model("efficientnet_lite0", num_classes=10,
                                                                 mode="feature-extraction", pretrained=True),
                   "densenet121-224": zoo.create_model("densenet121", num_classes=10)}
-    runs = []
     for name, model in models.items():
-        run = zoo.save_pretrained(model.eval(), folder / name, label_names=[str(i) for i in range(10)], dataset="none")
-        zoo.export_onnx(run)
-        runs.append(run)
-    return runs
+        zoo.export_onnx(zoo.save_pretrained(model.eval(), folder / name, label_names=[str(i) for i in range(10)],
+                                            dataset="none"))
+    wanted = [*models, *TINY_MODELS]
+    entries = {e.id: e for e in discover_models(folder)}
+    return [entries[name] for name in wanted]
 
 
-def onnx_app_predict(backend, transform, image, top_k: int = inference.DEFAULT_TOP_K):
-    """The app's prediction on the ONNX backend: preprocess, forward, softmax and top-k."""
-    from zoo.images import to_model_mode
-
-    x = transform(to_model_mode(image, backend.io.input_size[0])).unsqueeze(0)  # (1, C, H, W)
-    probs = backend.predict(x).softmax(dim=-1)[0]  # (1, K) -> (K,)
-    values, indices = probs.topk(min(top_k, probs.numel()))
-    return [(backend.label_names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
-def bench_onnx(run: Path, pictures: dict, repeats: int, threads: int) -> list[tuple]:
-    """Per image: median ms of the ONNX app prediction and of the bare eager forward, interleaved; agreement."""
-    backend = zoo.load_backend(run, "onnx", threads=threads)
-    if backend.name != "onnx":
-        print(f"{run.name}: no ONNX backend ({backend.fallback_reason}); skipped")
-        return []
-    transform = inference.build_transform(backend.data_config)
-    model = backend.torch_model()
+def _load() -> str:
+    return "load average " + " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def bench_onnx(entries: list[ModelEntry], pictures: dict, repeats: int) -> list[tuple]:
+    """Per (model, image): median ms of the app's prediction on the ONNX backend (zoo.inference.predict:
+    preprocess + ONNX Runtime + softmax/top-k), its preprocessing alone and a bare timm eager forward of the
+    same weights on the same tensor; every pair measured in each round, rounds repeated (interleaved)."""
+    loaded = [inference.load_model(e, "onnx") for e in entries]
+    pairs = []
+    for m in loaded:
+        if m.backend.name != "onnx":
+            print(f"{m.entry.id}: no ONNX backend ({m.backend.fallback_reason}); skipped")
+            continue
+        eager = zoo.load_pretrained(m.entry.location)  # bare timm eager: its own model object, not the app's
+        for name, image in pictures.items():
+            pairs.append((m, eager, name, image, inference.preprocess(m, image)))
+    times = {id(p): ([], [], []) for p in pairs}
+
+    def bare(eager, x):
+        with torch.inference_mode():
+            eager(x)
+
+    for _ in range(3):  # warm-up
+        for m, eager, _, image, x in pairs:
+            inference.predict(m, image)
+            bare(eager, x)
+    for _ in range(repeats):
+        for pair in pairs:
+            m, eager, _, image, x = pair
+            app, pre, eager_ms = times[id(pair)]
+            app.append(_timed(lambda: inference.predict(m, image)))
+            pre.append(_timed(lambda: inference.preprocess(m, image)))
+            eager_ms.append(_timed(lambda: bare(eager, x)))
     rows = []
-    for name, image in pictures.items():
-        from zoo.images import to_model_mode
+    for pair in pairs:
+        m, eager, name, image, x = pair
+        app, pre, eager_ms = (1000 * statistics.median(t) for t in times[id(pair)])
+        rows.append((m.entry.id, name, app, pre, eager_ms, *_agreement(m, eager, pictures)))
+    return rows
 
-        x = transform(to_model_mode(image, backend.io.input_size[0])).unsqueeze(0)
-        for _ in range(3):  # warm-up
-            onnx_app_predict(backend, transform, image)
-            with torch.inference_mode():
-                model(x)
-        app, pre, bare = [], [], []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            onnx_app_predict(backend, transform, image)
-            app.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            transform(to_model_mode(image, backend.io.input_size[0]))
-            pre.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            with torch.inference_mode():
-                model(x)
-            bare.append(time.perf_counter() - start)
-        rows.append((run.name, name, 1000 * statistics.median(app), 1000 * statistics.median(pre),
-                     1000 * statistics.median(bare)))
-    inputs, _ = reference_inputs(model, num_random=16)
-    inputs = torch.cat([inputs] + [transform(to_model_mode(i, backend.io.input_size[0])).unsqueeze(0)
-                                   for i in pictures.values()])
+
+def _agreement(loaded: inference.LoadedModel, eager, pictures: dict) -> tuple[float, float, int]:
+    """Top-1 agreement and max |Δ logit| of the ONNX backend vs timm eager on reference inputs and the images."""
+    inputs, _ = reference_inputs(eager, num_random=16)
+    inputs = torch.cat([inputs] + [inference.preprocess(loaded, i) for i in pictures.values()])
     with torch.inference_mode():
-        reference = model(inputs).numpy()
-    got = backend.predict(inputs).numpy()
-    agreement = float((reference.argmax(1) == got.argmax(1)).mean())
-    delta = float(np.abs(reference - got).max())
-    return [(*row, agreement, delta, len(inputs)) for row in rows]
+        reference = eager(inputs).numpy()
+    got = loaded.backend.predict(inputs, None)[0].numpy()
+    return float((reference.argmax(1) == got.argmax(1)).mean()), float(np.abs(reference - got).max()), len(inputs)
+
+
+def bench_comparison(entries: list[ModelEntry], image, rounds: int) -> None:
+    """A full comparison of the models on one image (zoo.inference.compare, as /compare runs it), on the ONNX
+    backend and on PyTorch, without and with Grad-CAM; interleaved rounds, medians, and their ratio."""
+    caches = {name: inference.ModelCache(max_models=16, backend=name) for name in ("onnx", "torch")}
+    for cam in (False, True):
+        times = {name: [] for name in caches}
+        for _ in range(2):  # warm-up: loads, and for Grad-CAM the PyTorch model the ONNX backend builds then
+            for cache in caches.values():
+                inference.compare(image, entries, cache, cam=cam)
+        for _ in range(rounds):
+            for name, cache in caches.items():
+                times[name].append(_timed(lambda: inference.compare(image, entries, cache, cam=cam)))
+        onnx_ms, torch_ms = (1000 * statistics.median(times[n]) for n in ("onnx", "torch"))
+        backends = sorted({r.backend for r in inference.compare(image, entries, caches["onnx"], cam=False).results})
+        print(f"{len(entries)}-model comparison, {'with' if cam else 'without'} Grad-CAM: ONNX backend {onnx_ms:.0f} ms "
+              f"(answered by {', '.join(backends)}), PyTorch backend {torch_ms:.0f} ms: {torch_ms / onnx_ms:.2f}x "
+              f"faster; medians of {rounds} interleaved rounds; {_load()}", flush=True)
 
 
 def main_onnx(args, folder: Path, pictures: dict) -> None:
     import onnxruntime
 
-    runs = onnx_models(folder) + list(args.runs)
+    print(f"{_load()} at the start")
+    entries = onnx_zoo(folder) + [e for run in args.runs for e in discover_models(Path(run).parent)
+                                  if e.run_dir and Path(e.run_dir) == Path(run)]
     print(f"\nONNX Runtime {onnxruntime.__version__} ({args.threads} intra-op threads) vs timm eager "
-          f"(torch {torch.__version__}, {torch.get_num_threads()} threads); medians of {args.repeats} interleaved runs")
-    print(f"{'model':34} {'image':>17} {'ONNX app ms':>12} {'(preproc)':>9} {'bare eager ms':>14} {'speed-up':>9} "
+          f"(torch {torch.__version__}, {torch.get_num_threads()} threads); medians of {args.repeats} interleaved "
+          f"rounds (every model and image in each round)")
+    rows = bench_onnx(entries, pictures, args.repeats)
+    print(f"{'model':28} {'image':>17} {'ONNX app ms':>12} {'(preproc)':>9} {'bare eager ms':>14} {'speed-up':>9} "
           f"{'top-1 agree':>12} {'max |Δ logit|':>14}")
-    rows = []
-    for run in runs:
-        for model, image, app, pre, bare, agreement, delta, n in bench_onnx(Path(run), pictures, args.repeats,
-                                                                          args.threads):
-            rows.append((bare / app, model, image, agreement))
-            print(f"{model:34} {image:>17} {app:12.2f} {pre:9.2f} {bare:14.2f} {bare / app:8.2f}x {agreement:11.0%} "
-                  f"{delta:14.2g}   (agreement on {n} inputs)", flush=True)
-    if rows:
-        worst = min(rows)
-        print(f"\nspeed-up of the ONNX app prediction over bare timm eager (target: median >= 2.0, none < 1.2): "
-              f"median {statistics.median(r[0] for r in rows):.2f}x, slowest {worst[0]:.2f}x ({worst[1]}, {worst[2]}); "
-              f"top-1 agreement {min(r[3] for r in rows):.0%} at worst")
+    for model, image, app, pre, bare, agreement, delta, n in rows:
+        print(f"{model:28} {image:>17} {app:12.2f} {pre:9.2f} {bare:14.2f} {bare / app:8.2f}x {agreement:11.0%} "
+              f"{delta:14.2g}   (agreement on {n} inputs)")
+    speedups = sorted((bare / app, model, image) for model, image, app, _, bare, *_ in rows)
+    print(f"\nspeed-up of the app's ONNX prediction (preprocessing included) over a bare timm eager forward "
+          f"(target: median >= 2.0, none below 1.2): median {statistics.median(s[0] for s in speedups):.2f}x, "
+          f"slowest {speedups[0][0]:.2f}x ({speedups[0][1]}, {speedups[0][2]}); top-1 agreement "
+          f"{min(r[5] for r in rows):.0%} at worst; {_load()}")
+    forward = sorted((bare / (app - pre), model, image) for model, image, app, pre, bare, *_ in rows)
+    print(f"the same without the app's preprocessing (ONNX Runtime + softmax/top-k vs eager forward): median "
+          f"{statistics.median(s[0] for s in forward):.2f}x, slowest {forward[0][0]:.2f}x ({forward[0][1]}, "
+          f"{forward[0][2]})")
+    from PIL import Image
+    square = pictures["retina 1411x1411"].resize((224, 224), Image.Resampling.LANCZOS)
+    six = [e for e in entries if e.id != "lenet5-meta-lesions"][:6]
+    print(f"\nfull comparison on a 224x224 image: {', '.join(e.id for e in six)}")
+    bench_comparison(six, LoadedImage(square), max(5, args.repeats // 3))
 
 
 def main() -> None:
@@ -208,7 +252,7 @@ def main() -> None:
             main_onnx(args, Path(tmp), {k: v for k, v in pictures.items() if not k.startswith("digit")})
     if args.part == "onnx":
         return
-    cache = inference.ModelCache(max_models=16)
+    cache = inference.ModelCache(max_models=16, backend="torch")  # the app's own overhead on PyTorch
     with tempfile.TemporaryDirectory() as tmp:
         entries = [e for e in discover_models(args.weights) if e.available] + extra_models(Path(tmp))
         pictures = images()

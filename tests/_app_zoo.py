@@ -2,11 +2,12 @@
 
 Models are untrained (random weights, fixed seed): the tests check what the app does with them, not
 what they know. Each run folder has what `python -m train` writes that the app reads: model.safetensors,
-config.json, README.md (zoo.save_pretrained), metrics.json (train's layout) and, for one model, the plots
-(training's and the reliability diagram).
+config.json, README.md (zoo.save_pretrained), metrics.json (train's layout), a verified model.onnx (where
+onnxruntime is installed) and, for one model, the plots (training's and the reliability diagram).
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import shutil
@@ -84,6 +85,8 @@ def build_tiny_zoo(weights: Path) -> Path:
                             dataset="lesions" if labels == LESIONS else "digits",
                             metrics=metrics["headline"], extra_config={"test_metrics": metrics["headline"]})
         (folder / "metrics.json").write_text(json.dumps(metrics))
+        if importlib.util.find_spec("onnxruntime") is not None:
+            zoo.export_onnx(folder)  # as python -m train does at the end of a run: the app answers from ONNX Runtime
         if plots:
             for name, colour in (("curves.png", (200, 0, 0)), ("confusion_matrix.png", (0, 200, 0)),
                                  ("roc.png", (0, 0, 200)), (RELIABILITY_PLOT, (200, 200, 0))):

@@ -92,6 +92,8 @@ def test_compare_on_real_example_images(served, example):
         entry = entries[record["model"]]
         assert (record["params_total"], record["params_trainable"]) == entry.params
         assert record["mode"] == entry.mode
+        # the run folders have a verified model.onnx: ONNX Runtime answers, and the record says so
+        assert record["backend"] == "onnx" and record["backend_note"].startswith("ONNX Runtime")
         check_trust_fields(record)  # the tiny models have no trust statistics: null with the reason
         assert record["ood"] is None and "no OOD statistics" in record["ood_reason"]
 
@@ -99,7 +101,9 @@ def test_compare_on_real_example_images(served, example):
 @pytest.mark.parametrize("example, flagged", [("retina", True), ("ct", True), ("mr", True), ("digit", False)])
 def test_records_carry_calibration_the_prediction_set_and_the_ood_check(served, example, flagged):
     _, demo, _, client = served
-    path = demo.zoo_app.examples[0][0] if example == "digit" else packaged_examples()[example]
+    # the first example is medical where those assets are installed: take a digit's
+    digit = next(e[0] for e in demo.zoo_app.examples if e[1].startswith("digit "))
+    path = digit if example == "digit" else packaged_examples()[example]
     trained, untrained = compare(client, path, [TRAINED, DIGIT_MODELS[0]], top_k=3)
     for record in (trained, untrained):
         assert RECORD_FIELDS <= set(record) and record["error"] is None
@@ -250,6 +254,14 @@ def test_settings_from_the_environment(monkeypatch, tmp_path):
     assert "No models yet" in models_table_markdown([])
     with pytest.raises(gr.Error, match="over the limit of 1,000 pixels"):
         state.read_image(str(packaged_examples()["ct"]))  # 128 x 128 > 1000
+    assert state.cache.backend == "onnx"  # the default
+    monkeypatch.setenv("ZOO_APP_BACKEND", "torch")
+    assert ComparisonApp(Settings.from_env()).cache.backend == "torch"
+    monkeypatch.setenv("ZOO_APP_BACKEND", "tensorrt")
+    with pytest.raises(SettingsError, match="ZOO_APP_BACKEND='tensorrt' is not a backend; set it to one of onnx, "
+                                            "onnx-int8, torch"):
+        Settings.from_env()
+    monkeypatch.delenv("ZOO_APP_BACKEND")
     monkeypatch.setenv("ZOO_APP_CACHE_MODELS", "many")
     with pytest.raises(SettingsError, match="ZOO_APP_CACHE_MODELS='many' must be a whole number"):
         Settings.from_env()

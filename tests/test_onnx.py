@@ -18,12 +18,14 @@ from huggingface_hub import constants
 from PIL import Image
 
 import zoo
+from _onnx_graphs import write_graph
 from hub_server import HubServer
 from zoo import onnx_export
 from zoo.__main__ import main as zoo_main
 from zoo.backends import OnnxBackend, TorchBackend, check_backend, load_backend
 from zoo.onnx_export import check_onnx_file, export_onnx, quantize_int8, read_onnx_info
 from zoo.run_layout import ONNX_INFO_NAME, ONNX_INT8_NAME, ONNX_NAME
+from zoo.trust import features_and_logits, read_trust, write_ood_statistics
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -61,17 +63,24 @@ def test_export_writes_a_verified_file_beside_the_weights_and_leaves_them_as_the
     assert info["sha256"] == _sha(run / ONNX_NAME) and info["weights_sha256"] == before["model.safetensors"]
     v = info["verification"]
     assert v["inputs"] >= 4 and v["max_abs_diff"] <= 1e-4 and v["top1_agreement"] == 1.0
+    assert v["features"]["max_abs_diff"] <= v["features"]["tolerance"] and v["features"]["min_cosine"] > 0.99999
     assert v["onnxruntime"] == __import__("onnxruntime").__version__
-    assert info["inputs"] == {"pixel_values": ["batch", 1, 32, 32]} and info["outputs"] == {"logits": ["batch", 3]}
+    width = zoo.load_pretrained(run).num_features
+    assert info["inputs"] == {"pixel_values": ["batch", 1, 32, 32]}
+    assert info["outputs"] == {"logits": ["batch", 3], "features": ["batch", width]}
     export_onnx(run)  # again: the card keeps one ONNX section, the new one
     card = (run / "README.md").read_text()
     assert card.count("## ONNX Runtime") == 1 and card.index("## ONNX Runtime") < card.index("## Intended use")
     assert "`pixel_values`: float32 (batch, 1, 32, 32)" in card and "`logits`: float32 (batch, 3)" in card
+    assert f"`features`: float32 (batch, {width})" in card and "lowest cosine" in card
     session = onnx_export.onnx_session(run / ONNX_NAME)
     x = _inputs(run)
+    model = zoo.load_pretrained(run)
     with torch.inference_mode():
-        expected = zoo.load_pretrained(run)(x).numpy()
-    np.testing.assert_allclose(session.run(["logits"], {"pixel_values": x.numpy()})[0], expected, atol=1e-5)
+        expected, (features, _) = model(x).numpy(), features_and_logits(model, x)
+    logits, got_features = session.run(["logits", "features"], {"pixel_values": x.numpy()})
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+    np.testing.assert_allclose(got_features, features.numpy(), atol=1e-5)
 
 
 class _TracedBranch(torch.nn.Module):
@@ -81,12 +90,28 @@ class _TracedBranch(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = torch.nn.Linear(3 * 8 * 8, 2)
-        self.num_classes = 2
+        self.num_classes, self.num_features = 2, 3 * 8 * 8
         self.pretrained_cfg = {"input_size": (3, 8, 8)}
 
-    def forward(self, x):
-        logits = self.fc(x.flatten(1))
+    def forward_features(self, x):
+        return x.flatten(1)  # (B, 192)
+
+    def forward_head(self, x):
+        logits = self.fc(x)
         return logits if bool(x.mean() > 0) else -logits
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+class _NoInterface(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 2)
+        self.num_classes, self.pretrained_cfg = 2, {"input_size": (1, 2, 2)}
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
 
 
 def test_a_model_that_does_not_verify_is_not_written(tmp_path):
@@ -103,27 +128,41 @@ def test_export_needs_a_path_for_a_bare_model_and_a_folder_that_exists(tmp_path)
         export_onnx(zoo.create_model("lenet5", num_classes=2))
     with pytest.raises(zoo.ZooError, match="does not exist"):
         export_onnx(zoo.create_model("lenet5", num_classes=2), tmp_path / "missing" / ONNX_NAME)
+    with pytest.raises(zoo.ZooError, match="timm's interface.*_NoInterface lacks forward_features, forward_head, num_f"):
+        export_onnx(_NoInterface(), tmp_path / ONNX_NAME)
+    assert not (tmp_path / ONNX_NAME).exists()
 
 
 @pytest.mark.parametrize("arch,head,size", [("lenet5", None, None), ("resnet18", "metadata", 48)])
 def test_the_card_snippet_runs_with_onnxruntime_alone(arch, head, size, tmp_path):
     run = _run(tmp_path / "run", arch, head, size)
+    model = zoo.load_pretrained(run)
+    bank = torch.randn(20, model.num_features, generator=torch.Generator().manual_seed(2))
+    write_ood_statistics(run, bank, 0.5)  # the snippet's OOD check must give the zoo's score
+    config = json.loads((run / "config.json").read_text())
+    config.setdefault("zoo", {})["temperature"] = 1.7  # and its probabilities the calibrated ones
+    (run / "config.json").write_text(json.dumps(config))
     export_onnx(run)
     card = (run / "README.md").read_text()
     snippet = card.split("## ONNX Runtime", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     retina = np.asarray(Image.open(Path(__import__("skimage").__file__).parent / "data" / "retina.jpg"))
     Image.fromarray(retina[300:700, 200:900]).save(run / "image.png")  # 700x400: the resize keeps the ratio
     code = "import sys; sys.modules['torch'] = None  # the snippet must not need PyTorch\n" + snippet + \
-        "\nprint(json.dumps([float(v) for v in logits]))\n"
+        "\nprint(json.dumps([[float(v) for v in logits], [float(v) for v in probabilities]]))\n"
     result = subprocess.run([sys.executable, "-c", code], cwd=run, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    label, logits = result.stdout.splitlines()[-2:]
+    label, ood_line, outputs = result.stdout.splitlines()[-3:]
+    logits, probabilities = json.loads(outputs)
     backend = load_backend(run)
     transform = __import__("timm").data.create_transform(**backend.data_config)
     image = zoo.images.to_model_mode(zoo.images.load_image(run / "image.png").image, backend.io.input_size[0])
-    expected = backend.predict(transform(image).unsqueeze(0))[0]  # the zoo's preprocessing, unknown metadata
-    np.testing.assert_allclose(json.loads(logits), expected.numpy(), atol=1e-4)
-    assert label == backend.label_names[int(expected.argmax())]
+    expected, features = backend.predict(transform(image).unsqueeze(0))  # the zoo's preprocessing, unknown metadata
+    np.testing.assert_allclose(logits, expected[0].numpy(), atol=1e-4)
+    assert label == backend.label_names[int(expected[0].argmax())]
+    trust = read_trust(run, config, model)
+    np.testing.assert_allclose(probabilities, trust.calibrated_probabilities(expected[0]).numpy(), atol=1e-5)
+    score = float(trust.ood.scores(features)[0])
+    assert ood_line.startswith(f"OOD score {score:.4f}, threshold 0.5000:")
 
 
 # --- loading: the backend and its fallbacks --------------------------------------------------------
@@ -139,15 +178,45 @@ def test_the_onnx_backend_answers_like_pytorch_without_building_it(tmp_path):
     model = backend.torch_model()
     assert backend.torch_loaded and backend.nbytes > backend.onnx_bytes and backend.torch_model() is model
     with torch.inference_mode():
-        np.testing.assert_allclose(backend.predict(x, meta).numpy(), model(x, meta).numpy(), atol=1e-4)
-        np.testing.assert_allclose(backend.predict(x).numpy(), model(x).numpy(), atol=1e-4)  # unknown metadata
+        logits, features = backend.predict(x, meta)
+        np.testing.assert_allclose(logits.numpy(), model(x, meta).numpy(), atol=1e-4)
+        np.testing.assert_allclose(features.numpy(), features_and_logits(model, x, meta)[0].numpy(), atol=1e-4)
+        np.testing.assert_allclose(backend.predict(x)[0].numpy(), model(x).numpy(), atol=1e-4)  # unknown metadata
+    assert backend.features_reason is None and backend.feature_width == model.num_features == features.shape[1]
     assert backend.data_config == zoo.resolve_data_config(model)
     assert "ONNX Runtime" in backend.description and "fp32" in backend.description
     with pytest.raises(zoo.ZooError, match=r"takes \(batch, 3, 32, 32\) input, got \(1, 3, 64, 64\)"):
         backend.predict(torch.zeros(1, 3, 64, 64))
     torch_backend = load_backend(run, "torch")
     assert isinstance(torch_backend, TorchBackend) and torch_backend.fallback_reason is None
-    np.testing.assert_allclose(torch_backend.predict(x, meta).numpy(), backend.predict(x, meta).numpy(), atol=1e-4)
+    for ours, theirs in zip(torch_backend.predict(x, meta), backend.predict(x, meta)):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-4)
+
+
+def test_a_file_exported_before_the_features_output_still_answers_without_an_ood_check(tmp_path):
+    run = _run(tmp_path / "run")
+    write_graph(run, "logits_only")
+    backend = load_backend(run)
+    assert backend.name == "onnx" and backend.fallback_reason is None and not backend.torch_loaded
+    assert backend.features_reason == ("no OOD check on ONNX for this file (model.onnx, exported before it gave image "
+                                       "features): re-export it with python -m zoo export RUN")
+    assert backend.info["verification"]["features"] is None and backend.feature_width is None
+    assert "no OOD check" in backend.description
+    x = _inputs(run)
+    logits, features = backend.predict(x)
+    assert features is None
+    with torch.inference_mode():
+        np.testing.assert_allclose(logits.numpy(), zoo.load_pretrained(run)(x).numpy(), atol=1e-5)
+    export_onnx(run)  # re-exported: features now
+    assert load_backend(run).features_reason is None and load_backend(run).predict(x)[1] is not None
+
+
+def test_features_that_do_not_match_pytorch_are_refused_like_wrong_logits(tmp_path):
+    run = _run(tmp_path / "run")
+    write_graph(run, "features_off")  # the logits are right, the features 1% off
+    backend = load_backend(run)
+    assert backend.name == "torch" and "does not reproduce PyTorch's image features" in backend.fallback_reason
+    assert "lowest cosine" in backend.fallback_reason
 
 
 def test_a_run_without_onnx_gets_one_exported_once_into_the_cache_not_the_run_folder(tmp_path):
@@ -197,7 +266,7 @@ def _bad_file(kind: str, run: Path, tmp_path: Path) -> bytes:
     raise AssertionError(kind)
 
 
-BAD = {"garbage": "not a valid ONNX file", "other_model": "config.json says one 'logits' of shape (batch, 3)",
+BAD = {"garbage": "not a valid ONNX file", "other_model": "config.json says 'logits' of shape (batch, 3)",
        "other_weights": "does not reproduce PyTorch", "custom_op": "custom-op library",
        "external_data": "external file"}
 
@@ -211,7 +280,7 @@ def test_a_bad_model_onnx_is_refused_and_pytorch_answers_saying_why(kind, tmp_pa
     assert "ONNX Runtime not used" in backend.description
     x = _inputs(run)
     with torch.inference_mode():
-        np.testing.assert_array_equal(backend.predict(x).numpy(), zoo.load_pretrained(run)(x).numpy())
+        np.testing.assert_array_equal(backend.predict(x)[0].numpy(), zoo.load_pretrained(run)(x).numpy())
     if kind != "other_weights":  # the file itself is wrong: the check alone refuses it
         with pytest.raises(zoo.ZooError, match=BAD[kind].replace("(", r"\(").replace(")", r"\)")):
             check_onnx_file(run / ONNX_NAME, json.loads((run / "config.json").read_text()))
@@ -312,7 +381,7 @@ def test_train_exports_onnx_push_publishes_it_and_the_hub_copy_answers(hub, tmp_
     x = torch.stack([transform(i) for i in images])
     with torch.inference_mode():
         reference = zoo.load_pretrained(run)(x)
-    assert torch.equal(backend.predict(x).argmax(1), reference.argmax(1))
+    assert torch.equal(backend.predict(x)[0].argmax(1), reference.argmax(1))
 
     assert train_main(TRAIN + ["--out", str(run), "--overwrite", "--no-onnx"]) == 0  # no stale file survives
     assert not (run / ONNX_NAME).exists() and not (run / ONNX_INFO_NAME).exists()

@@ -1,4 +1,5 @@
-"""Every architecture of the registry, and every head, exports to ONNX and verifies against PyTorch.
+"""Every architecture of the registry, and every head, exports to ONNX (logits and the OOD check's image
+features) and verifies both against PyTorch.
 
 At the architecture's smallest input size (at least 32 px) and 3 classes, so that the whole registry runs
 in CI; verification is the one export_onnx always does (ONNX Runtime vs PyTorch, max |Δ logit| and top-1).
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.onnx_export import INPUT_NAME, METADATA_NAME, OUTPUT_NAME, OnnxIO, check_onnx_file, export_onnx
+from zoo.onnx_export import FEATURES_NAME, INPUT_NAME, METADATA_NAME, OUTPUT_NAME, OnnxIO, check_onnx_file, export_onnx
 
 pytest.importorskip("onnxruntime")
 
@@ -30,11 +31,13 @@ def _export_and_check(model, tmp_path):
         schema = model.metadata_schema
         meta = schema.encode([{}, {"age": 30, "sex": "male", "localization": "back"}, {"sex": "female"}])
     result = export_onnx(model, tmp_path / "model.onnx", inputs=x, metadata=meta)
+    assert not model.training  # the export leaves the model in the mode it found it in
     v = result.info["verification"]
     assert v["inputs"] == 3 and v["max_abs_diff"] <= v["tolerance"] and v["top1_agreement"] == 1.0
-    names = {INPUT_NAME: ["batch", *io_spec.input_size], OUTPUT_NAME: ["batch", io_spec.num_classes]}
-    assert result.info["inputs"][INPUT_NAME] == names[INPUT_NAME]
-    assert result.info["outputs"] == {OUTPUT_NAME: names[OUTPUT_NAME]}
+    assert v["features"]["max_abs_diff"] <= v["features"]["tolerance"]  # the OOD check's input, same rule
+    assert result.info["inputs"][INPUT_NAME] == ["batch", *io_spec.input_size]
+    assert result.info["outputs"] == {OUTPUT_NAME: ["batch", io_spec.num_classes],
+                                      FEATURES_NAME: ["batch", model.num_features]}
     assert (METADATA_NAME in result.info["inputs"]) == (meta is not None)
     config = {"num_classes": io_spec.num_classes, "pretrained_cfg": {"input_size": list(io_spec.input_size)},
               "model_args": {"head": getattr(model, "head_name", None),

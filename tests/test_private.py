@@ -74,7 +74,7 @@ def test_the_listing_offers_small_verified_models_and_says_why_not_the_others(cl
     reasons = {m["id"]: m["reason"] for m in listing["not_offered"]}
     assert "over private mode's limit of 2 MB" in reasons["lite0-fe-digits"]
     assert "over private mode's limit" in reasons["quadsnet-scratch-digits"]
-    assert "no model.onnx" in reasons["broken-weights"]
+    assert "not a readable safetensors file" in reasons["broken-weights"]  # its model.onnx is not verified for them
     assert "unavailable" in reasons["unfinished-run"]
 
 
@@ -84,7 +84,8 @@ def test_a_bundle_holds_what_the_page_needs(client, weights):
                                        "crop_mode": "center", "mean": [0.5], "std": [0.5]}
     assert bundle["label_names"] == list(TINY_MODELS[CALIBRATED][4])
     assert bundle["temperature"] == 1.7 and bundle["conformal"] == {"alpha": 0.1, "threshold": 0.85}
-    assert bundle["ood"] is None and "no OOD check in private mode" in bundle["ood_reason"]
+    assert "features" in bundle["onnx"]["outputs"]  # the OOD check's input, as every export since has it
+    assert bundle["ood"] is None and "no OOD statistics (ood.safetensors)" in bundle["ood_reason"]
     meta = client.get("/private/api/models/lenet5-meta-lesions/bundle.json").json()
     assert meta["metadata_unknown"] and meta["temperature"] is None
     onnx = client.get(f"/private/api/models/{CALIBRATED}/model.onnx")

@@ -228,8 +228,10 @@ def column_details(result: ModelResult) -> str:
     if result.latency_ms is not None:
         load = f" (+ {result.load_ms:.0f} ms to load, first use)" if result.load_ms is not None else ""
         lines.append(f"- **Latency** {result.latency_ms:.1f} ms{load}")
+    if result.backend_note:
+        lines.append(f"- **Runs on** {result.backend_note}")
     if result.cam_ms is not None:
-        lines.append(f"- **Grad-CAM** {result.cam_ms:.1f} ms, layer `{result.cam_layer}`")
+        lines.append(f"- **Grad-CAM** {result.cam_ms:.1f} ms, layer `{result.cam_layer}` (PyTorch)")
     lines.append(f"- **Parameters** {fmt_int(result.params_total)}")
     lines.append(f"- **Trainable** {fmt_int(result.params_trainable)} "
                  f"({share(result.params_trainable, result.params_total)})")

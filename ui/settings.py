@@ -6,7 +6,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from zoo import ZooError
 from zoo import images as zoo_images
+from zoo.backends import BACKENDS, check_backend
 
 __all__ = ["APP_ROOT", "ENVIRONMENT_HELP", "Settings", "SettingsError"]
 
@@ -16,7 +18,11 @@ ENVIRONMENT_HELP = f"""\
     ZOO_APP_WEIGHTS        run folders to offer (default: weights/ beside app.py)
     ZOO_APP_CATALOG        catalog file (default: <weights>/catalog.json; format in zoo/catalog.py)
     ZOO_APP_CACHE_MODELS   loaded models kept in memory, least recently used evicted (default 8)
-    ZOO_APP_CACHE_MB       and at most this many megabytes of their weights (default: no byte limit)
+    ZOO_APP_CACHE_MB       and at most this many megabytes of what they hold: ONNX Runtime's session, and the
+                           PyTorch model once a Grad-CAM heatmap built it (default: no byte limit)
+    ZOO_APP_BACKEND        what runs the models: onnx (default: ONNX Runtime where installed and the run has,
+                           or gets once in the zoo's cache, a verified model.onnx; else PyTorch, saying why),
+                           onnx-int8 (a run's model.int8.onnx where it has one), or torch (always PyTorch)
     ZOO_APP_MAX_FILE_SIZE  upload limit (default 50mb)
     ZOO_APP_MAX_PIXELS     largest image accepted, in pixels (default {zoo_images.MAX_IMAGE_PIXELS:,})
     ZOO_APP_QUEUE_SIZE     requests allowed to wait (default 20)
@@ -48,6 +54,7 @@ class Settings:
     examples_dir: Path | None = None      # parent of the private examples folder (None: the system's temp folder)
     open_browser: bool = False
     upload_ttl_s: int = 3600
+    backend: str = "onnx"
 
     @property
     def delete_cache(self) -> tuple[int, int]:
@@ -67,7 +74,16 @@ class Settings:
                    queue_size=_int_env("ZOO_APP_QUEUE_SIZE", 20), concurrency=_int_env("ZOO_APP_CONCURRENCY", 1),
                    examples_dir=Path(env("ZOO_APP_EXAMPLES")) if env("ZOO_APP_EXAMPLES") else None,
                    open_browser=env("ZOO_APP_OPEN_BROWSER") == "1",
-                   upload_ttl_s=_int_env("ZOO_APP_UPLOAD_TTL_S", 3600))
+                   upload_ttl_s=_int_env("ZOO_APP_UPLOAD_TTL_S", 3600), backend=_backend_env())
+
+
+def _backend_env() -> str:
+    value = os.environ.get("ZOO_APP_BACKEND") or "onnx"
+    try:
+        return check_backend(value)
+    except ZooError:
+        raise SettingsError(f"ZOO_APP_BACKEND={value!r} is not a backend; set it to one of {', '.join(BACKENDS)} "
+                            "or unset it (default onnx).") from None
 
 
 def _int_env(name: str, default: int | None) -> int | None:

@@ -39,7 +39,8 @@ class ComparisonApp:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.cache = inference.ModelCache(max_models=settings.cache_models,
-                                          max_bytes=settings.cache_mb * 2**20 if settings.cache_mb else None)
+                                          max_bytes=settings.cache_mb * 2**20 if settings.cache_mb else None,
+                                          backend=settings.backend)
         self.entries: dict[str, ModelEntry] = {}
         self.refresh()
         self.examples_dir = make_private_folder(settings.examples_dir)

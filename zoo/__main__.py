@@ -105,8 +105,11 @@ def _export(args: argparse.Namespace) -> None:
     result = export_onnx(model, Path(args.run) / "model.onnx", inputs=x, metadata=metadata, inputs_source=source,
                          weights=Path(args.run) / "model.safetensors", threads=args.threads)
     v = result.info["verification"]
+    f = v["features"]
     print(f"{result.path}: verified on {v['inputs']} inputs, max |Δ logit| {v['max_abs_diff']:.2g} "
-          f"(allowed {v['tolerance']:.2g}), top-1 identical on {v['top1_agreement']:.0%}; ONNX Runtime {v['onnxruntime']}")
+          f"(allowed {v['tolerance']:.2g}), top-1 identical on {v['top1_agreement']:.0%}; image features max |Δ| "
+          f"{f['max_abs_diff']:.2g} (allowed {f['tolerance']:.2g}), lowest cosine {f['min_cosine']:.6f}; "
+          f"ONNX Runtime {v['onnxruntime']}")
 
 
 def _quantize(args: argparse.Namespace) -> None:

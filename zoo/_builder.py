@@ -17,7 +17,7 @@ from .offline_weights import offline_pretrained_cfg
 from .weight_init import init_weights
 from .zoo_config import ZooConfig
 
-__all__ = ["create_model", "resolve_data_config"]
+__all__ = ["create_model", "resolve_data_config", "resolve_data_config_from_cfg"]
 
 
 def _pretrained_kwargs(info) -> dict:
@@ -129,5 +129,13 @@ def resolve_data_config(model: nn.Module) -> dict:
 
     As timm returns them (tuples), also for a model loaded from config.json, whose JSON lists come back as lists.
     """
-    config = timm.data.resolve_model_data_config(model)
+    return _as_tuples(timm.data.resolve_model_data_config(model))
+
+
+def resolve_data_config_from_cfg(pretrained_cfg: dict) -> dict:
+    """What resolve_data_config gives for a model with this pretrained_cfg (e.g. config.json's), without the model."""
+    return _as_tuples(timm.data.resolve_data_config({}, pretrained_cfg=dict(pretrained_cfg)))
+
+
+def _as_tuples(config: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}

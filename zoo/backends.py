@@ -3,8 +3,14 @@
     backend = zoo.load_backend("weights/RUN", "onnx")   # or "onnx-int8", "torch"; a folder or a Hub repo id
     backend.name                 # what answers: "onnx", "onnx-int8" or "torch"
     backend.fallback_reason      # why not the backend asked for (None when it is)
-    logits = backend.predict(x)  # (B, C, H, W) [, metadata (B, F)] -> (B, num_classes) float32 tensor
+    logits, features = backend.predict(x)  # (B, C, H, W) [, metadata (B, F)] -> (B, K), (B, D) or None
+    backend.features_reason      # why `features` is None (a model.onnx exported before it had that output)
     backend.torch_model()        # the PyTorch model, built on first call (Grad-CAM needs it)
+
+`features` are zoo.trust.features_and_logits' pooled backbone features, which the OOD check compares: both
+backends give them from the same single pass as the logits. A model.onnx exported before the `features`
+output existed still answers, with features None and `features_reason` saying to re-export it; the caller
+then shows "no OOD check" with that reason rather than running PyTorch a second time for the features.
 
 "onnx" uses the run's model.onnx when it passes zoo.onnx_export.check_onnx_file and was verified against
 exactly these weights: its onnx.json entry names their sha256, or a verification of this file against
@@ -21,27 +27,30 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from timm.data import resolve_data_config
 from torch import nn
 
 from . import _hub
+from ._builder import resolve_data_config_from_cfg
 from ._errors import ZooError
 from ._hub import WEIGHTS_NAME, load_pretrained, read_config, resolve_folder
 from .archs.metadata import MetadataSchema
 from .assets import file_sha256
-from .onnx_export import (DEFAULT_THREADS, INPUT_NAME, METADATA_NAME, OUTPUT_NAME, OnnxIO, check_onnx_file,
-                          export_onnx, onnx_session, read_onnx_info, reference_inputs, require_onnx_runtime,
-                          verify_onnx)
+from .onnx_export import (DEFAULT_THREADS, FEATURES_NAME, INPUT_NAME, METADATA_NAME, OUTPUT_NAME, OnnxIO,
+                          check_onnx_file, export_onnx, has_features_output, onnx_session, read_onnx_info,
+                          reference_inputs, require_onnx_runtime, verify_onnx)
 from .run_layout import ONNX_INFO_NAME, ONNX_INT8_NAME, ONNX_NAME
+from .trust import features_and_logits
 
 __all__ = ["BACKENDS", "Backend", "TorchBackend", "OnnxBackend", "check_backend", "load_backend"]
 
 BACKENDS = ("onnx", "onnx-int8", "torch")
+_CACHE_LAYOUT = "f"  # in the cache entry's name: exports since the `features` output (older entries lack it)
 
 
 def check_backend(name: str) -> str:
@@ -55,29 +64,37 @@ class Backend:
     """One run's model behind `predict`; subclasses say how it runs."""
 
     name: str = ""
+    features_reason: str | None = None  # why predict gives no features (None when it does)
 
     def __init__(self, folder: Path, config: dict, requested: str, fallback_reason: str | None,
-                 model: nn.Module | None = None):
+                 model: nn.Module | None = None, loader: Callable[[], nn.Module] | None = None):
         self.folder, self.config, self.requested, self.fallback_reason = folder, config, requested, fallback_reason
         self._model, self._model_lock = model, threading.Lock()
+        self._loader = loader or (lambda: load_pretrained(folder))  # builds the PyTorch model when first needed
         self.io = OnnxIO.from_config(config)
         args = config.get("model_args") or {}
         self.metadata_schema = (MetadataSchema.from_dict(args.get("metadata_schema"))
                                 if self.io.metadata_features is not None else None)
         self.label_names = [str(n) for n in config.get("label_names") or range(config["num_classes"])]
-        # the same dict zoo.resolve_data_config gives for the loaded model (timm's rules and types)
-        resolved = resolve_data_config({}, pretrained_cfg=dict(config.get("pretrained_cfg") or {}))
-        self.data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in resolved.items()}
+        # the same dict zoo.resolve_data_config gives for the loaded model: the app's preprocessing is identical
+        self.data_config = resolve_data_config_from_cfg(config.get("pretrained_cfg") or {})
 
-    def predict(self, x: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, C, H, W) [and (B, F) metadata for a metadata head] -> (B, num_classes) float32 logits."""
+    def predict(self, x: torch.Tensor, metadata: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, C, H, W) [and (B, F) metadata for a metadata head] -> float32 logits (B, K) and image features
+        (B, D), or None with `features_reason` set."""
+        raise NotImplementedError
+
+    @property
+    def feature_width(self) -> int | None:
+        """D of the features predict gives, None when it gives none."""
         raise NotImplementedError
 
     def torch_model(self) -> nn.Module:
         """The run's PyTorch model (eval mode), loaded on the first call only."""
         with self._model_lock:
             if self._model is None:
-                self._model = load_pretrained(self.folder)
+                self._model = self._loader()
             return self._model
 
     @property
@@ -110,11 +127,15 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def predict(self, x: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, metadata: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.torch_model()
         with torch.inference_mode():
-            out = model(x) if self.metadata_schema is None else model(x, self._metadata(x, metadata))
-        return out.float()  # (B, num_classes)
+            features, logits = features_and_logits(model, x, self._metadata(x, metadata))  # (B, D), (B, K)
+        return logits.float(), features.float()
+
+    @property
+    def feature_width(self) -> int:
+        return int(self.torch_model().num_features)
 
     @property
     def description(self) -> str:
@@ -126,14 +147,28 @@ class OnnxBackend(Backend):
     """ONNX Runtime on the CPU, from a checked and verified ONNX file."""
 
     def __init__(self, folder: Path, config: dict, requested: str, fallback_reason: str | None,
-                 model: nn.Module | None, path: Path, data: bytes, info: dict[str, Any], threads: int):
-        super().__init__(folder, config, requested, fallback_reason, model)
+                 model: nn.Module | None, path: Path, data: bytes, info: dict[str, Any], threads: int,
+                 loader: Callable[[], nn.Module] | None = None):
+        super().__init__(folder, config, requested, fallback_reason, model, loader)
         self.path, self.info = path, info
         self.name = "onnx-int8" if path.name == ONNX_INT8_NAME else "onnx"
         self.session = onnx_session(data, threads)
         self.onnx_bytes = len(data)  # the initializers dominate; ONNX Runtime holds about this much
+        if has_features_output(self.session):
+            self._outputs = [OUTPUT_NAME, FEATURES_NAME]
+        else:
+            self._outputs = [OUTPUT_NAME]
+            self.features_reason = (f"no OOD check on ONNX for this file ({path.name}, exported before it gave image "
+                                    f"features): re-export it with python -m zoo export RUN")
 
-    def predict(self, x: torch.Tensor | np.ndarray, metadata: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def feature_width(self) -> int | None:
+        if len(self._outputs) == 1:
+            return None
+        return int(self.session.get_outputs()[1].shape[1])
+
+    def predict(self, x: torch.Tensor | np.ndarray, metadata: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         shape = tuple(x.shape)
         if len(shape) != 4 or shape[1:] != self.io.input_size:
             raise ZooError(f"{self.folder.name}'s ONNX model takes (batch, {', '.join(map(str, self.io.input_size))}) "
@@ -145,7 +180,8 @@ class OnnxBackend(Backend):
                 raise ZooError(f"metadata tensor has shape {tuple(meta.shape)}, expected ({shape[0]}, "
                                f"{self.io.metadata_features}); make it with the model's MetadataSchema.encode.")
             feeds[METADATA_NAME] = np.ascontiguousarray(np.asarray(meta, dtype=np.float32))
-        return torch.from_numpy(self.session.run([OUTPUT_NAME], feeds)[0])  # (B, num_classes)
+        logits, *features = self.session.run(self._outputs, feeds)  # (B, K) [, (B, D)]
+        return torch.from_numpy(logits), torch.from_numpy(features[0]) if features else None
 
     @property
     def nbytes(self) -> int:
@@ -159,7 +195,7 @@ class OnnxBackend(Backend):
         figure = (f"max |Δ logit| {v['max_abs_diff']:.1g} vs PyTorch on {v.get('inputs')} inputs" if "max_abs_diff" in v
                   else f"top-1 agreement with fp32 {v.get('top1_agreement_with_fp32', 0):.1%} on {v.get('inputs')} inputs")
         precision = "int8" if self.name == "onnx-int8" else "fp32"
-        note = f"; {self.fallback_reason}" if self.fallback_reason else ""
+        note = "".join(f"; {r}" for r in (self.fallback_reason, self.features_reason) if r)
         return f"ONNX Runtime {onnxruntime.__version__} ({precision}, {figure}{note})"
 
 
@@ -176,10 +212,15 @@ def load_backend(source: str | os.PathLike, backend: str = "onnx", *, revision: 
     check_backend(backend)
     optional = () if backend == "torch" else (ONNX_NAME, ONNX_INT8_NAME, ONNX_INFO_NAME)
     folder = resolve_folder(source, revision, optional_files=optional)
-    config = read_config(folder)
-    state = {"model": model}
+    local = Path(source).is_dir()
+    config = read_config(folder)  # a Hub snapshot's links are followed up to its repo's cache folder only
+
+    def loader() -> nn.Module:  # the PyTorch model of exactly these files (a Hub repo at the snapshot's commit)
+        return load_pretrained(folder) if local else load_pretrained(str(source), revision=folder.name)
+
+    state = {"model": model, "load": loader}
     if backend == "torch":
-        return TorchBackend(folder, config, backend, None, model or load_pretrained(folder))
+        return TorchBackend(folder, config, backend, None, model or loader(), loader)
     reasons: list[str] = []
     for name in ((ONNX_INT8_NAME, ONNX_NAME) if backend == "onnx-int8" else (ONNX_NAME,)):
         try:
@@ -188,7 +229,7 @@ def load_backend(source: str | os.PathLike, backend: str = "onnx", *, revision: 
             reasons.append(str(e))
         except Exception as e:  # onnx / onnxruntime's own errors must not take the caller down
             reasons.append(f"ONNX Runtime failed on {name} ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
-    return TorchBackend(folder, config, backend, "; ".join(reasons), state["model"] or load_pretrained(folder))
+    return TorchBackend(folder, config, backend, "; ".join(reasons), state["model"] or loader(), loader)
 
 
 def _onnx_backend(folder: Path, config: dict, requested: str, name: str, threads: int, state: dict,
@@ -213,7 +254,7 @@ def _onnx_backend(folder: Path, config: dict, requested: str, name: str, threads
         info = _recorded_verification(digest, weights_sha) or _verify_now(folder, path, data, state, threads,
                                                                              digest, weights_sha)
     reason = "; ".join(reasons) or None
-    return OnnxBackend(folder, config, requested, reason, None, path, data, info, threads)
+    return OnnxBackend(folder, config, requested, reason, None, path, data, info, threads, state["load"])
 
 
 def _cache_dir() -> Path:
@@ -223,10 +264,10 @@ def _cache_dir() -> Path:
 def _cached_export(folder: Path, config: dict, weights_sha: str, state: dict) -> Path:
     """model.onnx for a run folder without one, exported and verified once into the zoo's cache."""
     config_digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-    target = _cache_dir() / f"{weights_sha[:32]}-{config_digest[:12]}" / ONNX_NAME
+    target = _cache_dir() / f"{weights_sha[:32]}-{config_digest[:12]}-{_CACHE_LAYOUT}" / ONNX_NAME
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        model = state["model"] = state["model"] or load_pretrained(folder)
+        model = state["model"] = state["model"] or state["load"]()
         export_onnx(model, target, weights=folder / WEIGHTS_NAME, update_card=False)
     return target
 
@@ -246,7 +287,7 @@ def _recorded_verification(digest: str, weights_sha: str | None) -> dict[str, An
 def _verify_now(folder: Path, path: Path, data: bytes, state: dict, threads: int, digest: str,
                 weights_sha: str | None) -> dict[str, Any]:
     """Verify an ONNX file that carries no record for these weights against the PyTorch model; remember it."""
-    model = state["model"] = state["model"] or load_pretrained(folder)
+    model = state["model"] = state["model"] or state["load"]()
     inputs, metadata = reference_inputs(model)
     try:
         figures = verify_onnx(model, data, inputs, metadata, threads=threads)

@@ -17,6 +17,13 @@ own::
 Every model sees the image as it saw its training data: ``zoo.images.to_model_mode`` gives it its own
 channel count, and timm's evaluation transform built from its ``pretrained_cfg`` (the same transform
 ``python -m train`` evaluates with) resizes, crops and normalises it.
+
+What runs the model is a backend (zoo.backends), chosen explicitly: ``ModelCache(backend="onnx")`` (the
+default) answers from ONNX Runtime where onnxruntime is installed and the run has, or can make once into the
+zoo's cache, a verified model.onnx, else from PyTorch, and each record says which (``backend``,
+``backend_note``); ``"torch"`` always uses PyTorch; ``"onnx-int8"`` a run's int8 file where it has one. Both
+give the logits and the image features of one pass, so the trust checks (zoo.trust: temperature, prediction
+set, OOD) are the same on either. The PyTorch model is built only when a Grad-CAM heatmap is asked for.
 """
 from __future__ import annotations
 
@@ -36,24 +43,26 @@ from PIL import Image
 from timm.data import create_transform
 from torch import nn
 
-from ._builder import resolve_data_config
 from ._errors import ZooError
-from ._hub import WEIGHTS_NAME, load_pretrained
+from ._hub import WEIGHTS_NAME
 from .archs.metadata import MetadataSchema
+from .backends import Backend, check_backend, load_backend
 from .cam import cam_target_layers
 from .catalog import ModelEntry
 from .images import LoadedImage, to_model_mode
 from .modes import count_params
-from .trust import Trust, features_and_logits
+from .run_layout import ONNX_NAME
+from .trust import Trust, read_trust
 
 __all__ = [
-    "MIN_MODELS", "MAX_MODELS", "DEFAULT_TOP_K", "LoadedModel", "ModelCache", "Prediction", "ModelResult",
+    "MIN_MODELS", "MAX_MODELS", "DEFAULT_TOP_K", "DEFAULT_BACKEND", "LoadedModel", "load_model", "ModelCache", "Prediction", "ModelResult",
     "Agreement", "Comparison", "build_transform", "preprocess", "encode_metadata", "predict", "grad_cam",
     "cam_overlay", "model_view", "model_input_image", "agreement_summary", "check_selection", "compare",
     "ProgressCallback", "true_label_verdicts",
 ]
 
 MIN_MODELS, MAX_MODELS = 2, 6
+DEFAULT_BACKEND = "onnx"  # ONNX Runtime where it can answer correctly, else PyTorch saying why (zoo.backends)
 DEFAULT_TOP_K = 5
 MAX_AGE = 130.0
 CAM_DISPLAY_SIZE = 224  # heatmaps of small inputs (LeNet's 32 px) are upscaled to at least this for display
@@ -66,29 +75,71 @@ _TRANSFORM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "cr
 
 @dataclass
 class LoadedModel:
-    """A model ready to predict: the module, its preprocessing, labels and Grad-CAM layers."""
+    """A model ready to predict: its backend, preprocessing, labels and trust statistics. The PyTorch model
+    and its Grad-CAM layers are built on first use (`model`, `cam_target`), not at load."""
 
     entry: ModelEntry
-    model: nn.Module
+    backend: Backend
     data_config: dict[str, Any]
     transform: Callable[[Image.Image], torch.Tensor]
     label_names: list[str]
     metadata_schema: MetadataSchema | None
-    target_layers: list[nn.Module]
-    cam_layer: str                   # the target layers' names, for display
-    params: tuple[int, int]          # (total, trainable in its transfer mode)
+    trust: Trust
     load_s: float
     # one request at a time per model: Grad-CAM adds hooks that another request's forward would run
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _cam: tuple[list[nn.Module], str] | None = field(default=None, repr=False)
+    _cam_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def in_chans(self) -> int:
         return int(self.data_config["input_size"][0])
 
     @property
+    def model(self) -> nn.Module:
+        """The PyTorch model (eval mode), built on the first call (Grad-CAM needs it; predictions do not)."""
+        return self.backend.torch_model()
+
+    @property
+    def torch_loaded(self) -> bool:
+        return self.backend.torch_loaded
+
+    @property
+    def cam_ready(self) -> bool:
+        return self._cam is not None
+
+    def cam_target(self) -> tuple[list[nn.Module], str]:
+        """Grad-CAM's target layers and their names for display; the first call builds the PyTorch model and
+        imports pytorch-grad-cam."""
+        with self._cam_lock:
+            if self._cam is None:
+                _import_cam_library()
+                model = self.model
+                layers = cam_target_layers(model, tuple(self.data_config["input_size"]), CAM_MIN_MAP_SIZE)
+                names = {module: name for name, module in model.named_modules()}
+                self._cam = layers, ", ".join(names.get(m, type(m).__name__) for m in layers)
+            return self._cam
+
+    @property
+    def target_layers(self) -> list[nn.Module]:
+        return self.cam_target()[0]
+
+    @property
+    def cam_layer(self) -> str:
+        return self.cam_target()[1]
+
+    @property
+    def params(self) -> tuple[int | None, int | None]:
+        """(total, trainable in its transfer mode): config.json's record, or counted once PyTorch is loaded."""
+        total, trainable = self.entry.params
+        if total is None and self.torch_loaded:
+            return count_params(self.model)
+        return total, trainable
+
+    @property
     def nbytes(self) -> int:
-        tensors = list(self.model.parameters()) + list(self.model.buffers())
-        return sum(t.numel() * t.element_size() for t in tensors)
+        """Memory the model holds: the backend's (an ONNX Runtime session), plus PyTorch's once built."""
+        return self.backend.nbytes
 
 
 def build_transform(data_config: Mapping[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
@@ -101,59 +152,63 @@ def build_transform(data_config: Mapping[str, Any]) -> Callable[[Image.Image], t
 
 
 def _import_cam_library() -> None:
-    """Import pytorch-grad-cam (it pulls in OpenCV: a second or more the first time) as part of loading a
-    model, so that a first Grad-CAM's time is the map's cost, not the library's import. Not at module
-    import: `import zoo.inference` stays fast for code that never computes a map."""
+    """Import pytorch-grad-cam (it pulls in OpenCV: a second or more the first time) when the first heatmap
+    of a model is prepared (LoadedModel.cam_target, counted as loading), so that a Grad-CAM's time is the
+    map's cost, not the library's import. Not at module import nor at a model's load: a comparison without
+    heatmaps never needs it."""
     import pytorch_grad_cam  # noqa: F401, PLC0415
     import pytorch_grad_cam.utils.image  # noqa: F401, PLC0415
     import pytorch_grad_cam.utils.model_targets  # noqa: F401, PLC0415
 
 
-def load_model(entry: ModelEntry) -> LoadedModel:
-    """Load one catalog entry's weights; any failure is a ZooError that says which model and why."""
+def load_model(entry: ModelEntry, backend: str) -> LoadedModel:
+    """Load one catalog entry behind `backend` ("onnx", "onnx-int8" or "torch": zoo.backends.load_backend,
+    which falls back to PyTorch saying why); any failure is a ZooError that says which model and why."""
+    check_backend(backend)
     if not entry.available:
         raise ZooError(f"{entry.id} is unavailable: {entry.reason}")
     start = time.perf_counter()
-    _import_cam_library()  # counted in load_s (first use), not in a Grad-CAM time
     try:
-        model = load_pretrained(entry.location, revision=entry.revision)
+        runner = load_backend(entry.location, backend, revision=entry.revision)
+        # the trust statistics, validated against the width of the features this backend gives
+        trust = (getattr(runner.torch_model(), "trust", None) if runner.torch_loaded else None) or \
+            read_trust(runner.folder, runner.config, runner.feature_width)
     except ZooError as e:
         raise ZooError(f"{entry.id} could not be loaded: {e}") from None
-    except Exception as e:  # torch/timm errors on a damaged folder must not take the app down
+    except Exception as e:  # torch/timm/onnxruntime errors on a damaged folder must not take the app down
         raise ZooError(f"{entry.id} could not be loaded ({type(e).__name__}: {e}).") from None
-    data_config = resolve_data_config(model)
-    schema = getattr(model, "metadata_schema", None)
-    target_layers = cam_target_layers(model, tuple(data_config["input_size"]), CAM_MIN_MAP_SIZE)
-    names = {module: name for name, module in model.named_modules()}
     return LoadedModel(
-        entry=entry, model=model.eval(), data_config=data_config, transform=build_transform(data_config),
-        label_names=[str(n) for n in model.label_names],
-        metadata_schema=MetadataSchema.from_dict(schema) if schema is not None else None,
-        target_layers=target_layers, cam_layer=", ".join(names.get(m, type(m).__name__) for m in target_layers),
-        params=count_params(model), load_s=time.perf_counter() - start)
+        entry=entry, backend=runner, data_config=runner.data_config, transform=build_transform(runner.data_config),
+        label_names=runner.label_names, metadata_schema=runner.metadata_schema, trust=trust,
+        load_s=time.perf_counter() - start)
 
 
 def _weights_stamp(entry: ModelEntry) -> tuple:
-    """Changes when a local run folder's weights are rewritten (a re-trained run is reloaded)."""
+    """Changes when a local run folder's weights or model.onnx are rewritten (a re-trained or re-exported run
+    is reloaded)."""
     if entry.source == "local":
-        try:
-            stat = (entry.run_dir or Path(entry.location)).joinpath(WEIGHTS_NAME).stat()
-            return stat.st_mtime_ns, stat.st_size
-        except OSError:
-            return ()
+        stamp = []
+        for name in (WEIGHTS_NAME, ONNX_NAME):
+            try:
+                stat = (entry.run_dir or Path(entry.location)).joinpath(name).stat()
+                stamp += [stat.st_mtime_ns, stat.st_size]
+            except OSError:
+                stamp.append(None)
+        return tuple(stamp)
     return (entry.revision,)
 
 
 class ModelCache:
-    """Loaded models, least recently used evicted first, bounded by a count and optionally by bytes.
+    """Loaded models behind one backend, least recently used evicted first, bounded by a count and optionally
+    by bytes (what each backend holds: its ONNX Runtime session, and the PyTorch model once Grad-CAM built it).
 
     Thread-safe: concurrent requests for the same model wait for one load instead of loading twice.
     """
 
-    def __init__(self, max_models: int = 8, max_bytes: int | None = None):
+    def __init__(self, max_models: int = 8, max_bytes: int | None = None, backend: str = DEFAULT_BACKEND):
         if not isinstance(max_models, int) or max_models < 1:
             raise ZooError(f"ModelCache max_models must be an integer >= 1, got {max_models!r}.")
-        self.max_models, self.max_bytes = max_models, max_bytes
+        self.max_models, self.max_bytes, self.backend = max_models, max_bytes, check_backend(backend)
         self._models: OrderedDict[tuple, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[tuple, threading.Lock] = {}
@@ -175,6 +230,7 @@ class ModelCache:
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
+                self._evict()  # a PyTorch model built for Grad-CAM since the last call now counts
                 return self._models[key]
             key_lock = self._loading.setdefault(key, threading.Lock())
         with key_lock:
@@ -185,7 +241,7 @@ class ModelCache:
             try:
                 if on_load is not None:
                     on_load(entry)
-                loaded = load_model(entry)  # a failure is not cached: the next request tries again
+                loaded = load_model(entry, self.backend)  # a failure is not cached: the next request tries again
                 with self._lock:
                     self.loads += 1
                     for old in [k for k in self._models if k[0] == entry.id]:  # a re-trained run's old weights
@@ -268,7 +324,8 @@ class Prediction:
     input: torch.Tensor              # (1, C, H, W), what the model saw
     metadata: torch.Tensor | None    # (1, F) for a metadata head
     logits: torch.Tensor | None = None    # (1, K) raw logits (zoo.trust applies the temperature)
-    features: torch.Tensor | None = None  # (1, D) image features for the OOD check (zoo.trust)
+    features: torch.Tensor | None = None  # (1, D) image features for the OOD check (zoo.trust); None when the
+                                          # backend gives none (a model.onnx exported before they existed)
 
     @property
     def class_index(self) -> int:
@@ -282,7 +339,7 @@ def predict(loaded: LoadedModel, image: Image.Image, metadata: Mapping[str, Any]
     x = preprocess(loaded, image)
     meta = encode_metadata(loaded, metadata)
     with loaded.lock, torch.inference_mode():
-        features, logits = features_and_logits(loaded.model, x, meta)  # (1, C, H, W) -> (1, D), (1, K)
+        logits, features = loaded.backend.predict(x, meta)  # (1, C, H, W) -> (1, K), (1, D) or None
         if not bool(torch.isfinite(logits).all()):
             raise ZooError(f"{loaded.entry.id} produced NaN or infinite outputs for this image, so it has no "
                            "answer; its weights are probably damaged (non-finite values): retrain or "
@@ -326,19 +383,21 @@ def grad_cam(loaded: LoadedModel, prediction: Prediction, class_index: int | Non
     """Grad-CAM map (H, W) in [0, 1] at the model's input size, for `class_index` (default: the top class).
 
     The target layer comes from the zoo (zoo.cam_target_layers), so every architecture gets its last
-    feature map, native ones included.
+    feature map, native ones included. Grad-CAM needs gradients, so it runs on the PyTorch model whatever
+    backend answered (the first map builds it), on the input the prediction was made from.
     """
     from pytorch_grad_cam import GradCAM  # noqa: PLC0415
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: PLC0415
 
     index = prediction.class_index if class_index is None else int(class_index)
+    target_layers, _ = loaded.cam_target()  # builds the PyTorch model on the first heatmap
     model = loaded.model
     target = model if prediction.metadata is None else _WithMetadata(model, prediction.metadata)
     with loaded.lock, _no_weight_grads(model), torch.enable_grad():
         # a normal tensor (the prediction's comes from inference mode) that requires grad: with frozen
         # weights, only such an input makes the target layer's output carry a gradient
         x = prediction.input.clone().requires_grad_(True)
-        with GradCAM(model=target, target_layers=loaded.target_layers) as cam:
+        with GradCAM(model=target, target_layers=target_layers) as cam:
             mask = cam(input_tensor=x, targets=[ClassifierOutputTarget(index)])[0]  # (H, W)
     mask = np.nan_to_num(np.asarray(mask, dtype=np.float32), nan=0.0)
     return np.clip(mask, 0.0, 1.0)
@@ -390,7 +449,9 @@ class ModelResult:
     top_k: list[tuple[str, float]] = field(default_factory=list)
     latency_ms: float | None = None
     cam_ms: float | None = None
-    load_ms: float | None = None     # set when this request loaded the model
+    load_ms: float | None = None     # set when this request loaded the model (or built PyTorch for Grad-CAM)
+    backend: str | None = None       # what answered: "onnx", "onnx-int8" or "torch" (zoo.backends)
+    backend_note: str | None = None  # the backend in words, with why it is not the one asked for
     params_total: int | None = None
     params_trainable: int | None = None
     test_metrics: dict[str, float] = field(default_factory=dict)
@@ -428,6 +489,7 @@ class ModelResult:
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3),
             "cam_ms": None if self.cam_ms is None else round(self.cam_ms, 3),
             "load_ms": None if self.load_ms is None else round(self.load_ms, 1),
+            "backend": self.backend, "backend_note": self.backend_note,
             "params_total": self.params_total, "params_trainable": self.params_trainable,
             "test_metrics": self.test_metrics, "num_classes": len(self.label_names),
             "label_set_differs": self.label_set_differs, "cam_layer": self.cam_layer, "cam_note": self.cam_note,
@@ -586,6 +648,7 @@ def run_model(entry: ModelEntry, image: Image.Image, cache: ModelCache, metadata
             result.load_ms = loaded.load_s * 1000.0
         result.label_names = loaded.label_names
         result.params_total, result.params_trainable = loaded.params
+        result.backend, result.backend_note = loaded.backend.name, loaded.backend.description
         prediction = predict(loaded, image, metadata, top_k)
     except ZooError as e:
         result.error = str(e)
@@ -597,8 +660,12 @@ def run_model(entry: ModelEntry, image: Image.Image, cache: ModelCache, metadata
     _add_trust(result, loaded, prediction, len(prediction.top_k))
     if cam:
         start = time.perf_counter()
-        result.cam_layer = loaded.cam_layer
         try:
+            if not loaded.cam_ready:  # the first heatmap builds the PyTorch model: loading, not Grad-CAM
+                loaded.cam_target()
+                result.load_ms = (result.load_ms or 0.0) + (time.perf_counter() - start) * 1000.0
+                start = time.perf_counter()
+            result.cam_layer = loaded.cam_layer
             mask = grad_cam(loaded, prediction)
             result.heatmap = cam_overlay(loaded, prediction, mask)
             if not mask.any():
@@ -612,10 +679,7 @@ def run_model(entry: ModelEntry, image: Image.Image, cache: ModelCache, metadata
 
 def _add_trust(result: ModelResult, loaded: LoadedModel, prediction: Prediction, top_k: int) -> None:
     """Calibrated top-k, prediction set and OOD check (zoo/trust.py) of one prediction, into its result."""
-    trust: Trust | None = getattr(loaded.model, "trust", None)
-    if trust is None:  # a model that did not come through zoo.load_pretrained
-        result.ood_reason = f"{loaded.entry.id} was loaded without its trust statistics: no OOD check"
-        return
+    trust = loaded.trust
     assessment = trust.assess(prediction.logits, prediction.features)
     names = loaded.label_names
     if assessment.calibrated is not None:
@@ -625,7 +689,7 @@ def _add_trust(result: ModelResult, loaded: LoadedModel, prediction: Prediction,
         result.prediction_set = [names[i] for i in assessment.prediction_set]
         result.prediction_set_coverage = trust.conformal.coverage
     result.temperature, result.ood = trust.temperature, assessment.ood
-    result.ood_reason = trust.ood_reason
+    result.ood_reason = trust.ood_reason or (loaded.backend.features_reason if prediction.features is None else None)
     result.trust_notes = [note for note in (trust.calibration_reason, trust.conformal_reason, trust.ood_note) if note]
     figures = trust.test_figures or {}
     if "test_ece_before" in figures and "test_ece_after" in figures:

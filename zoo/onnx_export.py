@@ -9,11 +9,15 @@ a dynamic batch axis and the run's fixed input size (config.json ``pretrained_cf
     input  ``pixel_values``  float32 (batch, C, H, W), the image normalised as config.json's pretrained_cfg says
     input  ``metadata``      float32 (batch, F), metadata-head models only (``MetadataSchema.encode``)
     output ``logits``        float32 (batch, num_classes)
+    output ``features``      float32 (batch, D), the pooled backbone features (zoo.trust.features_and_logits):
+                             what the out-of-distribution check compares with the run's ood.safetensors
 
 Verification runs ONNX Runtime and PyTorch on the same inputs (the run's test images when the caller
 passes them, else real example images shipped with installed packages plus seeded random ones): the
 largest |difference| of a logit must be <= 1e-4 (times the largest |logit| when that exceeds 1: float32
-precision is relative) and the top-1 class identical. A model that fails is not written: the export
+precision is relative) and the top-1 class identical; the features are held to the same rule (their cosine
+with PyTorch's is recorded as a sanity figure). Files exported before ``features`` existed (``logits``
+only) still load and are still verified on their logits; they give no OOD check until re-exported. A model that fails is not written: the export
 goes to a temporary file that is renamed over ``model.onnx`` only after it verified.
 
 The figure goes to a small ``onnx.json`` beside the file, not into config.json: config.json is timm's
@@ -54,18 +58,19 @@ from ._errors import ZooError
 from ._hub import CARD_NAME, WEIGHTS_NAME, load_pretrained
 from .archs.metadata import MetadataSchema
 from .assets import file_sha256
-from .run_layout import ONNX_INFO_NAME, ONNX_INT8_NAME, ONNX_NAME
+from .run_layout import ONNX_INFO_NAME, ONNX_INT8_NAME, ONNX_NAME, OOD_NAME
+from .trust import features_and_logits
 
 __all__ = [
-    "INPUT_NAME", "METADATA_NAME", "OUTPUT_NAME", "OPSET",
+    "INPUT_NAME", "METADATA_NAME", "OUTPUT_NAME", "FEATURES_NAME", "OPSET",
     "TOLERANCE", "DEFAULT_THREADS", "INT8_MIN_AGREEMENT", "OnnxIO", "OnnxExport", "export_onnx", "verify_onnx",
-    "check_onnx_file", "onnx_session", "reference_inputs", "read_onnx_info", "onnx_card_section",
+    "check_onnx_file", "onnx_session", "has_features_output", "reference_inputs", "read_onnx_info", "onnx_card_section",
     "quantize_int8", "require_onnx_runtime", "top1_agreement",
 ]
 
-INPUT_NAME, METADATA_NAME, OUTPUT_NAME = "pixel_values", "metadata", "logits"
+INPUT_NAME, METADATA_NAME, OUTPUT_NAME, FEATURES_NAME = "pixel_values", "metadata", "logits", "features"
 OPSET = 17
-TOLERANCE = 1e-4  # max |Δ logit| between ONNX Runtime and PyTorch (relative above |logit| 1)
+TOLERANCE = 1e-4  # max |Δ| of a logit or feature between ONNX Runtime and PyTorch (relative above |value| 1)
 DEFAULT_THREADS = 2  # ONNX Runtime intra-op threads
 INT8_MIN_AGREEMENT = 0.99  # top-1 agreement with fp32 an int8 model must keep
 INFO_FORMAT = "zoo-onnx/1"
@@ -95,12 +100,14 @@ class OnnxIO:
     input_size: tuple[int, int, int]     # (C, H, W)
     metadata_features: int | None        # F for a metadata head, else None
     num_classes: int
+    num_features: int | None = None      # D of the `features` output; None where only the file says (config.json)
 
     @classmethod
     def from_model(cls, model: nn.Module) -> "OnnxIO":
         schema = getattr(model, "metadata_schema", None)
         return cls(tuple(int(v) for v in model.pretrained_cfg["input_size"]),
-                   None if schema is None else MetadataSchema.from_dict(schema).num_features, int(model.num_classes))
+                   None if schema is None else MetadataSchema.from_dict(schema).num_features, int(model.num_classes),
+                   int(model.num_features))
 
     @classmethod
     def from_config(cls, config: dict) -> "OnnxIO":
@@ -165,8 +172,20 @@ def _exportable_adaptive_pooling():
         F.adaptive_avg_pool2d = original
 
 
+class _LogitsAndFeatures(nn.Module):
+    """The graph exported: (logits, features) from one backbone pass, exactly as the app computes them."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, metadata: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        features, logits = features_and_logits(self.model, x, metadata)  # (B, D), (B, K)
+        return logits, features
+
+
 def _export_bytes(model: nn.Module, io_spec: OnnxIO) -> bytes:
-    """The model as ONNX (opset 17, dynamic batch), in memory."""
+    """The model as ONNX (opset 17, dynamic batch), logits and features, in memory."""
     example = (torch.zeros(2, *io_spec.input_size),)  # batch 2: nothing may specialise on a batch of 1
     names = [INPUT_NAME]
     if io_spec.metadata_features is not None:
@@ -178,9 +197,11 @@ def _export_bytes(model: nn.Module, io_spec: OnnxIO) -> bytes:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")  # strided slices stay as ops
-        torch.onnx.export(model, example, buffer, dynamo=False, opset_version=OPSET, input_names=names,
-                          output_names=[OUTPUT_NAME], do_constant_folding=True,
-                          dynamic_axes={name: {0: "batch"} for name in [*names, OUTPUT_NAME]})
+        # the wrapper takes the model's mode: the exporter restores the wrapper's mode on all its submodules
+        wrapper = _LogitsAndFeatures(model).train(model.training)
+        torch.onnx.export(wrapper, example, buffer, dynamo=False, opset_version=OPSET,
+                          input_names=names, output_names=[OUTPUT_NAME, FEATURES_NAME], do_constant_folding=True,
+                          dynamic_axes={name: {0: "batch"} for name in [*names, OUTPUT_NAME, FEATURES_NAME]})
     return buffer.getvalue()
 
 
@@ -225,6 +246,11 @@ def export_onnx(model_or_folder: nn.Module | str | os.PathLike, path: str | os.P
         raise ZooError(f"cannot write {path}: the folder {path.parent} does not exist.")
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise ZooError("export_onnx needs the model on the CPU; call model.cpu() first.")
+    missing = [a for a in ("forward_features", "forward_head", "num_features") if not hasattr(model, a)]
+    if missing:
+        raise ZooError(f"export_onnx needs a model with timm's interface (forward_features, forward_head, "
+                       f"num_features) to export its image features too; {type(model).__name__} lacks "
+                       f"{', '.join(missing)}. Create it with zoo.create_model or timm.create_model.")
     io_spec = OnnxIO.from_model(model)
     if inputs is None:
         inputs, metadata = reference_inputs(model)
@@ -258,7 +284,7 @@ def export_onnx(model_or_folder: nn.Module | str | os.PathLike, path: str | os.P
         # the weights it was verified against: a stale or swapped file is refused by the loader
         "weights_sha256": weights_sha256,
         "opset": OPSET, "inputs": {k: list(v) for k, v in io_spec.expected().items()},
-        "outputs": {OUTPUT_NAME: ["batch", io_spec.num_classes]},
+        "outputs": {OUTPUT_NAME: ["batch", io_spec.num_classes], FEATURES_NAME: ["batch", io_spec.num_features]},
         "verification": {**figures, "inputs_source": inputs_source or "inputs given by the caller"},
         "export_s": round(export_s, 2),
     }
@@ -338,21 +364,45 @@ def _feeds(x: np.ndarray, metadata: np.ndarray | None) -> dict[str, np.ndarray]:
     return feeds
 
 
-def _run_session(session, x: torch.Tensor, metadata: torch.Tensor | None) -> np.ndarray:
+def has_features_output(session) -> bool:
+    """Whether an ONNX Runtime session's graph gives `features` (files exported before it existed do not)."""
+    return FEATURES_NAME in {o.name for o in session.get_outputs()}
+
+
+def _run_session(session, x: torch.Tensor, metadata: torch.Tensor | None,
+                 outputs: tuple[str, ...] = (OUTPUT_NAME,)) -> list[np.ndarray]:
+    """The named outputs over `x` in batches, one array each."""
     out = []
     for i in range(0, len(x), _VERIFY_BATCH):
         meta = None if metadata is None else metadata[i:i + _VERIFY_BATCH].numpy()
-        out.append(session.run([OUTPUT_NAME], _feeds(x[i:i + _VERIFY_BATCH].numpy(), meta))[0])
-    return np.concatenate(out)
+        out.append(session.run(list(outputs), _feeds(x[i:i + _VERIFY_BATCH].numpy(), meta)))
+    return [np.concatenate(arrays) for arrays in zip(*out)]
 
 
-def _run_torch(model: nn.Module, x: torch.Tensor, metadata: torch.Tensor | None) -> np.ndarray:
-    out = []
+def _run_torch(model: nn.Module, x: torch.Tensor, metadata: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, features) as PyTorch computes them: logits from the model's own forward (what stock timm
+    gives), features from zoo.trust.features_and_logits (what the OOD check reads)."""
+    logits, features = [], []
     with torch.inference_mode():
         for i in range(0, len(x), _VERIFY_BATCH):
-            batch = x[i:i + _VERIFY_BATCH]
-            out.append((model(batch) if metadata is None else model(batch, metadata[i:i + _VERIFY_BATCH])).float())
-    return torch.cat(out).numpy()
+            batch, meta = x[i:i + _VERIFY_BATCH], None if metadata is None else metadata[i:i + _VERIFY_BATCH]
+            logits.append((model(batch) if meta is None else model(batch, meta)).float())
+            features.append(features_and_logits(model, batch, meta)[0].float())
+    return torch.cat(logits).numpy(), torch.cat(features).numpy()
+
+
+def _max_abs_diff(got: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.abs(got.astype(np.float64) - reference).max()) if np.isfinite(got).all() else float("inf")
+
+
+def _feature_figures(got: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """max |Δ| under the logits' tolerance rule, and the lowest cosine between an ONNX and a PyTorch row."""
+    scale = max(1.0, float(np.abs(reference).max()))
+    a, b = got.astype(np.float64), reference.astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cosine = np.where(norms > 0, (a * b).sum(1) / np.where(norms > 0, norms, 1.0), 1.0)  # zero rows: equal
+    return {"max_abs_diff": _max_abs_diff(got, reference), "max_abs_value": float(np.abs(reference).max()),
+            "tolerance": TOLERANCE * scale, "min_cosine": float(cosine.min()) if np.isfinite(a).all() else float("nan")}
 
 
 def top1_agreement(reference: np.ndarray, other: np.ndarray, tie: float = 0.0) -> float:
@@ -367,8 +417,9 @@ def verify_onnx(model: nn.Module, onnx_model: bytes | str | os.PathLike, inputs:
                 metadata: torch.Tensor | None = None, threads: int = DEFAULT_THREADS) -> dict[str, Any]:
     """Compare ONNX Runtime with PyTorch on `inputs`; the figures, or a ZooError when they differ.
 
-    Passes when max |Δ logit| <= TOLERANCE x max(1, max |logit|) and the top-1 class is the same on every
-    input (a tie within that tolerance counts as the same).
+    Passes when max |Δ logit| <= TOLERANCE x max(1, max |logit|), the top-1 class is the same on every
+    input (a tie within that tolerance counts as the same) and, when the file has a `features` output,
+    max |Δ feature| <= TOLERANCE x max(1, max |feature|). figures["features"] is None for a logits-only file.
     """
     _, ort = require_onnx_runtime()
     if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4 or len(inputs) == 0:
@@ -376,23 +427,34 @@ def verify_onnx(model: nn.Module, onnx_model: bytes | str | os.PathLike, inputs:
                        f"{type(inputs).__name__} {tuple(getattr(inputs, 'shape', ()))}.")
     inputs = inputs.detach().float().cpu()
     metadata = None if metadata is None else metadata.detach().float().cpu()
-    reference = _run_torch(model, inputs, metadata)
-    if not np.isfinite(reference).all():
+    reference, reference_features = _run_torch(model, inputs, metadata)
+    if not (np.isfinite(reference).all() and np.isfinite(reference_features).all()):
         raise ZooError("PyTorch's outputs on the verification inputs are NaN or infinite, so the ONNX file cannot be "
                        "verified against them; the weights are probably damaged.")
-    got = _run_session(onnx_session(onnx_model, threads), inputs, metadata)
+    session = onnx_session(onnx_model, threads)
+    with_features = has_features_output(session)
+    got, *got_features = _run_session(session, inputs, metadata,
+                                      (OUTPUT_NAME, FEATURES_NAME) if with_features else (OUTPUT_NAME,))
     if got.shape != reference.shape:
         raise ZooError(f"the ONNX model's output has shape {got.shape}, PyTorch's {reference.shape}.")
+    if with_features and got_features[0].shape != reference_features.shape:
+        raise ZooError(f"the ONNX model's {FEATURES_NAME!r} output has shape {got_features[0].shape}, PyTorch's "
+                       f"pooled features {reference_features.shape}.")
     scale = max(1.0, float(np.abs(reference).max()))
-    diff = float(np.abs(got.astype(np.float64) - reference).max()) if np.isfinite(got).all() else float("inf")
+    diff = _max_abs_diff(got, reference)
     tolerance = TOLERANCE * scale
     agreement = top1_agreement(reference, got, tie=tolerance)
+    features = _feature_figures(got_features[0], reference_features) if with_features else None
     figures = {"inputs": len(inputs), "max_abs_diff": diff, "max_abs_logit": float(np.abs(reference).max()),
-               "tolerance": tolerance, "top1_agreement": agreement, "onnxruntime": ort.__version__,
-               "torch": torch.__version__}
+               "tolerance": tolerance, "top1_agreement": agreement, "features": features,
+               "onnxruntime": ort.__version__, "torch": torch.__version__}
     if diff > tolerance or agreement < 1.0:
         raise ZooError(f"the ONNX model does not reproduce PyTorch: max |Δ logit| {diff:.3g} (allowed {tolerance:.3g}), "
                        f"top-1 identical on {agreement:.1%} of {len(inputs)} inputs.")
+    if features is not None and not features["max_abs_diff"] <= features["tolerance"]:
+        raise ZooError(f"the ONNX model does not reproduce PyTorch's image features: max |Δ feature| "
+                       f"{features['max_abs_diff']:.3g} (allowed {features['tolerance']:.3g}, lowest cosine "
+                       f"{features['min_cosine']:.6f}) on {len(inputs)} inputs.")
     return figures
 
 
@@ -493,7 +555,7 @@ def check_onnx_file(path: str | os.PathLike, config: dict) -> bytes:
                 raise ZooError(f"{path} uses operator {node.op_type!r} of domain {node.domain!r}, which needs a "
                                "custom-op library; the zoo never loads one from a model file.")
     try:
-        onnx.checker.check_model(proto)
+        onnx.checker.check_model(data)  # the bytes as read: the proto would be serialised again (slower)
     except Exception as e:  # onnx.checker.ValidationError
         raise ZooError(f"{path} fails the ONNX checker ({str(e).splitlines()[0]}); {fix}.") from None
     expected = OnnxIO.from_config(config)
@@ -511,11 +573,21 @@ def check_onnx_file(path: str | os.PathLike, config: dict) -> bytes:
         if inputs[name].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
             raise ZooError(f"{path}: input {name!r} is not float32; {fix}.")
     outputs = list(proto.graph.output)
-    if [o.name for o in outputs] != [OUTPUT_NAME] or _dims(outputs[0])[1:] != (expected.num_classes,):
+    names = [o.name for o in outputs]
+    # logits alone: a file exported before the features output existed (it loads, without an OOD check)
+    if (names not in ([OUTPUT_NAME], [OUTPUT_NAME, FEATURES_NAME]) or _dims(outputs[0])[1:] != (expected.num_classes,)
+            or (len(outputs) == 2 and not _positive_width(_dims(outputs[1])))):
         described = [(o.name, _dims(o)) for o in outputs]
-        raise ZooError(f"{path} has outputs {described}, config.json says one {OUTPUT_NAME!r} of shape "
-                       f"(batch, {expected.num_classes}); {fix}.")
+        raise ZooError(f"{path} has outputs {described}, config.json says {OUTPUT_NAME!r} of shape "
+                       f"(batch, {expected.num_classes}) and {FEATURES_NAME!r} of shape (batch, D); {fix}.")
+    if any(o.type.tensor_type.elem_type != onnx.TensorProto.FLOAT for o in outputs):
+        raise ZooError(f"{path}: an output is not float32; {fix}.")
     return data
+
+
+def _positive_width(dims: tuple) -> bool:
+    """(batch, D) with a fixed D >= 1."""
+    return len(dims) == 2 and isinstance(dims[1], int) and dims[1] >= 1
 
 
 # --- the model card ----------------------------------------------------------------------------------
@@ -524,6 +596,7 @@ _CARD_TITLE = "## ONNX Runtime"
 
 _SNIPPET = '''```python
 import json
+import os
 
 import numpy as np
 import onnxruntime as ort
@@ -545,9 +618,19 @@ x = np.asarray(image, dtype=np.float32).reshape(height, width, channels) / 255.0
 x = (x - np.array(cfg["mean"], dtype=np.float32)) / np.array(cfg["std"], dtype=np.float32)
 x = x.transpose(2, 0, 1)[None]  # (1, C, H, W)
 METADATA
-logits = session.run(["logits"], FEEDS)[0][0]
-probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
-print(json.load(open("config.json")).get("label_names", list(range(len(logits))))[int(probabilities.argmax())])
+logits, features = (out[0] for out in session.run(["logits", "features"], FEEDS))  # (K,), (D,)
+config = json.load(open("config.json"))
+temperature = (config.get("zoo") or {}).get("temperature") or 1.0  # calibrated when training fitted one
+scaled = logits / temperature
+probabilities = np.exp(scaled - scaled.max()) / np.exp(scaled - scaled.max()).sum()
+print(config.get("label_names", list(range(len(logits))))[int(probabilities.argmax())])
+if os.path.exists("OOD_FILE"):  # the out-of-distribution check: 1 - cosine to the nearest training image
+    from safetensors.numpy import load_file
+
+    ood = load_file("OOD_FILE")  # bank (N, D) of unit rows, threshold (1,)
+    score = max(0.0, 1.0 - float((ood["bank"] @ (features / max(np.linalg.norm(features), 1e-12))).max()))
+    print(f"OOD score {score:.4f}, threshold {float(ood['threshold'][0]):.4f}:",
+          "unlike the training images" if score > ood["threshold"][0] else "like the training images")
 ```'''
 
 
@@ -571,16 +654,23 @@ def onnx_card_section(io_spec: OnnxIO, info: dict[str, Any]) -> str:
     if io_spec.metadata_features is not None:
         lines.append(f"- input `{METADATA_NAME}`: float32 (batch, {io_spec.metadata_features}), the patient metadata "
                      "encoded as `zoo.MetadataSchema.encode` does with the schema in config.json's `model_args`")
-    lines += [f"- output `{OUTPUT_NAME}`: float32 (batch, {io_spec.num_classes}); softmax gives the class "
-              "probabilities, in the order of config.json's `label_names`", ""]
+    lines += [f"- output `{OUTPUT_NAME}`: float32 (batch, {io_spec.num_classes}); softmax (of logits / config.json's "
+              "`zoo.temperature` where training fitted one) gives the class probabilities, in the order of "
+              "config.json's `label_names`",
+              f"- output `{FEATURES_NAME}`: float32 (batch, {io_spec.num_features or 'D'}), the backbone's globally "
+              f"average-pooled image features; the out-of-distribution check compares them with `{OOD_NAME}` "
+              "(nearest-neighbour cosine distance, as in the snippet)", ""]
     if v:
         lines += [f"Verified against the PyTorch weights on {v.get('inputs')} {v.get('inputs_source', 'inputs')}: "
                   f"max |Δ logit| {v.get('max_abs_diff', float('nan')):.2g} (allowed {v.get('tolerance', TOLERANCE):.2g}), "
-                  f"top-1 identical on {v.get('top1_agreement', 0):.0%}, ONNX Runtime {v.get('onnxruntime')} "
-                  f"(figures in `{ONNX_INFO_NAME}`).", ""]
+                  f"top-1 identical on {v.get('top1_agreement', 0):.0%}"
+                  + (f"; features max |Δ| {v['features']['max_abs_diff']:.2g} (allowed "
+                     f"{v['features']['tolerance']:.2g}), lowest cosine {v['features']['min_cosine']:.6f}"
+                     if v.get("features") else "")
+                  + f"; ONNX Runtime {v.get('onnxruntime')} (figures in `{ONNX_INFO_NAME}`).", ""]
     metadata = _METADATA_SNIPPET if io_spec.metadata_features is not None else ""
     feeds = (f'{{"{INPUT_NAME}": x, "{METADATA_NAME}": metadata}}' if metadata else f'{{"{INPUT_NAME}": x}}')
-    snippet = _SNIPPET.replace("METADATA\n", metadata).replace("FEEDS", feeds)
+    snippet = _SNIPPET.replace("METADATA\n", metadata).replace("FEEDS", feeds).replace("OOD_FILE", OOD_NAME)
     return "\n".join([_CARD_TITLE, "", *lines, snippet, ""])
 
 
@@ -625,8 +715,8 @@ def quantize_int8(folder: str | os.PathLike, inputs: torch.Tensor, metadata: tor
         # fp32 here and changed the top class of 13-88% of the inputs (resnet18, efficientnet_lite0 at 224 px)
         quantize_dynamic(prepared, target, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
         data = target.read_bytes()
-    reference = _run_session(onnx_session(fp32, threads), inputs, metadata)
-    got = _run_session(onnx_session(data, threads), inputs, metadata)
+    (reference,) = _run_session(onnx_session(fp32, threads), inputs, metadata)
+    (got,) = _run_session(onnx_session(data, threads), inputs, metadata)
     agreement = top1_agreement(reference, got)
     figures = {"inputs": len(inputs), "top1_agreement_with_fp32": agreement,
                "max_abs_diff_vs_fp32": float(np.abs(got - reference).max()), "min_agreement": INT8_MIN_AGREEMENT,

@@ -149,14 +149,14 @@ class Trust:
             return None
         return (logits.detach().float() / self.temperature).softmax(dim=-1)
 
-    def assess(self, logits: torch.Tensor, features: torch.Tensor) -> Assessment:
+    def assess(self, logits: torch.Tensor, features: torch.Tensor | None) -> Assessment:
         """The calibrated probabilities, prediction set and OOD check for one image: logits (1, K) or (K,),
-        features (1, D) or (D,)."""
+        features (1, D) or (D,); without features (a backend that gives none) no OOD check."""
         calibrated = self.calibrated_probabilities(logits.reshape(-1))
         probs = calibrated.numpy() if calibrated is not None else None
         members = (self.conformal.prediction_set(probs)
                    if self.conformal is not None and probs is not None else None)
-        ood = self.ood.check(features.reshape(1, -1))[0] if self.ood is not None else None
+        ood = self.ood.check(features.reshape(1, -1))[0] if self.ood is not None and features is not None else None
         return Assessment(calibrated=probs, prediction_set=members, ood=ood)
 
 
@@ -210,7 +210,7 @@ def _read_conformal(zoo_cfg: dict[str, Any], config_path: Path, has_temperature:
     return Conformal(alpha=float(alpha), threshold=float(threshold), n_calibration=n), None
 
 
-def _read_ood(folder: Path, model: nn.Module) -> tuple[OODStatistics | None, str | None]:
+def _read_ood(folder: Path, size: int | None) -> tuple[OODStatistics | None, str | None]:
     path = folder / OOD_NAME
     if not path.is_file():
         return None, (f"no OOD statistics: {folder} has no {OOD_NAME} (a run trained before the OOD check, "
@@ -226,8 +226,7 @@ def _read_ood(folder: Path, model: nn.Module) -> tuple[OODStatistics | None, str
             raise ZooError(f"{path}: tensor {name!r} has non-finite values (NaN/inf); the statistics are "
                            "unusable. Retrain, or delete the file to load the model without an OOD check.")
     bank, threshold = tensors["bank"], tensors["threshold"]
-    size = feature_size(model)
-    if bank.ndim != 2 or bank.shape[0] < 1 or bank.shape[1] != size:
+    if bank.ndim != 2 or bank.shape[0] < 1 or (size is not None and bank.shape[1] != size):
         raise ZooError(f"{path}: bank has shape {tuple(bank.shape)}, but this model's image features have "
                        f"{size} values (expected (N, {size})); the file belongs to another model. Delete it "
                        "or retrain.")
@@ -242,14 +241,19 @@ def _read_ood(folder: Path, model: nn.Module) -> tuple[OODStatistics | None, str
     return stats, None
 
 
-def read_trust(folder: str | os.PathLike, config: dict[str, Any], model: nn.Module) -> Trust:
-    """The trust pieces of the model loaded from `folder` (whose config.json is `config`), validated."""
+def read_trust(folder: str | os.PathLike, config: dict[str, Any], model: nn.Module | int | None) -> Trust:
+    """The trust pieces of the model loaded from `folder` (whose config.json is `config`), validated.
+
+    `model`: the loaded model, or the width D of its image features where it runs without PyTorch (an ONNX
+    graph's `features` output): the OOD statistics must have that width. None: a backend that gives no
+    features (the statistics are still checked, but not against a width; they cannot be used).
+    """
     folder = Path(folder)
     zoo_cfg = dict(config.get("zoo") or {})
     config_path = folder / CONFIG_NAME
     temperature, calibration_reason = _read_temperature(zoo_cfg, config_path)
     conformal, conformal_reason = _read_conformal(zoo_cfg, config_path, temperature is not None)
-    ood, ood_reason = _read_ood(folder, model)
+    ood, ood_reason = _read_ood(folder, model if model is None or isinstance(model, int) else feature_size(model))
     figures = zoo_cfg.get("calibration")
     ood_block = zoo_cfg.get("ood")
     note = ood_block.get("note") if isinstance(ood_block, dict) and ood is not None else None
