@@ -569,7 +569,10 @@ def agreement_summary(results: Sequence[ModelResult], true_label: str | None = N
     for r in results:
         if r.error is not None:
             lines.append(f"- ✖ `{r.model}` failed: {r.error.splitlines()[0]}")
-    verdicts = true_label_verdicts(answered, true_label) if true_label else {}
+    # every model that answered is judged, flagged ones too: "not applicable" is about its classes, and a
+    # flagged model right or wrong on a labelled example is worth seeing beside its banner
+    judged = [r for r in results if r.error is None and r.top_k]
+    verdicts = true_label_verdicts(judged, true_label) if true_label else {}
     if verdicts:
         lines.insert(0, _verdict_line(true_label, verdicts))
     return Agreement(markdown="\n".join(lines), unanimous=unanimous, votes=dict(ranked),
