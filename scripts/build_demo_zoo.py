@@ -146,6 +146,7 @@ def build(weights: Path, runs: tuple[DemoRun | ImportedRun, ...] = IMPORTED_RUNS
     """
     from train.runner import run_training  # noqa: PLC0415  (train's Python entry of `python -m train`)
     from zoo import ZooError  # noqa: PLC0415
+    from zoo import export_onnx  # noqa: PLC0415
     from zoo.keras_import import import_keras_classifier  # noqa: PLC0415
 
     done, problems, start = [], [], time.perf_counter()
@@ -168,6 +169,10 @@ def build(weights: Path, runs: tuple[DemoRun | ImportedRun, ...] = IMPORTED_RUNS
                 print(f"\n[{i}/{len(runs)}] {run.name}: skipped ({e})" if not verbose else f"skipped ({e})",
                       flush=True)
                 continue
+            try:  # as python -m train does for its runs: the app then answers from ONNX Runtime from the start
+                export_onnx(out)
+            except ZooError as e:  # the run stands; the app exports it on first use, or answers from PyTorch
+                print(f"\n  {run.name}: no model.onnx written ({e})", flush=True)
             figures = json.loads((out / "metrics.json").read_text())["test"]
             summary = (f"accuracy {figures['accuracy']:.3f} on the {figures['accuracy_n']} packaged images, "
                        f"{time.perf_counter() - run_start:.0f} s")

@@ -44,3 +44,19 @@ def digits_run(tmp_path_factory):
     result = run_training(arch="lenet5", mode="scratch", data="digits", epochs=8, out=str(out), quiet=True)
     result.timing["wall_s"] = time.perf_counter() - start
     return result
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory):
+    """The app tests' small zoo of run folders (tests/_app_zoo.py), built once per session."""
+    from _app_zoo import build_tiny_zoo
+
+    return build_tiny_zoo(tmp_path_factory.getbasetemp() / "app-zoo")
+
+
+@pytest.fixture(scope="module")
+def entries(weights):
+    """The app tests' zoo as the catalog lists it, by id."""
+    from zoo.catalog import discover_models
+
+    return {e.id: e for e in discover_models(weights)}

@@ -13,18 +13,7 @@ from zoo import inference
 from zoo.catalog import PLOT_FILES, discover_models
 from zoo.images import ImageLoadError, load_image, to_model_mode
 
-from _app_zoo import BROKEN, LESIONS, TINY_MODELS, UNFINISHED, bad_inputs, build_tiny_zoo, convertible_inputs, \
-    packaged_examples
-
-
-@pytest.fixture(scope="session")
-def weights(tmp_path_factory):
-    return build_tiny_zoo(tmp_path_factory.getbasetemp() / "app-zoo")
-
-
-@pytest.fixture(scope="module")
-def entries(weights):
-    return {e.id: e for e in discover_models(weights)}
+from _app_zoo import BROKEN, LESIONS, TINY_MODELS, UNFINISHED, bad_inputs, convertible_inputs, packaged_examples
 
 
 @pytest.fixture(scope="module")

@@ -10,22 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _app_zoo import DIGITS, LESIONS, build_tiny_zoo, packaged_examples
+from _app_zoo import DIGITS, LESIONS, packaged_examples
 
 from zoo import assets, inference
 from zoo.catalog import discover_models
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return build_tiny_zoo(tmp_path_factory.getbasetemp() / "app-zoo")
-
-
-@pytest.fixture(scope="module")
-def entries(weights):
-    return {e.id: e for e in discover_models(weights)}
 
 
 @pytest.fixture(scope="module")

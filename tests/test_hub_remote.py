@@ -24,7 +24,7 @@ from huggingface_hub import HfApi, constants, file_download
 from PIL import Image
 
 import zoo
-from hub_server import HubServer
+from hub_server import HubServer, point_client_at
 from train.push import PushError, PushFailedError, main, push_run
 
 ALICE, BOB, BAD = "hf_alice_write_0123456789abcdef", "hf_bob_write_fedcba9876543210", "hf_revoked_5555aaaa5555bbbb"
@@ -34,19 +34,6 @@ LABELS = ["benign", "malignant", "normal"]
 
 
 # --- fixtures -----------------------------------------------------------------------------------------
-
-def _point_client_at(monkeypatch, endpoint: str, home: Path) -> None:
-    """What HF_ENDPOINT/HF_HOME would do at import: constants read at call time by huggingface_hub and timm."""
-    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
-    monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(home / "agent_harnesses.json"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
-        monkeypatch.delenv(name, raising=False)
-
 
 def _fresh_cache(monkeypatch, tmp_path: Path, name: str) -> Path:
     cache = tmp_path / name
@@ -63,7 +50,7 @@ def _closed_port() -> int:
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
     with HubServer(tokens={ALICE: "alice", BOB: "bob"}) as server:
-        _point_client_at(monkeypatch, server.endpoint, tmp_path / "hf")
+        point_client_at(monkeypatch, server.endpoint, tmp_path / "hf")
         yield server
 
 

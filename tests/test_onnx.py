@@ -19,7 +19,7 @@ from PIL import Image
 
 import zoo
 from _onnx_graphs import write_graph
-from hub_server import HubServer
+from hub_server import HubServer, point_client_at
 from zoo import onnx_export
 from zoo.__main__ import main as zoo_main
 from zoo.backends import OnnxBackend, TorchBackend, check_backend, load_backend
@@ -347,15 +347,7 @@ TRAIN = ["--arch", "lenet5", "--data", "digits", "--epochs", "1", "--quiet"]
 def hub(tmp_path, monkeypatch):
     home = tmp_path / "hf"
     with HubServer(tokens={ALICE: "alice"}) as server:
-        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
-        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
-        monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
-            monkeypatch.delenv(name, raising=False)
+        point_client_at(monkeypatch, server.endpoint, home)
         yield server
 
 

@@ -13,16 +13,10 @@ from timm.models._features_fx import create_feature_extractor, get_graph_node_na
 import zoo.archs  # noqa: F401  (registers the models with timm)
 from zoo._errors import ZooError
 
-NATIVE = ['lenet5', 'alexnet', 'zfnet', 'googlenet', 'nasnet_mobile', 'quadsnet']
-# (C, H, W): the minimum input of each model, and a small one whose last feature map is larger than 1x1
-MIN_INPUT = {
-    'lenet5': (1, 32, 32),
-    'alexnet': (3, 63, 63),
-    'zfnet': (3, 47, 47),
-    'googlenet': (3, 31, 31),
-    'nasnet_mobile': (3, 3, 3),
-    'quadsnet': (3, 16, 16),
-}
+# the six native architectures and their minimum inputs: one list, in tests/test_native_archs.py
+from test_native_archs import MIN_INPUT, NATIVE  # noqa: E402
+
+# (C, H, W): a small input whose last feature map is larger than 1x1
 SPATIAL_INPUT = {
     'lenet5': (1, 48, 40),
     'alexnet': (3, 95, 95),

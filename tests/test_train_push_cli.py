@@ -10,7 +10,7 @@ import pytest
 from huggingface_hub import constants
 
 import zoo
-from hub_server import HubServer
+from hub_server import HubServer, point_client_at
 from train import main
 
 ALICE, BAD = "hf_alice_write_0123456789abcdef", "hf_revoked_5555aaaa5555bbbb"
@@ -21,15 +21,7 @@ TRAIN = ["--arch", "lenet5", "--data", "digits", "--epochs", "1", "--quiet"]
 def hub(tmp_path, monkeypatch):
     home = tmp_path / "hf"
     with HubServer(tokens={ALICE: "alice"}) as server:
-        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
-        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
-        monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
-            monkeypatch.delenv(name, raising=False)
+        point_client_at(monkeypatch, server.endpoint, home)
         yield server
 
 
