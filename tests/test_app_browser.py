@@ -47,17 +47,29 @@ def url(tmp_path_factory, digits_run):
 
 
 @pytest.fixture(scope="module")
-def page(url):
+def browser():
+    """One Chromium for the module's pages: a second sync Playwright cannot start while the first one runs."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.set_default_timeout(60_000)
-        page.goto(url)
-        page.locator("#compare-button").wait_for()
-        yield page
+        yield browser
         browser.close()
+
+
+def _open(browser, url: str, timeout_ms: int):
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.set_default_timeout(timeout_ms)
+    page.goto(url)
+    page.locator("#compare-button").wait_for()
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(url, browser):
+    page = _open(browser, url, 60_000)
+    yield page
+    page.close()
 
 
 def select_models(page, wanted):
@@ -309,10 +321,9 @@ def test_bad_upload_shows_a_message_and_the_app_keeps_working(page, tmp_path):
 # --- the medical demo: what a new user sees first ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def medical_page(medical_zoo, tmp_path_factory):
+def medical_page(medical_zoo, tmp_path_factory, browser):
     """The app over the imported chest X-ray and brain MRI classifiers (and one digits model), in Chromium."""
     import app
-    from playwright.sync_api import sync_playwright
 
     weights, _ = medical_zoo
     tiny = build_tiny_zoo(tmp_path_factory.getbasetemp() / "app-zoo")
@@ -322,14 +333,9 @@ def medical_page(medical_zoo, tmp_path_factory):
     demo = app.build_demo(settings)
     _, local_url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                                   quiet=True, **app.launch_kwargs(settings, demo))
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.set_default_timeout(90_000)
-        page.goto(local_url)
-        page.locator("#compare-button").wait_for()
-        yield page
-        browser.close()
+    page = _open(browser, local_url, 90_000)
+    yield page
+    page.close()
     demo.close()
 
 
