@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 import zoo
+import train.engine
 import train.features
+import train.trust
 from train import run_training
 from train.engine import epoch_batches
 from train.features import cached_forward, plan_cache
@@ -122,3 +125,47 @@ def test_disk_cache_is_reused_by_a_second_run(tmp_path, monkeypatch):
     monkeypatch.undo()
     run_training(out=str(tmp_path / "third"), **{**common, "img_size": 40})
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
+
+
+def test_trust_figures_come_from_the_feature_cache_and_equal_a_full_pass(tmp_path, monkeypatch):
+    """The end-of-run trust fit reuses the cached features (the backbone runs only over the few validation
+    images that check them) and gives exactly what running the model over every split gives; a cache that
+    does not reproduce the model is not used."""
+    csv_path = _ham_like(tmp_path / "ham")
+    common = dict(arch="efficientnet_lite0", mode="feature-extraction", data=str(csv_path), img_size=32,
+                  epochs=2, lr=0.01, batch_size=8, val_frac=0.2, test_frac=0.2, workers=0, onnx=False,
+                  quiet=True)
+    seen = []
+    full_pass = train.trust.collect_outputs
+
+    def counting(model, dataset, *args, **kwargs):
+        seen.append(len(dataset))
+        return full_pass(model, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(train.trust, "collect_outputs", counting)
+    reused = run_training(out=str(tmp_path / "reused"), **common)
+    assert seen == [6]  # the 6 validation images of the check, nothing else
+
+    seen.clear()
+    cached_outputs = train.engine.Trainer.cached_outputs
+    monkeypatch.setattr(train.engine.Trainer, "cached_outputs",
+                        lambda self, split: tuple(t + 0.01 for t in cached_outputs(self, split)))
+    full = run_training(out=str(tmp_path / "full"), **common)
+    assert sorted(seen) == [6, 6, 6, 18]  # the check failed: every split went through the model
+
+    figures = [json.loads((r.run_dir / "metrics.json").read_text()) for r in (reused, full)]
+    for key in ("calibration", "conformal", "ood"):
+        assert _numbers(figures[0][key]) == pytest.approx(_numbers(figures[1][key]), rel=1e-6), key
+    banks = [load_file(str(r.run_dir / "ood.safetensors"))["bank"] for r in (reused, full)]
+    assert torch.allclose(banks[0], banks[1], atol=1e-6)
+
+
+def _numbers(record, prefix=""):
+    """{"a.b": number} of a nested metrics record (pytest.approx compares flat mappings only)."""
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(_numbers(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[prefix + key] = value
+    return flat

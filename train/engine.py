@@ -298,6 +298,29 @@ class Trainer:
                     if on_split is not None:
                         on_split(name)
 
+    @torch.no_grad()
+    def cached_outputs(self, split: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(pooled image features (N, D), logits (N, K)) of a split, in its order, computed from the feature
+        cache by the final head (no backbone pass); None when the split has no cached features.
+
+        The features are the cached vectors, or cached feature maps averaged over their positions. Whether
+        they equal zoo.trust.features_and_logits' own (they do for the pooled and most pre-logits caches, not
+        where timm's pre-logits adds layers after the pool) is the caller's check.
+        """
+        data = self.splits[split]
+        if data.features is None or self._head_forward is None:
+            return None
+        was_training = self.model.training
+        self.model.eval()
+        features, logits = [], []
+        for start in range(0, len(data.labels), self.cfg.batch_size):
+            index = torch.arange(start, min(start + self.cfg.batch_size, len(data.labels)))
+            cached = data.features[index].to(self.device)  # (B, D) or (B, C, h, w)
+            features.append((cached if cached.ndim == 2 else cached.mean(dim=(2, 3))).double().cpu())
+            logits.append(self._head_forward(cached, self._metadata(data, index)).double().cpu())
+        self.model.train(was_training)
+        return torch.cat(features), torch.cat(logits)
+
     def _until_stopped(self, batches: Iterable[Any], split: str) -> Iterator[Any]:
         """The batches, until a stop request (checked, on every rank alike, before each batch)."""
         for done, batch in enumerate(batches):

@@ -360,7 +360,8 @@ def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: Da
     # temperature, conformal threshold, OOD statistics (train/trust.py): fitted on train/val, reported on test
     trust = fit_run_trust(trainer.model, source, splits, data_config, in_chans,
                           {n: d.metadata for n, d in trainer.splits.items()} if trainer.uses_metadata else {},
-                          trainer.device, cfg.batch_size, trainer.workers, run_dir, title)
+                          trainer.device, cfg.batch_size, trainer.workers, run_dir, title,
+                          cached=trainer.cached_outputs)
     params = zoo.count_params(trainer.model)
     cache_note = plan.reason + (f" ({trainer.feature_extraction_s:.1f} s to extract)"
                                 if plan.level and trainer.feature_extraction_s else "")

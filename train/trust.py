@@ -17,13 +17,13 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from zoo.run_layout import OOD_NAME, RELIABILITY_PLOT
 from zoo.trust import (DEFAULT_ALPHA, OOD_METHOD, OOD_PASS_RATE, OODStatistics, features_and_logits,
@@ -285,13 +285,49 @@ def fit_trust(outputs: dict[str, SplitOutputs], label_names: Sequence[str], data
 
 def fit_run_trust(model: nn.Module, source: DataSource, splits: Splits, data_config: dict[str, Any],
                   in_chans: int, metadata: dict[str, torch.Tensor | None], device: torch.device,
-                  batch_size: int, workers: int, run_dir: str | Path, title: str = "") -> TrustFit:
-    """fit_trust for a finished run: every split through the evaluation transform (no augmentation)."""
+                  batch_size: int, workers: int, run_dir: str | Path, title: str = "",
+                  cached: Callable[[str], tuple[torch.Tensor, torch.Tensor] | None] | None = None) -> TrustFit:
+    """fit_trust for a finished run: every split through the evaluation transform (no augmentation).
+
+    `cached(split)` -> (features, logits) from a frozen backbone's feature cache (train.engine.Trainer.
+    cached_outputs) saves running the backbone over every split again: a third of a feature-extraction
+    run's time. It is used only when it reproduces features_and_logits on the first validation images.
+    """
+    datasets = {name: ImageDataset(source, samples, eval_transform(data_config), in_chans)
+                for name, samples in splits.items()}
+    labels = {name: np.asarray([s.label for s in samples], dtype=np.int64) for name, samples in splits.items()}
+    reused = cached is not None and _cache_reproduces(model, datasets["val"], cached("val"), device,
+                                                      metadata.get("val"))
     outputs = {}
-    for name, samples in splits.items():
-        dataset = ImageDataset(source, samples, eval_transform(data_config), in_chans)
-        outputs[name] = collect_outputs(model, dataset, device, batch_size, metadata.get(name), workers)
+    for name, dataset in datasets.items():
+        if reused:
+            features, logits = cached(name)
+            outputs[name] = SplitOutputs(logits=logits, features=features, labels=labels[name])
+        else:
+            outputs[name] = collect_outputs(model, dataset, device, batch_size, metadata.get(name), workers)
     return fit_trust(outputs, source.label_names, source.name, run_dir, title=title)
+
+
+CACHE_CHECK_IMAGES = 8      # validation images run through the whole model to check the cached outputs
+CACHE_CHECK_TOLERANCE = 1e-4  # relative to the largest value: float32 sums in another order differ by ~1e-6
+
+
+def _cache_reproduces(model: nn.Module, val: Dataset, cached: tuple[torch.Tensor, torch.Tensor] | None,
+                      device: torch.device, metadata: torch.Tensor | None) -> bool:
+    """Whether the cache's (features, logits) equal the whole model's on the first validation images."""
+    if cached is None or len(val) == 0:
+        return False
+    check = collect_outputs(model, Subset(val, range(min(CACHE_CHECK_IMAGES, len(val)))), device,
+                            metadata=metadata)
+    n = len(check.labels)
+    for name, mine, theirs in (("features", cached[0][:n], check.features), ("logits", cached[1][:n], check.logits)):
+        scale = 1.0 + float(theirs.abs().max())
+        if mine.shape != theirs.shape or float((mine - theirs).abs().max()) > CACHE_CHECK_TOLERANCE * scale:
+            _logger.info("trust: the feature cache's %s differ from the model's; running the model over every "
+                         "split", name)
+            return False
+    _logger.info("trust: reusing the feature cache (checked on %d validation images)", n)
+    return True
 
 
 def _ood_text(ood: dict, dataset: str) -> str:
