@@ -63,9 +63,9 @@ def main() -> None:
         models = ["pneumonia-xception", "braintumor-xception"]
         image, _ = assets.medical_classifier("pneumonia").images()[-1]
         for i in range(args.cold_runs):
-            up, first = one_run(weights, models, image)
+            up, first, backends = one_run(weights, models, image)
             print(f"cold start {i + 1}: server answers after {up:.1f} s, first /compare answer ({', '.join(models)} "
-                  f"on {image.name}) after {first:.1f} s", flush=True)
+                  f"on {image.name}, backend {', '.join(backends)}) after {first:.1f} s", flush=True)
         print(f"load average after {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f}")
     finally:
         if args.keep is None:
