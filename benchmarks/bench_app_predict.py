@@ -15,13 +15,16 @@ scikit-image's retina.jpg (1411x1411).
 ONNX part (--part onnx, or all): the app's per-model prediction on the ONNX Runtime backend
 (zoo.inference.predict on a model loaded with backend "onnx": to_model_mode + timm's eval transform + ONNX
 Runtime + softmax/top-k) against a bare timm eager forward of the same weights on the same preprocessed tensor,
-over resnet18, efficientnet_lite0 and densenet121 at 224 px and the test zoo's four small models
-(tests/_app_zoo.py), run folders with a verified model.onnx in a temporary folder (plus those given with
---runs). Every (model, image) pair is timed in each round and the rounds repeated, so load from other
-processes hits them alike. Prints medians, the speed-up (bare / ONNX app) with and without the preprocessing,
-the top-1 agreement of the two on the images and reference inputs, and the machine's load average. Target:
-median speed-up >= 2.0, none below 1.2. Then a full comparison of six of these models on a 224x224 image
-(zoo.inference.compare, as /compare runs it) on the ONNX backend and on PyTorch, without and with Grad-CAM.
+over the demo zoo's run folders (--weights; the test zoo's four small models, tests/_app_zoo.py, when there is
+none) and resnet18, efficientnet_lite0 and densenet121 at 224 px (run folders with a verified model.onnx in a
+temporary folder), plus those given with --runs. Images: CT_small (128 px), retina.jpg (1411 px) and the app's first
+example, a packaged chest X-ray (1776x1416). Every (model, image) pair is timed in each round and the rounds
+repeated, so load from other processes hits them alike. Prints medians, the speed-up (bare / ONNX app) with and
+without the preprocessing, the top-1 agreement of the two on each run's test split (a digits run's split.json
+re-read; an imported classifier's packaged images; reference inputs for the 224-px models) and the images, and the
+machine's load average. Target: median speed-up >= 2.0, none below 1.2. Then a full comparison of six of these
+models on a 224x224 image (zoo.inference.compare, as /compare runs it) on the ONNX backend and on PyTorch, without
+and with Grad-CAM.
 
     python benchmarks/bench_app_predict.py [--repeats 30] [--threads 2] [--weights weights]
     python benchmarks/bench_app_predict.py --part onnx [--runs weights/RUN ...]
@@ -29,6 +32,7 @@ median speed-up >= 2.0, none below 1.2. Then a full comparison of six of these m
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -48,6 +52,7 @@ from zoo import inference  # noqa: E402
 from zoo.catalog import ModelEntry, discover_models  # noqa: E402
 from zoo.images import LoadedImage, load_image  # noqa: E402
 from zoo.onnx_export import reference_inputs  # noqa: E402
+from zoo.run_layout import SPLIT_NAME  # noqa: E402
 
 
 def extra_models(folder: Path) -> list[ModelEntry]:
@@ -68,10 +73,18 @@ def images() -> dict[str, object]:
     from sklearn.datasets import load_digits
     from PIL import Image
 
+    from zoo.assets import MEDICAL_CLASSIFIERS
+
     digit = Image.fromarray(np.rint(load_digits().images[1090] * (255 / 16)).astype(np.uint8), mode="L")
-    return {"digit 8x8": digit,
-            "CT_small 128x128": load_image(get_testdata_file("CT_small.dcm", download=False)).image,
-            "retina 1411x1411": load_image(Path(skimage.__file__).parent / "data" / "retina.jpg").image}
+    pictures = {"digit 8x8": digit,
+                "CT_small 128x128": load_image(get_testdata_file("CT_small.dcm", download=False)).image,
+                "retina 1411x1411": load_image(Path(skimage.__file__).parent / "data" / "retina.jpg").image}
+    try:  # the app's own first example: a packaged chest X-ray
+        xray = load_image(MEDICAL_CLASSIFIERS["pneumonia"].images()[0][0]).image
+        pictures["chest X-ray {}x{}".format(*xray.size)] = xray
+    except zoo.ZooError as e:
+        print(f"no packaged chest X-ray: {e}")
+    return pictures
 
 
 def bench(loaded: inference.LoadedModel, image, repeats: int) -> dict[str, float]:
@@ -104,14 +117,21 @@ def bench(loaded: inference.LoadedModel, image, repeats: int) -> dict[str, float
     return {k: 1000 * statistics.median(v) for k, v in (("app", app), ("pre", pre), ("bare", bare), ("cam", cam))}
 
 
-def onnx_zoo(folder: Path) -> list[ModelEntry]:
-    """resnet18, efficientnet_lite0 (ImageNet, feature extraction) and densenet121 at 224 px, and the test zoo's
-    four small models (tests/_app_zoo.py), as run folders with a verified model.onnx, as `python -m train`
-    leaves them."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from _app_zoo import TINY_MODELS, build_tiny_zoo
+def onnx_zoo(folder: Path, weights: Path) -> tuple[list[ModelEntry], str]:
+    """The demo zoo's run folders in `weights` (each with, or given once in the zoo's cache, a verified model.onnx),
+    and resnet18, efficientnet_lite0 (ImageNet, feature extraction) and densenet121 at 224 px as run folders with a
+    verified model.onnx in `folder`. Without a demo zoo, the test zoo's four small models (tests/_app_zoo.py) stand
+    in, and the second value says so."""
+    demo = [e for e in discover_models(weights) if e.available]
+    note = f"the demo zoo in {weights}"
+    if not demo:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from _app_zoo import TINY_MODELS, build_tiny_zoo
 
-    build_tiny_zoo(folder)
+        build_tiny_zoo(folder / "tiny")
+        found = {e.id: e for e in discover_models(folder / "tiny")}
+        demo = [found[name] for name in TINY_MODELS]
+        note = f"no demo zoo in {weights} (python scripts/build_demo_zoo.py builds it): the test zoo's small models"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         models = {"resnet18-224": zoo.create_model("resnet18", num_classes=10),
@@ -121,9 +141,40 @@ def onnx_zoo(folder: Path) -> list[ModelEntry]:
     for name, model in models.items():
         zoo.export_onnx(zoo.save_pretrained(model.eval(), folder / name, label_names=[str(i) for i in range(10)],
                                             dataset="none"))
-    wanted = [*models, *TINY_MODELS]
     entries = {e.id: e for e in discover_models(folder)}
-    return [entries[name] for name in wanted]
+    return demo + [entries[name] for name in models], note
+
+
+def test_split(entry: ModelEntry, eager) -> tuple[torch.Tensor, str] | None:
+    """(the run's test images as the model's input batch, what they are): a `python -m train` run's test split
+    (split.json) re-read through train's own evaluation transform, or an imported classifier's packaged images;
+    None for a run whose data cannot be had here."""
+    run = Path(entry.run_dir)
+    package = (zoo.ZooConfig.from_model(eager).extra.get("source") or {}).get("package")
+    if package:
+        from zoo.assets import MEDICAL_CLASSIFIERS
+        from zoo.keras_import import packaged_inputs
+
+        source = next((c for c in MEDICAL_CLASSIFIERS.values() if c.package == package), None)
+        if source is not None:
+            images, batch = packaged_inputs(eager, source)
+            return batch, f"its {len(images)} packaged test images"
+    if not (run / SPLIT_NAME).is_file():
+        return None
+    from train.augment import eval_transform
+    from train.data import ImageDataset, load_source
+
+    split = json.loads((run / SPLIT_NAME).read_text())
+    try:
+        source = load_source(split["data"])
+    except Exception as e:  # a data set that is not on this machine
+        print(f"{entry.id}: test split not available ({e})")
+        return None
+    by_key = {s.key: s for s in source.samples}
+    samples = [by_key[key] for key, _ in split["test"]]
+    dataset = ImageDataset(source, samples, eval_transform(zoo.resolve_data_config(eager)),
+                           eager.pretrained_cfg["input_size"][0])
+    return torch.stack([dataset[i][0] for i in range(len(dataset))]), f"its {len(samples)} test images"
 
 
 def _timed(fn) -> float:
@@ -174,14 +225,17 @@ def bench_onnx(entries: list[ModelEntry], pictures: dict, repeats: int) -> list[
     return rows
 
 
-def _agreement(loaded: inference.LoadedModel, eager, pictures: dict) -> tuple[float, float, int]:
-    """Top-1 agreement and max |Δ logit| of the ONNX backend vs timm eager on reference inputs and the images."""
-    inputs, _ = reference_inputs(eager, num_random=16)
+def _agreement(loaded: inference.LoadedModel, eager, pictures: dict) -> tuple[float, float, int, str]:
+    """Top-1 agreement and max |Δ logit| of the ONNX backend vs timm eager on the run's test split (or, without
+    one, reference inputs) and the benchmark's images."""
+    test = test_split(loaded.entry, eager) if loaded.entry.run_dir else None
+    inputs, what = test if test is not None else (reference_inputs(eager, num_random=16)[0], "reference inputs")
     inputs = torch.cat([inputs] + [inference.preprocess(loaded, i) for i in pictures.values()])
     with torch.inference_mode():
-        reference = eager(inputs).numpy()
-    got = loaded.backend.predict(inputs, None)[0].numpy()
-    return float((reference.argmax(1) == got.argmax(1)).mean()), float(np.abs(reference - got).max()), len(inputs)
+        reference = torch.cat([eager(batch) for batch in inputs.split(64)]).numpy()
+    got = np.concatenate([loaded.backend.predict(batch, None)[0].numpy() for batch in inputs.split(64)])
+    return (float((reference.argmax(1) == got.argmax(1)).mean()), float(np.abs(reference - got).max()), len(inputs),
+            what)
 
 
 def bench_comparison(entries: list[ModelEntry], image, rounds: int) -> None:
@@ -207,17 +261,19 @@ def main_onnx(args, folder: Path, pictures: dict) -> None:
     import onnxruntime
 
     print(f"{_load()} at the start")
-    entries = onnx_zoo(folder) + [e for run in args.runs for e in discover_models(Path(run).parent)
-                                  if e.run_dir and Path(e.run_dir) == Path(run)]
+    entries, note = onnx_zoo(folder, args.weights)
+    entries += [e for run in args.runs for e in discover_models(Path(run).parent)
+                if e.run_dir and Path(e.run_dir) == Path(run)]
+    print(f"models: {note}, and resnet18, efficientnet_lite0, densenet121 at 224 px")
     print(f"\nONNX Runtime {onnxruntime.__version__} ({args.threads} intra-op threads) vs timm eager "
           f"(torch {torch.__version__}, {torch.get_num_threads()} threads); medians of {args.repeats} interleaved "
           f"rounds (every model and image in each round)")
     rows = bench_onnx(entries, pictures, args.repeats)
-    print(f"{'model':28} {'image':>17} {'ONNX app ms':>12} {'(preproc)':>9} {'bare eager ms':>14} {'speed-up':>9} "
+    print(f"{'model':44} {'image':>22} {'ONNX app ms':>12} {'(preproc)':>9} {'bare eager ms':>14} {'speed-up':>9} "
           f"{'top-1 agree':>12} {'max |Δ logit|':>14}")
-    for model, image, app, pre, bare, agreement, delta, n in rows:
-        print(f"{model:28} {image:>17} {app:12.2f} {pre:9.2f} {bare:14.2f} {bare / app:8.2f}x {agreement:11.0%} "
-              f"{delta:14.2g}   (agreement on {n} inputs)")
+    for model, image, app, pre, bare, agreement, delta, n, what in rows:
+        print(f"{model:44} {image:>22} {app:12.2f} {pre:9.2f} {bare:14.2f} {bare / app:8.2f}x {agreement:11.0%} "
+              f"{delta:14.2g}   (agreement on {n} inputs: {what} and the images)")
     speedups = sorted((bare / app, model, image) for model, image, app, _, bare, *_ in rows)
     print(f"\nspeed-up of the app's ONNX prediction (preprocessing included) over a bare timm eager forward "
           f"(target: median >= 2.0, none below 1.2): median {statistics.median(s[0] for s in speedups):.2f}x, "
@@ -258,7 +314,7 @@ def main() -> None:
         pictures = images()
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
               f"medians of {args.repeats} interleaved runs")
-        print(f"{'model':46} {'input':>9} {'image':>17} {'app ms':>8} {'(preproc)':>9} {'bare ms':>8} "
+        print(f"{'model':46} {'input':>9} {'image':>22} {'app ms':>8} {'(preproc)':>9} {'bare ms':>8} "
               f"{'ratio':>6} {'excl. preproc':>13} {'Grad-CAM ms':>12}")
         rows = []
         for entry in entries:

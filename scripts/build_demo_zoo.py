@@ -147,7 +147,9 @@ def build(weights: Path, runs: tuple[DemoRun | ImportedRun, ...] = IMPORTED_RUNS
     from train.runner import run_training  # noqa: PLC0415  (train's Python entry of `python -m train`)
     from zoo import ZooError  # noqa: PLC0415
     from zoo import export_onnx  # noqa: PLC0415
-    from zoo.keras_import import import_keras_classifier  # noqa: PLC0415
+    from zoo import load_pretrained  # noqa: PLC0415
+    from zoo.assets import medical_classifier  # noqa: PLC0415
+    from zoo.keras_import import import_keras_classifier, packaged_inputs  # noqa: PLC0415
 
     done, problems, start = [], [], time.perf_counter()
     for i, run in enumerate(runs, 1):
@@ -169,8 +171,11 @@ def build(weights: Path, runs: tuple[DemoRun | ImportedRun, ...] = IMPORTED_RUNS
                 print(f"\n[{i}/{len(runs)}] {run.name}: skipped ({e})" if not verbose else f"skipped ({e})",
                       flush=True)
                 continue
-            try:  # as python -m train does for its runs: the app then answers from ONNX Runtime from the start
-                export_onnx(out)
+            try:  # as python -m train does for its runs (verified on its test split): the app then answers from
+                # ONNX Runtime from the start, checked against PyTorch on the packaged images it was evaluated on
+                source = medical_classifier(run.classifier)
+                images, batch = packaged_inputs(load_pretrained(out), source)
+                export_onnx(out, inputs=batch, inputs_source=f"the {len(images)} packaged images of {source.package}")
             except ZooError as e:  # the run stands; the app exports it on first use, or answers from PyTorch
                 print(f"\n  {run.name}: no model.onnx written ({e})", flush=True)
             figures = json.loads((out / "metrics.json").read_text())["test"]

@@ -103,6 +103,25 @@ def test_preprocessing_follows_each_models_config_and_matches_training(entries, 
     torch.testing.assert_close(x, expected, rtol=0, atol=0)  # the app feeds what training evaluated on
 
 
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"])
+@pytest.mark.parametrize("crop_pct, crop_mode", [(1.0, "center"), (0.875, "center"), (0.9, "squash"),
+                                                 (0.9, "border")])
+def test_a_grey_image_for_an_rgb_model_gives_exactly_the_replicate_first_tensor(interpolation, crop_pct, crop_mode):
+    """preprocess resizes a grey image's one band before replicating it (a third of the work on a chest X-ray):
+    the tensor must be the one that replicating first and then resizing gives, bit for bit."""
+    from types import SimpleNamespace
+
+    from train.augment import eval_transform
+    rng = np.random.default_rng(0)
+    grey = Image.fromarray(rng.integers(0, 256, size=(301, 517), dtype=np.uint8), mode="L")  # non-square
+    config = dict(input_size=(3, 48, 48), interpolation=interpolation, mean=(0.485, 0.456, 0.406),
+                  std=(0.229, 0.224, 0.225), crop_pct=crop_pct, crop_mode=crop_mode)
+    loaded = SimpleNamespace(data_config=config, in_chans=3, transform=inference.build_transform(config),
+                             entry=SimpleNamespace(id="test"))
+    expected = eval_transform(config)(grey.convert("RGB")).unsqueeze(0)
+    torch.testing.assert_close(inference.preprocess(loaded, grey), expected, rtol=0, atol=0)
+
+
 def test_normalisation_uses_the_models_mean_and_std(entries, cache):
     loaded = cache.get(entries["lite0-fe-digits"])
     x = inference.preprocess(loaded, Image.new("RGB", (50, 50), (255, 0, 128)))

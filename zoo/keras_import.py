@@ -35,7 +35,7 @@ from .modes import apply_mode, count_params
 from .run_layout import METRICS_NAME, OOD_NAME
 from .trust import OOD_METHOD, OOD_PASS_RATE, features_and_logits, leave_one_out_scores, write_ood_statistics
 
-__all__ = ["FEATURE_PROJECTION", "KERAS_REFERENCE", "PARITY_TOLERANCE", "compare_with_reference",
+__all__ = ["FEATURE_PROJECTION", "KERAS_REFERENCE", "PARITY_TOLERANCE", "compare_with_reference", "packaged_inputs",
            "convert_keras_classifier", "evaluate_on_packaged_images", "fit_packaged_ood", "import_keras_classifier",
            "keras_preprocessing_cfg", "packaged_outputs", "predict_packaged_images"]
 
@@ -93,14 +93,19 @@ def convert_keras_classifier(name: str, archive: KerasArchive | None = None) -> 
     return model.eval()
 
 
+def packaged_inputs(model: nn.Module, source: MedicalClassifier) -> tuple[list[tuple[Path, str]], torch.Tensor]:
+    """(images with true labels, their (N, 3, H, W) input batch) through the zoo's own image pipeline."""
+    config = timm.data.resolve_model_data_config(model)
+    transform = timm.data.create_transform(**config)
+    images = source.images()
+    return images, torch.stack([transform(to_model_mode(load_image(path).image, 3)) for path, _ in images])
+
+
 def packaged_outputs(model: nn.Module, source: MedicalClassifier
                      ) -> tuple[list[tuple[Path, str]], np.ndarray, torch.Tensor]:
     """(images with true labels, (N, C) probabilities, (N, D) image features for the OOD check) through the
     zoo's own image pipeline, in one backbone pass."""
-    config = timm.data.resolve_model_data_config(model)
-    transform = timm.data.create_transform(**config)
-    images = source.images()
-    batch = torch.stack([transform(to_model_mode(load_image(path).image, 3)) for path, _ in images])  # (N, 3, H, W)
+    images, batch = packaged_inputs(model, source)
     with torch.inference_mode():
         features, logits = features_and_logits(model.eval(), batch)  # (N, D), (N, C)
     return images, logits.softmax(-1).double().numpy(), features.float()
