@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from _app_zoo import TINY_MODELS, packaged_examples  # noqa: E402
-from _private_zoo import CALIBRATED, build_private_zoo, chest_xray, parity_images  # noqa: E402
+from _private_zoo import CALIBRATED, WITH_OOD, build_private_zoo, chest_xray, parity_images  # noqa: E402
 from test_app_browser import CHROMIUM, CHROMIUM_ARGS, free_port, pytestmark  # noqa: E402, F401
 from ui.private import ORT_DIST  # noqa: E402
 
@@ -79,12 +79,13 @@ def server_probabilities(folder, image):
     return logits.softmax(dim=-1)[0].numpy()
 
 
-def test_the_private_comparison_equals_compare_and_sends_no_image(page, server):
+def test_the_private_comparison_equals_compare_and_sends_no_image(page, server, tmp_path):
     from gradio_client import Client, handle_file
 
     url, _ = server
     client = Client(url, verbose=False)
-    for image in (chest_xray(), packaged_examples()["retina"]):
+    flagged = {}
+    for image in (chest_xray(), packaged_examples()["retina"], parity_images(tmp_path)["digit"]):
         data = image.read_bytes()
         # a run of the file's bytes as text, in base64 and base64url, and its first bytes in hex
         needles = [data[1000:1064].decode("latin-1"), base64.b64encode(data[:3000])[100:164].decode(),
@@ -116,8 +117,16 @@ def test_the_private_comparison_equals_compare_and_sends_no_image(page, server):
                 for theirs, ours in zip(record["calibrated_top_k"], mine["calibrated_top_k"]):
                     assert abs(ours["probability"] - theirs["probability"]) <= TOLERANCE
                 assert mine["prediction_set"] == record["prediction_set"]
-            # the test zoo's runs have no OOD statistics: neither side makes up a check
-            assert record["ood"] is None and mine.get("ood") is None and "no OOD" in mine["ood_reason"]
+            if record["model"] == WITH_OOD:  # the page's OOD check, from the ONNX features output, equals the server's
+                assert record["ood"] is not None and mine["ood"] is not None, (record["ood"], mine.get("ood_reason"))
+                assert abs(mine["ood"]["score"] - record["ood"]["score"]) <= TOLERANCE
+                assert mine["ood"]["threshold"] == pytest.approx(record["ood"]["threshold"], abs=1e-6)
+                assert mine["ood"]["flagged"] == record["ood"]["flagged"]
+                flagged[image.name] = mine["ood"]["flagged"]
+            else:  # the other runs have no OOD statistics: neither side makes up a check
+                assert record["ood"] is None and mine.get("ood") is None and "no OOD" in mine["ood_reason"]
+    # a digits model: the chest X-ray and the photo are unlike its training images, a digit is not
+    assert flagged == {chest_xray().name: True, "retina.jpg": True, "digit.png": False}, flagged
     page.screenshot(path="test-artifacts/private-compare.png", full_page=True)
 
 
