@@ -71,6 +71,8 @@ def test_training_writes_temperature_ood_statistics_conformal_threshold_and_figu
     assert f"## {TRUST_SECTION}" in card and "reliability.png" in card
     assert "270 test images of digits" in card and "15 equal-width bins" in card
     assert f"{conformal['test_coverage']:.1%}" in card and f"{ood['test_pass_rate']:.1%}" in card
+    low, high = conformal["test_coverage_ci95"]  # one split's coverage is a sample of 270: its interval is shown
+    assert low < conformal["test_coverage"] < high and f"95% interval {low:.1%}-{high:.1%}, Wilson" in card
 
 
 def test_temperature_scaling_does_not_worsen_test_calibration(metrics):
@@ -115,6 +117,8 @@ def test_prediction_sets_cover_the_true_class_at_the_target_rate(run_dir, metric
           f"re-drawn splits {mean:.4f} +- {spread:.4f}")
     assert abs(mean - 0.90) <= 0.01  # the method is calibrated (finite-sample bound: [0.900, 0.904])
     assert abs(metrics["conformal"]["test_coverage"] - 0.90) <= 3 * spread
+    low, high = metrics["conformal"]["test_coverage_ci95"]
+    assert low <= 0.90 <= high  # this split's coverage is consistent with the promised 90%
 
 
 def test_calibration_pieces_on_known_inputs():

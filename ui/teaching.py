@@ -208,8 +208,10 @@ def trust_facts(entry: ModelEntry) -> tuple[str, str]:
                       f"{before['nll']:.3f} → {after['nll']:.3f} ({calibration['n_test']} test images of "
                       f"{calibration['dataset']}, {calibration['ece_bins']} bins)")
         if "test_coverage" in conformal:
+            interval = conformal.get("test_coverage_ci95")  # runs trained before it was recorded have none
+            spread = f" (95% interval {interval[0]:.1%}–{interval[1]:.1%})" if interval else ""
             calibrated += (f"; its {conformal['target_coverage']:.0%} sets held the true class for "
-                           f"**{conformal['test_coverage']:.1%}** of the test images, "
+                           f"**{conformal['test_coverage']:.1%}**{spread} of the test images, "
                            f"{conformal['test_mean_set_size']:.2f} classes on average")
     elif "skipped" in calibration:
         calibrated = f"`{entry.id}`: {calibration['skipped']}"
