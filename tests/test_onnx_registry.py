@@ -8,12 +8,11 @@ import pytest
 import torch
 
 import zoo
+from _registry_params import registry_params
 from zoo.onnx_export import FEATURES_NAME, INPUT_NAME, METADATA_NAME, OUTPUT_NAME, OnnxIO, check_onnx_file, export_onnx
 
 pytest.importorskip("onnxruntime")
 
-# the largest ONNX files (350-550 MB: the VGGs' 7x7 pre-logits convolution, NASNet-A Large), ~10 s each on one core
-HEAVY = ("vgg11", "vgg16", "vgg19", "nasnetalarge")
 HEAD_CASES = [("resnet18", head) for head in zoo.HEADS] + [("quadsnet", "soft_attention+metadata")]
 
 
@@ -45,8 +44,7 @@ def _export_and_check(model, tmp_path):
     check_onnx_file(result.path, config)  # what a loader checks: parses, checker, IO match
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.heavy) if n in HEAVY else n
-                                  for n in zoo.list_architectures()])
+@pytest.mark.parametrize("name", registry_params())
 def test_every_architecture_exports_and_verifies(name, tmp_path):
     info = zoo.get_architecture(name)
     size = max(32, *info.min_input_size[1:])
