@@ -8,9 +8,11 @@ import zoo
 # each costs 8-15 s on one core. CI runs them.
 HEAVY = ("vgg11", "vgg16", "vgg19", "nasnetalarge")
 # Deeper members of a family whose blocks, head and export path a smaller member already exercises in the same
-# test: VGG-16 and VGG-19 are VGG-11 with more 3x3 convolutions per stage. They are deselected by default
-# (pytest.ini: -m "not sibling"), which keeps CI under its time limit; `pytest -m sibling` runs them.
-SIBLINGS = {"vgg16": "vgg11", "vgg19": "vgg11"}
+# test: VGG-16 and VGG-19 are VGG-11 with more 3x3 convolutions per stage, ResNet-101/152 ResNet-50 with more
+# bottleneck blocks, DenseNet-201 DenseNet-121 with more dense layers. They are deselected by default (pytest.ini:
+# -m "not sibling"), which keeps CI under its time limit; `pytest -m sibling` runs them (about a minute).
+SIBLINGS = {"vgg16": "vgg11", "vgg19": "vgg11", "resnet101": "resnet50", "resnet152": "resnet50",
+            "densenet201": "densenet121"}
 
 
 def registry_params() -> list:
