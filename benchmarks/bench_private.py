@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import app  # noqa: E402
 import zoo  # noqa: E402
 from _private_zoo import build_private_zoo  # noqa: E402
-from test_app_browser import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402
+from _serve import CHROMIUM, CHROMIUM_ARGS, serve  # noqa: E402
 from ui.private import PrivateOffer  # noqa: E402
 
 
@@ -64,9 +64,7 @@ def main() -> None:
 
     images = args.image or [Path(skimage.__file__).parent / "data" / "retina.jpg"]
     settings = app.Settings(weights=weights, examples_dir=Path(tempfile.mkdtemp(prefix="bench-examples-")))
-    demo = app.build_demo(settings)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                            **app.launch_kwargs(settings))
+    demo, url = serve(settings)
     from gradio_client import Client, handle_file
     from playwright.sync_api import sync_playwright
 

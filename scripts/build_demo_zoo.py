@@ -150,6 +150,7 @@ def build(weights: Path, runs: tuple[DemoRun | ImportedRun, ...] = IMPORTED_RUNS
     from zoo import load_pretrained  # noqa: PLC0415
     from zoo.assets import medical_classifier  # noqa: PLC0415
     from zoo.keras_import import import_keras_classifier, packaged_inputs  # noqa: PLC0415
+    from zoo.run_layout import ONNX_NAME, WEIGHTS_NAME  # noqa: PLC0415
 
     done, problems, start = [], [], time.perf_counter()
     for i, run in enumerate(runs, 1):
@@ -174,8 +175,10 @@ def build(weights: Path, runs: tuple[DemoRun | ImportedRun, ...] = IMPORTED_RUNS
             try:  # as python -m train does for its runs (verified on its test split): the app then answers from
                 # ONNX Runtime from the start, checked against PyTorch on the packaged images it was evaluated on
                 source = medical_classifier(run.classifier)
-                images, batch = packaged_inputs(load_pretrained(out), source)
-                export_onnx(out, inputs=batch, inputs_source=f"the {len(images)} packaged images of {source.package}")
+                model = load_pretrained(out)  # loaded once: its inputs and its export
+                images, batch = packaged_inputs(model, source)
+                export_onnx(model, out / ONNX_NAME, inputs=batch, weights=out / WEIGHTS_NAME,
+                            inputs_source=f"packaged images of {source.package}")
             except ZooError as e:  # the run stands; the app exports it on first use, or answers from PyTorch
                 print(f"\n  {run.name}: no model.onnx written ({e})", flush=True)
             figures = json.loads((out / "metrics.json").read_text())["test"]

@@ -2,7 +2,6 @@
 limits, and what the server will and will not serve."""
 import json
 import os
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,6 +13,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from _app_zoo import (BROKEN, TINY_MODELS, bad_inputs, build_tiny_zoo, convertible_inputs,  # noqa: E402
                       packaged_examples)
+from _serve import serve  # noqa: E402
 
 RECORD_FIELDS = {"model", "top_k", "latency_ms", "params_total", "params_trainable", "mode", "error",
                  "calibrated_top_k", "temperature", "prediction_set", "ood", "ood_reason"}
@@ -41,12 +41,6 @@ def check_trust_fields(record: dict) -> None:
 MAX_FILE_SIZE = 2 * 1024 * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, digits_run):
     """(app module, demo, url, client) for the tiny zoo and the trained digits run, with a 2 MB upload limit."""
@@ -58,9 +52,7 @@ def served(tmp_path_factory, digits_run):
     catalog.write_text(json.dumps({"models": [{"id": TRAINED, "source": "local", "path": str(digits_run.run_dir)}]}))
     settings = app.Settings(weights=weights, catalog=catalog, examples_dir=tmp_path_factory.mktemp("examples"),
                             max_file_size=f"{MAX_FILE_SIZE}b", queue_size=5)
-    demo = app.build_demo(settings)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                            **app.launch_kwargs(settings, demo))
+    demo, url = serve(settings)
     client = Client(url, verbose=False)
     yield app, demo, url, client
     client.close() if hasattr(client, "close") else None

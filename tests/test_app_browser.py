@@ -4,7 +4,6 @@ import json
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -12,23 +11,14 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from _app_zoo import build_tiny_zoo, packaged_examples  # noqa: E402
+from _serve import browser, needs_chromium, serve  # noqa: E402, F401  (browser: the fixture)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 SELECTED = ["lenet5-scratch-digits", "lite0-fe-digits", "quadsnet-scratch-digits", "lenet5-meta-lesions"]
 ONE_OF_SELECTED = re.compile("^(" + "|".join(map(re.escape, SELECTED)) + ")$")
 TRAINED = "lenet5-digits-trained"  # the session's real LeNet-5 digits run, with its trust statistics
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file() or shutil.which(CHROMIUM) is None,
-                                reason=f"{CHROMIUM} missing: apt-get install -y chromium (.ci/run installs it)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -39,22 +29,9 @@ def url(tmp_path_factory, digits_run):
     catalog = tmp_path_factory.mktemp("catalog") / "catalog.json"
     catalog.write_text(json.dumps({"models": [{"id": TRAINED, "source": "local", "path": str(digits_run.run_dir)}]}))
     settings = app.Settings(weights=weights, catalog=catalog, examples_dir=tmp_path_factory.mktemp("examples"))
-    demo = app.build_demo(settings)
-    _, local_url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                  quiet=True, **app.launch_kwargs(settings, demo))
+    demo, local_url = serve(settings)
     yield local_url
     demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """One Chromium for the module's pages: a second sync Playwright cannot start while the first one runs."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 def _open(browser, url: str, timeout_ms: int):
@@ -330,9 +307,7 @@ def medical_page(medical_zoo, tmp_path_factory, browser):
     if not (weights / "lenet5-scratch-digits").exists():
         shutil.copytree(tiny / "lenet5-scratch-digits", weights / "lenet5-scratch-digits")
     settings = app.Settings(weights=weights, examples_dir=tmp_path_factory.mktemp("medical-examples"))
-    demo = app.build_demo(settings)
-    _, local_url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                  quiet=True, **app.launch_kwargs(settings, demo))
+    demo, local_url = serve(settings)
     page = _open(browser, local_url, 90_000)
     yield page
     page.close()

@@ -5,7 +5,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import tempfile
 import time
 import warnings
@@ -18,6 +17,7 @@ import torch
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import zoo  # noqa: E402
+from _serve import serve  # noqa: E402
 from ui.public_errors import public_message  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,12 +115,6 @@ def test_every_handler_that_reads_an_image_shares_the_comparison_limit(tmp_path)
     assert demo.delete_cache == (300, 3600)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_uploads_are_deleted_after_their_lifetime(tmp_path, monkeypatch):
     import app
     from gradio_client import Client, handle_file
@@ -132,9 +126,7 @@ def test_uploads_are_deleted_after_their_lifetime(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_APP_EXAMPLES", str(tmp_path / "examples"))
     settings = Settings.from_env()
     assert settings.upload_ttl_s == 1 and settings.delete_cache == (1, 1)
-    demo = app.build_demo(settings)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
-                            **app.launch_kwargs(settings))
+    demo, url = serve(settings)
     try:
         upload = tmp_path / "upload.png"
         shutil.copy(demo.zoo_app.examples[0][0], upload)

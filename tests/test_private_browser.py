@@ -12,9 +12,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from _app_zoo import TINY_MODELS, packaged_examples  # noqa: E402
 from _private_zoo import CALIBRATED, WITH_OOD, build_private_zoo, chest_xray, parity_images  # noqa: E402
-from test_app_browser import CHROMIUM, CHROMIUM_ARGS, free_port, pytestmark  # noqa: E402, F401
+from _serve import browser, needs_chromium, serve  # noqa: E402, F401  (browser: the fixture)
 from ui.private import ORT_DIST  # noqa: E402
 
+pytestmark = needs_chromium
 MODELS = list(TINY_MODELS)
 TOLERANCE = 1e-3
 if not (ORT_DIST / "ort.wasm.min.js").is_file():
@@ -27,21 +28,9 @@ def server(tmp_path_factory):
 
     weights = build_private_zoo(tmp_path_factory.getbasetemp() / "private-zoo")
     settings = app.Settings(weights=weights, examples_dir=tmp_path_factory.mktemp("examples"))
-    demo = app.build_demo(settings)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                            quiet=True, **app.launch_kwargs(settings))
+    demo, url = serve(settings)
     yield url, weights
     demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

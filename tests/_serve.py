@@ -1,0 +1,40 @@
+"""Serving the app and driving Chromium, for the tests and benchmarks that need a live server or a real browser:
+one free port, one way to launch, one browser per module."""
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).is_file() or shutil.which(CHROMIUM) is None,
+                                    reason=f"{CHROMIUM} missing: apt-get install -y chromium (.ci/run installs it)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(settings):
+    """Build the app for `settings` and serve it on a free local port without blocking: -> (demo, url)."""
+    import app
+
+    demo = app.build_demo(settings)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                            **app.launch_kwargs(settings, demo))
+    return demo, url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium for the module's pages: a second sync Playwright cannot start while the first one runs."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
