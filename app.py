@@ -246,11 +246,12 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         # checks) shares one limit: private events can still be called over HTTP, so none may run beside the
         # comparisons
         images = dict(concurrency_id="inference", concurrency_limit=app.settings.concurrency)
+        # one listener per trigger, the rest chained with .then(): two listeners on one trigger re-trigger each other
+        # in the browser when clicks come faster than answers (an endless loop after two quick ticks)
         replace.upload(lambda path: path, inputs=replace, outputs=image_file, api_visibility="private")
         image_file.change(app.preview, inputs=image_file, outputs=[preview, image_info], api_visibility="private",
-                          **images)
-        image_file.change(on_inputs, inputs=[image_file, models], outputs=input_outputs, api_visibility="private",
-                          **images)
+                          **images).then(on_inputs, inputs=[image_file, models], outputs=input_outputs,
+                                         api_visibility="private", **images)
         run_button.click(run_ui, inputs=[image_file, models, age, sex, site, top_k, raw_probs],
                          outputs=[summary, records, shown_results, *slot_outputs], api_visibility="private", **images)
         raw_probs.change(probabilities, inputs=[shown_results, raw_probs], outputs=[slot[3] for slot in slots],
@@ -260,9 +261,9 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                             inputs=models, outputs=ood_examples, api_visibility="private", **images)
         api_button.click(run_api, inputs=[api_image, api_models, api_age, api_sex, api_site, api_top_k],
                          outputs=api_out, api_name="compare", **images)
-        models.change(on_selection, inputs=models, outputs=selection_outputs, api_visibility="private", **images)
-        models.change(on_inputs, inputs=[image_file, models], outputs=input_outputs, api_visibility="private",
-                      **images)
+        models.change(on_selection, inputs=models, outputs=selection_outputs, api_visibility="private",
+                      **images).then(on_inputs, inputs=[image_file, models], outputs=input_outputs,
+                                     api_visibility="private", **images)
         rescan.click(on_rescan, inputs=models, outputs=[models, models_table], api_visibility="private")
         demo.load(on_selection, inputs=models, outputs=selection_outputs, api_visibility="private", **images)
 

@@ -2,6 +2,7 @@
 one free port, one way to launch, one browser per module."""
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,32 @@ def browser():
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield browser
         browser.close()
+
+
+class QueueRequests:
+    """The events a page sends to the server, counted as Gradio's queue sees them: one `queue/join` request per
+    handler run. A loop between listeners shows as requests that never stop."""
+
+    def __init__(self, page):
+        self.times: list[float] = []
+        page.on("request", self._seen)
+
+    def _seen(self, request) -> None:
+        if "/queue/join" in request.url:
+            self.times.append(time.monotonic())
+
+    def since(self, start: float) -> int:
+        return sum(t >= start for t in self.times)
+
+    def settle(self, page, quiet_s: float = 4.0, limit_s: float = 45.0) -> None:
+        """Wait until no request has been sent for `quiet_s`, keeping the page busy all the while (an idle headless
+        page throttles its timers, which once hid an endless event loop from the suite); fail after `limit_s`."""
+        start = time.monotonic()
+        while time.monotonic() - start < limit_s:
+            page.evaluate("() => document.querySelectorAll('*').length")
+            last = max(self.times[-1] if self.times else start, start)
+            if time.monotonic() - last >= quiet_s:
+                return
+            time.sleep(0.1)
+        pytest.fail(f"the page kept sending requests for {limit_s:.0f} s ({self.since(start)} of them): "
+                    "an event loop between listeners")

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from _app_zoo import build_tiny_zoo, packaged_examples  # noqa: E402
-from _serve import browser, needs_chromium, serve  # noqa: E402, F401  (browser: the fixture)
+from _serve import QueueRequests, browser, needs_chromium, serve  # noqa: E402, F401  (browser: the fixture)
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 SELECTED = ["lenet5-scratch-digits", "lite0-fe-digits", "quadsnet-scratch-digits", "lenet5-meta-lesions"]
@@ -296,6 +297,63 @@ def test_bad_upload_shows_a_message_and_the_app_keeps_working(page, tmp_path):
 
 
 # --- the medical demo: what a new user sees first ------------------------------------------------------------------
+
+# A person clicks faster than a handler answers. Each of these actions must cost a bounded number of server
+# requests (at most 2 on average) and the page must fall quiet after the last one: two listeners on one trigger once
+# re-triggered each other for minutes after two ticks half a second apart.
+MAX_REQUESTS_PER_ACTION = 2
+
+
+def test_ticking_and_unticking_models_quickly_does_not_loop(browser, url):
+    from playwright.sync_api import expect
+
+    page = _open(browser, url, 60_000)
+    requests = QueueRequests(page)
+    select_models(page, SELECTED[:1])
+    upload(page, packaged_examples()["ct"])
+    expect(page.locator("#image-info")).to_contain_text("CT_small.dcm")
+    requests.settle(page)
+    boxes = page.locator("#models input[type=checkbox]")
+    working = [boxes.nth(i) for i in range(boxes.count())
+               if boxes.nth(i).locator("xpath=..").inner_text().strip() in SELECTED]
+    start, actions = time.monotonic(), 0
+    for _ in range(3):  # each working model ticked or unticked in turn, three times over, as fast as clicks go
+        for box in working:
+            box.click()
+            actions += 1
+    requests.settle(page)
+    sent = requests.since(start)
+    assert 0 < sent <= MAX_REQUESTS_PER_ACTION * actions, f"{sent} requests for {actions} clicks"
+    # the last state wins: the previews show exactly the ticked models
+    ticked = page.locator("#models input[type=checkbox]:checked").count()
+    for i in range(ticked):
+        expect(page.locator(f"#input-caption-{i}")).to_contain_text("reads")
+    expect(page.locator(f"#input-{ticked}")).to_be_hidden()
+    page.close()
+
+
+def test_a_new_upload_and_repeated_clicks_while_a_comparison_runs_do_not_loop(browser, url):
+    from playwright.sync_api import expect
+
+    page = _open(browser, url, 60_000)
+    requests = QueueRequests(page)
+    select_models(page, SELECTED)
+    upload(page, packaged_examples()["ct"])
+    expect(page.locator("#image-info")).to_contain_text("CT_small.dcm")
+    requests.settle(page)
+    start = time.monotonic()
+    page.locator("#compare-button").click()
+    upload(page, packaged_examples()["retina"])  # while the comparison runs
+    page.locator("#compare-button").click()
+    page.locator("#compare-button").click()
+    actions = 4
+    requests.settle(page)
+    sent = requests.since(start)
+    assert 0 < sent <= MAX_REQUESTS_PER_ACTION * actions, f"{sent} requests for {actions} actions"
+    expect(page.locator("#image-info")).to_contain_text("retina.jpg")
+    expect(page.locator("#label-0")).to_contain_text("%")
+    page.close()
+
 
 @pytest.fixture(scope="module")
 def medical_page(medical_zoo, tmp_path_factory, browser):

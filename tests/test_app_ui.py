@@ -52,6 +52,22 @@ def test_app_py_stays_layout_and_wiring():
     assert "from __future__ import annotations" not in source  # gradio's reload mode re-executes this file
 
 
+def test_each_trigger_has_one_listener(state, tmp_path):
+    """Two listeners on one trigger (with Gradio's default trigger_mode, "always_last") re-trigger each other in the
+    browser when a person clicks faster than they answer: two quick ticks once looped for minutes. Work that follows
+    an event is chained with .then() instead (the browser test counts the requests)."""
+    from collections import Counter
+
+    import app
+
+    demo = app.build_demo(state.settings)
+    triggers = Counter((block_id, event) for fn in demo.fns.values() for block_id, event in fn.targets
+                       if event != "then")
+    labels = {block_id: getattr(demo.blocks.get(block_id), "elem_id", None) or block_id for block_id, _ in triggers}
+    shared = [(labels[block_id], event, n) for (block_id, event), n in triggers.items() if n > 1]
+    assert not shared, f"triggers with several listeners (component, event, count): {shared}"
+
+
 # --- settings and examples ------------------------------------------------------------------------------
 
 def test_settings_defaults_and_limits(monkeypatch):
