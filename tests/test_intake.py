@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 from numpy.lib import format as npy_format
+import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from PIL import Image
 from sklearn.datasets import load_digits
 
@@ -140,6 +142,21 @@ def test_medmnist_npz_becomes_png_files_with_the_same_pixels(tmp_path):
     assert_reads_back(report)
     written = next((report.folder / "0").glob("*train_images_0*.png"))
     assert np.array_equal(np.asarray(load_image(written).image), images[0])
+
+
+def test_dicom_files_are_read_by_their_content_even_without_an_extension(tmp_path):
+    ct = Path(get_testdata_file("CT_small.dcm", download=False))
+    renamed = pydicom.dcmread(ct)
+    renamed.PatientName = "Second^Scan"  # other bytes, so not a copy of CT_small.dcm
+    buffer = io.BytesIO()
+    renamed.save_as(buffer)
+    entries = {"ct/CT_small.dcm": ct.read_bytes(), "ct/scan_0002": buffer.getvalue(),
+               "mr/MR_small.dcm": Path(get_testdata_file("MR_small.dcm", download=False)).read_bytes(),
+               "mr/MR_small_RLE.dcm": Path(get_testdata_file("MR_small_RLE.dcm", download=False)).read_bytes()}
+    report = read_upload(write_zip(tmp_path / "scans.zip", entries), tmp_path / "job")
+    assert report.counts == {"ct": 2, "mr": 2} and report.skipped == []
+    assert sorted(p.suffix for p in report.folder.rglob("*.*")) == [".dcm"] * 4  # the extensionless one too
+    assert_reads_back(report)
 
 
 def test_class_names_are_made_safe_and_never_read_as_splits(tmp_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 import os
 import re
 import shutil
@@ -499,8 +500,9 @@ def _csv_candidates(table: PurePosixPath, files: dict[PurePosixPath, Path], stag
     shown = f"{upload}/{table.as_posix()}"
     try:
         source = load_csv(files[table])
-    except DataError as e:
-        raise IntakeError(_inside_upload(str(e), staging, upload)) from None
+    except DataError as e:  # where the folders name the classes, the CSV may hold something else
+        raise IntakeError(_inside_upload(f"{e}. If the zip's folders name the classes, remove the CSV from the zip",
+                                         staging, upload)) from None
     except (UnicodeDecodeError, csv.Error) as e:
         raise IntakeError(f"{shown} cannot be read as CSV text ({e}); save it as 'CSV UTF-8' and upload "
                           "again") from None
@@ -570,7 +572,7 @@ def _check_npz_arrays(path: Path, upload: str, limits: IntakeLimits) -> None:
         images = 0
         for info in members:
             shape, dtype = _npy_header(archive, info, upload)
-            if dtype.hasobject or int(np.prod(shape)) * dtype.itemsize > info.file_size:
+            if dtype.hasobject or math.prod(shape) * dtype.itemsize > info.file_size:  # math.prod: no overflow
                 raise IntakeError(f"{upload}: the array {info.filename!r} ({dtype}, shape {shape}) is not a plain "
                                   "numeric array of the size its file holds; save the images as uint8 arrays "
                                   "with numpy.savez")
