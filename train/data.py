@@ -29,14 +29,15 @@ __all__ = [
     "IMAGE_EXTENSIONS", "Sample", "SkippedFile", "DataSource", "Splits", "DataError",
     "BUNDLED_DATASETS", "register_bundled", "load_source", "make_splits", "verify_images",
     "class_counts", "ImageDataset", "split_record", "data_fingerprint", "MEDMNIST_SIZES", "medmnist_file",
-    "medmnist_root", "load_medmnist_source",
+    "medmnist_root", "load_medmnist_source", "SPLIT_ALIASES",
 ]
 
 _logger = logging.getLogger("train")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom")
 SPLIT_NAMES = ("train", "val", "test")
-_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+# a folder with one of these names (any case) holds a split of an ImageFolder, not a class
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                   "validation": "val", "test": "test", "testing": "test"}
 _IMAGE_COLUMNS = ("image", "image_id", "image_path", "path", "file", "filename", "isic_id")
 _LABEL_COLUMNS = ("label", "dx", "class", "target", "diagnosis")
@@ -240,9 +241,9 @@ def _walk_images(folder: Path) -> list[Path]:
 def load_image_folder(root: Path) -> DataSource:
     """ImageFolder layout: root/<class>/<image>, or root/{train,val,test}/<class>/<image>."""
     subdirs = _visible_dirs(root)
-    split_dirs = {_SPLIT_ALIASES[d.name.lower()]: d for d in subdirs if d.name.lower() in _SPLIT_ALIASES}
+    split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in subdirs if d.name.lower() in SPLIT_ALIASES}
     if "train" in split_dirs and len(split_dirs) >= 2:
-        others = [d.name for d in subdirs if d.name.lower() not in _SPLIT_ALIASES]
+        others = [d.name for d in subdirs if d.name.lower() not in SPLIT_ALIASES]
         if others:
             raise DataError(f"{root} mixes split folders ({sorted(p.name for p in split_dirs.values())}) "
                             f"with other folders {others}; use either <root>/<class>/ or "
@@ -303,7 +304,7 @@ def _pick_column(header: list[str], given: str | None, candidates: Sequence[str]
         if name in lower:
             return lower[name]
     raise DataError(f"{path}: no {what} column; looked for {list(candidates)} among the columns "
-                    f"{header}; name it with {option}")
+                    f"{header}; rename that column to one of those names, or name it with {option}")
 
 
 def load_csv(path: Path, image_dir: str | None = None, image_col: str | None = None,
