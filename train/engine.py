@@ -179,8 +179,18 @@ class Trainer:
     def __init__(self, model: nn.Module, cfg: TrainConfig, splits: dict[str, SplitData],
                  num_classes: int, run_dir: str | Path, device: torch.device, plan: CachePlan,
                  workers: int = 0, progress: bool = True,
-                 on_step: Callable[["Trainer", int, int], None] | None = None):
+                 on_step: Callable[["Trainer", int, int], None] | None = None,
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None, checkpoints: bool = True,
+                 validate: bool = True):
+        """``on_epoch(record)`` gets each epoch's history record; ``should_stop()`` is polled before every
+        batch (training and feature extraction) and stops the run as SIGINT does; ``checkpoints=False``
+        writes no checkpoint.pt (runs too short to resume: train/lesson.py's folds and curve points);
+        ``validate=False`` skips the per-epoch validation (no held-out validation split exists): the
+        history holds training figures only and the last epoch's weights are kept."""
         self.model, self.cfg, self.splits = model.to(device), cfg, splits
+        self.on_epoch, self.should_stop, self.checkpoints = on_epoch, should_stop, checkpoints
+        self.validate = validate
         self.num_classes, self.run_dir, self.device = num_classes, Path(run_dir), device
         self.plan, self.workers, self.progress, self.on_step = plan, workers, progress, on_step
         counts = class_counts(splits["train"].dataset.samples, num_classes)
@@ -377,6 +387,7 @@ class Trainer:
                                 img_s=f"{partial['seen'] / max(partial['time_s'], 1e-9):.0f}")
                 if self.on_step is not None:
                     self.on_step(self, epoch, step)
+                self._poll_should_stop()
                 if (stop if self._ddp is not None else self.stop_request.reason) and step < num_batches:
                     state.next_epoch, state.next_step = epoch, step
                     self.save_checkpoint()
@@ -402,8 +413,13 @@ class Trainer:
             self.stop_request.request("a stop request from another rank")
         return value, loss_sum, int(n_all), int(correct_all), bool(stop)
 
+    def _poll_should_stop(self) -> None:
+        if self.should_stop is not None and not self.stop_request.reason and self.should_stop():
+            self.stop_request.request("a cancel request")
+
     def _stop_agreed(self) -> bool:
         """Whether any rank was asked to stop (all ranks agree)."""
+        self._poll_should_stop()
         if self._ddp is None:
             return bool(self.stop_request.reason)
         flag = torch.tensor([1.0 if self.stop_request.reason else 0.0], device=self.device)
@@ -458,16 +474,20 @@ class Trainer:
                 epoch = state.next_epoch
                 start = time.perf_counter() - state.partial["time_s"]
                 stats = self.train_one_epoch(epoch)
-                val, _, _ = self.evaluate("val", label_names)
-                record = {"epoch": epoch, **stats, "val_loss": val["loss"],
-                          **{f"val_{k}": val[k] for k in HEADLINE_METRICS},
+                val = self.evaluate("val", label_names)[0] if self.validate else None
+                record = {"epoch": epoch, **stats,
+                          **({"val_loss": val["loss"], **{f"val_{k}": val[k] for k in HEADLINE_METRICS}}
+                             if val is not None else {}),
                           "lr": self.optimizer.param_groups[0]["lr"],
                           **({"head_lr": self.optimizer.param_groups[-1]["lr"]}
                              if len(self.optimizer.param_groups) > 1 else {}),
                           "time_s": time.perf_counter() - start}
-                improved = self._track_best(epoch, val)
-                self._step_scheduler(val)
+                improved = self._track_best(epoch, val) if val is not None else False
+                if val is not None or not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    self._step_scheduler(val)
                 state.history.append(record)
+                if self.on_epoch is not None:
+                    self.on_epoch(dict(record))
                 state.next_epoch, state.next_step = epoch + 1, 0
                 if cfg.patience is not None and state.bad_epochs >= cfg.patience:
                     state.stopped_early, state.finished = True, True
@@ -517,6 +537,11 @@ class Trainer:
         done = record["epoch"]
         per_epoch = elapsed / max(len(self.state.history), 1)
         remaining = 0 if self.state.finished else (cfg.epochs - done) * per_epoch
+        if "val_loss" not in record:  # trained without validation (validate=False)
+            _logger.info("epoch %d/%d  train loss %.4f acc %.3f  lr %.2e  %.1fs  elapsed %s  eta %s", done,
+                         cfg.epochs, record["train_loss"], record["train_accuracy"], record["lr"], record["time_s"],
+                         _hms(elapsed), _hms(remaining))
+            return
         monitor = record.get(f"val_{cfg.monitor}") if cfg.monitor != "loss" else record["val_loss"]
         _logger.info(
             "epoch %d/%d  train loss %.4f acc %.3f  val loss %.4f acc %.3f bal.acc %.3f f1 %.3f  "
@@ -535,6 +560,8 @@ class Trainer:
         every rank) while the others check that their weights are finite, then all meet at a barrier.
         """
         path = self.run_dir / CHECKPOINT_NAME
+        if not self.checkpoints:
+            return path
         if not distributed.is_main_process():
             if not all(bool(torch.isfinite(t).all()) for t in self.model.state_dict().values()
                        if t.is_floating_point()):

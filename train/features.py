@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save
 
 from .checkpoint import atomic_write
 
-__all__ = ["CachePlan", "plan_cache", "extract_features", "cached_forward", "cache_key",
+__all__ = ["CachePlan", "FeatureMemo", "plan_cache", "extract_features", "cached_forward", "cache_key",
            "weights_digest", "load_cached", "store_cached", "DEFAULT_MAX_BYTES"]
 
 _logger = logging.getLogger("train")
@@ -164,6 +164,42 @@ def cache_key(arch: str, level: str, weights: str, data_config: dict[str, Any],
               "preprocessing": {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()},
               "data": data}
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+class FeatureMemo:
+    """Frozen features per image, kept in memory and shared by runs on one backbone and preprocessing.
+
+    Cross-validation folds and learning-curve points train many heads on subsets of the same images;
+    with a memo each image goes through the frozen backbone once, whichever split it lands in. Entries
+    are keyed like the disk cache (architecture, level, frozen weights, preprocessing) plus the image's
+    own data fingerprint, so a different backbone, size or image never reuses a row.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def share(self, trainer: Any, source: Any, data_config: dict[str, Any]) -> None:
+        """Fill `trainer`'s splits from the memo, extract what is missing, and remember it."""
+        from .data import data_fingerprint  # noqa: PLC0415  (data imports torch datasets; keep this module light)
+
+        model_key = cache_key(trainer.cfg.arch, trainer.plan.level, weights_digest(trainer.model), data_config, {})
+        keys = {name: [(model_key, data_fingerprint(source, [sample])) for sample in data.dataset.samples]
+                for name, data in trainer.splits.items()}
+
+        def fill() -> None:
+            for name, data in trainer.splits.items():
+                if data.features is None and all(k in self._rows for k in keys[name]):
+                    data.features = torch.stack([self._rows[k] for k in keys[name]])
+
+        def remember(name: str) -> None:  # after each split: later splits of the same images need no pass
+            self._rows.update(zip(keys[name], trainer.splits[name].features))
+            fill()
+
+        fill()
+        trainer.prepare_features(on_split=remember)
 
 
 def _cache_file(cache_dir: str | Path, arch: str, key: str) -> Path:

@@ -28,12 +28,13 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, monitor: st
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     axes[0].plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    axes[0].plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
+    if "val_loss" in history[0]:  # runs without a validation split (train/lesson.py's folds) have none
+        axes[0].plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
     axes[0].set(title="Loss", xlabel="epoch")
     metric_names = ["accuracy", "balanced_accuracy", "f1_macro"]
     if monitor not in metric_names and monitor != "loss":
         metric_names.append(monitor)
-    for name in metric_names:
+    for name in metric_names if "val_loss" in history[0] else ():
         values = [h.get(f"val_{name}") for h in history]
         values = [np.nan if v is None else v for v in values]
         axes[1].plot(epochs, values, "o-", label=METRIC_TITLES.get(name, name))

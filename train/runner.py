@@ -9,8 +9,9 @@ import json
 import logging
 import os
 import random
+import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,16 +28,16 @@ from .augment import eval_transform, train_transform
 from .card import card_sections
 from .checkpoint import load_checkpoint, write_json
 from .config import TrainConfig, config_to_yaml, load_yaml_config
-from .data import (DataSource, ImageDataset, Splits, data_fingerprint, load_source, make_splits,
+from .data import (DataSource, ImageDataset, Sample, Splits, data_fingerprint, load_source, make_splits,
                    split_record, verify_images)
 from .engine import SplitData, Trainer
-from .features import cache_key, load_cached, plan_cache, store_cached, weights_digest
+from .features import FeatureMemo, cache_key, load_cached, plan_cache, store_cached, weights_digest
 from .logs import configure_logging
-from .metrics import flat_metrics
+from .metrics import classification_metrics, flat_metrics
 from .plots import plot_confusion_matrix, plot_curves, plot_roc
-from .trust import TRUST_SECTION, fit_run_trust
+from .trust import TRUST_SECTION, TrustFit, fit_run_trust
 
-__all__ = ["RunResult", "run_training", "RESUME_OPTIONS"]
+__all__ = ["RunResult", "RunHooks", "HeldOutPredictions", "run_training", "RESUME_OPTIONS"]
 
 _logger = logging.getLogger("train")
 
@@ -57,6 +58,50 @@ class RunResult:
     best_epoch: int | None
     params: tuple[int, int]        # (total, trainable)
     timing: dict[str, Any]         # train_s, feature_extraction_s, device
+    test_probs: np.ndarray | None = None   # (N, C) softmax of the test split, in its order
+    test_labels: np.ndarray | None = None  # (N,)
+
+
+@dataclass
+class HeldOutPredictions:
+    """Predictions for every image from models that did not train on it (cross-validation folds).
+
+    Given to a run trained on all images, they replace its test split: metrics.json, the model card
+    and the plots report them, and the trust fit (temperature, prediction sets, OOD), which needs
+    held-out validation and test splits, is left out with ``trust_note`` saying why.
+    """
+
+    probs: np.ndarray      # (N, C)
+    labels: np.ndarray     # (N,)
+    protocol: str          # e.g. "5-fold stratified cross-validation (16 images)"
+    card_text: str         # the model card's account of the evaluation
+    trust_note: str
+    extra_metrics: dict[str, Any] = field(default_factory=dict)  # added to metrics.json (intervals, ...)
+
+
+@dataclass
+class RunHooks:
+    """What a caller that embeds training adds to a run (train/lesson.py); ``python -m train`` uses none.
+
+    - ``source``: the already loaded and verified data (skips reading ``--data`` again).
+    - ``split_indices``: {"train", "val", "test"} -> indices into ``source.samples`` instead of a random split.
+    - ``features``: frozen features per image shared between runs (folds, learning-curve points).
+    - ``write_run=False``: train and evaluate only; no run folder. ``checkpoints=False``: no checkpoint.pt.
+    - ``on_epoch(record)``, ``should_stop()``: live curves and Cancel (see train.engine.Trainer).
+    - ``held_out``: the evaluation of a run trained on all images (see HeldOutPredictions).
+    - ``validate=False``: no per-epoch validation (the given val split is no held-out set); the last
+      epoch's weights are kept.
+    """
+
+    source: DataSource | None = None
+    split_indices: dict[str, list[int]] | None = None
+    features: FeatureMemo | None = None
+    write_run: bool = True
+    checkpoints: bool = True
+    on_epoch: Callable[[dict[str, Any]], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    held_out: HeldOutPredictions | None = None
+    validate: bool = True
 
 
 def _seed_everything(seed: int, deterministic: bool) -> None:
@@ -146,11 +191,16 @@ def _apply_img_size(model: torch.nn.Module, size: int) -> None:
     model.pretrained_cfg = cfg
 
 
-def _prepare(cfg: TrainConfig, progress: bool) -> tuple[DataSource, Splits]:
-    source = load_source(cfg.data, image_dir=cfg.image_dir, image_col=cfg.image_col,
-                         label_col=cfg.label_col, metadata_cols=cfg.metadata_cols)
-    source = verify_images(source, strict=cfg.strict, progress=progress)
-    splits = make_splits(source, cfg.val_frac, cfg.test_frac, cfg.effective_split_seed)
+def _prepare(cfg: TrainConfig, progress: bool, hooks: RunHooks) -> tuple[DataSource, Splits]:
+    source = hooks.source
+    if source is None:
+        source = load_source(cfg.data, image_dir=cfg.image_dir, image_col=cfg.image_col,
+                             label_col=cfg.label_col, metadata_cols=cfg.metadata_cols)
+        source = verify_images(source, strict=cfg.strict, progress=progress)
+    if hooks.split_indices is not None:
+        splits = _given_splits(source, hooks.split_indices)
+    else:
+        splits = make_splits(source, cfg.val_frac, cfg.test_frac, cfg.effective_split_seed)
     if cfg.synthetic:  # synthetic images join the training split only (train/synthetic.py)
         from .synthetic import add_synthetic
         splits = add_synthetic(source, splits, cfg.synthetic, cfg.target_balance,
@@ -158,16 +208,34 @@ def _prepare(cfg: TrainConfig, progress: bool) -> tuple[DataSource, Splits]:
     return source, splits
 
 
+def _given_splits(source: DataSource, indices: dict[str, list[int]]) -> Splits:
+    """Splits from explicit sample indices (cross-validation folds); every split must hold images."""
+    parts: dict[str, list[Sample]] = {}
+    for name in ("train", "val", "test"):
+        chosen = list(indices.get(name, ()))
+        if not chosen or any(not 0 <= i < len(source.samples) for i in chosen):
+            raise DataError(f"split_indices[{name!r}] of {source.spec} must be a non-empty list of indices "
+                            f"below {len(source.samples)}; got {chosen[:10]}")
+        parts[name] = [source.samples[i] for i in chosen]
+    return Splits(parts["train"], parts["val"], parts["test"], predefined=True)
+
+
 def run_training(cfg: TrainConfig | None = None, *, resume: str | Path | None = None,
                  on_step: Callable[[Trainer, int, int], None] | None = None,
-                 resume_overrides: dict[str, Any] | None = None, **options: Any) -> RunResult:
+                 resume_overrides: dict[str, Any] | None = None, hooks: RunHooks | None = None,
+                 **options: Any) -> RunResult:
     """Train, evaluate and write a run folder; returns its metrics.
 
     Pass a TrainConfig, or options as keywords (``run_training(arch="lenet5", data="digits")``).
     ``resume`` continues the run in that folder with its saved configuration. ``on_step(trainer,
     epoch, step)`` is called after every training step (progress hooks, tests). Under torchrun
     (WORLD_SIZE > 1) every process calls this; rank 0 alone writes the run folder and logs progress.
+    ``hooks`` (RunHooks) serve callers that embed training: given splits, shared features, live curves, Cancel.
     """
+    hooks = hooks or RunHooks()
+    if resume is not None and (hooks.source or hooks.split_indices or hooks.held_out or not hooks.write_run):
+        raise ConfigError("resume continues a run of python -m train; it takes no source, split_indices, "
+                          "held_out or write_run=False hooks")
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / RUN_CONFIG_NAME).is_file():
@@ -186,22 +254,23 @@ def run_training(cfg: TrainConfig | None = None, *, resume: str | Path | None = 
         _logger.setLevel(logging.ERROR)
     progress = not cfg.quiet and main_process
 
-    if resume is None and (cfg.out or cfg.name):
+    if resume is None and (cfg.out or cfg.name) and hooks.write_run:
         _check_run_dir(_run_dir(cfg), cfg.overwrite)  # fail before the slow work
     _seed_everything(cfg.seed, cfg.deterministic)
     device, joined = distributed.setup(cfg.device)
     try:
-        return _run(cfg, resume, on_step, device, progress)
+        return _run(cfg, resume, on_step, device, progress, hooks)
     finally:
         distributed.teardown(joined)
 
 
-def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.device, progress: bool) -> RunResult:
-    main_process = distributed.is_main_process()
-    source, splits = _prepare(cfg, progress)
+def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.device, progress: bool,
+         hooks: RunHooks) -> RunResult:
+    source, splits = _prepare(cfg, progress, hooks)
     run_dir = _run_dir(cfg, source.name)
+    main_process = distributed.is_main_process() and hooks.write_run  # who writes files (no one without a folder)
     checkpoint = None
-    if resume is None:
+    if resume is None and hooks.write_run:
         _check_run_dir(run_dir, cfg.overwrite)
     else:
         if (run_dir / CHECKPOINT_NAME).is_file():
@@ -260,10 +329,15 @@ def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.dev
     workers = cfg.workers if cfg.workers is not None else (
         0 if source.in_memory else min(4, max(1, (os.cpu_count() or 1) - 1)))
     trainer = Trainer(model, cfg, split_data, source.num_classes, run_dir, device, plan,
-                      workers=workers, progress=progress, on_step=on_step)
+                      workers=workers, progress=progress, on_step=on_step, on_epoch=hooks.on_epoch,
+                      should_stop=hooks.should_stop, checkpoints=hooks.checkpoints and hooks.write_run,
+                      validate=hooks.validate)
     if plan.level is not None and cfg.cache == "disk":
         _use_disk_cache(cfg, trainer, source, splits, data_config)
-    trainer.prepare_features()
+    if plan.level is not None and hooks.features is not None:
+        hooks.features.share(trainer, source, data_config)
+    else:
+        trainer.prepare_features()
 
     start = time.perf_counter()
     try:
@@ -272,19 +346,25 @@ def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.dev
         test, probs, labels = trainer.evaluate("test", source.label_names)  # every rank: the whole test split
     finally:
         trainer.close()
+    test_probs, test_labels = probs, labels
+    if hooks.held_out is not None:  # the caller's held-out predictions are this run's evaluation
+        probs, labels = hooks.held_out.probs, hooks.held_out.labels
+        test = classification_metrics(labels, probs, source.label_names)
     flat = flat_metrics(test)
     timing = {"train_s": train_s, "feature_extraction_s": trainer.feature_extraction_s,
               "device": str(device), "processes": distributed.world_size()}
     if main_process:
         _write_outputs(cfg, run_dir, trainer, source, splits, data_config, in_chans, test, probs, labels,
-                       flat, plan, timing)
+                       flat, plan, timing, hooks.held_out)
         if cfg.onnx:
             _export_onnx(run_dir, trainer.model, split_data["test"])
     distributed.barrier()
     _logger.info("test: %s", "  ".join(f"{k} {v:.4f}" for k, v in flat.items()))
-    _logger.info("run folder: %s", run_dir)
+    if hooks.write_run:
+        _logger.info("run folder: %s", run_dir)
     return RunResult(run_dir=run_dir, config=cfg, test=test, metrics=flat, history=state.history,
-                     best_epoch=state.best_epoch, params=zoo.count_params(trainer.model), timing=timing)
+                     best_epoch=state.best_epoch, params=zoo.count_params(trainer.model), timing=timing,
+                     test_probs=test_probs, test_labels=test_labels)
 
 
 def _saved_split(run_dir: Path) -> dict[str, Any] | None:
@@ -350,18 +430,24 @@ def _use_disk_cache(cfg: TrainConfig, trainer: Trainer, source: DataSource, spli
 def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: DataSource,
                    splits: Splits, data_config: dict[str, Any], in_chans: int, test: dict[str, Any],
                    probs: np.ndarray, labels: np.ndarray, flat: dict[str, float], plan,
-                   timings: dict[str, Any]) -> None:
+                   timings: dict[str, Any], held_out: HeldOutPredictions | None = None) -> None:
     state, names = trainer.state, source.label_names
     title = f"{cfg.arch} ({cfg.mode}) on {source.name}"
+    evaluated_on = held_out.protocol if held_out is not None else "test split"
     plot_curves(state.history, run_dir / PLOT_FILES["curves"], monitor=cfg.monitor, title=title)
     plot_confusion_matrix(test["confusion_matrix"], names, run_dir / PLOT_FILES["confusion_matrix"],
-                          title=f"{title}: test split")
-    plot_roc(labels, probs, names, run_dir / PLOT_FILES["roc"], title=f"ROC, test split: {title}")
-    # temperature, conformal threshold, OOD statistics (train/trust.py): fitted on train/val, reported on test
-    trust = fit_run_trust(trainer.model, source, splits, data_config, in_chans,
-                          {n: d.metadata for n, d in trainer.splits.items()} if trainer.uses_metadata else {},
-                          trainer.device, cfg.batch_size, trainer.workers, run_dir, title,
-                          cached=trainer.cached_outputs)
+                          title=f"{title}: {evaluated_on}")
+    plot_roc(labels, probs, names, run_dir / PLOT_FILES["roc"], title=f"ROC, {evaluated_on}: {title}")
+    if held_out is None:
+        # temperature, conformal threshold, OOD statistics (train/trust.py): fitted on train/val, reported on test
+        trust = fit_run_trust(trainer.model, source, splits, data_config, in_chans,
+                              {n: d.metadata for n, d in trainer.splits.items()} if trainer.uses_metadata else {},
+                              trainer.device, cfg.batch_size, trainer.workers, run_dir, title,
+                              cached=trainer.cached_outputs)
+    else:
+        trust = TrustFit(metrics={"evaluation": {"protocol": held_out.protocol, **held_out.extra_metrics},
+                                  "trust": held_out.trust_note},
+                         card_section=held_out.trust_note, zoo_config={})
     params = zoo.count_params(trainer.model)
     cache_note = plan.reason + (f" ({trainer.feature_extraction_s:.1f} s to extract)"
                                 if plan.level and trainer.feature_extraction_s else "")
@@ -376,6 +462,15 @@ def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: Da
     sections = card_sections(cfg, source, splits, data_config, params, test, state.history,
                              state.best_epoch, state.best_value, state.stopped_early, cache_note,
                              timings, in_chans)
+    if held_out is not None:
+        sections["Evaluation"] = held_out.card_text + "\n\n" + sections["Evaluation"].split("\n", 1)[1]
+        sections["Training data and split"] = re.sub(
+            r"^- Split: .*$", f"- Split: none held out: every image trained this model, and {held_out.protocol} "
+            "evaluated the recipe (below)", sections["Training data and split"], count=1, flags=re.M)
+        sections["Limitations of this run"] = (
+            f"- Trained on all {len(source.samples)} images of {source.name}; the evaluation above comes from "
+            f"{held_out.protocol}, whose models never saw the images they were scored on. Expect different "
+            "results on images from other scanners, sites or populations.")
     extra = {"training": {"run": run_dir.name, "data": cfg.data, "loss": cfg.loss, "augment": cfg.augment,
                           "sampler": cfg.sampler, "epochs_run": len(state.history),
                           "best_epoch": state.best_epoch, "seed": cfg.seed},
