@@ -34,6 +34,7 @@ from ui.formatting import (CSS, RAW_PROBABILITIES_LABEL, ZOO_HEADERS, column_det
 from ui.private import TAB_MARKDOWN as PRIVATE_TAB, private_routes  # noqa: E402
 from ui.settings import ENVIRONMENT_HELP, Settings, SettingsError  # noqa: E402
 from ui.state import UNKNOWN, ComparisonApp, metadata_record  # noqa: E402
+from ui.train_tab import build_train_tab, forget_session, session_of  # noqa: E402
 from ui.teaching import (PLOT_CAPTIONS, PLOT_HEIGHT, PLOT_ROWS, TEACHING_HEADERS, ExampleOODChecks,  # noqa: E402
                          column_widths, params_figure, study_reports, teaching_markdown, teaching_sections,
                          teaching_table, trust_lesson)
@@ -116,6 +117,9 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                     models_table = gr.Markdown(models_table_markdown(list(app.entries.values())),
                                                elem_classes=["models-table"])
 
+            with gr.Tab("Train", id="train"):  # the learner trains models; they join this session's Compare list
+                build_train_tab(app, models)
+
             with gr.Tab("Teaching", id="teaching") as teaching_tab:
                 gr.Markdown(about.TEACHING_INTRO)
                 # filled when the page loads and when the selection changes (matplotlib stays out of the cold start)
@@ -177,10 +181,11 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                       for r in (results or [])[:len(SLOTS)]]
             return labels + [gr.Label(None)] * (len(SLOTS) - len(labels))
 
-        def run_ui(path, ids, age_value, sex_value, site_value, k, raw, progress=gr.Progress()):
+        def run_ui(path, ids, age_value, sex_value, site_value, k, raw, request: gr.Request, progress=gr.Progress()):
             try:  # an example's true label is known: the summary then says which models were right
                 comparison = app.compare(path, ids, metadata_record(age_value, sex_value, site_value), int(k),
-                                         progress=progress, true_label=app.true_label(path))
+                                         progress=progress, true_label=app.true_label(path),
+                                         session=session_of(request))
             except gr.Error as e:  # a bad image or selection: say so where the answer would be, keep the page
                 gr.Warning(e.message, title=e.title)
                 hidden = [gr.Column(visible=False), "", gr.Markdown(visible=False), None, "", None, ""]
@@ -198,29 +203,30 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
 
         # the parameter names are the API's keyword arguments: client.predict(image=..., models=[...])
         def run_api(image: str | None, models: Any, age: float | None = None, sex: str = "", site: str = "",
-                    top_k: float = inference.DEFAULT_TOP_K) -> list[dict[str, Any]]:
+                    top_k: float = inference.DEFAULT_TOP_K, request: gr.Request = None) -> list[dict[str, Any]]:
             """Classify an image file with 2-6 models (a list of ids, or one comma-separated string).
 
             Returns one record per model: model, top_k [{label, probability}], latency_ms, params_total,
             params_trainable, mode, dataset, test_metrics, label_set_differs and error (null, or why that
-            model failed). Age/sex/site feed models with a metadata head. No Grad-CAM is computed here.
+            model failed). Age/sex/site feed models with a metadata head. No Grad-CAM is computed here. Models this
+            client trained through /train answer by their ids.
             """
             if isinstance(models, str):
                 models = [m.strip() for m in models.split(",") if m.strip()]
-            return app.compare(image, models, metadata_record(age, sex, site),
-                               int(top_k or inference.DEFAULT_TOP_K), cam=False).records()
+            return app.compare(image, models, metadata_record(age, sex, site), int(top_k or inference.DEFAULT_TOP_K),
+                               cam=False, session=session_of(request)).records()
 
-        def on_inputs(path, ids):
-            shown = app.model_inputs(path, ids)
+        def on_inputs(path, ids, request: gr.Request):
+            shown = app.model_inputs(path, ids, session_of(request))
             updates = [gr.Group(visible=bool(shown))]
             for i in SLOTS:
                 picture, caption = shown[i] if i < len(shown) else (None, "")
                 updates += [gr.Column(visible=i < len(shown)), picture, caption]
             return updates
 
-        def on_selection(ids):
-            chosen = app.selected_entries(ids or [])
-            show, sex_choices, site_choices = app.metadata_fields(ids)
+        def on_selection(ids, request: gr.Request):
+            chosen = app.selected_entries(ids or [], session_of(request))
+            show, sex_choices, site_choices = app.metadata_fields(ids, session_of(request))
             sections, table = teaching_sections(chosen), teaching_table(chosen)
             rows = []
             for i in SLOTS:
@@ -234,11 +240,12 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                     gr.Dataframe(table, column_widths=column_widths(TEACHING_HEADERS, table)), trust_lesson(chosen),
                     *rows)
 
-        def on_rescan(ids):
+        def on_rescan(ids, request: gr.Request):
             app.refresh()
-            kept = [m for m in ids or [] if m in app.entries]
+            choices = app.choices(session_of(request))
+            kept = [m for m in ids or [] if m in {value for _, value in choices}]
             table = models_table_markdown(list(app.entries.values()))
-            return gr.CheckboxGroup(choices=app.choices(), value=kept), table
+            return gr.CheckboxGroup(choices=choices, value=kept), table
 
         selection_outputs = [metadata_group, sex, site, teaching_text, params_plot, params_df, trust_text,
                              *teaching_outputs]
@@ -266,6 +273,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                                      api_visibility="private", **images)
         rescan.click(on_rescan, inputs=models, outputs=[models, models_table], api_visibility="private")
         demo.load(on_selection, inputs=models, outputs=selection_outputs, api_visibility="private", **images)
+        demo.unload(forget_session(app))  # a closed page: its job stops, its images and trained models are deleted
 
     # a Blocks app has no flagging (that is gr.Interface's), so nothing users send is stored
     demo.queue(max_size=app.settings.queue_size, default_concurrency_limit=2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "EXAMPLES_LABEL", "FILE_TYPES_HELP", "INPUTS_HELP", "INTRO", "MODE_TEXT", "NO_IMAGE",
-    "TEACHING_INTRO", "TITLE", "TRUST_TEXT", "studies_intro", "zoo_intro",
+    "TEACHING_INTRO", "TITLE", "TRUST_TEXT", "TRAIN_INTRO", "CLASS_BY_CLASS_HELP", "studies_intro", "zoo_intro",
 ]
 
 TITLE = "Transfer-learning model zoo: compare models"
@@ -18,6 +18,20 @@ INPUTS_HELP = ("**What each model reads**: the image after the model's own prepr
 
 TEACHING_INTRO = ("How the selected models were trained: what each transfer mode froze and trained, and what it "
                   "reached. Change the selection on the Compare tab.")
+
+TRAIN_INTRO = (
+    "## Do transfer learning yourself\n"
+    "Pick labelled images (the packaged chest X-rays and brain MRIs train offline in seconds, or your own), a "
+    "backbone pretrained on ImageNet and a transfer mode, then **Train**. With **feature extraction** the backbone is "
+    "frozen and only a new head learns from your images; **fine-tuning** lets every layer move; **from scratch** "
+    "starts from random weights and shows what the pretrained features were worth. Under 100 images the models are "
+    "judged by stratified k-fold cross-validation (every image is scored once by a model that never saw it), with "
+    "95% intervals; from 100 images on, by a held-out test split with calibration and an out-of-distribution check. "
+    "**Learning curve** trains on 1, 2, 4, … labelled images per class: frozen features against a network from "
+    "scratch. Trained models join the Compare tab's list for this browser session and are deleted when you close "
+    "the page: download them to keep them.")
+CLASS_BY_CLASS_HELP = ("Name each class and drop its images (PNG, JPEG, DICOM, …; at least 2 per class, 2 to 10 "
+                       "classes).")
 
 MODE_TEXT = {
     "scratch": "**Scratch**: every weight starts random and every weight trains. It needs the most data and "

@@ -23,6 +23,7 @@ from .examples import Example, make_private_folder, write_examples
 from .formatting import image_info_markdown, input_caption, model_choice_label, upscale_for_display
 from .public_errors import public_comparison, public_message
 from .settings import Settings
+from .training import TrainedModels
 
 __all__ = ["NON_MEDICAL_DATASETS", "UNKNOWN", "ComparisonApp", "ModelInput", "medical_rank", "metadata_record"]
 
@@ -45,6 +46,8 @@ class ComparisonApp:
         self.refresh()
         self.examples_dir = make_private_folder(settings.examples_dir)
         self.examples: list[Example] = write_examples(self.examples_dir, settings.weights)
+        # the models each browser session trains in the Train tab: that session's Compare list only
+        self.trained = TrainedModels(make_private_folder(settings.examples_dir))
         # an example is recognised by its bytes wherever Gradio copied it: (size, sha256) -> true label
         self._known_labels = {(os.path.getsize(e.path), hashlib.sha256(Path(e.path).read_bytes()).hexdigest()):
                               e.true_label for e in self.examples if e.true_label is not None}
@@ -60,10 +63,13 @@ class ComparisonApp:
         """A message as remote users may read it: the server's paths shortened (ui.public_errors)."""
         return public_message(message, self.settings.weights)
 
-    def choices(self) -> list[tuple[str, str]]:
-        """(label, id) of every model on offer: the medical ones first (medical_rank), then the rest by id."""
+    def choices(self, session: str | None = None) -> list[tuple[str, str]]:
+        """(label, id) of every model on offer: the medical ones first (medical_rank), then the rest by id; then the
+        models `session` trained in the Train tab, marked as such."""
         entries = sorted(self.entries.values(), key=lambda e: (medical_rank(e) is None, medical_rank(e) or (0, "")))
-        return [(model_choice_label(e), e.id) for e in entries]
+        trained = self.trained.entries(session).values()
+        return [(model_choice_label(e), e.id) for e in entries] + \
+               [(f"{model_choice_label(e)} (trained here)", e.id) for e in trained]
 
     def default_selection(self, count: int = 5) -> list[str]:
         """The medical models (the imported chest X-ray and brain MRI classifiers first), up to `count`; without two
@@ -80,12 +86,14 @@ class ComparisonApp:
         picked += [e.id for e in available if e.id not in picked]
         return picked[:count]
 
-    def selected_entries(self, model_ids: list[str]) -> list[ModelEntry]:
-        """Entries for the ids; an id the app does not know becomes an unavailable entry with the reason."""
+    def selected_entries(self, model_ids: list[str], session: str | None = None) -> list[ModelEntry]:
+        """Entries for the ids (the app's, then those `session` trained); an id the app does not know becomes an
+        unavailable entry with the reason."""
+        entries = {**self.trained.entries(session), **self.entries}
         # the count, not the ids: the table "All models on offer" (Compare tab) lists them
         known = (f"this app offers {len(self.entries)} models, listed in the table \"All models on offer\" "
                  "on the Compare tab")
-        return [self.entries.get(m) or ModelEntry(id=m, source="local", location="", available=False,
+        return [entries.get(m) or ModelEntry(id=m, source="local", location="", available=False,
                                                   reason=f"no model with id {m!r:.100}; {known}")
                 for m in model_ids]
 
@@ -118,7 +126,8 @@ class ComparisonApp:
             return None, f"**⚠ {e.message}**"
         return upscale_for_display(loaded.image), image_info_markdown(loaded.info)
 
-    def model_inputs(self, path: str | None, model_ids: list[str] | None) -> list[ModelInput]:
+    def model_inputs(self, path: str | None, model_ids: list[str] | None, session: str | None = None
+                     ) -> list[ModelInput]:
         """What each selected model reads of the image (its own transform's output, de-normalised and
         enlarged with nearest-neighbour), with the model and its input size as the caption. Loads the
         models (cached), so the comparison that follows starts sooner."""
@@ -129,7 +138,7 @@ class ComparisonApp:
         except gr.Error:
             return []  # preview() already says what is wrong with the file
         shown = []
-        for entry in self.selected_entries(list(dict.fromkeys(model_ids))[:inference.MAX_MODELS]):
+        for entry in self.selected_entries(list(dict.fromkeys(model_ids))[:inference.MAX_MODELS], session):
             try:
                 loaded = self.cache.get(entry)
                 view = inference.model_input_image(loaded, image)
@@ -141,7 +150,8 @@ class ComparisonApp:
 
     def compare(self, path: str | None, model_ids: list[str] | None, metadata: dict[str, Any] | None = None,
                 top_k: int = inference.DEFAULT_TOP_K, cam: bool = True,
-                progress: Callable[..., Any] | None = None, true_label: str | None = None) -> inference.Comparison:
+                progress: Callable[..., Any] | None = None, true_label: str | None = None,
+                session: str | None = None) -> inference.Comparison:
         """Every selected model's answer; a bad selection or image raises gr.Error. `progress` is a
         gr.Progress (or any callable taking ((done, total), desc=...)); `true_label` (an example's) makes the
         summary say which models were right."""
@@ -155,13 +165,14 @@ class ComparisonApp:
             if progress is not None:
                 progress((done, total), desc=what)
 
-        return public_comparison(inference.compare(image, self.selected_entries(ids), self.cache, metadata, top_k,
+        return public_comparison(inference.compare(image, self.selected_entries(ids, session), self.cache, metadata, top_k,
                                                    cam, progress=report, true_label=true_label),
                                  self.settings.weights)
 
-    def metadata_fields(self, model_ids: list[str] | None) -> tuple[bool, list[str], list[str]]:
+    def metadata_fields(self, model_ids: list[str] | None, session: str | None = None
+                        ) -> tuple[bool, list[str], list[str]]:
         """Whether a selected model has a metadata head, and the union of their sex and site categories."""
-        schemas = [e.metadata_schema for e in self.selected_entries(model_ids or [])
+        schemas = [e.metadata_schema for e in self.selected_entries(model_ids or [], session)
                    if e.available and e.metadata_schema]
         sexes = sorted({s for schema in schemas for s in schema["sex"]})
         sites = sorted({s for schema in schemas for s in schema["site"]})

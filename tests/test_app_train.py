@@ -1,0 +1,193 @@
+"""The Train tab and the /train API: a learner's own images (a zip built here from the packaged chest X-rays, or
+class by class in Chromium) train real models through train.lesson, the models answer /compare in the same session
+only, Cancel leaves no files, and bad uploads get their message."""
+import re
+import os
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from _app_zoo import build_tiny_zoo, packaged_examples  # noqa: E402
+from _serve import QueueRequests, browser, needs_chromium, serve  # noqa: E402, F401  (browser: the fixture)
+
+SMALL = dict(backbones=["efficientnet_lite0"], mode="feature-extraction", img_size=64, epochs=5)
+
+
+def _xrays() -> list[tuple[Path, str]]:
+    from zoo.assets import medical_classifier
+
+    return medical_classifier("pneumonia").images()
+
+
+def _class_zip(path: Path, images: list[tuple[Path, str]]) -> Path:
+    """A zip of class folders, as a learner would make one: <class>/<file>."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for file, label in images:
+            archive.write(file, f"{label}/{file.name}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import app
+
+    weights = build_tiny_zoo(tmp_path_factory.getbasetemp() / "app-zoo")
+    settings = app.Settings(weights=weights, catalog=tmp_path_factory.mktemp("c") / "none.json",
+                            examples_dir=tmp_path_factory.mktemp("train-examples"))
+    demo, url = serve(settings)
+    yield demo, url
+    demo.close()
+
+
+@pytest.mark.heavy
+def test_train_api_on_a_zip_of_class_folders_then_compare_in_the_same_session_only(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    demo, url = server
+    client = Client(url, verbose=False)
+    upload = _class_zip(tmp_path / "xrays.zip", _xrays())
+    records = client.predict(data=handle_file(str(upload)), dataset="", **SMALL, api_name="/train")
+    assert len(records) == 1
+    record = records[0]
+    assert record["arch"] == "efficientnet_lite0" and record["mode"] == "feature-extraction"
+    assert record["n"]["images"] == 16 and record["label_names"] == ["NORMAL", "PNEUMONIA"]
+    assert "cross-validation" in record["protocol"]
+    for name in ("accuracy", "balanced_accuracy"):
+        low, high = record[f"{name}_ci95"]
+        assert 0 <= low <= record[name] <= high <= 1
+    assert "run_dir" not in record  # no server path reaches a client
+    assert sum(map(sum, record["confusion_matrix"])) == 16  # every image scored once, by a fold that never saw it
+
+    answers = client.predict(image=handle_file(str(packaged_examples()["retina"])),
+                             models=[record["id"], "lenet5-scratch-digits"], api_name="/compare")
+    mine = next(a for a in answers if a["model"] == record["id"])
+    assert mine["error"] is None
+    assert {c["label"] for c in mine["top_k"]} == {"NORMAL", "PNEUMONIA"}
+
+    stranger = Client(url, verbose=False)  # another session: the model is not on offer there
+    answers = stranger.predict(image=handle_file(str(packaged_examples()["retina"])),
+                               models=[record["id"], "lenet5-scratch-digits"], api_name="/compare")
+    theirs = next(a for a in answers if a["model"] == record["id"])
+    assert "no model with id" in theirs["error"]
+
+
+def test_train_api_refuses_bad_uploads_with_their_message(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    _, url = server
+    client = Client(url, verbose=False)
+    one_class = _class_zip(tmp_path / "one.zip", [(f, "NORMAL") for f, label in _xrays() if label == "NORMAL"])
+    with pytest.raises(Exception, match="(?i)class"):
+        client.predict(data=handle_file(str(one_class)), dataset="", **SMALL, api_name="/train")
+    traversal = tmp_path / "evil.zip"
+    with zipfile.ZipFile(traversal, "w") as archive:
+        archive.writestr("../outside/NORMAL/a.png", b"x")
+        archive.writestr("PNEUMONIA/b.png", b"y")
+    with pytest.raises(Exception, match="(?i)\\.\\.|outside|path"):
+        client.predict(data=handle_file(str(traversal)), dataset="", **SMALL, api_name="/train")
+    with pytest.raises(Exception, match="(?i)no file uploaded"):
+        client.predict(data=None, dataset="", **SMALL, api_name="/train")
+
+
+def test_cancel_stops_the_job_and_leaves_no_files(tmp_path):
+    from train.lesson import LessonCancelled
+    from ui.training import TrainedModels, TrainingJob, request_for
+
+    trained = TrainedModels(tmp_path / "trained")
+    models = trained.models_dir("session1")
+    job = TrainingJob(request_for("chest-xray", ["efficientnet_lite0"], "feature-extraction", 64, 50), models,
+                      trained.stop_flag("session1")).start()
+    start = time.monotonic()
+    for _ in job.updates(every_s=0.05):
+        if job.history:  # training has begun: press Cancel
+            assert trained.cancel("session1")
+            break
+    cancelled_at = time.monotonic()
+    for _ in job.updates(every_s=0.05):
+        pass
+    assert time.monotonic() - cancelled_at < 5, "Cancel took more than a few seconds"
+    assert isinstance(job.error, LessonCancelled), job.error
+    assert job.records is None
+    assert not models.exists() or not any(models.iterdir()), sorted(models.rglob("*"))
+    assert time.monotonic() - start < 60
+    trained.drop("session1")
+    assert not (tmp_path / "trained" / "session1").exists()
+
+
+def test_session_ids_are_checked_and_the_download_holds_loadable_run_folders(tmp_path):
+    import timm
+    import torch
+
+    import zoo
+    from train import ConfigError
+    from train.lesson import LessonRequest, run_lesson
+    from ui.training import TrainedModels, zip_runs
+
+    trained = TrainedModels(tmp_path / "trained")
+    with pytest.raises(ConfigError):
+        trained.folder("../escape")
+    assert trained.entries("nobody") == {}
+    records = run_lesson(LessonRequest(data="chest-xray", backbones=("efficientnet_lite0",), img_size=64, epochs=3),
+                         trained.models_dir("s"))
+    assert list(trained.entries("s")) == [records[0].id]
+    archive = zip_runs([r.run_dir for r in records], tmp_path / "models.zip")
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(tmp_path / "unzipped")
+    folder = tmp_path / "unzipped" / records[0].id
+    assert {"model.safetensors", "config.json", "README.md", "metrics.json"} <= {p.name for p in folder.iterdir()}
+    ours = zoo.load_pretrained(folder).eval()
+    stock = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), stock(x), atol=1e-6)
+
+
+@needs_chromium
+@pytest.mark.heavy
+def test_class_by_class_upload_trains_shows_curves_and_joins_compare(server, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    _, url = server
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    requests = QueueRequests(page)
+    page.goto(url)
+    page.locator("#compare-button").wait_for()
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_label("My images: class by class").check()
+    images = _xrays()
+    for i, label in enumerate(("NORMAL", "PNEUMONIA")):
+        page.locator(f"#class-name-{i} textarea, #class-name-{i} input").first.fill(label.lower())
+        page.locator(f"#class-files-{i} input[type=file]").set_input_files([str(f) for f, y in images if y == label])
+    requests.settle(page, quiet_s=2)
+    page.locator("#train-button").click()
+    deadline = time.monotonic() + 120
+    while "Done in" not in page.locator("#train-status").inner_text():  # poll: keeps the page busy too
+        assert "⚠" not in page.locator("#train-status").inner_text(), page.locator("#train-status").inner_text()
+        assert time.monotonic() < deadline, "training did not finish in 120 s"
+        time.sleep(0.2)
+    expect(page.locator("#train-live img")).to_be_visible()
+    expect(page.locator("#train-results")).to_contain_text("efficientnet_lite0")
+    expect(page.locator("#train-lesson")).to_contain_text("held-out answers right")
+    expect(page.locator("#train-download a")).to_have_attribute("href", re.compile(r"/trained-models\.zip$"))
+    expect(page.locator("#train-status")).to_contain_text("16 images")
+    page.get_by_role("tab", name="Compare").click()
+    trained = page.locator("#models label", has_text="trained here")
+    expect(trained).to_have_count(1)
+    boxes = page.locator("#models input[type=checkbox]")
+    for i in range(boxes.count()):  # the trained model and one digits model, nothing else
+        name = boxes.nth(i).locator("xpath=..").inner_text()
+        if ("trained here" in name or name.strip() == "lenet5-scratch-digits") != boxes.nth(i).is_checked():
+            boxes.nth(i).click()
+    page.locator("#image-file input[type=file]").set_input_files(str(packaged_examples()["retina"]))
+    expect(page.locator("#image-info")).to_contain_text("retina.jpg", timeout=60_000)
+    page.locator("#compare-button").click()
+    expect(page.locator("#col-0")).to_be_visible(timeout=60_000)
+    headers = " ".join(page.locator(f"#header-{i}").inner_text() for i in range(2))
+    assert "efficientnet_lite0-feature-extraction" in headers
+    expect(page.locator("#label-0")).to_contain_text("%", timeout=60_000)
+    page.close()
