@@ -31,7 +31,8 @@ from .run_layout import CARD_NAME, CONFIG_NAME, OOD_NAME, WEIGHTS_NAME
 from .zoo_config import ZooConfig
 
 __all__ = ["save_pretrained", "load_pretrained", "read_config", "read_hub_cache", "weights_path", "resolve_folder",
-           "check_hub_reachable", "clean_cache", "CACHE_DIR", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME", "MAX_CONFIG_BYTES"]
+           "check_hub_reachable", "clean_cache", "CACHE_DIR", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME",
+           "MAX_CONFIG_BYTES"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pth.tar", ".ckpt", ".pkl", ".pickle")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
