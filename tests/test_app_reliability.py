@@ -100,6 +100,24 @@ def test_an_upload_error_names_the_file_not_its_server_path(state, tmp_path):
     _no_server_path(captions[1], state)
 
 
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+def test_an_upload_name_with_bidirectional_controls_is_shown_escaped(state, tmp_path):
+    # "report\u202egnp.exe" displays as "reportexe.png": the override reverses what follows it
+    disguised = tmp_path / "report\u202egnp.exe"
+    shutil.copy(state.examples[0][0], disguised)
+    _, info = state.preview(str(disguised))
+    assert "**report\\u202egnp.exe**: " in info and "\u202e" not in info
+    every = tmp_path / f"every{BIDI_CONTROLS}.png"
+    every.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a broken PNG: its name is in the error
+    with pytest.raises(gr.Error) as caught:
+        state.read_image(str(every))
+    message = caught.value.message
+    assert not set(BIDI_CONTROLS) & set(message), message
+    assert "every" + "".join(f"\\u{ord(c):04x}" for c in BIDI_CONTROLS) + ".png: " in message
+
+
 def test_every_handler_that_reads_an_image_shares_the_comparison_limit(tmp_path):
     import app
 

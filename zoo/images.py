@@ -18,6 +18,7 @@ import io
 import os
 import re
 import threading
+import unicodedata
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndia
 from ._errors import ZooError
 
 __all__ = ["DEFLATED_DICOM_HEADER_BYTES", "ImageLoadError", "LoadedImage", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE",
-           "MAX_ASPECT_RATIO", "load_image", "to_model_mode"]
+           "MAX_ASPECT_RATIO", "load_image", "printable_name", "to_model_mode"]
 
 MAX_IMAGE_PIXELS = 40_000_000  # ~6300 x 6300; larger inputs are refused before their pixels are decoded
 MAX_IMAGE_SIDE = 2048  # larger images are downscaled to this longer side right after decoding
@@ -45,6 +46,10 @@ MAX_ASPECT_RATIO = 20  # longer side / shorter side; thinner strips are refused 
 PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF")  # Pillow plugins allowed to open user files
 DICOM_ROBUST_PERCENTILES = (0.5, 99.5)  # display range of a DICOM that carries no window of its own
 
+# characters that reorder text where a file name is shown (a right-to-left override makes "scan\u202egnp.exe" read
+# "scanexe.png"): the bidirectional controls (U+061C, U+200E/200F, U+202A-202E, U+2066-2069); control characters
+# (category Cc: newlines, escapes) are written as escapes too
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _ALPHA_MODES = ("LA", "La", "RGBA", "RGBa")
 _DICOM_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -117,6 +122,12 @@ def load_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_IMAGE
     )
 
 
+def printable_name(text: str) -> str:
+    """`text` (a file name or path) with its bidirectional-control and control characters written as escapes
+    (``\\u202e``), so that it reads where it is shown as the characters it holds, in their order."""
+    return "".join(f"\\u{ord(c):04x}" if c in _BIDI_CONTROLS or unicodedata.category(c) == "Cc" else c for c in text)
+
+
 def to_model_mode(image: Image.Image, in_chans: int) -> Image.Image:
     """Give a loaded image the channels a model takes: 1 -> ``"L"``, 3 -> ``"RGB"`` (gray replicated).
 
@@ -155,11 +166,12 @@ def _open_source(source: str | os.PathLike | bytes):
             f"load_image takes a file path or the file's bytes, got {type(source).__name__}"
         )
     path = os.fspath(source)
-    name = os.path.basename(path) or path
+    name = printable_name(os.path.basename(path) or path)  # every message and info["source"] show this name
     if not os.path.exists(path):
-        raise ImageLoadError(f"{name}: no such file ({path}). Check the path.")
+        raise ImageLoadError(f"{name}: no such file ({printable_name(path)}). Check the path.")
     if os.path.isdir(path):
-        raise ImageLoadError(f"{name}: is a folder, not an image file ({path}). Pass a file inside it.")
+        raise ImageLoadError(f"{name}: is a folder, not an image file ({printable_name(path)}). "
+                             "Pass a file inside it.")
     try:
         with open(path, "rb") as f:
             head = f.read(2048)
