@@ -33,6 +33,7 @@ from ui.formatting import (CSS, RAW_PROBABILITIES_LABEL, ZOO_HEADERS, column_det
                            trust_markdown, zoo_rows)
 from ui.private import TAB_MARKDOWN as PRIVATE_TAB, private_routes  # noqa: E402
 from ui.settings import ENVIRONMENT_HELP, Settings, SettingsError  # noqa: E402
+from ui.shutdown import serve_until_stopped  # noqa: E402
 from ui.state import UNKNOWN, ComparisonApp, metadata_record  # noqa: E402
 from ui.train_tab import build_train_tab, forget_session, session_of  # noqa: E402
 from ui.teaching import (PLOT_CAPTIONS, PLOT_HEIGHT, PLOT_ROWS, TEACHING_HEADERS, ExampleOODChecks,  # noqa: E402
@@ -311,7 +312,7 @@ def main() -> None:
     except SettingsError as e:
         sys.exit(f"error: {e}")
     demo = build_demo(settings)  # module-level, so that gradio's reload mode finds the running demo
-    demo.launch(**launch_kwargs(settings, demo))
+    serve_until_stopped(demo, launch_kwargs(settings, demo))  # Ctrl-C or SIGTERM, then the uploads are deleted
 
 
 if __name__ == "__main__":

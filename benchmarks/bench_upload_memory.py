@@ -11,7 +11,9 @@ Inputs, all small enough for the app's 50 MB upload limit:
   would make them gigapixels);
 - a 6300x6300 16-bit PNG (a smooth gradient: ~0.3 MB), a 6300x6300 RGBA PNG, a 6300x6300 JPEG,
   a 6000x6000 32-bit float TIFF (deflate);
-- a 4800x4800 16-bit uncompressed DICOM (46 MB).
+- a 4800x4800 16-bit uncompressed DICOM (46 MB);
+- deflated DICOMs (transfer syntax 1.2.840.10008.1.2.1.99) of zeros: 30000x30000 (0.9 MB, 900 MB inflated),
+  512x512 whose Pixel Data declare 1 GB (1 MB), and 6300x6300 16-bit (0.08 MB, 80 MB inflated: loads).
 
     python benchmarks/bench_upload_memory.py [--only NAME]
 """
@@ -25,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
 
 CHILD = r"""
 import json, resource, sys, tempfile, warnings
@@ -94,6 +97,11 @@ def make_inputs(folder: Path) -> dict[str, Path]:
     ds.PixelData = (np.arange(dicom_side * dicom_side, dtype=np.uint32) % 4096).astype(np.uint16).tobytes()
     files["dicom16_4800"] = folder / "dicom16_4800.dcm"
     pydicom.dcmwrite(files["dicom16_4800"], ds, enforce_file_format=True)
+    from _deflated_dicom import grayscale_dataset, write_deflated_dicom
+    for name, dataset, pixel_bytes in (("deflated_30000", grayscale_dataset(30000, 30000), 30000 * 30000),
+                                       ("deflated_1gb_in_512", grayscale_dataset(512, 512), 1 << 30),
+                                       ("deflated16_6300", grayscale_dataset(6300, 6300, 16), 6300 * 6300 * 2)):
+        files[name] = write_deflated_dicom(folder / f"{name}.dcm", dataset, pixel_bytes)
     return files
 
 

@@ -100,6 +100,24 @@ def test_an_upload_error_names_the_file_not_its_server_path(state, tmp_path):
     _no_server_path(captions[1], state)
 
 
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+def test_an_upload_name_with_bidirectional_controls_is_shown_escaped(state, tmp_path):
+    # "report\u202egnp.exe" displays as "reportexe.png": the override reverses what follows it
+    disguised = tmp_path / "report\u202egnp.exe"
+    shutil.copy(state.examples[0][0], disguised)
+    _, info = state.preview(str(disguised))
+    assert "**report\\u202egnp.exe**: " in info and "\u202e" not in info
+    every = tmp_path / f"every{BIDI_CONTROLS}.png"
+    every.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a broken PNG: its name is in the error
+    with pytest.raises(gr.Error) as caught:
+        state.read_image(str(every))
+    message = caught.value.message
+    assert not set(BIDI_CONTROLS) & set(message), message
+    assert "every" + "".join(f"\\u{ord(c):04x}" for c in BIDI_CONTROLS) + ".png: " in message
+
+
 def test_every_handler_that_reads_an_image_shares_the_comparison_limit(tmp_path):
     import app
 
@@ -143,6 +161,49 @@ def test_uploads_are_deleted_after_their_lifetime(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_APP_UPLOAD_TTL_S", "0")
     with pytest.raises(app.SettingsError, match="ZOO_APP_UPLOAD_TTL_S='0' must be at least 1"):
         Settings.from_env()
+
+
+KILLED_MID_WRITE = r"""
+import os, signal, sys
+from zoo.fileio import atomic_write
+with atomic_write(sys.argv[1]) as f:
+    f.write(b"half an ONNX file")
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)  # kill -9 in the middle of the write
+"""
+
+
+def test_app_start_deletes_what_a_killed_export_left_in_the_cache_and_nothing_else(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    import zoo._hub
+    from ui.settings import Settings
+    from ui.state import ComparisonApp
+
+    cache = tmp_path / "zoo-cache"
+    monkeypatch.setattr(zoo._hub, "CACHE_DIR", cache)
+    export = cache / "onnx" / "0123abcd-4567-v2"  # where the app's cached export of a run goes
+    export.mkdir(parents=True)
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(export / "model.onnx")], cwd=ROOT)
+    assert killed.returncode == -9
+    orphans = list(export.glob(".model.onnx.*.tmp"))
+    assert len(orphans) == 1 and not (export / "model.onnx").exists()
+    an_hour_ago = time.time() - 3600
+    os.utime(orphans[0], (an_hour_ago, an_hour_ago))  # left by an earlier app process
+    (export / ".onnx.json.live.tmp").write_text("{}")  # being written right now by another app process
+    (cache / "onnx" / "verified").mkdir()
+    finished = cache / "onnx" / "verified" / "record.json"
+    finished.write_text("{}")
+    outside = tmp_path / "not-the-cache.tmp"
+    outside.write_text("keep")
+    os.symlink(outside, cache / ".a-link.tmp")
+    for path in (finished, outside):
+        os.utime(path, (an_hour_ago, an_hour_ago), follow_symlinks=True)
+    ComparisonApp(Settings(weights=tmp_path / "none", examples_dir=tmp_path / "examples"))
+    assert not orphans[0].exists(), "the app start left the orphaned temporary file of a killed export"
+    assert (export / ".onnx.json.live.tmp").exists() and finished.exists()
+    assert (cache / ".a-link.tmp").is_symlink() and outside.read_text() == "keep"
 
 
 def test_every_setting_is_documented_in_the_readme():

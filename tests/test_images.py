@@ -15,11 +15,13 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.pixels import get_decoder
-from pydicom.uid import JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSLossless
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGExtended12Bit, \
+    JPEGLSLossless
 
+from _deflated_dicom import grayscale_dataset, write_deflated_dicom
 from zoo._errors import ZooError
-from zoo.images import (MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, ImageLoadError, LoadedImage, load_image,
-                        to_model_mode)
+from zoo.images import (DEFLATED_DICOM_HEADER_BYTES, MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, ImageLoadError,
+                        LoadedImage, load_image, to_model_mode)
 
 
 def dicom_file(name: str) -> str:
@@ -517,6 +519,86 @@ def test_dicom_truncated_pixel_data_and_size_cap():
         load_image(dicom_file("MR_truncated.dcm"))
     with pytest.raises(ImageLoadError, match=r"128x128 = 16,384 pixels is over the limit of 1,000"):
         load_image(dicom_file("CT_small.dcm"), max_pixels=1000)
+
+
+# ----------------------------------------------------------------------------------------------
+# Deflated DICOM (transfer syntax 1.2.840.10008.1.2.1.99): inflated no further than its image needs
+
+
+def test_deflated_dicoms_load_the_same_pixels_as_their_uncompressed_copies(tmp_path):
+    bundled = pydicom.dcmread(dicom_file("image_dfl.dcm"))  # pydicom's own deflated sample, 512x512
+    assert bundled.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    written = pydicom.dcmread(dicom_file("CT_small.dcm"))  # 16-bit CT with a rescale, deflated by pydicom's writer
+    written.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    written.save_as(tmp_path / "ct_deflated.dcm", enforce_file_format=True)
+    for deflated, ds in ((dicom_file("image_dfl.dcm"), bundled), (tmp_path / "ct_deflated.dcm", written)):
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.save_as(tmp_path / "plain.dcm", enforce_file_format=True)
+        loaded, plain = load_image(deflated), load_image(tmp_path / "plain.dcm")
+        assert loaded.info["transfer_syntax_uid"] == "1.2.840.10008.1.2.1.99"
+        np.testing.assert_array_equal(pixels(loaded), pixels(plain))
+        assert pixels(loaded).std() > 10  # a real picture, not a blank
+
+
+def test_the_streamed_test_files_are_real_deflated_dicoms(tmp_path):
+    path = write_deflated_dicom(tmp_path / "zeros.dcm", grayscale_dataset(40, 30), 40 * 30)
+    ds = pydicom.dcmread(path)  # pydicom's reader inflates it whole, as the standard describes
+    assert ds.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian and ds.pixel_array.shape == (40, 30)
+    assert load_image(path).image.size == (30, 40)
+
+
+def _peak_traced_mb(function) -> float:
+    """Peak Python allocation (MB) while `function` runs: what inflating a file costs, down to each bytes object."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        function()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak / 1e6
+
+
+def test_a_megabyte_of_deflated_zeros_is_refused_from_its_header_before_it_is_inflated(tmp_path):
+    # 30000x30000 zeros: 0.9 MB on disk, 900 MB inflated (pydicom then copies the pixel data: 2.5 GB peak)
+    huge = write_deflated_dicom(tmp_path / "huge.dcm", grayscale_dataset(30000, 30000), 30000 * 30000)
+    # a header of 512x512 pixels whose Pixel Data declare 1 GB (the 1,044,158-byte file of the report)
+    lying = write_deflated_dicom(tmp_path / "lying.dcm", grayscale_dataset(512, 512), 1 << 30)
+    frames = grayscale_dataset(1000, 1000)
+    frames.NumberOfFrames = 100  # each frame within the pixel limit, all of them (inflated together) not
+    many = write_deflated_dicom(tmp_path / "frames.dcm", frames, 100 * 1000 * 1000)
+    assert max(path.stat().st_size for path in (huge, lying, many)) < 1_100_000
+    refusals = {huge: r"huge\.dcm: 30000x30000 = 900,000,000 pixels is over the limit of 40,000,000 pixels",
+                lying: r"lying\.dcm: its deflated Pixel Data declare 1,073,741,824 bytes, but 1 frame\(s\) of "
+                       r"512x512 pixels at 8 bits need 262,144 bytes; refused before inflating them",
+                many: r"frames\.dcm: a deflated DICOM of 100 frames of 1000x1000 = 100,000,000 pixels in all, over "
+                      r"the limit of 40,000,000 pixels \(max_pixels\)"}
+    for path, message in refusals.items():
+        def refused(path=path, message=message):
+            with pytest.raises(ImageLoadError, match=message):
+                load_image(path)
+        assert _peak_traced_mb(refused) < 2.5 * DEFLATED_DICOM_HEADER_BYTES / 1e6
+
+
+def test_deflated_header_larger_than_its_bound_is_refused(tmp_path):
+    ds = grayscale_dataset(64, 64)
+    ds.add_new(0x00090010, "LO", "ACME")  # a private block before the pixel data, inflating past the header bound
+    ds.add_new(0x00091010, "OB", bytes(DEFLATED_DICOM_HEADER_BYTES + 2))
+    path = write_deflated_dicom(tmp_path / "private.dcm", ds, 64 * 64)
+    assert path.stat().st_size < 100_000
+    with pytest.raises(ImageLoadError, match=r"private\.dcm: a deflated DICOM whose data elements before the Pixel "
+                                             r"Data inflate to more than 16 MB; refused"):
+        load_image(path)
+
+
+def test_deflated_dicom_cut_short_is_called_truncated(tmp_path):
+    path = write_deflated_dicom(tmp_path / "cut.dcm", grayscale_dataset(256, 256), 256 * 256)
+    ds = pydicom.dcmread(path)
+    ds.PixelData = np.random.default_rng(0).integers(0, 256, 256 * 256, dtype=np.uint8).tobytes()  # incompressible
+    ds.save_as(path, enforce_file_format=True)
+    path.write_bytes(path.read_bytes()[:-2000])
+    with pytest.raises(ImageLoadError, match=r"cut\.dcm: the DICOM pixel data are truncated"):
+        load_image(path)
 
 
 # ----------------------------------------------------------------------------------------------

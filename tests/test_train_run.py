@@ -210,6 +210,19 @@ def test_help_documents_the_options(capsys):
         assert needle in text, needle
 
 
+@pytest.mark.parametrize("size", [1025, 7])
+def test_img_size_outside_what_the_zoo_loads_is_refused_before_anything_is_written(tmp_path, capsys, size):
+    # above the bound, 100000 once ended in a raw traceback after the run folder was made (and took 14 GB on the
+    # way), and 1040 trained a run the zoo's loader then refused; one over the bound stands for both here
+    from zoo.model_config import MAX_INPUT_SIDE
+
+    out = tmp_path / "run"
+    assert main(["--arch", "lenet5", "--data", "digits", "--img-size", str(size), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"--img-size must be from 8 to {MAX_INPUT_SIDE} pixels (the largest input the zoo loads), got {size}" in err
+    assert "Traceback" not in err and not out.exists()
+
+
 def test_modes_and_heads_are_the_zoos():
     # train declares no list of its own: a mode or head added to the zoo is an option of python -m train
     from train import ConfigError, TrainConfig, build_parser

@@ -4,7 +4,8 @@ A fresh interpreter (so that its peak RSS is this path's alone) loads a 224-px m
 catalog as the app does, then sends each file through zoo.images.load_image and the model's own
 preprocessing (zoo.inference.predict). Before the loader checked aspect ratios and downscaled early,
 the 300000x1 PNG asked for gigabytes (MemoryError with an empty message) and the 16-bit PNG peaked at
-2.1 GB; benchmarks/bench_upload_memory.py prints the figures per input.
+2.1 GB, and pydicom inflated a deflated DICOM whole before its header was read (a 1 MB file: +2 GB);
+benchmarks/bench_upload_memory.py prints the figures per input.
 """
 import json
 import subprocess
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from _deflated_dicom import grayscale_dataset, write_deflated_dicom
 
 ROOT = Path(__file__).resolve().parents[1]
 PEAK_LIMIT_MB = 1536
@@ -72,4 +75,22 @@ def test_tiny_thin_and_deep_uploads_stay_under_the_memory_limit(tmp_path):
     assert outcomes[str(deep)] == {"ok": True, "size": [2048, 2048], "original_size": [6300, 6300],
                                    "input": [1, 3, 224, 224]}
     assert not outcomes["direct"]["ok"] and "over the limit of" in outcomes["direct"]["error"]
+    assert report["peak_mb"] < PEAK_LIMIT_MB, report
+
+
+def test_deflated_dicoms_of_a_megabyte_stay_under_the_memory_limit(tmp_path):
+    # 0.9 MB announcing 900 Mpx, and 1 MB of 512x512 whose Pixel Data inflate to 1 GB: each cost +2 GB before
+    huge = write_deflated_dicom(tmp_path / "huge.dcm", grayscale_dataset(30000, 30000), 30000 * 30000)
+    lying = write_deflated_dicom(tmp_path / "lying.dcm", grayscale_dataset(512, 512), 1 << 30)
+    # a real 6300x6300 16-bit image at the pixel limit (80 MB inflated) still loads
+    largest = write_deflated_dicom(tmp_path / "largest.dcm", grayscale_dataset(6300, 6300, 16), 6300 * 6300 * 2)
+    done = subprocess.run([sys.executable, "-c", CHILD, str(huge), str(lying), str(largest)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    outcomes = report["outcomes"]
+    assert "huge.dcm: 30000x30000 = 900,000,000 pixels is over the limit" in outcomes[str(huge)]["error"]
+    assert "lying.dcm: its deflated Pixel Data declare 1,073,741,824 bytes" in outcomes[str(lying)]["error"]
+    assert outcomes[str(largest)] == {"ok": True, "size": [2048, 2048], "original_size": [6300, 6300],
+                                      "input": [1, 3, 224, 224]}
     assert report["peak_mb"] < PEAK_LIMIT_MB, report

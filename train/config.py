@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import yaml
 
 from zoo import HEADS, MODES
+from zoo.model_config import MAX_INPUT_SIDE
 
 from ._errors import ConfigError
 
@@ -168,8 +169,10 @@ class TrainConfig:
         if not 0.0 < self.target_balance <= 1.0:
             raise ConfigError(f"--target-balance must be in (0, 1] (1.0: every class topped up to the "
                               f"largest class's real count), got {self.target_balance}")
-        if self.img_size is not None and self.img_size < 8:
-            raise ConfigError(f"--img-size must be at least 8 pixels, got {self.img_size}")
+        if self.img_size is not None and not 8 <= self.img_size <= MAX_INPUT_SIDE:
+            # the upper bound is the one the zoo's loader applies to config.json: a larger run could not be loaded
+            raise ConfigError(f"--img-size must be from 8 to {MAX_INPUT_SIDE} pixels (the largest input the zoo "
+                              f"loads), got {self.img_size}")
         if not isinstance(self.onnx, bool):
             raise ConfigError(f"--onnx must be true or false, got {self.onnx!r}")
         if self.onnx:

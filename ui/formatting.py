@@ -12,6 +12,7 @@ from PIL import Image
 
 import zoo
 from zoo.catalog import ModelEntry
+from zoo.images import printable_name
 from zoo.inference import ModelResult
 
 __all__ = [
@@ -169,9 +170,10 @@ def trust_markdown(result: ModelResult) -> str:
 def image_info_markdown(info: dict[str, Any]) -> str:
     """What was read from the file and how it was converted (DICOM: modality and window)."""
     size = info.get("original_size") or info.get("size")
-    lines = [f"**{info.get('source', 'image')}**: {info.get('format', '?')}, "
+    source = printable_name(str(info.get("source", "image")))  # a right-to-left override would disguise the name
+    lines = [f"**{source}**: {info.get('format', '?')}, "
              f"{size[0]}×{size[1]} px, {info.get('original_mode', '?')} → 8-bit {info.get('mode', '?')}"
-             if size else f"**{info.get('source', 'image')}**"]
+             if size else f"**{source}**"]
     if info.get("format") == "DICOM":
         lines.append(f"- Modality **{info.get('modality') or 'not given'}**"
                      + (f" ({info['sop_class']})" if info.get("sop_class") else ""))

@@ -4,6 +4,7 @@ with the loader's own message (the one gradio piece here)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,8 @@ from .training import TrainedModels
 
 __all__ = ["NON_MEDICAL_DATASETS", "UNKNOWN", "ComparisonApp", "ModelInput", "medical_rank", "metadata_record"]
 
+_logger = logging.getLogger(__name__)
+
 UNKNOWN = "unknown"
 # datasets of the teaching runs (train's bundled handwritten digits: digits, digits-imbalanced, ...): their models
 # show the transfer modes, they are not medical and are never the default selection while medical models exist
@@ -39,6 +42,8 @@ class ComparisonApp:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        for orphan in zoo.clean_cache():  # a kill -9 during an earlier process's ONNX export left it for good
+            _logger.info("deleted %s, an unfinished write of an earlier app process", orphan)
         self.cache = inference.ModelCache(max_models=settings.cache_models,
                                           max_bytes=settings.cache_mb * 2**20 if settings.cache_mb else None,
                                           backend=settings.backend)

@@ -23,7 +23,7 @@ from torch import nn
 
 from ._errors import ZooError
 from ._registry import ArchInfo, get_architecture, list_architectures
-from .fileio import atomic_write, read_safetensors, read_small_file, resolve_inside
+from .fileio import atomic_write, read_safetensors, read_small_file, remove_stale_temporary_files, resolve_inside
 from .input_guard import guard_input_size
 from .model_config import MAX_PARAMS, PRETRAINED_SOURCE_KEYS, check_model_config
 from .modes import apply_mode, count_params
@@ -31,13 +31,20 @@ from .run_layout import CARD_NAME, CONFIG_NAME, OOD_NAME, WEIGHTS_NAME
 from .zoo_config import ZooConfig
 
 __all__ = ["save_pretrained", "load_pretrained", "read_config", "read_hub_cache", "weights_path", "resolve_folder",
-           "check_hub_reachable", "CACHE_DIR", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME", "MAX_CONFIG_BYTES"]
+           "check_hub_reachable", "clean_cache", "CACHE_DIR", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME",
+           "MAX_CONFIG_BYTES"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pth.tar", ".ckpt", ".pkl", ".pickle")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DISTRIBUTION = "medtl-zoo"  # the zoo's name on the package index (pyproject.toml)
 CACHE_DIR = Path(os.environ.get("ZOO_CACHE", Path.home() / ".cache" / "zoo"))
 MAX_CONFIG_BYTES = 1_000_000  # the zoo's config.json files are a few kB; a label list of 10,000 names fits
+
+
+def clean_cache() -> list[Path]:
+    """Delete the temporary files that writers killed mid-write (kill -9 during the app's cached ONNX export, a
+    power cut while offline weights were saved) left in the zoo's cache (CACHE_DIR); returns what was deleted."""
+    return remove_stale_temporary_files(CACHE_DIR) if Path(CACHE_DIR).is_dir() else []
 
 
 def check_hub_reachable(what: str) -> None:

@@ -7,6 +7,7 @@ import math
 import os
 import stat
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -16,7 +17,13 @@ from safetensors import SafetensorError, safe_open
 
 from ._errors import ZooError
 
-__all__ = ["atomic_write", "read_safetensors", "read_small_file", "resolve_inside"]
+__all__ = ["STALE_TEMPORARY_S", "atomic_write", "read_safetensors", "read_small_file", "remove_stale_temporary_files",
+           "resolve_inside"]
+
+# A temporary file of an atomic write this old was left by a writer that died (kill -9, a power cut): a live
+# write (an ONNX export of the largest model, a download) finishes its file within a minute or two.
+STALE_TEMPORARY_S = 600
+TEMPORARY_PREFIX, TEMPORARY_SUFFIX = ".", ".tmp"  # atomic_write's temporary file: .<name>.<random>.tmp
 
 # mkstemp creates owner-only (0600) files; a finished file gets what open() would have given it (0666 less the
 # umask, usually 0644), so other users and web servers can read published runs. Read once: os.umask can only
@@ -35,7 +42,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
     the new name survives a power cut. On any error the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMPORARY_PREFIX}{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
@@ -50,6 +57,30 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
             pass
         raise
     _fsync(path.parent, os.O_RDONLY, required=False)
+
+
+def remove_stale_temporary_files(folder: str | os.PathLike, older_than_s: float = STALE_TEMPORARY_S) -> list[Path]:
+    """Delete the temporary files of atomic writes (``.<name>.<anything>.tmp``) under `folder` that were last
+    written more than `older_than_s` seconds ago, i.e. whose writer was killed; returns what was deleted.
+
+    Only regular files are deleted (never a link, nor what it points to); a file that cannot be deleted is
+    skipped: the next start tries again.
+    """
+    deadline = time.time() - older_than_s
+    removed = []
+    for root, _, names in os.walk(folder):  # os.walk does not descend into linked folders
+        for name in names:
+            if not (name.startswith(TEMPORARY_PREFIX) and name.endswith(TEMPORARY_SUFFIX)):
+                continue
+            path = Path(root) / name
+            try:
+                info = os.lstat(path)
+                if stat.S_ISREG(info.st_mode) and info.st_mtime < deadline:
+                    path.unlink()
+                    removed.append(path)
+            except OSError:
+                continue
+    return removed
 
 
 def _fsync(path: str | Path, flags: int, required: bool = True) -> None:

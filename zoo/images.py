@@ -13,24 +13,32 @@ rather than through full-size float copies. ``info["original_size"]`` keeps the 
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import threading
+import unicodedata
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pydicom
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pydicom.dataelem import DataElement
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.filereader import read_dataset, read_preamble
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
+                         ImplicitVRLittleEndian)
 
 from ._errors import ZooError
 
-__all__ = ["ImageLoadError", "LoadedImage", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE", "MAX_ASPECT_RATIO",
-           "load_image", "to_model_mode"]
+__all__ = ["DEFLATED_DICOM_HEADER_BYTES", "ImageLoadError", "LoadedImage", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE",
+           "MAX_ASPECT_RATIO", "load_image", "printable_name", "to_model_mode"]
 
 MAX_IMAGE_PIXELS = 40_000_000  # ~6300 x 6300; larger inputs are refused before their pixels are decoded
 MAX_IMAGE_SIDE = 2048  # larger images are downscaled to this longer side right after decoding
@@ -38,9 +46,21 @@ MAX_ASPECT_RATIO = 20  # longer side / shorter side; thinner strips are refused 
 PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF")  # Pillow plugins allowed to open user files
 DICOM_ROBUST_PERCENTILES = (0.5, 99.5)  # display range of a DICOM that carries no window of its own
 
+# characters that reorder text where a file name is shown (a right-to-left override makes "scan\u202egnp.exe" read
+# "scanexe.png"): the bidirectional controls (U+061C, U+200E/200F, U+202A-202E, U+2066-2069); control characters
+# (category Cc: newlines, escapes) are written as escapes too
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _ALPHA_MODES = ("LA", "La", "RGBA", "RGBa")
 _DICOM_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# a deflated DICOM must be inflated before its header can be read; the data elements before the pixel data may
+# inflate to at most this many bytes (real headers take kilobytes; overlays of a large image a few MB)
+DEFLATED_DICOM_HEADER_BYTES = 16 << 20
+# bits per sample of Float / Double Float Pixel Data, which name no Bits Allocated of their own
+_FLOAT_PIXEL_BITS = {"FloatPixelData": 32, "DoubleFloatPixelData": 64}
+_PIXEL_DATA_TAGS = tuple(tag_for_keyword(keyword) for keyword in _DICOM_PIXEL_KEYWORDS)
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_INFLATE_INPUT_BYTES = 1 << 16  # compressed bytes read per step while inflating
 _DICOM_IDENTITY_KEYWORDS = ("SOPClassUID", "StudyInstanceUID", "Modality", "Rows", "Columns")
 # warnings.catch_warnings swaps process-wide state; serialise our own short uses of it
 _WARNINGS_LOCK = threading.Lock()
@@ -102,6 +122,12 @@ def load_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_IMAGE
     )
 
 
+def printable_name(text: str) -> str:
+    """`text` (a file name or path) with its bidirectional-control and control characters written as escapes
+    (``\\u202e``), so that it reads where it is shown as the characters it holds, in their order."""
+    return "".join(f"\\u{ord(c):04x}" if c in _BIDI_CONTROLS or unicodedata.category(c) == "Cc" else c for c in text)
+
+
 def to_model_mode(image: Image.Image, in_chans: int) -> Image.Image:
     """Give a loaded image the channels a model takes: 1 -> ``"L"``, 3 -> ``"RGB"`` (gray replicated).
 
@@ -140,11 +166,12 @@ def _open_source(source: str | os.PathLike | bytes):
             f"load_image takes a file path or the file's bytes, got {type(source).__name__}"
         )
     path = os.fspath(source)
-    name = os.path.basename(path) or path
+    name = printable_name(os.path.basename(path) or path)  # every message and info["source"] show this name
     if not os.path.exists(path):
-        raise ImageLoadError(f"{name}: no such file ({path}). Check the path.")
+        raise ImageLoadError(f"{name}: no such file ({printable_name(path)}). Check the path.")
     if os.path.isdir(path):
-        raise ImageLoadError(f"{name}: is a folder, not an image file ({path}). Pass a file inside it.")
+        raise ImageLoadError(f"{name}: is a folder, not an image file ({printable_name(path)}). "
+                             "Pass a file inside it.")
     try:
         with open(path, "rb") as f:
             head = f.read(2048)
@@ -376,7 +403,7 @@ def _downscale_values(pixels: np.ndarray, max_side: int | None, notes: list[str]
 
 def _load_dicom(fp: str | io.BytesIO, name: str, limits: _Limits) -> LoadedImage:
     """Decode the first frame of a DICOM file and present it as a radiology viewer would."""
-    ds = _read_dicom(fp, name)
+    ds = _read_dicom(fp, name, limits)
     try:
         rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
         if not rows or not columns:
@@ -402,11 +429,14 @@ def _load_dicom(fp: str | io.BytesIO, name: str, limits: _Limits) -> LoadedImage
     return LoadedImage(image, info)
 
 
-def _read_dicom(fp: str | io.BytesIO, name: str) -> pydicom.Dataset:
+def _read_dicom(fp: str | io.BytesIO, name: str, limits: _Limits) -> pydicom.Dataset:
     """Read a DICOM dataset, checking that it is one and that it holds pixels."""
     try:
-        ds = pydicom.dcmread(fp, force=True)  # force: also files without the 128-byte preamble
+        with open(fp, "rb") if isinstance(fp, str) else contextlib.nullcontext(fp) as f:
+            ds = _read_dicom_dataset(f, name, limits)
         is_dicom = any(keyword in ds for keyword in _DICOM_IDENTITY_KEYWORDS + _DICOM_PIXEL_KEYWORDS)
+    except ImageLoadError:
+        raise
     except Exception as exc:
         raise ImageLoadError(
             f"{name}: cannot be read as DICOM ({exc}). Check that the file is complete."
@@ -424,6 +454,103 @@ def _read_dicom(fp: str | io.BytesIO, name: str) -> pydicom.Dataset:
             "(reports, plans and structure sets do not). Pass the image series' files instead."
         )
     return ds
+
+
+def _read_dicom_dataset(f: io.BufferedIOBase, name: str, limits: _Limits) -> pydicom.Dataset:
+    """pydicom's reading of `f`, except that a deflated file is inflated no further than its image needs.
+
+    pydicom inflates a Deflated Explicit VR Little Endian dataset whole before anything of it is read: a 1 MB
+    file of zeros can announce gigabytes. Here its header is inflated (at most DEFLATED_DICOM_HEADER_BYTES) and
+    checked first, then only as many pixel bytes as Rows x Columns x Frames of at most max_pixels pixels hold.
+    """
+    preamble = read_preamble(f, True)  # None (and rewound) for a file without the 128-byte preamble
+    # the File Meta group (0002,xxxx) is always Explicit VR Little Endian and never deflated
+    file_meta = FileMetaDataset(read_dataset(f, False, True, stop_when=lambda tag, vr, length: tag >> 16 != 2))
+    try:
+        deflated = file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+    except Exception:  # a File Meta that is not Explicit VR: pydicom's own reader copes with it
+        deflated = False
+    if not deflated:
+        f.seek(0)
+        return pydicom.dcmread(f, force=True)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, PS3.5 A.5
+    head = b"".join(_inflate(f, inflater, DEFLATED_DICOM_HEADER_BYTES))
+    header, pixel = _deflated_header(head)
+    if pixel is None:
+        if not inflater.eof and len(head) >= DEFLATED_DICOM_HEADER_BYTES:
+            raise ImageLoadError(
+                f"{name}: a deflated DICOM whose data elements before the Pixel Data inflate to more than "
+                f"{DEFLATED_DICOM_HEADER_BYTES >> 20} MB; refused before inflating it further (DICOM headers take "
+                "kilobytes). Re-export it uncompressed (e.g. `gdcmconv --raw`), or as PNG."
+            )
+        return FileDataset(getattr(f, "name", name), header, preamble, file_meta, False, True)
+    tag, vr, length, value_start = pixel
+    _check_deflated_pixel_length(header, tag, length, name, limits)
+    value = b"".join([head[value_start:value_start + length],
+                      *_inflate(f, inflater, max(0, length - (len(head) - value_start)))])
+    del head
+    header.add(DataElement(tag, vr, value))  # a short value fails at decoding as truncated pixel data
+    return FileDataset(getattr(f, "name", name), header, preamble, file_meta, False, True)
+
+
+def _inflate(f: io.BufferedIOBase, inflater: Any, limit: int) -> list[bytes]:
+    """The next at most `limit` inflated bytes of `f`'s deflate stream (fewer where it ends), as chunks."""
+    chunks, size = [], 0
+    while size < limit and not inflater.eof:
+        pending = inflater.unconsumed_tail or f.read(_INFLATE_INPUT_BYTES)
+        # max_length bounds the output of this call: zlib keeps the rest of the input for the next one
+        chunk = inflater.decompress(pending, limit - size) if pending else inflater.flush()[:limit - size]
+        chunks.append(chunk)
+        size += len(chunk)
+        if not pending:  # the file ended
+            break
+    return chunks
+
+
+def _deflated_header(head: bytes) -> tuple[pydicom.Dataset, tuple[int, str, int, int] | None]:
+    """The data elements of an inflated dataset before its pixel data, and the pixel data element's
+    (tag, VR, declared length, offset of its value in `head`), or None where `head` ends before it."""
+    stream = io.BytesIO(head)
+    found: list[tuple[int, str, int, int]] = []
+
+    def stop(tag: int, vr: str | None, length: int) -> bool:
+        if tag in _PIXEL_DATA_TAGS:
+            found.append((int(tag), str(vr), length, stream.tell()))  # pydicom stands at the value
+            return True
+        # an element running past what was inflated so far is not read (it would be cut short)
+        return length != _UNDEFINED_LENGTH and stream.tell() + length > len(head)
+
+    header = read_dataset(stream, False, True, stop_when=stop)
+    return header, (found[0] if found else None)
+
+
+def _check_deflated_pixel_length(header: pydicom.Dataset, tag: int, length: int, name: str,
+                                 limits: _Limits) -> None:
+    """Refuse, from the inflated header alone, pixel data larger than the header's image or the pixel limit."""
+    rows, columns = int(header.get("Rows") or 0), int(header.get("Columns") or 0)
+    if not rows or not columns:
+        raise ImageLoadError(
+            f"{name}: the deflated DICOM's header gives Rows/Columns {header.get('Rows')!r}/"
+            f"{header.get('Columns')!r}, so the size of its pixel data is unknown. Repair or re-export the file."
+        )
+    _check_size(name, (columns, rows), limits)
+    frames = int(header.get("NumberOfFrames") or 1)
+    if rows * columns * frames > limits.max_pixels:
+        raise ImageLoadError(
+            f"{name}: a deflated DICOM of {frames} frames of {columns}x{rows} = {rows * columns * frames:,} "
+            f"pixels in all, over the limit of {limits.max_pixels:,} pixels (max_pixels): a deflated file is "
+            "inflated whole. Keep fewer frames, convert it to an uncompressed DICOM, or pass a larger "
+            "max_pixels if you trust the file."
+        )
+    bits = _FLOAT_PIXEL_BITS.get(keyword_for_tag(tag)) or int(header.get("BitsAllocated") or 0)
+    needed = -(-rows * columns * frames * int(header.get("SamplesPerPixel") or 1) * bits // 8)
+    if length == _UNDEFINED_LENGTH or length > needed + needed % 2:
+        declared = "an undefined length" if length == _UNDEFINED_LENGTH else f"{length:,} bytes"
+        raise ImageLoadError(
+            f"{name}: its deflated Pixel Data declare {declared}, but {frames} frame(s) of {columns}x{rows} "
+            f"pixels at {bits} bits need {needed:,} bytes; refused before inflating them. "
+            "Repair or re-export the file."
+        )
 
 
 def _dicom_info(ds: pydicom.Dataset, name: str) -> dict[str, Any]:
