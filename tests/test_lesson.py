@@ -54,6 +54,7 @@ def test_intervals_are_wilson_and_contain_the_estimate():
         assert 0.0 <= low <= value <= high <= 1.0 and high - low > 0.05
 
 
+@pytest.mark.heavy   # shares one lesson of 6 trainings (10-40 s on a busy 2-core machine)
 def test_cross_validated_record_with_intervals(chest_lesson):
     (record,), _, _ = chest_lesson
     assert record.protocol == "5-fold stratified cross-validation"
@@ -68,6 +69,7 @@ def test_cross_validated_record_with_intervals(chest_lesson):
     assert api["id"] == record.run_dir.name and api["accuracy_ci95"] == list(record.accuracy_ci95)
 
 
+@pytest.mark.heavy   # shares one lesson of 6 trainings (10-40 s on a busy 2-core machine)
 def test_one_training_path_folds_and_final_run_go_through_run_training(chest_lesson):
     (record,), calls, epochs = chest_lesson
     assert len(calls) == 6   # 5 folds + the model kept, all through the runner
@@ -85,6 +87,7 @@ def test_one_training_path_folds_and_final_run_go_through_run_training(chest_les
     assert len(epochs) == 6 * REQUEST.epochs and epochs[-1]["phase"].startswith("final")
 
 
+@pytest.mark.heavy   # shares one lesson of 6 trainings (10-40 s on a busy 2-core machine)
 def test_run_folder_loads_in_the_zoo_and_stock_timm_with_equal_logits(chest_lesson):
     (record,), _, _ = chest_lesson
     ours = zoo.load_pretrained(record.run_dir).eval()
@@ -95,6 +98,7 @@ def test_run_folder_loads_in_the_zoo_and_stock_timm_with_equal_logits(chest_less
     assert json.loads((record.run_dir / "config.json").read_text())["label_names"] == record.label_names
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("cancel_in", ["fold 2/5", "final"])
 def test_cancel_leaves_no_files(tmp_path, cancel_in):
     out = tmp_path / "jobs"

@@ -29,6 +29,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save
 
 from .checkpoint import atomic_write
+from .data import DataSource, data_fingerprint
 
 __all__ = ["CachePlan", "FeatureMemo", "plan_cache", "extract_features", "cached_forward", "cache_key",
            "weights_digest", "load_cached", "store_cached", "DEFAULT_MAX_BYTES"]
@@ -181,10 +182,11 @@ class FeatureMemo:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def share(self, trainer: Any, source: Any, data_config: dict[str, Any]) -> None:
-        """Fill `trainer`'s splits from the memo, extract what is missing, and remember it."""
-        from .data import data_fingerprint  # noqa: PLC0415  (data imports torch datasets; keep this module light)
+    def share(self, trainer: Any, source: DataSource, data_config: dict[str, Any]) -> None:
+        """Fill a train.engine.Trainer's splits from the memo, extract what is missing, and remember it.
 
+        (Typed Any: the engine imports this module, so naming Trainer here would close an import circle.)
+        """
         model_key = cache_key(trainer.cfg.arch, trainer.plan.level, weights_digest(trainer.model), data_config, {})
         keys = {name: [(model_key, data_fingerprint(source, [sample])) for sample in data.dataset.samples]
                 for name, data in trainer.splits.items()}

@@ -19,7 +19,7 @@ folds and the learning-curve points train heads on cached features in millisecon
 
 The from-scratch baseline of the learning curve is LeNet-5 on 32x32 grey images (``SCRATCH_ARCH``):
 a network of the backbones' size trained from random weights needs far more than a minute of CPU per
-point, while LeNet-5 (62k parameters) trains in well under a second and shows what a network that
+point, while LeNet-5 (146 thousand parameters) trains in well under a second and shows what a network that
 starts from nothing learns from a handful of images.
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ from .runner import HeldOutPredictions, RunHooks, RunResult, run_training
 __all__ = ["LessonRequest", "LessonRecord", "LessonCancelled", "CurvePoint", "available_backbones",
            "estimate_seconds", "run_lesson", "learning_curve", "plot_learning_curve", "plot_live_curves",
            "balanced_accuracy_interval", "wilson_interval", "CV_LIMIT", "SCRATCH_ARCH", "DEFAULT_IMG_SIZES",
-           "DEFAULT_EPOCHS"]
+           "DEFAULT_EPOCHS", "SCRATCH_BASELINE_TEXT", "CURVE_TEXT", "TRUST_NOTE"]
 
 _logger = logging.getLogger("train")
 
@@ -66,10 +66,19 @@ FALLBACK_IMG_SIZE = 128  # other backbones, and any backbone trained from scratc
 # A head on cached features costs milliseconds per epoch; modes that run the backbone every epoch get few.
 DEFAULT_EPOCHS = {"feature-extraction": 25, "fine-tune": 5, "partial-fine-tune": 5, "scratch": 30}
 MODE_LR = {"feature-extraction": 1e-2, "fine-tune": 1e-4, "partial-fine-tune": 1e-4, "scratch": 3e-3}
-# forward pass, milliseconds per 224 px image on one idle 2-core CPU (measured), for estimate_seconds
+# forward pass, approximate milliseconds per 224 px image on an idle 2-core CPU, for estimate_seconds
 FORWARD_MS_224 = {"efficientnet_lite0": 25.0, "mobilenetv2_100": 20.0, "xception": 110.0, SCRATCH_ARCH: 0.2}
 RUN_OVERHEAD_S = 0.4     # building the model and the loop of one training run
 RUN_FOLDER_S = 1.5       # plots, model card and weights of the kept model
+# plain-language sentences for the app to show beside the figures (the lesson text)
+SCRATCH_BASELINE_TEXT = (f"The from-scratch line is {SCRATCH_ARCH} (LeNet-5, 146 thousand parameters, 32x32 grey "
+                         "images) "
+                         "trained from random weights: a network the size of the pretrained backbones would need far "
+                         "more than a minute of CPU per point to train from scratch, and far more images than this.")
+CURVE_TEXT = ("Each point trains on that many labelled images per class, drawn at random several times, and tests on "
+              "all the other images; the band is the 95 % Wilson interval. Frozen ImageNet features start from "
+              "what a network learned on a million photos, so a few medical images already move them; a network "
+              "that starts from nothing has to learn even edges from those few images.")
 TRUST_NOTE = ("Calibration (temperature scaling) and prediction sets need more data: they are fitted on a held-out "
               f"validation split and checked on a test split, which fewer than {CV_LIMIT} images cannot spare. This "
               "model's probabilities are uncalibrated; read them as scores, not as chances.")
@@ -146,7 +155,8 @@ class LessonRecord:
         """JSON-ready: tuples as lists, the run folder as a string."""
         out = asdict(self)
         out["run_dir"] = str(self.run_dir)
-        out["accuracy_ci95"], out["balanced_accuracy_ci95"] = list(self.accuracy_ci95), list(self.balanced_accuracy_ci95)
+        out["accuracy_ci95"] = list(self.accuracy_ci95)
+        out["balanced_accuracy_ci95"] = list(self.balanced_accuracy_ci95)
         return out
 
 
@@ -207,9 +217,8 @@ def _accuracy_figures(matrix: np.ndarray) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def _hub_problem() -> str | None:
-    from zoo._hub import check_hub_reachable  # noqa: PLC0415
     try:
-        check_hub_reachable("its ImageNet weights")
+        zoo.check_hub_reachable("its ImageNet weights")
     except zoo.ZooError as e:
         return str(e)
     return None
@@ -248,21 +257,22 @@ def available_backbones() -> list[tuple[str, str | None]]:
 def estimate_seconds(request: LessonRequest, num_images: int) -> float:
     """Rough wall time of run_lesson on an idle 2-core CPU, from measured per-image forward costs.
 
-    Under CV_LIMIT images: k fold runs plus the kept model's; feature extraction runs each image through
-    the backbone once, the other modes forward and backward (about 3 forward passes) every epoch.
+    Under CV_LIMIT images: up to MAX_FOLDS fold runs plus the kept model's (an upper bound: fewer folds when a
+    class is smaller). Feature extraction runs each image through the backbone once; the other modes run
+    forward and backward (about 3 forward passes) over every training image every epoch.
     """
-    folds = min(MAX_FOLDS, max(2, num_images // 4)) if num_images < CV_LIMIT else 0
-    runs = folds + 1
+    folds = MAX_FOLDS if num_images < CV_LIMIT else 0
+    # images trained on over all runs: k folds of (k-1)/k of them plus the kept model, or the 70 % train split
+    trained = num_images * folds if folds else num_images * (1 - 2 * TrainConfig.val_frac)
     total = 0.0
     for arch in request.backbones:
         size = request.size_for(arch)
         per_image = FORWARD_MS_224.get(arch, zoo.get_architecture(arch).num_params / 2e5) / 1000 * (size / 224) ** 2
         if request.mode == "feature-extraction":
             compute = num_images * per_image
-        else:  # every fold trains on (k-1)/k of the images; the kept model on all of them
-            trained = num_images * (folds - 1 + 1) if folds else num_images * 0.7
+        else:
             compute = 3 * per_image * trained * request.epochs_or_default
-        total += compute + runs * RUN_OVERHEAD_S + RUN_FOLDER_S + num_images * 0.02  # 0.02 s: decoding
+        total += compute + (folds + 1) * RUN_OVERHEAD_S + RUN_FOLDER_S + num_images * 0.02  # 0.02 s: decoding
     return round(total, 1)
 
 
@@ -335,7 +345,7 @@ class _Job:
         size = SCRATCH_IMG_SIZE if arch == SCRATCH_ARCH else request.size_for(arch)
         epochs = request.epochs_or_default
         cfg = TrainConfig(arch=arch, mode=mode, data=request.data, img_size=size, epochs=epochs,
-                          lr=MODE_LR[mode], batch_size=16, sched="none", monitor="loss", seed=request.seed,
+                          lr=MODE_LR[mode], sched="none", monitor="loss", seed=request.seed,
                           workers=0, quiet=True, onnx=False, cache="memory",
                           out=str(out) if out else str(self.out_dir / ".unwritten"), overwrite=True,
                           extra={"lesson": {"phase": phase, "protocol": held_out.protocol if held_out else None}})
@@ -440,7 +450,7 @@ def _train_backbone(job: _Job, arch: str) -> LessonRecord:
         matrix = np.asarray(result.test["confusion_matrix"])
         n = {"images": len(everything), **{name: len(part) for name, part in indices.items()}}
         protocol = f"held-out test split ({n['test']} images) of a stratified train/validation/test split"
-    if source is not job.source_for(arch, request.mode, request.size_for(arch)):
+    if request.mode != "feature-extraction" and not source.in_memory:
         notes.append("images were decoded once and centre-cropped in memory before training, so each epoch "
                      "reads them quickly")
     if request.mode == "scratch" or not zoo.get_architecture(arch).has_imagenet_weights:

@@ -28,8 +28,8 @@ from .augment import eval_transform, train_transform
 from .card import card_sections
 from .checkpoint import load_checkpoint, write_json
 from .config import TrainConfig, config_to_yaml, load_yaml_config
-from .data import (DataSource, ImageDataset, Sample, Splits, data_fingerprint, load_source, make_splits,
-                   split_record, verify_images)
+from .data import (DataSource, ImageDataset, Sample, Splits, class_counts, data_fingerprint, load_source,
+                   make_splits, split_record, verify_images)
 from .engine import SplitData, Trainer
 from .features import FeatureMemo, cache_key, load_cached, plan_cache, store_cached, weights_digest
 from .logs import configure_logging
@@ -463,14 +463,7 @@ def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: Da
                              state.best_epoch, state.best_value, state.stopped_early, cache_note,
                              timings, in_chans)
     if held_out is not None:
-        sections["Evaluation"] = held_out.card_text + "\n\n" + sections["Evaluation"].split("\n", 1)[1]
-        sections["Training data and split"] = re.sub(
-            r"^- Split: .*$", f"- Split: none held out: every image trained this model, and {held_out.protocol} "
-            "evaluated the recipe (below)", sections["Training data and split"], count=1, flags=re.M)
-        sections["Limitations of this run"] = (
-            f"- Trained on all {len(source.samples)} images of {source.name}; the evaluation above comes from "
-            f"{held_out.protocol}, whose models never saw the images they were scored on. Expect different "
-            "results on images from other scanners, sites or populations.")
+        _held_out_sections(sections, source, held_out)
     extra = {"training": {"run": run_dir.name, "data": cfg.data, "loss": cfg.loss, "augment": cfg.augment,
                           "sampler": cfg.sampler, "epochs_run": len(state.history),
                           "best_epoch": state.best_epoch, "seed": cfg.seed},
@@ -482,6 +475,28 @@ def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: Da
     trainer.model.cpu()
     zoo.save_pretrained(trainer.model, run_dir, label_names=list(names), dataset=source.name,
                         metrics=flat, card_sections=sections, extra_config=extra)
+
+
+def _held_out_sections(sections: dict[str, str], source: DataSource, held_out: HeldOutPredictions) -> None:
+    """Model-card sections of a model trained on all images and evaluated by held-out predictions (CV)."""
+    n = len(source.samples)
+    per_class = ", ".join(f"{name} {count}" for name, count in
+                          zip(source.label_names, class_counts(source.samples, source.num_classes)))
+    data = sections["Training data and split"].split("\n\n| class |")[0]  # the per-split table says nothing here
+    data = re.sub(r"^- Split: .*$", f"- Split: none held out: all {n} images trained this model, and "
+                  f"{held_out.protocol} evaluated its recipe (see Evaluation)", data, count=1, flags=re.M)
+    sections["Training data and split"] = re.sub(
+        r"^- Images: .*$", f"- Images: {n}, every one used for training ({per_class})", data, count=1, flags=re.M)
+    sections["Training recipe"] = re.sub(
+        r"^- Reproduce: .*$", "- Reproduce: this model and its evaluation came from train/lesson.py (cross-"
+        "validation, then one run on all images); `run_config.yaml` holds the recipe, which `python -m train "
+        "--config` repeats with its usual train/validation/test split instead", sections["Training recipe"],
+        count=1, flags=re.M)
+    sections["Evaluation"] = held_out.card_text + "\n\n" + sections["Evaluation"].split("\n", 1)[1]
+    sections["Limitations of this run"] = (
+        f"- Trained on all {n} images of {source.name}; the evaluation above comes from {held_out.protocol}, "
+        "whose models never saw the images they were scored on. With so few images the intervals are wide; "
+        "expect different results on images from other scanners, sites or populations.")
 
 
 ONNX_VERIFY_IMAGES = 64  # test images the ONNX export is verified on (all of a smaller test split)

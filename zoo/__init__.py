@@ -9,7 +9,7 @@ from . import archs  # noqa: F401  (registers native models with timm)
 from .archs import variant as _variant  # noqa: F401  (registers zoo_variant)
 from ._builder import create_model, resolve_data_config
 from ._errors import ZooError
-from ._hub import clean_cache, load_pretrained, save_pretrained
+from ._hub import check_hub_reachable, clean_cache, load_pretrained, save_pretrained
 from ._registry import MODE_ORDER, MODES, ArchInfo, get_architecture, list_architectures
 from .archs.metadata import MetadataSchema
 from .archs.variant import HEADS
@@ -23,7 +23,8 @@ from .zoo_config import ZooConfig
 
 __all__ = [
     "ArchInfo", "BACKENDS", "HEADS", "INIT_SCHEMES", "MODES", "MODE_ORDER", "MetadataSchema", "ZooConfig", "ZooError",
-    "apply_mode", "backbone_stages", "cam_target_layers", "clean_cache", "count_params", "create_model", "export_onnx",
-    "get_architecture", "head_parameters", "init_weights", "list_architectures", "load_backend", "load_pretrained",
+    "apply_mode", "backbone_stages", "cam_target_layers", "check_hub_reachable", "clean_cache", "count_params",
+    "create_model", "export_onnx", "get_architecture", "head_parameters", "init_weights", "list_architectures",
+    "load_backend", "load_pretrained",
     "offline_imagenet_weights", "param_groups", "resolve_data_config", "save_pretrained",
 ]
