@@ -179,3 +179,23 @@ def test_a_browser_without_webassembly_is_told_so(browser, server):
     _, status = run_private(page, packaged_examples()["retina"], MODELS[:2])
     assert "no WebAssembly" in status
     context.close()
+
+
+def test_a_bundle_the_page_cannot_use_fails_its_column_alone(browser, server):
+    """A temperature given as a list (a stale or forged bundle: the server no longer offers one) used to abort the
+    whole comparison when its column was drawn; now that model fails, saying why, and the other answers."""
+    context = browser.new_context()  # a fresh cache: the bundle is fetched (and forged) here
+
+    def forged(route):
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "temperature": [1.7]})
+
+    page = context.new_page()
+    page.route(f"**/api/models/{CALIBRATED}/bundle.json*", forged)
+    page.goto(server[0] + "private/")
+    page.wait_for_function("document.body.dataset.state === 'ready'")
+    results, status = run_private(page, packaged_examples()["retina"], [CALIBRATED, "lenet5-meta-lesions"])
+    assert "temperature [1.7] is not a positive number" in results[CALIBRATED]["error"], results[CALIBRATED]
+    assert results["lenet5-meta-lesions"]["error"] is None and "1 of 2 models answered" in status, status
+    assert "not a positive number" in page.locator(f".column[data-model='{CALIBRATED}']").inner_text()
+    context.close()
