@@ -84,10 +84,9 @@ def test_bad_trust_values_are_refused_by_the_server_and_not_offered_by_private_m
     assert 0 < bundle["ood"]["threshold"] <= 2 and bundle["ood"]["rows"] == 60
 
 
-def test_a_link_swapped_in_after_the_offer_is_refused(client, weights, tmp_path):
+def test_a_link_swapped_in_after_the_offer_is_refused(weights, tmp_path):
     folder = tmp_path / "zoo"
     shutil.copytree(weights / CALIBRATED, folder / CALIBRATED)
-    shutil.copytree(weights / "temperature-list", folder / "other")
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
