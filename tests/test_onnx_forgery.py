@@ -65,6 +65,23 @@ def test_a_tampered_model_onnx_with_a_forged_onnx_json_is_refused_and_pytorch_an
     assert verification_record(entry["sha256"], entry["weights_sha256"]) is None  # nothing trusted was remembered
 
 
+def test_a_tampered_model_onnx_published_with_a_forged_onnx_json_is_refused_from_the_hub(run, tmp_path, monkeypatch):
+    from hub_server import HubServer, point_client_at
+    from train.push import push_run
+
+    shift_bias(run / ONNX_NAME, _unanswered_class(run))
+    forge_onnx_json(run)
+    token = "hf_alice_write_0123456789abcdef"
+    with HubServer(tokens={token: "alice"}) as server:
+        point_client_at(monkeypatch, server.endpoint, tmp_path / "hf")
+        assert ONNX_NAME in push_run(run, "alice/forged", token=token)  # the forgery is published as it is
+        backend = load_backend("alice/forged")
+        assert backend.name == "torch" and "was refused" in backend.fallback_reason
+        x = _digit_inputs(backend)
+        with torch.inference_mode():
+            assert torch.equal(backend.predict(x)[0].argmax(1), zoo.load_pretrained(run)(x).argmax(1))
+
+
 def test_a_tampered_int8_file_with_a_forged_record_is_refused_for_the_fp32_file(run):
     shutil.copyfile(run / ONNX_NAME, run / ONNX_INT8_NAME)
     shift_bias(run / ONNX_INT8_NAME, _unanswered_class(run))
