@@ -230,9 +230,9 @@ def export_onnx(model_or_folder: nn.Module | str | os.PathLike, path: str | os.P
     metadata head) are what the verification runs on, e.g. the run's preprocessed test images, named by
     `inputs_source`; without them, `reference_inputs`. `weights` names the model.safetensors the model was
     loaded from (default: the run folder's, or the one beside `path` if it holds this model's tensors), whose
-    sha256 the record keeps. Writes `path` and its entry in onnx.json beside it,
-    and an ONNX section in the README.md there (`update_card`). A model that does not verify raises a
-    ZooError and nothing is written.
+    sha256 the record keeps. Writes `path` and its entry in onnx.json beside it, the verification record in the
+    zoo's cache (what loaders trust: remember_verification), and an ONNX section in the README.md there
+    (`update_card`). A model that does not verify raises a ZooError and nothing is written.
     """
     require_onnx_runtime()
     folder = None
