@@ -14,13 +14,15 @@ import torch  # noqa: E402
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-@pytest.fixture(autouse=True)
-def _zoo_cache(tmp_path_factory, monkeypatch):
-    """One offline-weights cache for the session, never the user's ~/.cache."""
+@pytest.fixture(autouse=True, scope="session")
+def _zoo_cache(tmp_path_factory):
+    """One zoo cache (offline weights, ONNX exports and verification records) for the session, never the user's
+    ~/.cache: session-scoped, so that module fixtures building run folders write there too."""
     import zoo._hub
 
-    cache = tmp_path_factory.getbasetemp() / "zoo-cache"
-    monkeypatch.setattr(zoo._hub, "CACHE_DIR", cache)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(zoo._hub, "CACHE_DIR", tmp_path_factory.getbasetemp() / "zoo-cache")
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -295,13 +295,18 @@ def test_a_swapped_file_with_a_stale_record_is_verified_again_and_refused(tmp_pa
     assert backend.name == "torch" and "was refused" in backend.fallback_reason
 
 
-def test_a_verified_file_without_its_record_is_checked_once_then_remembered(tmp_path):
+def test_a_file_verified_elsewhere_is_checked_once_here_then_remembered(tmp_path, monkeypatch):
+    import zoo._hub
+
     run = _run(tmp_path / "run")
-    export_onnx(run)
-    (run / ONNX_INFO_NAME).unlink()  # e.g. copied without its sidecar
+    export_onnx(run)  # the export's own record is in this zoo's cache: trusted without PyTorch
+    assert load_backend(run).info["verification"]["inputs_source"].startswith("reference inputs (example images")
+    monkeypatch.setattr(zoo._hub, "CACHE_DIR", tmp_path / "another-machine")  # a copy: onnx.json came along
     first = load_backend(run)
     assert first.name == "onnx" and first.info["verification"]["inputs_source"] == "reference inputs, when loaded"
-    assert load_backend(run).name == "onnx"
+    (run / ONNX_INFO_NAME).unlink()  # the sidecar plays no part either way
+    again = load_backend(run)
+    assert again.name == "onnx" and again.info == first.info
 
 
 def test_without_onnxruntime_the_backend_is_pytorch_and_says_how_to_install_it(tmp_path, monkeypatch):
@@ -326,11 +331,11 @@ def test_int8_is_a_separate_backend_kept_only_where_top1_agrees(tmp_path, monkey
     fp32 = _sha(run / ONNX_NAME)
     x = _inputs(run, 16)
     assert load_backend(run, "onnx-int8").name == "onnx"  # none yet: fp32, saying why
-    monkeypatch.setattr(onnx_export, "INT8_MIN_AGREEMENT", 1.01)  # an agreement no model reaches
-    with pytest.raises(zoo.ZooError, match="under the 101% required"):
-        quantize_int8(run, x)
+    with monkeypatch.context() as patched:  # (undo() would also undo conftest's cache folder)
+        patched.setattr(onnx_export, "INT8_MIN_AGREEMENT", 1.01)  # an agreement no model reaches
+        with pytest.raises(zoo.ZooError, match="under the 101% required"):
+            quantize_int8(run, x)
     assert not (run / ONNX_INT8_NAME).exists()
-    monkeypatch.undo()
     result = quantize_int8(run, x, inputs_source="16 random inputs")
     assert result.info["verification"]["top1_agreement_with_fp32"] >= 0.99 and _sha(run / ONNX_NAME) == fp32
     backend = load_backend(run, "onnx-int8")

@@ -179,3 +179,46 @@ def test_a_browser_without_webassembly_is_told_so(browser, server):
     _, status = run_private(page, packaged_examples()["retina"], MODELS[:2])
     assert "no WebAssembly" in status
     context.close()
+
+
+def test_a_bundle_the_page_cannot_use_fails_its_column_alone(browser, server):
+    """A temperature given as a list (a stale or forged bundle: the server no longer offers one) used to abort the
+    whole comparison when its column was drawn; now that model fails, saying why, and the other answers."""
+    context = browser.new_context()  # a fresh cache: the bundle is fetched (and forged) here
+
+    def forged(route):
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "temperature": [1.7]})
+
+    page = context.new_page()
+    page.route(f"**/api/models/{CALIBRATED}/bundle.json*", forged)
+    page.goto(server[0] + "private/")
+    page.wait_for_function("document.body.dataset.state === 'ready'")
+    results, status = run_private(page, packaged_examples()["retina"], [CALIBRATED, "lenet5-meta-lesions"])
+    assert "temperature [1.7] is not a positive number" in results[CALIBRATED]["error"], results[CALIBRATED]
+    assert results["lenet5-meta-lesions"]["error"] is None and "1 of 2 models answered" in status, status
+    assert "not a positive number" in page.locator(f".column[data-model='{CALIBRATED}']").inner_text()
+    context.close()
+
+
+def test_nan_features_in_the_browser_give_no_ood_check_never_a_pass(browser, server, tmp_path):
+    """The page's OOD check, like the server's: a NaN feature is no distance (it used to pass every image)."""
+    import shutil
+
+    from _onnx_tamper import nan_features
+
+    _, weights = server
+    forged = tmp_path / "model.onnx"
+    shutil.copyfile(weights / WITH_OOD / "model.onnx", forged)
+    nan_features(forged)
+    context = browser.new_context()
+    page = context.new_page()
+    page.route(f"**/api/models/{WITH_OOD}/model.onnx*",
+               lambda route: route.fulfill(response=route.fetch(), body=forged.read_bytes()))
+    page.goto(server[0] + "private/")
+    page.wait_for_function("document.body.dataset.state === 'ready'")
+    results, status = run_private(page, parity_images(tmp_path)["digit"], [WITH_OOD, CALIBRATED])
+    mine = results[WITH_OOD]
+    assert mine["error"] is None and mine["top_k"] and "2 of 2 models answered" in status, (mine, status)
+    assert mine["ood"] is None and mine["ood_reason"].startswith("no OOD check: features not finite"), mine
+    context.close()

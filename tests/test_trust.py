@@ -202,12 +202,24 @@ def _edit_config(folder, **zoo_keys):
     path.write_text(json.dumps(config))
 
 
-@pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan"), float("inf"), "warm"])
+# 1e-300 gave NaN calibrated probabilities and an empty set, 1e300 uniform ones; a list aborted private mode's page
+@pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan"), float("inf"), "warm", 1e-300, 1e300, [1.7], 0.049])
 def test_bad_temperature_is_refused_naming_the_file(run_dir, tmp_path, temperature):
     folder = _copy(run_dir, tmp_path)
     _edit_config(folder, temperature=temperature)
-    with pytest.raises(zoo.ZooError, match=r"config\.json: zoo\.temperature is .*finite number > 0"):
+    with pytest.raises(zoo.ZooError, match=r"config\.json: zoo\.temperature is .*a number from 0\.05 to 20"):
         zoo.load_pretrained(folder)
+
+
+@pytest.mark.parametrize("temperature", [0.05, 20.0])
+def test_the_temperature_range_holds_what_training_fits(run_dir, tmp_path, temperature):
+    from train.trust import TEMPERATURE_BOUNDS
+    from zoo.trust import TEMPERATURE_RANGE
+
+    assert TEMPERATURE_RANGE == TEMPERATURE_BOUNDS  # a fit on either bound loads
+    folder = _copy(run_dir, tmp_path)
+    _edit_config(folder, temperature=temperature)
+    assert zoo.load_pretrained(folder).trust.temperature == temperature
 
 
 def test_bad_ood_statistics_are_refused_naming_the_file(run_dir, tmp_path):

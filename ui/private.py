@@ -5,8 +5,15 @@ onnxruntime-web's files from web/node_modules (installed by `npm ci`, never a CD
 offer, what the page needs to run it: the verified model.onnx, a small JSON bundle (preprocessing, labels,
 temperature, conformal threshold, metadata default) and the OOD bank as raw float32. A model is on offer
 when it is a local run folder whose model.onnx ONNX Runtime accepted as verified for its weights
-(zoo.load_backend), no larger than MAX_ONNX_BYTES, with a preprocessing the page implements. Files are
-looked up by model id in the offer (a dict); no path ever comes from the client. No route accepts a body.
+(zoo.load_backend), no larger than MAX_ONNX_BYTES, with a preprocessing the page implements, and whose trust
+values pass the server's own validation (zoo.trust.read_trust: one function for both sides; the bundle's
+temperature, conformal threshold and OOD bank are what it returns). Files are looked up by model id in the
+offer (a dict); no path ever comes from the client. No route accepts a body.
+
+Files served are the files checked: model.onnx is opened without following a link (O_NOFOLLOW), at offer time
+and again at each request, and its bytes are served only when their sha256 is the offer's (a file or link
+swapped in later is refused). Messages to the browser name run folders, never a server path
+(ui.public_errors.public_message). The offer is rebuilt in a worker thread, off the event loop.
 
 Wiring (app.py): `launch_kwargs()` passes `private_routes(settings)` to demo.launch(app_kwargs={"routes":
 ...}) (FastAPI's own `routes` argument, documented for launch's app_kwargs), and the Private tab links to
@@ -16,25 +23,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 import zoo
+from zoo import ZooError
+from zoo.backends import Backend
 from zoo.catalog import ModelEntry, discover_models
-from zoo.fileio import read_safetensors
 from zoo.run_layout import CONFIG_NAME, ONNX_NAME, OOD_NAME, WEIGHTS_NAME
+from zoo.trust import Trust, read_trust
 
+from .public_errors import public_message
 from .settings import APP_ROOT, Settings
 
 __all__ = ["PAGE_PATH", "MAX_ONNX_BYTES", "INTERPOLATIONS", "WEB_DIR", "ORT_DIST", "PrivateOffer", "OfferedModel",
-           "private_routes", "web_files", "TAB_MARKDOWN"]
+           "private_routes", "web_files", "read_checked_file", "TAB_MARKDOWN"]
 
 PAGE_PATH = "/private/"
 MAX_ONNX_BYTES = 100 * 2**20  # larger ONNX files are not offered: a browser tab would download and hold them
@@ -99,10 +112,61 @@ def _preprocessing(config: dict[str, Any]) -> tuple[dict[str, Any] | None, str |
             "mean": [float(v) for v in data["mean"]], "std": [float(v) for v in data["std"]]}, None
 
 
-def _onnx_outputs(path: Path) -> list[str]:
+def _onnx_outputs(data: bytes) -> list[str]:
     import onnx  # noqa: PLC0415
 
-    return [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
+    return [o.name for o in onnx.load_model_from_string(data).graph.output]
+
+
+def read_checked_file(path: Path, max_bytes: int, sha256: str | None = None) -> bytes:
+    """The bytes of `path`, opened without following a link, if it is a regular file of at most `max_bytes`
+    (and, given `sha256`, exactly those bytes); a ZooError naming the file (not its folder) otherwise."""
+    # O_NOFOLLOW: a link swapped in is refused, not followed; O_NONBLOCK: a FIFO swapped in cannot hang the open
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        why = "it is a link, which is never followed" if os.path.islink(path) else e.strerror
+        raise ZooError(f"its {path.name} cannot be opened ({why})") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ZooError(f"its {path.name} is not a regular file")
+        if info.st_size > max_bytes:
+            raise ZooError(f"its {path.name} is {info.st_size / 2**20:.1f} MB, over private mode's limit of "
+                           f"{max_bytes / 2**20:.0f} MB: use the Compare tab")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes or (sha256 is not None and hashlib.sha256(data).hexdigest() != sha256):
+        raise ZooError(f"its {path.name} changed since it was offered; reload the page")
+    return data
+
+
+def _bundle(entry: ModelEntry, backend: Backend, trust: Trust, preprocessing: dict[str, Any], data: bytes
+            ) -> tuple[dict[str, Any], bytes | None]:
+    """What the page needs to run the model, from the values the server's validation returned; and the OOD bank
+    as raw little-endian float32 (None without one)."""
+    outputs = _onnx_outputs(data)
+    bundle: dict[str, Any] = {
+        "id": entry.id, "label_names": backend.label_names, "preprocessing": preprocessing,
+        "temperature": trust.temperature,
+        "conformal": ({"alpha": trust.conformal.alpha, "threshold": trust.conformal.threshold}
+                      if trust.conformal is not None else None),
+        "onnx": {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "outputs": outputs},
+        "metadata_unknown": None, "ood": None, "ood_reason": None,
+    }
+    if backend.metadata_schema is not None:  # the page has no metadata fields: every one unknown, as in /compare
+        bundle["metadata_unknown"] = backend.metadata_schema.encode([{}])[0].tolist()
+    if "features" not in outputs:
+        bundle["ood_reason"] = "no OOD check in private mode for this model (its ONNX file has no features output)"
+        return bundle, None
+    if trust.ood is None:
+        bundle["ood_reason"] = f"no OOD statistics ({OOD_NAME}) in its run folder"
+        return bundle, None
+    bank = np.ascontiguousarray(trust.ood.bank.numpy(), dtype="<f4")  # (N, D), checked finite and unit rows
+    ood_bank = bank.tobytes()
+    bundle["ood"] = {"threshold": trust.ood.threshold, "rows": int(bank.shape[0]), "dim": int(bank.shape[1]),
+                     "sha256": hashlib.sha256(ood_bank).hexdigest()}
+    return bundle, ood_bank
 
 
 def _offer(entry: ModelEntry, max_bytes: int) -> tuple[OfferedModel | None, str | None]:
@@ -113,12 +177,12 @@ def _offer(entry: ModelEntry, max_bytes: int) -> tuple[OfferedModel | None, str 
         return None, f"unavailable: {entry.reason}"
     folder = Path(entry.run_dir)
     onnx_path = folder / ONNX_NAME
-    if not onnx_path.is_file():
+    if not os.path.lexists(onnx_path):
         return None, f"no {ONNX_NAME} in its run folder (python -m zoo export {folder} makes one)"
-    size = onnx_path.stat().st_size
-    if size > max_bytes:
-        return None, (f"its {ONNX_NAME} is {size / 2**20:.1f} MB, over private mode's limit of "
-                      f"{max_bytes / 2**20:.0f} MB: use the Compare tab")
+    try:
+        data = read_checked_file(onnx_path, max_bytes)
+    except ZooError as e:
+        return None, str(e)
     config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
     preprocessing, problem = _preprocessing(config)
     if problem:
@@ -126,33 +190,13 @@ def _offer(entry: ModelEntry, max_bytes: int) -> tuple[OfferedModel | None, str 
     backend = zoo.load_backend(folder, "onnx", export_missing=False)  # checks and verifies model.onnx
     if backend.name != "onnx":
         return None, f"its {ONNX_NAME} was not accepted: {backend.fallback_reason}"
-    data = onnx_path.read_bytes()
-    outputs = _onnx_outputs(onnx_path)
-    zoo_cfg = dict(config.get("zoo") or {})
-    conformal = zoo_cfg.get("conformal")
-    bundle: dict[str, Any] = {
-        "id": entry.id, "label_names": backend.label_names, "preprocessing": preprocessing,
-        "temperature": zoo_cfg.get("temperature"),
-        "conformal": ({"alpha": conformal["alpha"], "threshold": conformal["threshold"]}
-                      if isinstance(conformal, dict) and zoo_cfg.get("temperature") else None),
-        "onnx": {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "outputs": outputs},
-        "metadata_unknown": None, "ood": None, "ood_reason": None,
-    }
-    if backend.metadata_schema is not None:  # the page has no metadata fields: every one unknown, as in /compare
-        bundle["metadata_unknown"] = backend.metadata_schema.encode([{}])[0].tolist()
-    ood_bank = None
-    if "features" not in outputs:
-        bundle["ood_reason"] = "no OOD check in private mode for this model (its ONNX file has no features output)"
-    elif not (folder / OOD_NAME).is_file():
-        bundle["ood_reason"] = f"no OOD statistics ({OOD_NAME}) in its run folder"
-    else:
-        tensors = read_safetensors(folder / OOD_NAME)
-        bank = np.ascontiguousarray(tensors["bank"].float().numpy(), dtype="<f4")
-        if bank.ndim != 2 or not np.isfinite(bank).all():
-            return None, f"its {OOD_NAME} bank is not a finite (N, D) matrix: retrain, or delete the file"
-        ood_bank = bank.tobytes()
-        bundle["ood"] = {"threshold": float(tensors["threshold"].reshape(-1)[0]), "rows": int(bank.shape[0]),
-                         "dim": int(bank.shape[1]), "sha256": hashlib.sha256(ood_bank).hexdigest()}
+    if backend.info.get("sha256") != hashlib.sha256(data).hexdigest():
+        return None, f"its {ONNX_NAME} changed while it was being checked; reload the page"
+    try:  # the server's own validation: the page gets exactly the values /compare uses
+        trust = read_trust(folder, config, backend.feature_width)
+    except ZooError as e:
+        return None, f"its trust values were refused: {e}"
+    bundle, ood_bank = _bundle(entry, backend, trust, preprocessing, data)
     return OfferedModel(entry.id, onnx_path, bundle, ood_bank), None
 
 
@@ -171,8 +215,8 @@ class PrivateOffer:
         for folder in sorted(p for p in self.weights.iterdir() if p.is_dir()) if self.weights.is_dir() else []:
             for name in (WEIGHTS_NAME, CONFIG_NAME, ONNX_NAME, OOD_NAME):
                 try:
-                    stat = (folder / name).stat()
-                    stamp.append((folder.name, name, stat.st_mtime_ns, stat.st_size))
+                    info = (folder / name).lstat()  # a link swapped in changes the stamp, whatever it points to
+                    stamp.append((folder.name, name, info.st_mode, info.st_mtime_ns, info.st_size))
                 except OSError:
                     pass
         return tuple(stamp)
@@ -191,8 +235,8 @@ class PrivateOffer:
                     offered, reason = None, f"could not be prepared ({type(e).__name__}: {e})"
                 if offered is not None:
                     models[entry.id] = offered
-                else:
-                    refused[entry.id] = reason or "not offered"
+                else:  # what the browser reads: no server path
+                    refused[entry.id] = public_message(reason or "not offered", self.weights)
             self.models, self.refused, self._stamp = models, refused, stamp
 
     def listing(self) -> dict[str, Any]:
@@ -234,7 +278,8 @@ def private_routes(settings: Settings, max_bytes: int = MAX_ONNX_BYTES) -> list[
         return FileResponse(path, media_type=_MEDIA_TYPES[path.suffix], headers=_headers())
 
     async def listing(request: Request) -> Response:
-        return JSONResponse(offer.listing(), headers=_headers())
+        # a rebuild reads and verifies run folders (seconds): in a worker thread, never on the event loop
+        return JSONResponse(await run_in_threadpool(offer.listing), headers=_headers())
 
     async def model_file(request: Request) -> Response:
         model = offer.get(request.path_params["model_id"])
@@ -243,8 +288,13 @@ def private_routes(settings: Settings, max_bytes: int = MAX_ONNX_BYTES) -> list[
         kind = request.path_params["kind"]
         if kind == "bundle.json":
             return JSONResponse(model.bundle, headers=_headers())
-        if kind == ONNX_NAME:
-            return FileResponse(model.onnx_path, media_type="application/octet-stream", headers=_headers(True))
+        if kind == ONNX_NAME:  # the bytes read now, no link followed, and only if they are the offered ones
+            try:
+                data = await run_in_threadpool(read_checked_file, model.onnx_path, max_bytes,
+                                               model.bundle["onnx"]["sha256"])
+            except ZooError as e:
+                return JSONResponse({"error": f"{model.id}: {e}"}, status_code=409, headers=_headers())
+            return Response(data, media_type="application/octet-stream", headers=_headers(True))
         if kind == "ood.bin" and model.ood_bank is not None:
             return Response(model.ood_bank, media_type="application/octet-stream", headers=_headers(True))
         return _not_found(f"{model.id} has no file {kind!r} (bundle.json, {ONNX_NAME}, ood.bin)")

@@ -142,14 +142,29 @@ async function runModel(entry, image, topK) {
   }
   const outputs = await session.run(feeds);
   const logits = outputs.logits.data;
+  // what the server checks on every call (zoo.backends, zoo.inference): the width and finite values
+  if (logits.length !== bundle.label_names.length) {
+    throw new Error(`the model gave ${logits.length} logits for its ${bundle.label_names.length} classes, so its ` +
+      "answer cannot be read; its ONNX file does not fit its config.json.");
+  }
   const probabilities = softmax(logits);
+  if (!probabilities.every(Number.isFinite)) {
+    throw new Error("the model produced NaN or infinite outputs for this image, so it has no answer.");
+  }
+  const temperature = bundle.temperature;
+  if (temperature !== null && !(typeof temperature === "number" && temperature > 0 && Number.isFinite(temperature))) {
+    throw new Error(`its temperature ${JSON.stringify(temperature).slice(0, 60)} is not a positive number.`);
+  }
   const record = {
     model: bundle.id, label_names: bundle.label_names, probabilities,
     top_k: ranked(probabilities, bundle.label_names, topK), calibrated_top_k: null, calibrated: null,
     temperature: bundle.temperature, prediction_set: null, ood: null, ood_reason: bundle.ood_reason, error: null,
   };
-  if (bundle.temperature) {
-    record.calibrated = softmax(logits, bundle.temperature);
+  if (temperature) {
+    record.calibrated = softmax(logits, temperature);
+    if (!record.calibrated.every(Number.isFinite)) {
+      throw new Error(`the temperature-scaled probabilities (T = ${temperature}) are not finite.`);
+    }
     record.calibrated_top_k = ranked(record.calibrated, bundle.label_names, topK);
     if (bundle.conformal) {
       record.prediction_set = record.calibrated.map((p, i) => [p, i]).filter(([p]) => 1 - p <= bundle.conformal.threshold)
@@ -157,8 +172,12 @@ async function runModel(entry, image, topK) {
       record.prediction_set_coverage = 1 - bundle.conformal.alpha;
     }
   }
-  if (bank && outputs.features) { // 1 - cosine similarity to the nearest training image (zoo.trust)
+  if (bank && outputs.features && !Array.from(outputs.features.data).every(Number.isFinite)) {
+    record.ood_reason = "no OOD check: features not finite (the model gave NaN or infinite image features for " +
+      "this image, so nothing says it is like its training images)"; // a NaN is no distance: never a pass
+  } else if (bank && outputs.features) { // 1 - cosine similarity to the nearest training image (zoo.trust)
     const f = outputs.features.data, dim = bundle.ood.dim;
+    if (f.length !== dim) throw new Error(`the model gave ${f.length} image features, its OOD bank has ${dim}.`);
     const norm = Math.max(Math.hypot(...f), 1e-12);
     let best = -Infinity;
     for (let r = 0; r < bundle.ood.rows; r++) {
@@ -247,8 +266,15 @@ async function compare() {
       } catch (e) { // one model failing must not stop the others
         record = { model: id, error: String(e.message || e) };
       }
+      let shown;
+      try {
+        shown = column(record);
+      } catch (e) { // nor must one model's values that cannot be shown
+        record = { model: id, error: `its result cannot be shown (${String(e.message || e).slice(0, 200)})` };
+        shown = column(record);
+      }
       state.results[id] = record;
-      $("columns").append(column(record));
+      $("columns").append(shown);
     }
     const answered = Object.values(state.results).filter((r) => !r.error);
     say(`Done: ${answered.length} of ${chosen.length} models answered in this browser; the image was not uploaded.`);

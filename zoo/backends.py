@@ -13,13 +13,17 @@ output existed still answers, with features None and `features_reason` saying to
 then shows "no OOD check" with that reason rather than running PyTorch a second time for the features.
 
 "onnx" uses the run's model.onnx when it passes zoo.onnx_export.check_onnx_file and was verified against
-exactly these weights: its onnx.json entry names their sha256, or a verification of this file against
-these weights is recorded in the zoo's cache. A model.onnx without such a record is verified now against
-the PyTorch model, on reference inputs. A run without model.onnx gets one exported and verified once into
-the zoo's cache (ZOO_CACHE/onnx/...), never into the run folder. "onnx-int8" uses model.int8.onnx, which
-zoo.onnx_export.quantize_int8 writes only when it keeps >= 99% top-1 agreement on the run's test split,
+exactly these weights. Only a verification the zoo recorded itself counts (zoo.onnx_export.verification_record:
+its own cache, keyed by the sha256 of both the ONNX file and the weights, written by an export or a
+quantization here or by an earlier verification); what the folder says about itself (onnx.json, which anyone
+who can change model.onnx can rewrite too) never does. Any other file (a run folder's, a Hub snapshot's, an int8
+file) is verified now against the PyTorch model on reference inputs, and the result is remembered. A run
+without model.onnx gets one exported and verified once into the zoo's cache (ZOO_CACHE/onnx/...), never into
+the run folder. "onnx-int8" uses model.int8.onnx (zoo.onnx_export.quantize_int8 writes it only when it keeps
+>= 99% top-1 agreement on the run's test split; on first use here its top-1 class is checked against PyTorch's),
 else the fp32 file. Whatever fails (onnxruntime not installed, an invalid or mismatched file, a failed
-verification) falls back to PyTorch, and `fallback_reason` says why: never a wrong answer.
+verification) falls back to PyTorch, and `fallback_reason` says why: never a wrong answer. Each call's outputs
+are checked too (their shapes; predict's caller checks that they are finite).
 """
 from __future__ import annotations
 
@@ -42,8 +46,9 @@ from ._hub import WEIGHTS_NAME, load_pretrained, read_config, resolve_folder
 from .archs.metadata import MetadataSchema
 from .assets import file_sha256
 from .onnx_export import (DEFAULT_THREADS, FEATURES_NAME, INPUT_NAME, METADATA_NAME, OUTPUT_NAME, OnnxIO,
-                          check_onnx_file, export_onnx, has_features_output, onnx_session, read_onnx_info,
-                          reference_inputs, require_onnx_runtime, verify_onnx)
+                          check_onnx_file, export_onnx, has_features_output, onnx_session, reference_inputs,
+                          remember_verification, require_onnx_runtime, verification_record, verify_int8_onnx,
+                          verify_onnx)
 from .run_layout import ONNX_INFO_NAME, ONNX_INT8_NAME, ONNX_NAME
 from .trust import features_and_logits
 
@@ -181,7 +186,23 @@ class OnnxBackend(Backend):
                                f"{self.io.metadata_features}); make it with the model's MetadataSchema.encode.")
             feeds[METADATA_NAME] = np.ascontiguousarray(np.asarray(meta, dtype=np.float32))
         logits, *features = self.session.run(self._outputs, feeds)  # (B, K) [, (B, D)]
+        self._check_outputs(shape[0], logits, features[0] if features else None)
         return torch.from_numpy(logits), torch.from_numpy(features[0]) if features else None
+
+    def _check_outputs(self, batch: int, logits: np.ndarray, features: np.ndarray | None) -> None:
+        """The shapes the run's config.json and the verified graph promise, on every call: a file is checked once,
+        but what ONNX Runtime gives is what the labels, the temperature and the OOD bank are applied to."""
+        problems = []
+        if logits.shape != (batch, self.io.num_classes):
+            problems.append(f"logits of shape {logits.shape}, not ({batch}, {self.io.num_classes})")
+        width = self.feature_width
+        if features is not None and (features.ndim != 2 or features.shape[0] != batch
+                                     or (width is not None and features.shape[1] != width)):
+            problems.append(f"features of shape {features.shape}, not ({batch}, {width})")
+        if problems:
+            raise ZooError(f"{self.folder.name}'s {self.path.name} gave {' and '.join(problems)} (config.json: "
+                           f"{self.io.num_classes} classes); the file does not fit this run: re-export it with "
+                           f"python -m zoo export RUN, or delete it to use the PyTorch weights.")
 
     @property
     def nbytes(self) -> int:
@@ -192,8 +213,12 @@ class OnnxBackend(Backend):
         import onnxruntime  # noqa: PLC0415
 
         v = self.info.get("verification") or {}
-        figure = (f"max |Δ logit| {v['max_abs_diff']:.1g} vs PyTorch on {v.get('inputs')} inputs" if "max_abs_diff" in v
-                  else f"top-1 agreement with fp32 {v.get('top1_agreement_with_fp32', 0):.1%} on {v.get('inputs')} inputs")
+        if "max_abs_diff" in v:
+            figure = f"max |Δ logit| {v['max_abs_diff']:.1g} vs PyTorch on {v.get('inputs')} inputs"
+        elif "top1_agreement_with_pytorch" in v:  # an int8 file verified here on first use
+            figure = f"top-1 agreement with PyTorch {v['top1_agreement_with_pytorch']:.1%} on {v.get('inputs')} inputs"
+        else:
+            figure = f"top-1 agreement with fp32 {v.get('top1_agreement_with_fp32', 0):.1%} on {v.get('inputs')} inputs"
         precision = "int8" if self.name == "onnx-int8" else "fp32"
         note = "".join(f"; {r}" for r in (self.fallback_reason, self.features_reason) if r)
         return f"ONNX Runtime {onnxruntime.__version__} ({precision}, {figure}{note})"
@@ -246,13 +271,9 @@ def _onnx_backend(folder: Path, config: dict, requested: str, name: str, threads
         path = _cached_export(folder, config, weights_sha, state)
     data = check_onnx_file(path, config)
     digest = hashlib.sha256(data).hexdigest()
-    info = read_onnx_info(path.parent).get(name) or {}
-    if not (info.get("sha256") == digest and weights_sha is not None and info.get("weights_sha256") == weights_sha):
-        if name == ONNX_INT8_NAME:  # its agreement was measured on the run's test split, which is not at hand here
-            raise ZooError(f"{path} has no {ONNX_INFO_NAME} record of its top-1 agreement for these weights; "
-                           "quantize again (python -m zoo quantize RUN --images DIR)")
-        info = _recorded_verification(digest, weights_sha) or _verify_now(folder, path, data, state, threads,
-                                                                             digest, weights_sha)
+    # the zoo's own record only: onnx.json beside the file is the folder's word about itself
+    info = verification_record(digest, weights_sha) or _verify_now(folder, path, data, state, threads, digest,
+                                                                     weights_sha)
     reason = "; ".join(reasons) or None
     return OnnxBackend(folder, config, requested, reason, None, path, data, info, threads, state["load"])
 
@@ -272,34 +293,20 @@ def _cached_export(folder: Path, config: dict, weights_sha: str, state: dict) ->
     return target
 
 
-def _record_path(digest: str, weights_sha: str | None) -> Path:
-    return _cache_dir() / "verified" / f"{digest[:32]}-{(weights_sha or 'none')[:32]}.json"
-
-
-def _recorded_verification(digest: str, weights_sha: str | None) -> dict[str, Any] | None:
-    try:
-        record = json.loads(_record_path(digest, weights_sha).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and record.get("sha256") == digest else None
-
-
 def _verify_now(folder: Path, path: Path, data: bytes, state: dict, threads: int, digest: str,
                 weights_sha: str | None) -> dict[str, Any]:
-    """Verify an ONNX file that carries no record for these weights against the PyTorch model; remember it."""
+    """Verify an ONNX file the zoo holds no record of against the PyTorch model of these weights (an int8 file:
+    its top-1 class); remember the result in the zoo's cache."""
     model = state["model"] = state["model"] or state["load"]()
     inputs, metadata = reference_inputs(model)
+    int8 = path.name == ONNX_INT8_NAME
     try:
-        figures = verify_onnx(model, data, inputs, metadata, threads=threads)
+        figures = (verify_int8_onnx if int8 else verify_onnx)(model, data, inputs, metadata, threads=threads)
     except ZooError as e:
-        raise ZooError(f"{path} was refused: {e} It does not belong to these weights; re-export it with "
-                       f"`python -m zoo export {folder}` or delete it") from None
+        again = f"python -m zoo quantize {folder} --images DIR" if int8 else f"python -m zoo export {folder}"
+        raise ZooError(f"{path.name} of {folder.name} was refused: {e} It does not belong to these weights "
+                       f"(whatever its {ONNX_INFO_NAME} says); make it again with `{again}` or delete it") from None
     record = {"sha256": digest, "weights_sha256": weights_sha,
               "verification": {**figures, "inputs_source": "reference inputs, when loaded"}}
-    if weights_sha is not None:
-        target = _record_path(digest, weights_sha)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
-        os.replace(tmp, target)
+    remember_verification(record)
     return record

@@ -360,6 +360,10 @@ def predict(loaded: LoadedModel, image: Image.Image, metadata: Mapping[str, Any]
     meta = encode_metadata(loaded, metadata)
     with loaded.lock, torch.inference_mode():
         logits, features = loaded.backend.predict(x, meta)  # (1, C, H, W) -> (1, K), (1, D) or None
+        if tuple(logits.shape) != (1, len(loaded.label_names)):
+            raise ZooError(f"{loaded.entry.id} gave logits of shape {tuple(logits.shape)} for its "
+                           f"{len(loaded.label_names)} classes, so its answer cannot be read; its model file does "
+                           "not fit its config.json: re-export or retrain it.")
         if not bool(torch.isfinite(logits).all()):
             raise ZooError(f"{loaded.entry.id} produced NaN or infinite outputs for this image, so it has no "
                            "answer; its weights are probably damaged (non-finite values): retrain or "
@@ -673,14 +677,17 @@ def run_model(entry: ModelEntry, image: Image.Image, cache: ModelCache, metadata
         result.params_total, result.params_trainable = loaded.params
         result.backend, result.backend_note = loaded.backend.name, loaded.backend.description
         prediction = predict(loaded, image, metadata, top_k)
+        # the trust step reads this model's outputs too: what it refuses fails this column only
+        _add_trust(result, loaded, prediction, len(prediction.top_k))
     except ZooError as e:
+        _clear_answer(result)
         result.error = str(e)
         return result
     except Exception as e:  # one broken model must not stop the others
+        _clear_answer(result)
         result.error = f"{entry.id} failed ({type(e).__name__}: {e})."
         return result
     result.top_k, result.latency_ms = prediction.top_k, prediction.latency_ms
-    _add_trust(result, loaded, prediction, len(prediction.top_k))
     if cam:
         start = time.perf_counter()
         try:
@@ -700,6 +707,13 @@ def run_model(entry: ModelEntry, image: Image.Image, cache: ModelCache, metadata
     return result
 
 
+def _clear_answer(result: ModelResult) -> None:
+    """Nothing of a failed model's answer stays in its result (a trust step that failed half-way)."""
+    result.calibrated_top_k = result.prediction_set = result.prediction_set_coverage = None
+    result.temperature = result.ood = result.ood_reason = result.test_ece = None
+    result.trust_notes = []
+
+
 def _add_trust(result: ModelResult, loaded: LoadedModel, prediction: Prediction, top_k: int) -> None:
     """Calibrated top-k, prediction set and OOD check (zoo/trust.py) of one prediction, into its result."""
     trust = loaded.trust
@@ -712,7 +726,8 @@ def _add_trust(result: ModelResult, loaded: LoadedModel, prediction: Prediction,
         result.prediction_set = [names[i] for i in assessment.prediction_set]
         result.prediction_set_coverage = trust.conformal.coverage
     result.temperature, result.ood = trust.temperature, assessment.ood
-    result.ood_reason = trust.ood_reason or (loaded.backend.features_reason if prediction.features is None else None)
+    result.ood_reason = assessment.ood_reason or trust.ood_reason or (
+        loaded.backend.features_reason if prediction.features is None else None)
     result.trust_notes = [note for note in (trust.calibration_reason, trust.conformal_reason, trust.ood_note) if note]
     figures = trust.test_figures or {}
     if "test_ece_before" in figures and "test_ece_after" in figures:

@@ -22,10 +22,12 @@ goes to a temporary file that is renamed over ``model.onnx`` only after it verif
 
 The figure goes to a small ``onnx.json`` beside the file, not into config.json: config.json is timm's
 description of the weights, written once with them and read by stock timm, and an export must not
-rewrite it; onnx.json binds the ONNX file to the exact weights it was verified against (both sha256),
-so a loader can tell a verified file from a stale or swapped one without running PyTorch, and it holds
-one entry per ONNX file (fp32 and int8). The model card gets a section on running the file with
-onnxruntime alone.
+rewrite it; onnx.json names the ONNX file's and the weights' sha256 and the figures, one entry per ONNX
+file (fp32 and int8), for readers of a published run. A loader never takes it on the folder's word
+(anyone who can change model.onnx can rewrite onnx.json's hashes too): it trusts only the verification
+records the zoo wrote itself, in its own cache (``remember_verification``, keyed by the sha256 of both the
+ONNX file and the weights), which an export or quantization on this machine writes. The model card gets a
+section on running the file with onnxruntime alone.
 
 Reading an ONNX file (run folder or Hub): it is parsed and checked (onnx.checker; tensors inline, never
 external files; only the standard operator domains; inputs and outputs that match config.json) before
@@ -54,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _hub  # _hub.CACHE_DIR is read at call time: tests and ZOO_CACHE point it elsewhere
 from ._errors import ZooError
 from ._hub import CARD_NAME, WEIGHTS_NAME, load_pretrained
 from .archs.metadata import MetadataSchema
@@ -65,7 +68,8 @@ __all__ = [
     "INPUT_NAME", "METADATA_NAME", "OUTPUT_NAME", "FEATURES_NAME", "OPSET",
     "TOLERANCE", "DEFAULT_THREADS", "INT8_MIN_AGREEMENT", "OnnxIO", "OnnxExport", "export_onnx", "verify_onnx",
     "check_onnx_file", "onnx_session", "has_features_output", "reference_inputs", "read_onnx_info", "onnx_card_section",
-    "quantize_int8", "require_onnx_runtime", "top1_agreement",
+    "quantize_int8", "require_onnx_runtime", "top1_agreement", "INT8_TIE", "verify_int8_onnx",
+    "verification_record", "remember_verification",
 ]
 
 INPUT_NAME, METADATA_NAME, OUTPUT_NAME, FEATURES_NAME = "pixel_values", "metadata", "logits", "features"
@@ -73,6 +77,9 @@ OPSET = 17
 TOLERANCE = 1e-4  # max |Δ| of a logit or feature between ONNX Runtime and PyTorch (relative above |value| 1)
 DEFAULT_THREADS = 2  # ONNX Runtime intra-op threads
 INT8_MIN_AGREEMENT = 0.99  # top-1 agreement with fp32 an int8 model must keep
+# int8 against PyTorch on first use: where PyTorch's top two logits are closer than this share of the largest
+# |logit|, either class counts as the same answer (dynamic int8 moves logits by about 1% of their scale)
+INT8_TIE = 0.05
 INFO_FORMAT = "zoo-onnx/1"
 # operator domains built into ONNX Runtime; any other needs a custom-op library, which is never loaded
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
@@ -223,9 +230,9 @@ def export_onnx(model_or_folder: nn.Module | str | os.PathLike, path: str | os.P
     metadata head) are what the verification runs on, e.g. the run's preprocessed test images, named by
     `inputs_source`; without them, `reference_inputs`. `weights` names the model.safetensors the model was
     loaded from (default: the run folder's, or the one beside `path` if it holds this model's tensors), whose
-    sha256 the record keeps. Writes `path` and its entry in onnx.json beside it,
-    and an ONNX section in the README.md there (`update_card`). A model that does not verify raises a
-    ZooError and nothing is written.
+    sha256 the record keeps. Writes `path` and its entry in onnx.json beside it, the verification record in the
+    zoo's cache (what loaders trust: remember_verification), and an ONNX section in the README.md there
+    (`update_card`). A model that does not verify raises a ZooError and nothing is written.
     """
     require_onnx_runtime()
     folder = None
@@ -290,6 +297,7 @@ def export_onnx(model_or_folder: nn.Module | str | os.PathLike, path: str | os.P
     }
     _atomic_write(path, data)
     _write_info(path.parent, path.name, info)
+    remember_verification(info)
     if update_card and (path.parent / CARD_NAME).is_file():
         _update_card(path.parent / CARD_NAME, onnx_card_section(io_spec, info))
     return OnnxExport(path=path, info=info)
@@ -328,8 +336,38 @@ def _write_info(folder: Path, name: str, entry: dict[str, Any]) -> None:
     _atomic_write(folder / ONNX_INFO_NAME, (json.dumps(info, indent=2) + "\n").encode())
 
 
+def _record_path(digest: str, weights_sha256: str) -> Path:
+    return Path(_hub.CACHE_DIR) / "onnx" / "verified" / f"{digest}-{weights_sha256}.json"
+
+
+def verification_record(digest: str, weights_sha256: str | None) -> dict[str, Any] | None:
+    """The verification the zoo recorded itself (in its cache) of the ONNX file with sha256 `digest` against
+    the weights with sha256 `weights_sha256`; None when it has none (verify the file, then remember it)."""
+    if not weights_sha256:
+        return None
+    try:
+        record = json.loads(_record_path(digest, weights_sha256).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(record, dict) and record.get("sha256") == digest
+            and record.get("weights_sha256") == weights_sha256 and isinstance(record.get("verification"), dict)):
+        return None
+    return record
+
+
+def remember_verification(record: dict[str, Any]) -> None:
+    """Record in the zoo's cache that the ONNX file record["sha256"] verified against the weights
+    record["weights_sha256"] (figures in record["verification"]); nothing without the weights' hash."""
+    if not record.get("weights_sha256"):
+        return
+    target = _record_path(record["sha256"], record["weights_sha256"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(target, (json.dumps(record, indent=2) + "\n").encode())
+
+
 def read_onnx_info(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """onnx.json of a folder: {file name: record}; empty when there is none or it is unreadable."""
+    """onnx.json of a folder: {file name: record}; empty when there is none or it is unreadable. What the folder
+    says about itself: descriptive, never proof that a file was verified (see verification_record)."""
     path = Path(folder) / ONNX_INFO_NAME
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
@@ -460,6 +498,28 @@ def verify_onnx(model: nn.Module, onnx_model: bytes | str | os.PathLike, inputs:
         raise ZooError(f"the ONNX model does not reproduce PyTorch's image features: max |Δ feature| "
                        f"{features['max_abs_diff']:.3g} (allowed {features['tolerance']:.3g}, lowest cosine "
                        f"{features['min_cosine']:.6f}) on {len(inputs)} inputs.")
+    return figures
+
+
+def verify_int8_onnx(model: nn.Module, onnx_model: bytes, inputs: torch.Tensor,
+                     metadata: torch.Tensor | None = None, threads: int = DEFAULT_THREADS) -> dict[str, Any]:
+    """Compare an int8 file with the PyTorch model on `inputs`: its figures, or a ZooError when its top-1 class
+    agrees on fewer than INT8_MIN_AGREEMENT of them (where PyTorch's own top two are within INT8_TIE of the
+    largest |logit|, either counts) or its outputs are not finite or of PyTorch's shape."""
+    inputs = inputs.detach().float().cpu()
+    metadata = None if metadata is None else metadata.detach().float().cpu()
+    reference, _ = _run_torch(model, inputs, metadata)
+    (got,) = _run_session(onnx_session(onnx_model, threads), inputs, metadata)
+    if got.shape != reference.shape or not np.isfinite(got).all():
+        raise ZooError(f"the int8 ONNX model's logits (shape {got.shape}) are not finite values of PyTorch's shape "
+                       f"{reference.shape}.")
+    scale = max(1.0, float(np.abs(reference).max()))
+    agreement = top1_agreement(reference, got, tie=INT8_TIE * scale)
+    figures = {"inputs": len(inputs), "top1_agreement_with_pytorch": agreement, "min_agreement": INT8_MIN_AGREEMENT,
+               "max_abs_diff_vs_pytorch": _max_abs_diff(got, reference), "tie": INT8_TIE * scale}
+    if agreement < INT8_MIN_AGREEMENT:
+        raise ZooError(f"the int8 ONNX model's top-1 class agrees with PyTorch's on {agreement:.1%} of "
+                       f"{len(inputs)} inputs, under the {INT8_MIN_AGREEMENT:.0%} required.")
     return figures
 
 
@@ -707,9 +767,12 @@ def quantize_int8(folder: str | os.PathLike, inputs: torch.Tensor, metadata: tor
 
     config = read_config(folder)
     fp32 = check_onnx_file(folder / ONNX_NAME, config) if (folder / ONNX_NAME).is_file() else None
-    fp32_info = read_onnx_info(folder).get(ONNX_NAME)
-    if fp32 is None or not fp32_info or fp32_info.get("sha256") != hashlib.sha256(fp32).hexdigest():
-        raise ZooError(f"{folder} has no verified {ONNX_NAME}; export it first (python -m zoo export {folder}).")
+    weights_sha256 = file_sha256(folder / WEIGHTS_NAME) if (folder / WEIGHTS_NAME).is_file() else None
+    # the zoo's own record, never onnx.json's word: that file is what int8 is measured against
+    fp32_info = fp32 and verification_record(hashlib.sha256(fp32).hexdigest(), weights_sha256)
+    if not fp32_info:
+        raise ZooError(f"{folder} has no {ONNX_NAME} verified by this zoo against its weights; export it first "
+                       f"(python -m zoo export {folder}).")
     inputs = inputs.detach().float().cpu()
     metadata = None if metadata is None else metadata.detach().float().cpu()
     with tempfile.TemporaryDirectory() as tmp:
@@ -730,10 +793,12 @@ def quantize_int8(folder: str | os.PathLike, inputs: torch.Tensor, metadata: tor
         raise ZooError(f"int8 quantization of {folder.name} agrees with fp32 on the top-1 class for {agreement:.1%} of "
                        f"{len(inputs)} inputs, under the {INT8_MIN_AGREEMENT:.0%} required; {ONNX_INT8_NAME} was not "
                        "written (the fp32 model.onnx stays).")
+    fp32_entry = read_onnx_info(folder).get(ONNX_NAME) or {}  # descriptive fields only (opset, shapes)
     info = {"format": INFO_FORMAT, "precision": "int8-dynamic", "sha256": hashlib.sha256(data).hexdigest(),
-            "weights_sha256": fp32_info.get("weights_sha256"), "from": ONNX_NAME, "from_sha256": fp32_info["sha256"],
-            "opset": fp32_info.get("opset"), "inputs": fp32_info.get("inputs"), "outputs": fp32_info.get("outputs"),
-            "verification": figures}
+            "weights_sha256": weights_sha256, "from": ONNX_NAME, "from_sha256": fp32_info["sha256"],
+            "opset": fp32_entry.get("opset"), "inputs": fp32_entry.get("inputs"),
+            "outputs": fp32_entry.get("outputs"), "verification": figures}
     _atomic_write(folder / ONNX_INT8_NAME, data)
     _write_info(folder, ONNX_INT8_NAME, info)
+    remember_verification(info)
     return OnnxExport(path=folder / ONNX_INT8_NAME, info=info)

@@ -21,8 +21,10 @@ Three pieces, each optional, each validated when the model loads:
 A model without these (trained before they existed, or imported without its data) loads and works; its
 `Trust` says which pieces are missing and why. A run folder may say why itself: ``{"skipped": reason}`` in
 place of the zoo block's ``calibration`` or ``conformal`` object (zoo/keras_import.py does, for models that
-come with too few images to fit them), and ``ood.note`` for what a reader must know about its OOD check. Statistics that are present but unusable (a temperature
-<= 0, NaN/inf values, a shape that does not fit the model) are refused with a ZooError naming the file.
+come with too few images to fit them), and ``ood.note`` for what a reader must know about its OOD check. Statistics
+that are present but unusable (a temperature outside TEMPERATURE_RANGE, a threshold outside its range, NaN/inf
+values, a shape that does not fit the model) are refused with a ZooError naming the file. `read_trust` is the one
+validation: the server's comparison and private mode's offer (ui/private.py) both go through it.
 """
 from __future__ import annotations
 
@@ -42,15 +44,20 @@ from ._errors import ZooError
 from .fileio import read_safetensors
 from .run_layout import CONFIG_NAME, OOD_NAME
 
-__all__ = ["OOD_NAME", "OOD_METHOD", "OOD_PASS_RATE", "DEFAULT_ALPHA", "OODStatistics", "Conformal", "Trust",
-           "Assessment", "features_and_logits", "feature_size", "leave_one_out_scores", "read_trust",
-           "write_ood_statistics"]
+__all__ = ["OOD_NAME", "OOD_METHOD", "OOD_PASS_RATE", "DEFAULT_ALPHA", "TEMPERATURE_RANGE", "OODStatistics",
+           "Conformal", "Trust", "Assessment", "features_and_logits", "feature_size", "leave_one_out_scores",
+           "read_trust", "write_ood_statistics"]
 
 OOD_METHOD = "knn-cosine"
 OOD_FORMAT = "1"
 OOD_PASS_RATE = 0.95   # the OOD threshold lets this share of the in-distribution images it is set on pass
 DEFAULT_ALPHA = 0.1
 _OOD_TENSORS = ("bank", "threshold")
+# A temperature outside this range is a damaged or forged file, not a calibration: train/trust.py's fit searches
+# exactly this range (its TEMPERATURE_BOUNDS), below 0.05 softmax(logits / T) is one-hot for any logits a
+# classifier gives (1e-300 overflows to NaN probabilities), above 20 it is near-uniform (1e300: exactly uniform).
+TEMPERATURE_RANGE = (0.05, 20.0)
+_RANGE_SLACK = 1e-9  # a fit that stopped on a bound may land a rounding error outside it
 
 
 def features_and_logits(model: nn.Module, x: torch.Tensor,
@@ -128,6 +135,7 @@ class Assessment:
     calibrated: np.ndarray | None      # (K,) softmax(logits / T), None without a temperature
     prediction_set: list[int] | None   # class indices, None without a conformal threshold
     ood: dict[str, Any] | None         # {"score", "threshold", "flagged"}, None without statistics
+    ood_reason: str | None = None      # why there is no OOD check although the model has statistics
 
 
 @dataclass
@@ -147,17 +155,27 @@ class Trust:
         """softmax(logits / T) over the last dimension, or None without a temperature."""
         if self.temperature is None:
             return None
-        return (logits.detach().float() / self.temperature).softmax(dim=-1)
+        probabilities = (logits.detach().float() / self.temperature).softmax(dim=-1)
+        if not bool(torch.isfinite(probabilities).all()):
+            raise ZooError(f"the temperature-scaled probabilities (T = {self.temperature:g}) are not finite, so "
+                           "this model has no calibrated answer; its logits are probably damaged: retrain it.")
+        return probabilities
 
     def assess(self, logits: torch.Tensor, features: torch.Tensor | None) -> Assessment:
         """The calibrated probabilities, prediction set and OOD check for one image: logits (1, K) or (K,),
-        features (1, D) or (D,); without features (a backend that gives none) no OOD check."""
+        features (1, D) or (D,); without features (a backend that gives none) no OOD check, nor with
+        non-finite ones (a NaN is no distance: it must never pass as in-distribution)."""
         calibrated = self.calibrated_probabilities(logits.reshape(-1))
         probs = calibrated.numpy() if calibrated is not None else None
         members = (self.conformal.prediction_set(probs)
                    if self.conformal is not None and probs is not None else None)
-        ood = self.ood.check(features.reshape(1, -1))[0] if self.ood is not None and features is not None else None
-        return Assessment(calibrated=probs, prediction_set=members, ood=ood)
+        if self.ood is None or features is None:
+            return Assessment(calibrated=probs, prediction_set=members, ood=None)
+        if not bool(torch.isfinite(features).all()):
+            return Assessment(calibrated=probs, prediction_set=members, ood=None,
+                              ood_reason="no OOD check: features not finite (the model gave NaN or infinite image "
+                                         "features for this image, so nothing says it is like its training images)")
+        return Assessment(calibrated=probs, prediction_set=members, ood=self.ood.check(features.reshape(1, -1))[0])
 
 
 # --- reading and validating ---------------------------------------------------------------------------
@@ -179,9 +197,11 @@ def _read_temperature(zoo_cfg: dict[str, Any], config_path: Path) -> tuple[float
             f"no temperature in {config_path} (a run trained before calibration, or a model imported without "
             "validation data): the probabilities are the raw softmax")
     value = zoo_cfg["temperature"]
-    if not _finite_number(value) or value <= 0:
-        raise ZooError(f"{config_path}: zoo.temperature is {value!r}; a temperature must be a finite number "
-                       "> 0. Delete the key to use raw probabilities, or retrain to fit it again.")
+    low, high = TEMPERATURE_RANGE
+    if not _finite_number(value) or not low * (1 - _RANGE_SLACK) <= value <= high * (1 + _RANGE_SLACK):
+        raise ZooError(f"{config_path}: zoo.temperature is {value!r:.60}; a temperature must be a number from {low:g} "
+                       f"to {high:g} (the range training fits it in). Delete the key to use raw probabilities, or "
+                       "retrain to fit it again.")
     return float(value), None
 
 
