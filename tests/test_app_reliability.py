@@ -128,8 +128,11 @@ def test_every_handler_that_reads_an_image_shares_the_comparison_limit(tmp_path)
                  or any(isinstance(c, (gr.Image, gr.Plot)) for c in fn.outputs)]
     names = {fn.name for fn in image_fns}
     assert {"preview", "on_inputs", "run_ui", "run_api", "on_selection"} <= names, names
+    training = {"on_train", "on_curve", "on_api"}  # the Train tab: one job per process, beside the comparisons
+    assert training <= names, names
     for fn in image_fns:
-        assert (fn.concurrency_id, fn.concurrency_limit) == ("inference", 2), fn.name
+        expected = ("training", 1) if fn.name in training else ("inference", 2)
+        assert (fn.concurrency_id, fn.concurrency_limit) == expected, fn.name
     assert demo.delete_cache == (300, 3600)
 
 

@@ -52,7 +52,7 @@ class ComparisonApp:
         self.examples_dir = make_private_folder(settings.examples_dir)
         self.examples: list[Example] = write_examples(self.examples_dir, settings.weights)
         # the models each browser session trains in the Train tab: that session's Compare list only
-        self.trained = TrainedModels(make_private_folder(settings.examples_dir))
+        self.trained = TrainedModels(self.examples_dir / "trained")  # private like the examples, removed with them
         # an example is recognised by its bytes wherever Gradio copied it: (size, sha256) -> true label
         self._known_labels = {(os.path.getsize(e.path), hashlib.sha256(Path(e.path).read_bytes()).hexdigest()):
                               e.true_label for e in self.examples if e.true_label is not None}
