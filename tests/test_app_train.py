@@ -125,7 +125,7 @@ def test_session_ids_are_checked_and_the_download_holds_loadable_run_folders(tmp
     import zoo
     from train import ConfigError
     from train.lesson import LessonRequest, run_lesson
-    from ui.training import TrainedModels, zip_runs
+    from ui.training import TrainedModels, save_to_weights, zip_runs
 
     trained = TrainedModels(tmp_path / "trained")
     with pytest.raises(ConfigError):
@@ -134,6 +134,10 @@ def test_session_ids_are_checked_and_the_download_holds_loadable_run_folders(tmp
     records = run_lesson(LessonRequest(data="chest-xray", backbones=("efficientnet_lite0",), img_size=64, epochs=3),
                          trained.models_dir("s"))
     assert list(trained.entries("s")) == [records[0].id]
+    weights = tmp_path / "weights"
+    assert save_to_weights(trained, "s", weights) == [records[0].id]
+    assert (weights / records[0].id / "model.safetensors").is_file()
+    assert save_to_weights(trained, "s", weights) == []  # never over an existing folder
     archive = zip_runs([r.run_dir for r in records], tmp_path / "models.zip")
     with zipfile.ZipFile(archive) as z:
         z.extractall(tmp_path / "unzipped")
@@ -191,3 +195,41 @@ def test_class_by_class_upload_trains_shows_curves_and_joins_compare(server, bro
     assert "efficientnet_lite0-feature-extraction" in headers
     expect(page.locator("#label-0")).to_contain_text("%", timeout=60_000)
     page.close()
+
+
+def test_the_time_cap_refuses_a_long_job_up_front_and_stops_one_that_runs_over(tmp_path):
+    from train import ConfigError
+    from train.lesson import LessonCancelled
+    from ui.training import TrainedModels, TrainingJob, check_time_cap, request_for
+
+    slow = request_for("digits", ["efficientnet_lite0"], "fine-tune", 224, 50)
+    with pytest.raises(ConfigError, match="over this server's cap of 60 s"):
+        check_time_cap(slow, 1797, 60)
+    quick = request_for("chest-xray", ["efficientnet_lite0"], "feature-extraction", 64, 50)
+    assert check_time_cap(quick, 16, 60) < 60
+    trained = TrainedModels(tmp_path / "trained")
+    job = TrainingJob(quick, trained.models_dir("s"), trained.stop_flag("s"), max_s=0.5).start()
+    for _ in job.updates(every_s=0.05):
+        pass
+    assert job.timed_out and isinstance(job.error, LessonCancelled)
+    models = trained.models_dir("s")
+    assert not models.exists() or not any(models.iterdir())
+
+
+@pytest.mark.parametrize("server_name, value, expected", [("", "", True), ("127.0.0.1", "", True),
+                                                          ("0.0.0.0", "", False), ("0.0.0.0", "1", True),
+                                                          ("127.0.0.1", "0", False)])
+def test_saving_trained_models_is_off_by_default_beyond_localhost(monkeypatch, server_name, value, expected):
+    from ui.settings import Settings
+
+    monkeypatch.setenv("GRADIO_SERVER_NAME", server_name)
+    monkeypatch.setenv("ZOO_APP_SAVE_TRAINED", value)
+    assert Settings.from_env().save_trained is expected
+
+
+def test_a_bad_save_setting_is_named(monkeypatch):
+    from ui.settings import Settings, SettingsError
+
+    monkeypatch.setenv("ZOO_APP_SAVE_TRAINED", "yes")
+    with pytest.raises(SettingsError, match="ZOO_APP_SAVE_TRAINED='yes' must be 0 or 1"):
+        Settings.from_env()

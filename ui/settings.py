@@ -32,6 +32,11 @@ ENVIRONMENT_HELP = f"""\
                            3600; checked every 5 minutes, or every TTL if shorter), and all of them at shutdown
     ZOO_APP_EXAMPLES       folder in which each app process makes its private examples folder (default: {tempfile.gettempdir()})
     ZOO_APP_OPEN_BROWSER   1: open the page in a browser on start (run.sh sets it when there is a display)
+    ZOO_APP_TRAIN_MAX_S    the Train tab's time cap per job, in seconds (default 300): a job estimated above it is
+                           refused before it starts, one that runs past it is stopped and keeps nothing
+    ZOO_APP_SAVE_TRAINED   1: the Train tab offers to save trained models into the weights folder; 0: never
+                           (default: 1 when the app listens only on this machine, GRADIO_SERVER_NAME unset or
+                           127.0.0.1/localhost/::1; 0 when it listens beyond it)
 """
 
 
@@ -55,6 +60,8 @@ class Settings:
     open_browser: bool = False
     upload_ttl_s: int = 3600
     backend: str = "onnx"
+    train_max_s: int = 300
+    save_trained: bool = False            # the Train tab may copy trained models into `weights`
 
     @property
     def delete_cache(self) -> tuple[int, int]:
@@ -74,7 +81,21 @@ class Settings:
                    queue_size=_int_env("ZOO_APP_QUEUE_SIZE", 20), concurrency=_int_env("ZOO_APP_CONCURRENCY", 1),
                    examples_dir=Path(env("ZOO_APP_EXAMPLES")) if env("ZOO_APP_EXAMPLES") else None,
                    open_browser=env("ZOO_APP_OPEN_BROWSER") == "1",
-                   upload_ttl_s=_int_env("ZOO_APP_UPLOAD_TTL_S", 3600), backend=_backend_env())
+                   upload_ttl_s=_int_env("ZOO_APP_UPLOAD_TTL_S", 3600), backend=_backend_env(),
+                   train_max_s=_int_env("ZOO_APP_TRAIN_MAX_S", 300), save_trained=_save_trained_env())
+
+
+LOCAL_HOSTS = ("", "127.0.0.1", "localhost", "::1")
+
+
+def _save_trained_env() -> bool:
+    """ZOO_APP_SAVE_TRAINED, else on only while the server listens on this machine alone."""
+    value = os.environ.get("ZOO_APP_SAVE_TRAINED", "")
+    if value in ("0", "1"):
+        return value == "1"
+    if value:
+        raise SettingsError(f"ZOO_APP_SAVE_TRAINED={value!r} must be 0 or 1; set it to one or unset it.")
+    return os.environ.get("GRADIO_SERVER_NAME", "").strip().lower() in LOCAL_HOSTS
 
 
 def _backend_env() -> str:

@@ -72,7 +72,7 @@ class ComparisonApp:
         """(label, id) of every model on offer: the medical ones first (medical_rank), then the rest by id; then the
         models `session` trained in the Train tab, marked as such."""
         entries = sorted(self.entries.values(), key=lambda e: (medical_rank(e) is None, medical_rank(e) or (0, "")))
-        trained = self.trained.entries(session).values()
+        trained = [e for e in self.trained.entries(session).values() if e.id not in self.entries]  # saved: listed once
         return [(model_choice_label(e), e.id) for e in entries] + \
                [(f"{model_choice_label(e)} (trained here)", e.id) for e in trained]
 

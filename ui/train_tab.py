@@ -23,10 +23,11 @@ from . import about
 from .state import ComparisonApp
 from .training import (BUNDLED_COUNTS, CLASS_BY_CLASS, DATA_CHOICES, EPOCH_CHOICES, LIVE_PLOT_EVERY_S, MAX_CLASSES,
                        MODE_CHOICES, RESULT_HEADERS, SIZE_CHOICES, UPLOAD, TrainingJob, backbone_choices,
-                       curve_markdown, estimate_markdown, lesson_markdown, read_learner_data, request_for,
-                       result_rows, session_limits, unavailable_markdown, zip_runs)
+                       check_time_cap, curve_markdown, estimate_markdown, lesson_markdown, read_learner_data, request_for,
+                       result_rows, save_to_weights, session_limits, unavailable_markdown, zip_runs)
 
-__all__ = ["build_train_tab", "forget_session", "learning_curve_ui", "session_of", "train_api", "train_models"]
+__all__ = ["build_train_tab", "forget_session", "learning_curve_ui", "save_models", "session_of", "train_api",
+           "train_models"]
 
 # the problems a learner can fix: said in the tab, never a traceback
 LEARNER_ERRORS = (ConfigError, DataError, ZooError)
@@ -59,14 +60,15 @@ def train_models(app: ComparisonApp, choice: str, upload: str | None, names: Seq
     try:
         spec, report = read_learner_data(choice, upload, names, files, data_dir, session_limits(app.settings.max_pixels))
         request = request_for(spec, backbones, mode, img_size, epochs)
+        images = BUNDLED_COUNTS.get(choice) or sum(report.counts.values())
+        check_time_cap(request, images, app.settings.train_max_s)
     except LEARNER_ERRORS as e:
         yield f"**⚠ {app.public(str(e))}**", keep, keep, keep, keep, keep, keep
         return
     shown = report.markdown() + "\n\n" if report else ""
-    images = BUNDLED_COUNTS.get(choice) or sum(report.counts.values())
     yield shown + "Training… " + estimate_markdown(choice, report, backbones, mode, img_size, epochs), \
         None, [], None, "", None, keep
-    job = TrainingJob(request, models_dir, app.trained.stop_flag(session)).start()
+    job = TrainingJob(request, models_dir, app.trained.stop_flag(session), app.settings.train_max_s).start()
     start, drawn = time.perf_counter(), 0.0
     try:
         for new in job.updates():
@@ -80,7 +82,9 @@ def train_models(app: ComparisonApp, choice: str, upload: str | None, names: Seq
     finally:  # a closed tab or the Cancel button ends the generator: stop the thread, which removes its files
         job.cancel()
     if isinstance(job.error, LessonCancelled):
-        yield "Cancelled: nothing was kept.", keep, keep, keep, keep, keep, keep
+        why = (f"Stopped at this server's time cap of {app.settings.train_max_s} s per job (ZOO_APP_TRAIN_MAX_S)"
+               if job.timed_out else "Cancelled")
+        yield f"{why}: nothing was kept.", keep, keep, keep, keep, keep, keep
         return
     if job.error is not None:
         message = str(job.error) if isinstance(job.error, LEARNER_ERRORS) else \
@@ -110,9 +114,12 @@ def learning_curve_ui(app: ComparisonApp, choice: str, upload: str | None, names
     try:
         spec, _ = read_learner_data(choice, upload, names, files, data_dir, session_limits(app.settings.max_pixels))
         request = request_for(spec, backbones, "feature-extraction", img_size, epochs)
-        points = learning_curve(request, data_dir.parent / "curve", should_stop=app.trained.stop_flag(session).is_set)
+        flag, deadline = app.trained.stop_flag(session), time.perf_counter() + app.settings.train_max_s
+        points = learning_curve(request, data_dir.parent / "curve",
+                                should_stop=lambda: flag.is_set() or time.perf_counter() > deadline)
     except LessonCancelled:
-        return None, "Cancelled."
+        return None, ("Cancelled." if flag.is_set() else
+                      f"Stopped at this server's time cap of {app.settings.train_max_s} s per job.")
     except LEARNER_ERRORS as e:
         return None, f"**⚠ {app.public(str(e))}**"
     title = f"Learning curve on {spec if choice != UPLOAD and choice != CLASS_BY_CLASS else 'your images'}"
@@ -129,19 +136,37 @@ def train_api(app: ComparisonApp, data: str | None, dataset: str, backbones: Any
     choice = dataset if dataset in BUNDLED_COUNTS else UPLOAD
     data_dir, models_dir = _job_folders(app, session)
     try:
-        spec, _ = read_learner_data(choice, data, [], [], data_dir, session_limits(app.settings.max_pixels))
+        spec, report = read_learner_data(choice, data, [], [], data_dir, session_limits(app.settings.max_pixels))
         request = request_for(spec, backbones, mode, img_size, epochs)
-        job = TrainingJob(request, models_dir, app.trained.stop_flag(session)).start()
+        images = BUNDLED_COUNTS.get(choice) or sum(report.counts.values())
+        check_time_cap(request, images, app.settings.train_max_s)
+        job = TrainingJob(request, models_dir, app.trained.stop_flag(session), app.settings.train_max_s).start()
         for _ in job.updates():
             pass
     except LEARNER_ERRORS as e:
         raise gr.Error(app.public(str(e)), title="Cannot train", print_exception=False) from None
     if job.error is not None:
-        raise gr.Error(app.public(str(job.error)), title="Training failed", print_exception=False)
+        message = (f"stopped at this server's time cap of {app.settings.train_max_s} s per job; nothing was kept"
+                   if job.timed_out else str(job.error))
+        raise gr.Error(app.public(message), title="Training failed", print_exception=False)
     records = [r.to_dict() for r in job.records or []]
     for record in records:
         record.pop("run_dir")  # a server path: never sent to a client
     return records
+
+
+def save_models(app: ComparisonApp, session: str, selected: Sequence[str] | None) -> tuple[str, Any]:
+    """The save button (shown only when saving is on): the session's models copied into the weights folder."""
+    if not app.settings.save_trained:  # also refused when called over HTTP with the button hidden
+        return "Saving into the weights folder is off on this server (ZOO_APP_SAVE_TRAINED).", gr.update()
+    copied = save_to_weights(app.trained, session, app.settings.weights)
+    app.refresh()
+    choices = app.choices(session)
+    ids = {value for _, value in choices}
+    kept = [m for m in selected or [] if m in ids]
+    text = (f"Saved {len(copied)} model(s) into the weights folder: {', '.join(copied)}. They stay after this page "
+            "closes and every user of this app sees them." if copied else "Nothing new to save.")
+    return text, gr.CheckboxGroup(choices=choices, value=kept)
 
 
 def forget_session(app: ComparisonApp) -> Callable[[gr.Request], None]:
@@ -187,6 +212,8 @@ def build_train_tab(app: ComparisonApp, compare_models: gr.CheckboxGroup) -> Non
                 train_button = gr.Button("Train", variant="primary", elem_id="train-button")
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="train-cancel")
                 curve_button = gr.Button("Learning curve", elem_id="curve-button")
+            gr.Markdown(f"One training job runs at a time on this server, at most {app.settings.train_max_s} s each; "
+                        "others wait in line with their place shown.")
     status = gr.Markdown(elem_id="train-status")
     live = gr.Image(label="Training curves (loss and accuracy per epoch)", type="pil", interactive=False,
                     elem_id="train-live")
@@ -198,6 +225,8 @@ def build_train_tab(app: ComparisonApp, compare_models: gr.CheckboxGroup) -> Non
         lesson_text = gr.Markdown(elem_id="train-lesson")
     download = gr.File(label="The trained run folders (model.safetensors, config.json, model card, metrics)",
                        interactive=False, elem_id="train-download")
+    save_button = gr.Button("Save the trained models into this app's weights folder", size="sm",
+                            visible=app.settings.save_trained, elem_id="train-save")
     with gr.Row(equal_height=False):
         curve = gr.Image(label="Learning curve", type="pil", interactive=False, elem_id="train-curve")
         curve_text = gr.Markdown(elem_id="train-curve-text")
@@ -225,6 +254,9 @@ def build_train_tab(app: ComparisonApp, compare_models: gr.CheckboxGroup) -> Non
         return learning_curve_ui(app, values[data_choice], values[upload], *class_data(values), values[backbones],
                                  values[img_size], values[epochs], session_of(request))
 
+    def on_save(selected, request: gr.Request):
+        return save_models(app, session_of(request), selected)
+
     def on_cancel(request: gr.Request):
         return "Cancelling…" if app.trained.cancel(session_of(request)) else "Nothing is training."
 
@@ -246,6 +278,7 @@ def build_train_tab(app: ComparisonApp, compare_models: gr.CheckboxGroup) -> Non
                        outputs=[status, live, results, confusion, lesson_text, download, compare_models],
                        api_visibility="private", **TRAINING)
     curve_button.click(on_curve, inputs=learner, outputs=[curve, curve_text], api_visibility="private", **TRAINING)
+    save_button.click(on_save, inputs=compare_models, outputs=[status, compare_models], api_visibility="private")
     # the flag stops the job within a batch; the training generator then says so and nothing is kept
     cancel_button.click(on_cancel, outputs=status, api_visibility="private")
     with gr.Column(visible=False):

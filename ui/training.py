@@ -26,7 +26,7 @@ from zoo import ZooError
 from zoo.catalog import ModelEntry, discover_models
 
 __all__ = ["BUNDLED_CHOICES", "DATA_CHOICES", "MAX_CLASSES", "MODE_CHOICES", "RESULT_HEADERS", "SIZE_CHOICES",
-           "EPOCH_CHOICES", "TrainedModels", "TrainingJob", "backbone_choices", "estimate_markdown",
+           "EPOCH_CHOICES", "TrainedModels", "TrainingJob", "backbone_choices", "check_time_cap", "estimate_markdown", "save_to_weights",
            "lesson_markdown", "result_rows", "unavailable_markdown", "zip_runs"]
 
 # the tab's data choices: the packaged labelled images first (offline, seconds), then the learner's own
@@ -222,21 +222,31 @@ class TrainingJob:
     request: lesson.LessonRequest
     out_dir: Path
     stop: threading.Event = field(default_factory=threading.Event)
+    max_s: float | None = None     # the server's time cap: past it the job stops as if cancelled
     history: list[dict[str, Any]] = field(default_factory=list)
     records: list[lesson.LessonRecord] | None = None
     error: BaseException | None = None
+    timed_out: bool = False
     _epochs: queue.Queue = field(default_factory=queue.Queue)
     _thread: threading.Thread | None = None
+    _started: float = 0.0
 
     def start(self) -> TrainingJob:
+        self._started = time.perf_counter()
         self._thread = threading.Thread(target=self._run, name="zoo-train", daemon=True)
         self._thread.start()
         return self
 
+    def should_stop(self) -> bool:
+        """Cancel pressed, page closed, or the time cap passed."""
+        if self.max_s is not None and time.perf_counter() - self._started > self.max_s:
+            self.timed_out = True
+        return self.stop.is_set() or self.timed_out
+
     def _run(self) -> None:
         try:
             self.records = lesson.run_lesson(self.request, self.out_dir, on_epoch=self._epochs.put,
-                                             should_stop=self.stop.is_set)
+                                             should_stop=self.should_stop)
         except BaseException as e:  # the tab reports it; a cancel leaves no files (run_lesson removes them)
             self.error = e
 
@@ -260,6 +270,30 @@ class TrainingJob:
         self.stop.set()
         if self._thread is not None:
             self._thread.join(wait_s)
+
+
+def check_time_cap(request: lesson.LessonRequest, images: int, max_s: int) -> float:
+    """The job's estimated seconds; ConfigError when the estimate is over the server's cap."""
+    seconds = lesson.estimate_seconds(request, images)
+    if seconds > max_s:
+        raise ConfigError(f"this training is estimated at about {seconds:.0f} s, over this server's cap of {max_s} s "
+                          "per job (ZOO_APP_TRAIN_MAX_S): choose fewer backbones, fewer epochs, a smaller input size, "
+                          "feature extraction, or fewer images")
+    return seconds
+
+
+def save_to_weights(trained: TrainedModels, session: str, weights: Path) -> list[str]:
+    """Copy the session's trained run folders into the app's weights folder (never over an existing folder);
+    returns the ids copied."""
+    copied = []
+    for model_id, entry in trained.entries(session).items():
+        target = weights / model_id
+        if target.exists():
+            continue
+        weights.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(entry.location, target, symlinks=True)
+        copied.append(model_id)
+    return copied
 
 
 def session_limits(max_pixels: int) -> IntakeLimits:
