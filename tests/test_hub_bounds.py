@@ -34,9 +34,10 @@ def _gets(hub, name: str) -> list[str]:
 def test_an_oversized_config_is_refused_from_its_metadata_and_never_downloaded(hub, run_files, tmp_path):
     config = json.loads(run_files[CONFIG_NAME])
     config["label_names"] = ["x" * 100] * 3 + ["padding " * 200_000]  # 1.6 MB, over the 1 MB cap
-    hub.add_repo("bob/huge-config", {CONFIG_NAME: json.dumps(config).encode(), WEIGHTS_NAME: run_files[WEIGHTS_NAME]})
+    hub.add_repo("bob/huge-config", {**run_files, CONFIG_NAME: json.dumps(config).encode()})
+    limit = MAX_FILE_BYTES[CONFIG_NAME]
     with pytest.raises(zoo.ZooError, match=rf"config.json of Hub repo bob/huge-config .* has 1,6\d\d,\d\d\d bytes, "
-                                           rf"over the zoo's limit of {MAX_FILE_BYTES[CONFIG_NAME]:,} .* not downloaded"):
+                                           rf"over the zoo's limit of {limit:,} .* not downloaded"):
         zoo.load_pretrained("bob/huge-config")
     assert not _gets(hub, CONFIG_NAME) and not _gets(hub, WEIGHTS_NAME)
     assert not [p for p in (tmp_path / "hf").rglob("*") if p.is_file()]  # nothing on disk to delete

@@ -5,10 +5,10 @@ onnxruntime-web's files from web/node_modules (installed by `npm ci`, never a CD
 offer, what the page needs to run it: the verified model.onnx, a small JSON bundle (preprocessing, labels,
 temperature, conformal threshold, metadata default) and the OOD bank as raw float32. A model is on offer
 when it is a local run folder whose model.onnx ONNX Runtime accepted as verified for its weights
-(zoo.load_backend), whose download (model.onnx plus the OOD bank) is no larger than MAX_ONNX_BYTES, with a preprocessing the page implements, and whose trust
-values pass the server's own validation (zoo.trust.read_trust: one function for both sides; the bundle's
-temperature, conformal threshold and OOD bank are what it returns). Files are looked up by model id in the
-offer (a dict); no path ever comes from the client. No route accepts a body.
+(zoo.load_backend), whose download (model.onnx plus the OOD bank) is no larger than MAX_ONNX_BYTES in all, with a
+preprocessing the page implements, and whose trust values pass the server's own validation (zoo.trust.read_trust:
+one function for both sides; the bundle's temperature, conformal threshold and OOD bank are what it returns).
+Files are looked up by model id in the offer (a dict); no path ever comes from the client. No route accepts a body.
 
 Files served are the files checked: model.onnx is opened without following a link (O_NOFOLLOW), at offer time
 and again at each request, and its bytes are served only when their sha256 is the offer's (a file or link
@@ -71,8 +71,8 @@ TAB_MARKDOWN = f"""\
 model's ONNX file and settings from this server once, keeps them in the browser's cache, and then classifies
 your image **inside the page** with ONNX Runtime Web (WebAssembly): **the image is never uploaded**, and no
 request the page makes carries it. PNG and JPEG only (DICOM needs the server mode of the Compare tab); models
-whose download (ONNX file and OOD feature bank) is larger than {MAX_ONNX_BYTES // 2**20} MB are not offered there. Grad-CAM needs the PyTorch
-model and is not available in private mode.
+whose download (ONNX file and OOD feature bank) is larger than {MAX_ONNX_BYTES // 2**20} MB are not offered there.
+Grad-CAM needs the PyTorch model and is not available in private mode.
 """
 
 
@@ -257,7 +257,8 @@ class PrivateOffer:
         """What the page shows: the offered models (with their files' digests) and the others with the reason."""
         self.refresh()
         return {"max_onnx_bytes": self.max_bytes,
-                "models": [{"id": m.id, "onnx_sha256": m.bundle["onnx"]["sha256"], "onnx_bytes": m.bundle["onnx"]["bytes"],
+                "models": [{"id": m.id, "onnx_sha256": m.bundle["onnx"]["sha256"],
+                            "onnx_bytes": m.bundle["onnx"]["bytes"],
                             "ood_sha256": (m.bundle["ood"] or {}).get("sha256"),
                             # what the browser downloads for it: the ONNX file and the OOD bank
                             "download_bytes": m.bundle["onnx"]["bytes"] + len(m.ood_bank or b"")}

@@ -23,7 +23,8 @@ from torch import nn
 
 from ._errors import ZooError
 from ._registry import ArchInfo, get_architecture, list_architectures
-from .fileio import atomic_write, check_file_size, read_safetensors, read_small_file, remove_stale_temporary_files, resolve_inside
+from .fileio import (atomic_write, check_file_size, read_safetensors, read_small_file, remove_stale_temporary_files,
+                     resolve_inside)
 from .input_guard import guard_input_size
 from .model_config import MAX_PARAMS, PRETRAINED_SOURCE_KEYS, check_model_config
 from .modes import apply_mode, count_params

@@ -18,7 +18,8 @@ from safetensors import SafetensorError, safe_open
 from ._errors import ZooError
 from .run_layout import MAX_FILE_BYTES
 
-__all__ = ["STALE_TEMPORARY_S", "atomic_write", "check_file_size", "read_safetensors", "read_small_file", "remove_stale_temporary_files",
+__all__ = ["STALE_TEMPORARY_S", "atomic_write", "check_file_size", "read_safetensors", "read_small_file",
+           "remove_stale_temporary_files",
            "resolve_inside"]
 
 # A temporary file of an atomic write this old was left by a writer that died (kill -9, a power cut): a live
