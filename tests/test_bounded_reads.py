@@ -45,7 +45,7 @@ def test_an_oversized_onnx_file_is_refused_unread_and_pytorch_answers(run):
     backend = zoo.load_backend(run, "onnx", export_missing=False)
     assert backend.name == "torch"
     assert (f"model.onnx is {MAX_FILE_BYTES[ONNX_NAME] + 1:,} bytes, over the zoo's limit of "
-            f"{MAX_FILE_BYTES[ONNX_NAME]:,} bytes for a model.onnx; it was not read") in backend.fallback_reason
+            f"{MAX_FILE_BYTES[ONNX_NAME]:,} bytes for model.onnx; it was not read") in backend.fallback_reason
 
 
 def test_an_oversized_ood_bank_is_refused_before_it_is_read(run):

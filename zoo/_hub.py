@@ -388,7 +388,7 @@ def _check_remote_file(repo_id: str, name: str, revision: str | None, where: str
     limit = MAX_FILE_BYTES.get(name)
     if limit is not None and (meta.size is None or meta.size > limit):
         size = "an unstated size" if meta.size is None else f"{meta.size:,} bytes"
-        raise ZooError(f"{name} of {where} has {size}, over the zoo's limit of {limit:,} bytes for a {name}; it "
+        raise ZooError(f"{name} of {where} has {size}, over the zoo's limit of {limit:,} bytes for {name}; it "
                        "was not downloaded. It cannot be a file the zoo wrote: ask the repo's owner to re-export it.")
 
 

@@ -108,7 +108,7 @@ def check_file_size(path: str | os.PathLike, kind: str | None = None) -> int:
     limit = MAX_FILE_BYTES[kind or path.name]
     size = os.stat(path).st_size
     if size > limit:
-        raise ZooError(f"{path} is {size:,} bytes, over the zoo's limit of {limit:,} bytes for a {kind or path.name}; "
+        raise ZooError(f"{path} is {size:,} bytes, over the zoo's limit of {limit:,} bytes for {kind or path.name}; "
                        "it was not read. It cannot be a file the zoo wrote: re-create it, or delete it.")
     return size
 
