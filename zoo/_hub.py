@@ -32,14 +32,12 @@ from .run_layout import CARD_NAME, CONFIG_NAME, MAX_FILE_BYTES, OOD_NAME, WEIGHT
 from .zoo_config import ZooConfig
 
 __all__ = ["save_pretrained", "load_pretrained", "read_config", "read_hub_cache", "weights_path", "resolve_folder",
-           "check_hub_reachable", "clean_cache", "CACHE_DIR", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME",
-           "MAX_CONFIG_BYTES"]
+           "check_hub_reachable", "clean_cache", "CACHE_DIR", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pth.tar", ".ckpt", ".pkl", ".pickle")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DISTRIBUTION = "medtl-zoo"  # the zoo's name on the package index (pyproject.toml)
 CACHE_DIR = Path(os.environ.get("ZOO_CACHE", Path.home() / ".cache" / "zoo"))
-MAX_CONFIG_BYTES = MAX_FILE_BYTES[CONFIG_NAME]
 # what huggingface_hub 2.4 joins, unchecked, into the paths it writes (blobs/<etag>, snapshots/<commit>): an
 # endpoint answering ETag "../../x" made it write outside its cache. Only names that cannot be a path pass.
 _SAFE_ETAG = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -259,14 +257,14 @@ def _how_to_load(timm_name: str, name: str) -> list[str]:
 def read_config(folder: Path, root: Path | None = None) -> dict:
     """config.json of a model folder, checked field by field (zoo.model_config) without building anything.
 
-    The file is read only if it is a regular file of at most MAX_CONFIG_BYTES that does not lead, through
+    The file is read only if it is a regular file of at most MAX_FILE_BYTES[CONFIG_NAME] that does not lead, through
     a symbolic link, outside `root` (default: the folder itself; for a Hub cache snapshot, its repo folder,
     whose blobs/ its files link to). Every problem is a ZooError.
     """
     folder = Path(folder)
     path = folder / CONFIG_NAME
     try:
-        text = read_small_file(path, MAX_CONFIG_BYTES, root=_links_root(folder) if root is None else root)
+        text = read_small_file(path, MAX_FILE_BYTES[CONFIG_NAME], root=_links_root(folder) if root is None else root)
     except FileNotFoundError:
         raise ZooError(f"{folder} has no {CONFIG_NAME}; a zoo/timm model folder holds {WEIGHTS_NAME} and "
                        f"{CONFIG_NAME}.") from None

@@ -46,6 +46,7 @@ MAX_FILE_BYTES = {
     CONFIG_NAME: 1_000_000,        # a few kB; a label list of 10,000 names fits
     CARD_NAME: 1_000_000,          # a model card of a few pages
     ONNX_INFO_NAME: 1_000_000,     # a few hundred bytes per exported file
+    METRICS_NAME: 16_000_000,      # per-epoch history and a confusion matrix of up to 10,000 classes
     # 500 M parameters (zoo.model_config.MAX_PARAMS) in float32 plus the header
     WEIGHTS_NAME: 2_100_000_000,
     # VGG-16, the zoo's largest model (138 M parameters), exports to a 528 MB fp32 ONNX file
