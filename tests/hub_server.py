@@ -7,9 +7,10 @@ test is the code that talks to the real Hub; only the endpoint differs. Repos li
 
 What it leaves out: LFS and Xet (preupload answers uploadMode "regular", so file contents come base64 inline
 in the NDJSON commit; no X-Xet-* headers, so downloads are plain HTTP), pull requests, organisations (a user
-writes only under their own name), deletions of repos. Two faults can be switched on: `cut_downloads` (a GET
-of that file sends half its bytes, a resumed GET none, then hangs up) and `drop_commits` (a commit request is
-read and the connection closed without an answer).
+writes only under their own name), deletions of repos. Three faults can be switched on: `cut_downloads` (a GET
+of that file sends half its bytes, a resumed GET none, then hangs up), `drop_commits` (a commit request is
+read and the connection closed without an answer) and `forged_etags` (file name -> the ETag its answers carry
+instead of its hash, e.g. a path-like "../../x", as a hostile HF_ENDPOINT could send).
 
     with HubServer(tokens={"hf_alice": "alice"}) as hub:
         ...  # point huggingface_hub at hub.endpoint (HF_ENDPOINT, or constants.ENDPOINT in-process)
@@ -70,6 +71,7 @@ class HubServer:
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request, for assertions
         self.cut_downloads: str | None = None  # a file name whose downloads are cut short
         self.drop_commits = False
+        self.forged_etags: dict[str, str] = {}  # file name -> the ETag sent for it instead of its sha256
         self._lock = threading.Lock()
         self._counter = itertools.count()
         self._httpd: ThreadingHTTPServer | None = None
@@ -327,7 +329,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Error(404, f"{file} does not exist at {revision}", "EntryNotFound",
                          headers={"X-Repo-Commit": commit.oid})
         data = commit.files[file]
-        headers = {"X-Repo-Commit": commit.oid, "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
+        etag = self.hub.forged_etags.get(file, hashlib.sha256(data).hexdigest())
+        headers = {"X-Repo-Commit": commit.oid, "ETag": f'"{etag}"',
                    "Accept-Ranges": "bytes"}
         status, size = 200, len(data)
         start = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))

@@ -65,16 +65,33 @@ def test_a_tampered_model_onnx_with_a_forged_onnx_json_is_refused_and_pytorch_an
     assert verification_record(entry["sha256"], entry["weights_sha256"]) is None  # nothing trusted was remembered
 
 
-def test_a_tampered_model_onnx_published_with_a_forged_onnx_json_is_refused_from_the_hub(run, tmp_path, monkeypatch):
+def test_a_tampered_model_onnx_with_a_forged_onnx_json_is_not_published(run, tmp_path, monkeypatch):
     from hub_server import HubServer, point_client_at
-    from train.push import push_run
+    from train.push import PushError, push_run
 
+    shutil.copyfile(run / ONNX_NAME, tmp_path / "honest.onnx")
     shift_bias(run / ONNX_NAME, _unanswered_class(run))
     forge_onnx_json(run)
     token = "hf_alice_write_0123456789abcdef"
     with HubServer(tokens={token: "alice"}) as server:
         point_client_at(monkeypatch, server.endpoint, tmp_path / "hf")
-        assert ONNX_NAME in push_run(run, "alice/forged", token=token)  # the forgery is published as it is
+        with pytest.raises(PushError, match=rf"{ONNX_NAME} is not published: {ONNX_NAME} of {run.name} was refused"
+                                            r".*does not reproduce PyTorch.*then push again"):
+            push_run(run, "alice/forged", token=token)
+        assert "alice/forged" not in server.repos  # refused before anything was sent
+        shutil.copyfile(tmp_path / "honest.onnx", run / ONNX_NAME)  # the export as it was: published
+        assert ONNX_NAME in push_run(run, "alice/honest", token=token)
+
+
+def test_a_tampered_model_onnx_published_with_a_forged_onnx_json_is_refused_from_the_hub(run, tmp_path, monkeypatch):
+    from hub_server import HubServer, point_client_at
+
+    shift_bias(run / ONNX_NAME, _unanswered_class(run))
+    forge_onnx_json(run)
+    with HubServer() as server:
+        point_client_at(monkeypatch, server.endpoint, tmp_path / "hf")
+        # published with another tool (train.push refuses it): the Hub copy is refused on load all the same
+        server.add_repo("alice/forged", {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()})
         backend = load_backend("alice/forged")
         assert backend.name == "torch" and "was refused" in backend.fallback_reason
         x = _digit_inputs(backend)

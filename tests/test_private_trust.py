@@ -148,3 +148,25 @@ def test_the_offer_is_rebuilt_off_the_event_loop(weights, tmp_path_factory, tmp_
     asyncio.run(both())
     assert finished["listing"] - start > 0.5, "the rebuild was too quick to tell"
     assert finished["page"] < finished["listing"], "the page waited for the offer's rebuild"
+
+
+def test_the_listing_states_the_real_download_and_caps_it_with_the_ood_bank(weights, tmp_path):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    folder = tmp_path / "zoo"
+    for name in ("small-bank", "big-bank"):
+        shutil.copytree(weights / CALIBRATED, folder / name)
+    onnx_bytes = (folder / "big-bank" / ONNX_NAME).stat().st_size  # ~0.25 MB: alone it is well within 1 MB
+    bank = read_safetensors(folder / "big-bank" / OOD_NAME)["bank"]  # (60, D) real training features
+    write_ood_statistics(folder / "big-bank", bank.repeat(60, 1), 0.5)  # 3,600 rows: ~1.7 MB as float32
+    client = TestClient(FastAPI(routes=private_routes(Settings(weights=folder), max_bytes=2**20)))
+    listing = client.get(f"{PAGE_PATH}api/models").json()
+    [offered] = listing["models"]
+    assert offered["id"] == "small-bank" and offered["download_bytes"] == onnx_bytes + bank.numel() * 4
+    assert len(client.get(f"{PAGE_PATH}api/models/small-bank/ood.bin").content) == bank.numel() * 4
+    [refused] = listing["not_offered"]
+    assert refused["id"] == "big-bank" and re.search(
+        r"its download is 1\.\d MB \(model\.onnx 0\.\d MB \+ ood\.safetensors 1\.\d MB\), over private mode's "
+        r"limit of 1 MB", refused["reason"]), refused["reason"]
+    assert client.get(f"{PAGE_PATH}api/models/big-bank/ood.bin").status_code == 404

@@ -3,8 +3,9 @@
     python -m train.push weights/RUN OWNER/NAME [--private] [--revision BRANCH] [--commit-message MSG] [--dry-run]
 
 Exactly the publishable files go up, in one commit: the weights, config.json, the model card, metrics,
-plots, split and resolved configuration, and model.onnx (with onnx.json) when it was verified against
-these weights; never checkpoints, feature caches or anything in a subfolder.
+plots, split and resolved configuration, and model.onnx (with onnx.json) when the zoo finds it faithful to these
+weights (its own record of a verification, or a verification now; never onnx.json's word); never checkpoints,
+feature caches or anything in a subfolder.
 The token comes from HF_TOKEN or the stored login (`hf auth login`), never from the command line, and
 appears in no output, log, error or file. Nothing here writes to the run folder.
 """
@@ -22,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Sequence
 
-from zoo.run_layout import CONFIG_NAME, ONNX_INFO_NAME, ONNX_INT8_NAME, ONNX_NAME, PUBLISHABLE, WEIGHTS_NAME
+from zoo.run_layout import CONFIG_NAME, ONNX_INT8_NAME, ONNX_NAME, PUBLISHABLE, WEIGHTS_NAME
 from zoo.zoo_config import ZooConfig
 
 from ._errors import TrainError
@@ -97,28 +98,20 @@ def _check_run_folder(run_dir: Path) -> list[str]:
 
 
 def _check_onnx_files(run_dir: Path) -> None:
-    """Refuse to publish an ONNX file that is invalid or was not verified against these weights."""
-    import hashlib  # noqa: PLC0415
-
+    """Refuse to publish an ONNX file the zoo does not itself find faithful to these weights: its own record of a
+    verification, or a verification now (as on first use), through the same loader as the app. onnx.json is not
+    asked: whoever can change model.onnx can rewrite it to match."""
     import zoo  # noqa: PLC0415
-    from zoo.assets import file_sha256  # noqa: PLC0415
-    from zoo.onnx_export import check_onnx_file, read_onnx_info  # noqa: PLC0415
 
-    info = read_onnx_info(run_dir)
-    config = json.loads((run_dir / CONFIG_NAME).read_text(encoding="utf-8"))
-    for name in (ONNX_NAME, ONNX_INT8_NAME):
+    for name, backend_name in ((ONNX_NAME, "onnx"), (ONNX_INT8_NAME, "onnx-int8")):
         if not (run_dir / name).is_file():
             continue
         try:
-            data = check_onnx_file(run_dir / name, config)
+            backend = zoo.load_backend(run_dir, backend_name, export_missing=False)
         except zoo.ZooError as e:
-            raise PushError(f"{e} It is not published.") from None
-        entry = info.get(name) or {}
-        if (entry.get("sha256") != hashlib.sha256(data).hexdigest()
-                or entry.get("weights_sha256") != file_sha256(run_dir / WEIGHTS_NAME)):
-            raise PushError(f"{run_dir / name} was not verified against these weights ({ONNX_INFO_NAME} has no record "
-                            f"of it for this {WEIGHTS_NAME}); re-export it with python -m zoo export {run_dir} or "
-                            "delete it, then push again")
+            raise PushError(f"{run_dir / name} could not be checked ({e}); it is not published.") from None
+        if backend.name != backend_name:  # it fell back to another file or to PyTorch: this one was refused
+            raise PushError(f"{run_dir / name} is not published: {backend.fallback_reason}; then push again")
 
 
 def _check_token_not_in(run_dir: Path, files: list[str], token: str) -> None:

@@ -5,10 +5,10 @@ onnxruntime-web's files from web/node_modules (installed by `npm ci`, never a CD
 offer, what the page needs to run it: the verified model.onnx, a small JSON bundle (preprocessing, labels,
 temperature, conformal threshold, metadata default) and the OOD bank as raw float32. A model is on offer
 when it is a local run folder whose model.onnx ONNX Runtime accepted as verified for its weights
-(zoo.load_backend), no larger than MAX_ONNX_BYTES, with a preprocessing the page implements, and whose trust
-values pass the server's own validation (zoo.trust.read_trust: one function for both sides; the bundle's
-temperature, conformal threshold and OOD bank are what it returns). Files are looked up by model id in the
-offer (a dict); no path ever comes from the client. No route accepts a body.
+(zoo.load_backend), whose download (model.onnx plus the OOD bank) is no larger than MAX_ONNX_BYTES in all, with a
+preprocessing the page implements, and whose trust values pass the server's own validation (zoo.trust.read_trust:
+one function for both sides; the bundle's temperature, conformal threshold and OOD bank are what it returns).
+Files are looked up by model id in the offer (a dict); no path ever comes from the client. No route accepts a body.
 
 Files served are the files checked: model.onnx is opened without following a link (O_NOFOLLOW), at offer time
 and again at each request, and its bytes are served only when their sha256 is the offer's (a file or link
@@ -50,7 +50,7 @@ __all__ = ["PAGE_PATH", "MAX_ONNX_BYTES", "INTERPOLATIONS", "WEB_DIR", "ORT_DIST
            "private_routes", "web_files", "read_checked_file", "TAB_MARKDOWN"]
 
 PAGE_PATH = "/private/"
-MAX_ONNX_BYTES = 100 * 2**20  # larger ONNX files are not offered: a browser tab would download and hold them
+MAX_ONNX_BYTES = 100 * 2**20  # a model's download (ONNX + OOD bank) over this is not offered: a tab would hold it
 # PIL's resampling filters, all implemented in web/preprocess.js (the names timm's pretrained_cfg uses)
 INTERPOLATIONS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
 WEB_DIR = APP_ROOT / "web"
@@ -71,8 +71,8 @@ TAB_MARKDOWN = f"""\
 model's ONNX file and settings from this server once, keeps them in the browser's cache, and then classifies
 your image **inside the page** with ONNX Runtime Web (WebAssembly): **the image is never uploaded**, and no
 request the page makes carries it. PNG and JPEG only (DICOM needs the server mode of the Compare tab); models
-whose ONNX file is larger than {MAX_ONNX_BYTES // 2**20} MB are not offered there. Grad-CAM needs the PyTorch
-model and is not available in private mode.
+whose download (ONNX file and OOD feature bank) is larger than {MAX_ONNX_BYTES // 2**20} MB are not offered there.
+Grad-CAM needs the PyTorch model and is not available in private mode.
 """
 
 
@@ -165,8 +165,21 @@ def _bundle(entry: ModelEntry, backend: Backend, trust: Trust, preprocessing: di
     bank = np.ascontiguousarray(trust.ood.bank.numpy(), dtype="<f4")  # (N, D), checked finite and unit rows
     ood_bank = bank.tobytes()
     bundle["ood"] = {"threshold": trust.ood.threshold, "rows": int(bank.shape[0]), "dim": int(bank.shape[1]),
-                     "sha256": hashlib.sha256(ood_bank).hexdigest()}
+                     "sha256": hashlib.sha256(ood_bank).hexdigest(), "bytes": len(ood_bank)}
     return bundle, ood_bank
+
+
+def _check_download_size(folder: Path, onnx_bytes: int, max_bytes: int) -> None:
+    """Refuse a model whose browser download, model.onnx plus the OOD bank (ood.safetensors holds it as raw
+    float32: the same size to within its header), is over `max_bytes` in all; sized with lstat, nothing read."""
+    try:
+        bank_bytes = (folder / OOD_NAME).lstat().st_size
+    except FileNotFoundError:
+        return
+    if onnx_bytes + bank_bytes > max_bytes:
+        raise ZooError(f"its download is {(onnx_bytes + bank_bytes) / 2**20:.1f} MB ({ONNX_NAME} "
+                       f"{onnx_bytes / 2**20:.1f} MB + {OOD_NAME} {bank_bytes / 2**20:.1f} MB), over private mode's "
+                       f"limit of {max_bytes / 2**20:.0f} MB: use the Compare tab")
 
 
 def _offer(entry: ModelEntry, max_bytes: int) -> tuple[OfferedModel | None, str | None]:
@@ -181,6 +194,7 @@ def _offer(entry: ModelEntry, max_bytes: int) -> tuple[OfferedModel | None, str 
         return None, f"no {ONNX_NAME} in its run folder (python -m zoo export {folder} makes one)"
     try:
         data = read_checked_file(onnx_path, max_bytes)
+        _check_download_size(folder, len(data), max_bytes)  # before the bank is read (read_trust below)
     except ZooError as e:
         return None, str(e)
     config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
@@ -243,8 +257,12 @@ class PrivateOffer:
         """What the page shows: the offered models (with their files' digests) and the others with the reason."""
         self.refresh()
         return {"max_onnx_bytes": self.max_bytes,
-                "models": [{"id": m.id, "onnx_sha256": m.bundle["onnx"]["sha256"], "onnx_bytes": m.bundle["onnx"]["bytes"],
-                            "ood_sha256": (m.bundle["ood"] or {}).get("sha256")} for m in self.models.values()],
+                "models": [{"id": m.id, "onnx_sha256": m.bundle["onnx"]["sha256"],
+                            "onnx_bytes": m.bundle["onnx"]["bytes"],
+                            "ood_sha256": (m.bundle["ood"] or {}).get("sha256"),
+                            # what the browser downloads for it: the ONNX file and the OOD bank
+                            "download_bytes": m.bundle["onnx"]["bytes"] + len(m.ood_bank or b"")}
+                           for m in self.models.values()],
                 "not_offered": [{"id": i, "reason": r} for i, r in self.refused.items()]}
 
     def get(self, model_id: str) -> OfferedModel | None:

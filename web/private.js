@@ -318,7 +318,7 @@ async function init() {
   for (const [i, m] of state.listing.models.entries()) {
     const label = document.createElement("label");
     const input = Object.assign(document.createElement("input"), { type: "checkbox", value: m.id, checked: i < 2 });
-    label.append(input, ` ${m.id} (${(m.onnx_bytes / 2 ** 20).toFixed(1)} MB)`);
+    label.append(input, ` ${m.id} (${(m.download_bytes / 2 ** 20).toFixed(1)} MB download)`);
     box.append(label);
   }
   const refused = state.listing.not_offered;

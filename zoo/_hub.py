@@ -23,22 +23,25 @@ from torch import nn
 
 from ._errors import ZooError
 from ._registry import ArchInfo, get_architecture, list_architectures
-from .fileio import atomic_write, read_safetensors, read_small_file, remove_stale_temporary_files, resolve_inside
+from .fileio import (atomic_write, check_file_size, read_safetensors, read_small_file, remove_stale_temporary_files,
+                     resolve_inside)
 from .input_guard import guard_input_size
 from .model_config import MAX_PARAMS, PRETRAINED_SOURCE_KEYS, check_model_config
 from .modes import apply_mode, count_params
-from .run_layout import CARD_NAME, CONFIG_NAME, OOD_NAME, WEIGHTS_NAME
+from .run_layout import CARD_NAME, CONFIG_NAME, MAX_FILE_BYTES, OOD_NAME, WEIGHTS_NAME
 from .zoo_config import ZooConfig
 
 __all__ = ["save_pretrained", "load_pretrained", "read_config", "read_hub_cache", "weights_path", "resolve_folder",
-           "check_hub_reachable", "clean_cache", "CACHE_DIR", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME",
-           "MAX_CONFIG_BYTES"]
+           "check_hub_reachable", "clean_cache", "CACHE_DIR", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pth.tar", ".ckpt", ".pkl", ".pickle")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DISTRIBUTION = "medtl-zoo"  # the zoo's name on the package index (pyproject.toml)
 CACHE_DIR = Path(os.environ.get("ZOO_CACHE", Path.home() / ".cache" / "zoo"))
-MAX_CONFIG_BYTES = 1_000_000  # the zoo's config.json files are a few kB; a label list of 10,000 names fits
+# what huggingface_hub 2.4 joins, unchecked, into the paths it writes (blobs/<etag>, snapshots/<commit>): an
+# endpoint answering ETag "../../x" made it write outside its cache. Only names that cannot be a path pass.
+_SAFE_ETAG = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
 
 
 def clean_cache() -> list[Path]:
@@ -254,14 +257,14 @@ def _how_to_load(timm_name: str, name: str) -> list[str]:
 def read_config(folder: Path, root: Path | None = None) -> dict:
     """config.json of a model folder, checked field by field (zoo.model_config) without building anything.
 
-    The file is read only if it is a regular file of at most MAX_CONFIG_BYTES that does not lead, through
+    The file is read only if it is a regular file of at most MAX_FILE_BYTES[CONFIG_NAME] that does not lead, through
     a symbolic link, outside `root` (default: the folder itself; for a Hub cache snapshot, its repo folder,
     whose blobs/ its files link to). Every problem is a ZooError.
     """
     folder = Path(folder)
     path = folder / CONFIG_NAME
     try:
-        text = read_small_file(path, MAX_CONFIG_BYTES, root=_links_root(folder) if root is None else root)
+        text = read_small_file(path, MAX_FILE_BYTES[CONFIG_NAME], root=_links_root(folder) if root is None else root)
     except FileNotFoundError:
         raise ZooError(f"{folder} has no {CONFIG_NAME}; a zoo/timm model folder holds {WEIGHTS_NAME} and "
                        f"{CONFIG_NAME}.") from None
@@ -335,7 +338,9 @@ def _hub_file(repo_id: str, name: str, revision: str | None, offline: bool, wher
         RevisionNotFoundError)
 
     try:
-        return Path(hf_hub_download(repo_id, name, revision=revision, local_files_only=offline))
+        if not offline:  # sizes and names checked from the Hub's metadata before huggingface_hub writes a byte
+            _check_remote_file(repo_id, name, revision, where)
+        return _checked_download(Path(hf_hub_download(repo_id, name, revision=revision, local_files_only=offline)))
     except LocalEntryNotFoundError:
         reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} cannot be reached"
         raise ZooError(f"{name} of {where} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
@@ -365,6 +370,40 @@ def _hub_file(repo_id: str, name: str, revision: str | None, offline: bool, wher
         # nothing partial is left in the cache to be read later
         raise ZooError(f"downloading {name} of {where} was interrupted ({type(e).__name__}: {e}). Nothing "
                        "partial was kept; run again to download it.") from None
+
+
+def _check_remote_file(repo_id: str, name: str, revision: str | None, where: str) -> None:
+    """Refuse a file whose size (from the Hub's file metadata) is over the zoo's cap for it, or whose ETag or
+    commit hash could be a path, before it is downloaded; huggingface_hub's errors pass through to _hub_file."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url  # noqa: PLC0415
+
+    meta = get_hf_file_metadata(hf_hub_url(repo_id, name, revision=revision))
+    etag_ok = isinstance(meta.etag, str) and _SAFE_ETAG.fullmatch(meta.etag)
+    if not etag_ok or not (isinstance(meta.commit_hash, str) and _COMMIT_HASH.fullmatch(meta.commit_hash)):
+        raise ZooError(f"{constants.ENDPOINT} answered for {name} of {where} with ETag {meta.etag!r} and commit "
+                       f"{meta.commit_hash!r}: not the hashes the Hub sends, and huggingface_hub would use them as "
+                       "paths in its cache. Nothing was downloaded; check HF_ENDPOINT, it may not be the Hub.")
+    limit = MAX_FILE_BYTES.get(name)
+    if limit is not None and (meta.size is None or meta.size > limit):
+        size = "an unstated size" if meta.size is None else f"{meta.size:,} bytes"
+        raise ZooError(f"{name} of {where} has {size}, over the zoo's limit of {limit:,} bytes for {name}; it "
+                       "was not downloaded. It cannot be a file the zoo wrote: ask the repo's owner to re-export it.")
+
+
+def _checked_download(path: Path) -> Path:
+    """A downloaded (or cached) file within the zoo's cap for its name; an oversized one (a cache filled by
+    another tool, or an endpoint whose metadata lied) is deleted from the cache, link and blob, and refused."""
+    if path.name not in MAX_FILE_BYTES:
+        return path
+    try:
+        check_file_size(path)
+    except ZooError:
+        blob = path.resolve()
+        path.unlink(missing_ok=True)
+        if blob.parent.name == "blobs":
+            blob.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _download(repo_id: str, revision: str | None) -> Path:

@@ -32,15 +32,14 @@ from typing import Any
 from ._errors import ZooError
 from ._hub import REPO_ID, check_hub_reachable, read_config, read_hub_cache, weights_path
 from .fileio import read_small_file, resolve_inside
-from .run_layout import (CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, PLOT_FILES, RELIABILITY_PLOT, RUN_CONFIG_NAME,
-                         WEIGHTS_NAME)
+from .run_layout import (CHECKPOINT_NAME, CONFIG_NAME, MAX_FILE_BYTES, METRICS_NAME, PLOT_FILES, RELIABILITY_PLOT,
+                         RUN_CONFIG_NAME, WEIGHTS_NAME)
 from .zoo_config import ZooConfig
 
 __all__ = ["ModelEntry", "discover_models", "read_catalog", "CATALOG_NAME", "METRICS_NAME", "PLOT_FILES"]
 
 CATALOG_NAME = "catalog.json"
 SOURCES = ("local", "hub")
-MAX_METRICS_BYTES = 16_000_000   # metrics.json: per-epoch history and a confusion matrix of up to 10,000 classes
 MAX_CATALOG_BYTES = 1_000_000
 
 
@@ -147,7 +146,7 @@ def _inside(path: Path, root: Path | None = None) -> bool:
 
 def _read_metrics(folder: Path) -> dict[str, Any]:
     try:
-        data = json.loads(read_small_file(folder / METRICS_NAME, MAX_METRICS_BYTES))
+        data = json.loads(read_small_file(folder / METRICS_NAME, MAX_FILE_BYTES[METRICS_NAME]))
     except (OSError, ValueError, RecursionError, ZooError):
         return {}  # the model is usable without its metrics; the app shows them as missing
     return data if isinstance(data, dict) else {}

@@ -16,8 +16,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ._errors import ZooError
+from .run_layout import MAX_FILE_BYTES
 
-__all__ = ["STALE_TEMPORARY_S", "atomic_write", "read_safetensors", "read_small_file", "remove_stale_temporary_files",
+__all__ = ["STALE_TEMPORARY_S", "atomic_write", "check_file_size", "read_safetensors", "read_small_file",
+           "remove_stale_temporary_files",
            "resolve_inside"]
 
 # A temporary file of an atomic write this old was left by a writer that died (kill -9, a power cut): a live
@@ -97,6 +99,18 @@ def _fsync(path: str | Path, flags: int, required: bool = True) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def check_file_size(path: str | os.PathLike, kind: str | None = None) -> int:
+    """The size of `path` (links followed), checked before anything reads it against the zoo's cap for a file of
+    its kind (MAX_FILE_BYTES[kind], the kind being its name by default); a ZooError naming it when over."""
+    path = Path(path)
+    limit = MAX_FILE_BYTES[kind or path.name]
+    size = os.stat(path).st_size
+    if size > limit:
+        raise ZooError(f"{path} is {size:,} bytes, over the zoo's limit of {limit:,} bytes for {kind or path.name}; "
+                       "it was not read. It cannot be a file the zoo wrote: re-create it, or delete it.")
+    return size
 
 
 def read_safetensors(path: str | os.PathLike, max_elements: int | None = None) -> dict[str, torch.Tensor]:

@@ -61,7 +61,8 @@ from ._errors import ZooError
 from ._hub import CARD_NAME, WEIGHTS_NAME, load_pretrained
 from .archs.metadata import MetadataSchema
 from .assets import file_sha256
-from .run_layout import ONNX_INFO_NAME, ONNX_INT8_NAME, ONNX_NAME, OOD_NAME
+from .fileio import check_file_size
+from .run_layout import MAX_FILE_BYTES, ONNX_INFO_NAME, ONNX_INT8_NAME, ONNX_NAME, OOD_NAME
 from .trust import features_and_logits
 
 __all__ = [
@@ -370,8 +371,9 @@ def read_onnx_info(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
     says about itself: descriptive, never proof that a file was verified (see verification_record)."""
     path = Path(folder) / ONNX_INFO_NAME
     try:
+        check_file_size(path)
         info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, ZooError):
         return {}
     return {k: v for k, v in info.items() if isinstance(v, dict)} if isinstance(info, dict) else {}
 
@@ -393,6 +395,8 @@ def onnx_session(model: bytes | str | os.PathLike, threads: int = DEFAULT_THREAD
     # 87 ms without here (2 cores), although one model alone is ~20% faster with it.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only
+    if not isinstance(model, bytes):
+        check_file_size(model, ONNX_NAME)
     data = model if isinstance(model, bytes) else Path(model).read_bytes()
     try:
         return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
@@ -602,6 +606,10 @@ def check_onnx_file(path: str | os.PathLike, config: dict) -> bytes:
     path = Path(path)
     fix = "re-export it with `python -m zoo export RUN` (or delete it to use the PyTorch weights)"
     try:
+        check_file_size(path, path.name if path.name in MAX_FILE_BYTES else ONNX_NAME)  # before it is read whole
+    except OSError as e:
+        raise ZooError(f"{path} cannot be read ({e}).") from None
+    try:
         data = path.read_bytes()
         proto = onnx.load_model_from_string(data)
     except OSError as e:
@@ -741,6 +749,7 @@ def onnx_card_section(io_spec: OnnxIO, info: dict[str, Any]) -> str:
 
 def _update_card(card: Path, section: str) -> None:
     """Put `section` into the card, replacing an earlier ONNX section, before 'Intended use' when there."""
+    check_file_size(card, CARD_NAME)
     text = card.read_text(encoding="utf-8")
     text = re.sub(rf"{re.escape(_CARD_TITLE)}\n.*?(?=^## |\Z)", "", text, flags=re.S | re.M)
     marker = "## Intended use and limitations"

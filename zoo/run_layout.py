@@ -9,7 +9,7 @@ from __future__ import annotations
 __all__ = ["WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME", "METRICS_NAME", "RUN_CONFIG_NAME", "CHECKPOINT_NAME",
            "SPLIT_NAME", "SKIPPED_NAME", "PLOT_FILES", "OOD_NAME", "RELIABILITY_PLOT", "TRUST_FILES",
            "ONNX_NAME", "ONNX_INT8_NAME", "ONNX_INFO_NAME", "ONNX_FILES",
-           "PUBLISHABLE", "RUN_FILES"]
+           "PUBLISHABLE", "RUN_FILES", "MAX_FILE_BYTES"]
 
 # the Hub / timm layout (what zoo.save_pretrained writes and zoo.load_pretrained reads)
 WEIGHTS_NAME = "model.safetensors"
@@ -38,3 +38,20 @@ PUBLISHABLE = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, METRICS_NAME, SPLIT_NAME, R
 # every file a training run writes; --overwrite replaces exactly these and leaves anything else alone
 RUN_FILES = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, METRICS_NAME, RUN_CONFIG_NAME, SPLIT_NAME, SKIPPED_NAME,
              CHECKPOINT_NAME, *PLOT_FILES.values(), *TRUST_FILES, *ONNX_FILES)
+
+# The largest file of each kind the zoo reads, checked (os.stat locally, the Hub's file metadata remotely) BEFORE a
+# byte is read or downloaded: a bigger one cannot be one the zoo wrote, and reading it first would cost its size
+# in memory (a 1.5 GB model.onnx) or on disk (a 300 MB config.json from the Hub).
+MAX_FILE_BYTES = {
+    CONFIG_NAME: 1_000_000,        # a few kB; a label list of 10,000 names fits
+    CARD_NAME: 1_000_000,          # a model card of a few pages
+    ONNX_INFO_NAME: 1_000_000,     # a few hundred bytes per exported file
+    METRICS_NAME: 16_000_000,      # per-epoch history and a confusion matrix of up to 10,000 classes
+    # 500 M parameters (zoo.model_config.MAX_PARAMS) in float32 plus the header
+    WEIGHTS_NAME: 2_100_000_000,
+    # VGG-16, the zoo's largest model (138 M parameters), exports to a 528 MB fp32 ONNX file
+    ONNX_NAME: 2**30,
+    ONNX_INT8_NAME: 2**30,
+    # 20,000 training images (train.trust.OOD_BANK_MAX) x 4,096 features (VGG-16's) in float32: 328 MB
+    OOD_NAME: 350 * 2**20,
+}

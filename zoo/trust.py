@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._errors import ZooError
-from .fileio import read_safetensors
+from .fileio import check_file_size, read_safetensors
 from .run_layout import CONFIG_NAME, OOD_NAME
 
 __all__ = ["OOD_NAME", "OOD_METHOD", "OOD_PASS_RATE", "DEFAULT_ALPHA", "TEMPERATURE_RANGE", "OODStatistics",
@@ -236,6 +236,7 @@ def _read_ood(folder: Path, size: int | None) -> tuple[OODStatistics | None, str
         return None, (f"no OOD statistics: {folder} has no {OOD_NAME} (a run trained before the OOD check, "
                       "or a model imported without its training data), so this model cannot tell when "
                       "an image is unlike its training images")
+    check_file_size(path)  # before the bank is read into memory
     tensors = read_safetensors(path)
     missing = [k for k in _OOD_TENSORS if k not in tensors]
     if missing:
