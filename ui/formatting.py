@@ -48,6 +48,12 @@ CSS = """
 .trust p, .trust li { margin: 1px 0; font-size: 0.95em; }
 .ood-table table { display: block; overflow-x: auto; }
 .ood-table td, .ood-table th { white-space: nowrap; }
+#examples .grid-wrap { overflow-y: visible; height: auto; max-height: none; padding-top: 3.6em; }  /* under a 2-line label */
+#examples .thumbnail-item { aspect-ratio: auto; height: auto; display: flex; flex-direction: column; }
+#examples .thumbnail-item img { aspect-ratio: 1; width: 100%; height: auto; object-fit: contain; }
+#examples .caption-label { position: static; max-width: none; white-space: normal; overflow: visible; opacity: 1;
+                           overflow-wrap: anywhere; font-size: 0.72em; line-height: 1.25; border: none;
+                           border-radius: 0; }
 """
 
 
