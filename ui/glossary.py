@@ -22,7 +22,8 @@ class Term(NamedTuple):
     pattern: str
 
 
-# no "|" in a meaning: the texts can be Markdown table cells
+# no "|" in a meaning: the texts can be Markdown table cells. Mode names never match inside a hyphenated model id
+# (lenet5-scratch-digits)
 GLOSSARY: tuple[Term, ...] = (
     Term("ECE", "Expected calibration error: the gap between how sure a model says it is and how often it is right, "
          "averaged over confidence bins. 0 is perfect.", r"\bECE\b"),
@@ -42,7 +43,8 @@ GLOSSARY: tuple[Term, ...] = (
     Term("OOD threshold", "The score that 95% of the model's validation images stay under; above it, the image is "
          "flagged as unlike the training images.", r"\bthreshold\b"),
     Term("leave-one-out", "Each image is scored against all the others but itself, so an image cannot match "
-         "itself: how the threshold is set when the bank holds every image there is.", r"(?<![A-Za-z-])leave-one-out(?![A-Za-z])"),
+         "itself: how the threshold is set when the bank holds every image there is.",
+         r"(?<![A-Za-z-])leave-one-out(?![A-Za-z])"),
     Term("|Δ logit|", "The largest absolute difference between the logits (the scores before the softmax) of the "
          "exported ONNX model and of PyTorch on the same inputs: how exactly the fast backend copies the original.",
          r"\|Δ logit\|"),
@@ -54,11 +56,11 @@ GLOSSARY: tuple[Term, ...] = (
     Term("Grad-CAM", "A heatmap of the image regions that raised the top class's score the most (gradient-weighted "
          "class activation mapping).", r"\bGrad-CAM\b"),
     Term("feature extraction", "Transfer mode: the ImageNet-trained backbone is frozen and only a new head learns. "
-         "Fast, needs little data.", r"\b[Ff]eature[- ]extraction\b"),
+         "Fast, needs little data.", r"(?<![\w-])[Ff]eature[- ]extraction(?![\w-])"),
     Term("fine-tuning", "Transfer mode: start from ImageNet weights and let every layer learn (partial fine-tuning: "
-         "only the last stages and the head).", r"(?<!partial-)\b[Ff]ine-tun(?:ing|e)\b"),
+         "only the last stages and the head).", r"(?<![\w-])[Ff]ine-tun(?:ing|e)(?![\w-])"),
     Term("scratch", "Training from random weights, no pretrained features: shows what the pretraining was worth.",
-         r"\b[Ss]cratch\b"),
+         r"(?<![\w-])[Ss]cratch(?![\w-])"),
 )
 
 
