@@ -27,10 +27,11 @@ from PIL import Image  # noqa: E402
 
 import zoo  # noqa: E402
 from ui import about  # noqa: E402
-from ui.examples import SERVED_SUFFIXES  # noqa: E402
+from ui.examples import SERVED_SUFFIXES, thumbnail  # noqa: E402
 from ui.formatting import (CSS, RAW_PROBABILITIES_LABEL, ZOO_HEADERS, column_details, column_header,  # noqa: E402
                            label_classes, label_scores, models_table_markdown, ood_banner, probabilities_title,
                            trust_markdown, zoo_rows)
+from ui.glossary import glossary_markdown  # noqa: E402
 from ui.private import TAB_MARKDOWN as PRIVATE_TAB, private_routes  # noqa: E402
 from ui.settings import ENVIRONMENT_HELP, Settings, SettingsError  # noqa: E402
 from ui.shutdown import serve_until_stopped  # noqa: E402
@@ -85,9 +86,14 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                             raw_probs = gr.Checkbox(False, label=RAW_PROBABILITIES_LABEL, elem_id="raw-probabilities")
                             run_button = gr.Button("Compare", variant="primary", elem_id="compare-button")
                             rescan = gr.Button("Rescan models", variant="secondary", size="sm")
-                        gr.Examples(examples=[[e.path] for e in app.examples], inputs=[image_file],
-                                    example_labels=[e.caption for e in app.examples], label=about.EXAMPLES_LABEL,
-                                    examples_per_page=len(app.examples))
+                        # a gallery, not gr.Examples: gr.Examples previews a gr.File input as its file name only
+                        examples = gr.Gallery([(thumbnail(e), e.caption) for e in app.examples],
+                                              label=about.EXAMPLES_LABEL, columns=5, height="auto",
+                                              allow_preview=False, object_fit="contain", interactive=False,
+                                              elem_id="examples")
+                        gr.Markdown(about.examples_note(), elem_id="examples-note")
+                        with gr.Accordion("Glossary: the technical terms on this page", open=False):
+                            gr.Markdown(glossary_markdown(), elem_id="glossary")
                 with gr.Group(visible=False) as inputs_group:
                     gr.Markdown(about.INPUTS_HELP, padding=True)
                     input_slots = []
@@ -257,6 +263,11 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         # one listener per trigger, the rest chained with .then(): two listeners on one trigger re-trigger each other
         # in the browser when clicks come faster than answers (an endless loop after two quick ticks)
         replace.upload(lambda path: path, inputs=replace, outputs=image_file, api_visibility="private")
+        def pick_example(evt: gr.SelectData) -> str | None:
+            """The clicked example's copy in Gradio's cache, made at click time (the cache is emptied by age)."""
+            return image_file.move_resource_to_block_cache(app.examples[evt.index].path)
+
+        examples.select(pick_example, inputs=None, outputs=image_file, api_visibility="private")
         image_file.change(app.preview, inputs=image_file, outputs=[preview, image_info], api_visibility="private",
                           **images).then(on_inputs, inputs=[image_file, models], outputs=input_outputs,
                                          api_visibility="private", **images)

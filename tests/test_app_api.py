@@ -282,7 +282,7 @@ def test_medical_models_are_the_default_and_an_example_xray_says_which_models_we
     models = next(b for b in medical_demo.blocks.values() if getattr(b, "elem_id", None) == "models")
     assert models.value == ["pneumonia-xception", "braintumor-xception"]  # what the page shows ticked
     xray = next(e for e in state.examples if e.true_label == "PNEUMONIA")
-    assert "PNEUMONIA (true label" in xray.caption
+    assert "true label PNEUMONIA: " in xray.caption
     copy = tmp_path / "from-gradio-cache.jpeg"  # Gradio hands the callback a copy: the label follows the bytes
     copy.write_bytes(Path(xray.path).read_bytes())
     assert state.true_label(str(copy)) == "PNEUMONIA"

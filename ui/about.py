@@ -2,9 +2,12 @@
 text can change without touching the wiring (the layout of Hugging Face's leaderboard Spaces)."""
 from __future__ import annotations
 
+from zoo.assets import MEDICAL_CLASSIFIERS
+
 __all__ = [
     "EXAMPLES_LABEL", "FILE_TYPES_HELP", "INPUTS_HELP", "INTRO", "MODE_TEXT", "NO_IMAGE",
-    "TEACHING_INTRO", "TITLE", "TRUST_TEXT", "TRAIN_INTRO", "CLASS_BY_CLASS_HELP", "studies_intro", "zoo_intro",
+    "TEACHING_INTRO", "TITLE", "TRUST_TEXT", "TRAIN_INTRO", "CLASS_BY_CLASS_HELP", "examples_note", "studies_intro",
+    "zoo_intro",
 ]
 
 TITLE = "Transfer-learning model zoo: compare models"
@@ -12,7 +15,20 @@ INTRO = ("# Transfer-learning model zoo\nSeveral models judge the same image, si
          "A teaching and research tool, **not a medical device**.")
 FILE_TYPES_HELP = "PNG, JPEG, BMP, TIFF, GIF or DICOM (.dcm)"
 NO_IMAGE = f"Upload an image first ({FILE_TYPES_HELP}), or click an example."
-EXAMPLES_LABEL = "Examples: digits from the demo data, and real scans shipped with scikit-image and pydicom"
+EXAMPLES_LABEL = "Examples (click one): chest X-rays and brain MRIs with true labels, fundus/CT/MR scans, digits"
+
+
+def examples_note() -> str:
+    """What a user must know before reading the OOD check on the examples: the chest X-rays and brain MRIs are the
+    imported classifiers' own evaluation images, and those models' OOD feature bank holds every one of them."""
+    imported = [f"the **{c.package}** classifier on all {c.num_images} of its packaged {c.modality} images"
+                for c in MEDICAL_CLASSIFIERS.values()]
+    return ("**Which models have seen these images.** The chest X-rays and brain MRIs are the imported "
+            f"classifiers' own evaluation images: {' and '.join(imported)} were evaluated on them, and each model's "
+            "out-of-distribution (OOD) check keeps every one of those images in its feature bank. Their OOD score "
+            "on them is therefore about 0.000 by construction: it shows nothing about the check. To see the check "
+            "at work, try the fundus photo, the CT or MR slice, or an image of your own. The digits come from a "
+            "digits demo run's test split when one is installed: never seen in training.")
 INPUTS_HELP = ("**What each model reads**: the image after the model's own preprocessing (channels, resize, "
                "crop), at its input size, enlarged with visible pixels.")
 

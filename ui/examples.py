@@ -24,10 +24,11 @@ import numpy as np
 from PIL import Image
 
 from zoo import ZooError
+from zoo import images as zoo_images
 from zoo.assets import MEDICAL_CLASSIFIERS
 
-__all__ = ["EXAMPLE_DIGITS", "MEDICAL_PER_CLASS", "SERVED_SUFFIXES", "Example", "digits", "digit_examples",
-           "make_private_folder", "package_dir", "write_examples"]
+__all__ = ["EXAMPLE_DIGITS", "MEDICAL_PER_CLASS", "SERVED_SUFFIXES", "THUMBNAIL_SIDE", "Example", "digits",
+           "digit_examples", "make_private_folder", "package_dir", "thumbnail", "write_examples"]
 
 _logger = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ MEDICAL_PER_CLASS = {"pneumonia": 2, "braintumor": 1}
 # Gradio hands it out from its own cache with a download content type (application/octet-stream, attachment)
 SERVED_SUFFIXES = (".png", ".jpg", ".jpeg")
 _MODALITY = {"pneumonia": "chest X-ray", "braintumor": "brain MRI"}
+THUMBNAIL_SIDE = 160  # px, the longer side of an example's preview in the examples strip
 
 
 class Example(NamedTuple):
@@ -106,6 +108,23 @@ def _write_new(path: Path, data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _caption(what: str, label: str | None, file_name: str, source: str) -> str:
+    """'chest X-ray, true label NORMAL: NORMAL2-IM-1427-0001.jpeg (pneumonia-model-package)': what the image is,
+    its true label if known, its file (two examples of one class differ only there) and where it comes from."""
+    known = f"true label {label}" if label is not None else "no label"
+    return f"{what}, {known}: {file_name} ({source})"
+
+
+def thumbnail(example: Example, side: int = THUMBNAIL_SIDE) -> Image.Image:
+    """A small 8-bit preview of an example, DICOM included (browsers cannot show a .dcm file)."""
+    image = zoo_images.load_image(example.path).image.copy()
+    image.thumbnail((side, side))
+    if min(image.size) < side // 2:  # an 8x8 digit: enlarge with visible pixels, not a blur
+        scale = side // max(image.size)
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    return image
+
+
 def _medical_examples() -> list[tuple[Path, str, str]]:
     """(packaged file, caption, true label) for a few chest X-rays and brain MRIs of the asset packages;
     none from a package that is missing or damaged (logged: the app starts without them)."""
@@ -121,7 +140,7 @@ def _medical_examples() -> list[tuple[Path, str, str]]:
         for path, label in images:
             if shown.get(label, 0) < per_class:
                 shown[label] = shown.get(label, 0) + 1
-                picked.append((path, f"{_MODALITY[name]}: {label} (true label; {source.package})", label))
+                picked.append((path, _caption(_MODALITY[name], label, path.name, source.package), label))
     return picked
 
 
@@ -133,9 +152,11 @@ def write_examples(folder: Path, weights: Path) -> list[Example]:
         target = folder / source.name
         _write_new(target, source.read_bytes())
         examples.append(Example(str(target), caption, label))
-    packaged = [(package_dir("skimage") / "data" / "retina.jpg", "retina.jpg: fundus photo (scikit-image)"),
-                (package_dir("pydicom") / "data" / "test_files" / "CT_small.dcm", "CT_small.dcm: CT slice (pydicom)"),
-                (package_dir("pydicom") / "data" / "test_files" / "MR_small.dcm", "MR_small.dcm: MR slice (pydicom)")]
+    dicom_files = package_dir("pydicom") / "data" / "test_files"
+    packaged = [(package_dir("skimage") / "data" / "retina.jpg", _caption("fundus photo", None, "retina.jpg",
+                                                                           "scikit-image")),
+                (dicom_files / "CT_small.dcm", _caption("CT slice", None, "CT_small.dcm", "pydicom")),
+                (dicom_files / "MR_small.dcm", _caption("MR slice", None, "MR_small.dcm", "pydicom"))]
     for source, caption in packaged:
         if source.is_file():
             target = folder / source.name
@@ -151,5 +172,5 @@ def write_examples(folder: Path, weights: Path) -> list[Example]:
         png = io.BytesIO()
         Image.fromarray(np.rint(images[index] * (255.0 / 16.0)).astype(np.uint8), mode="L").save(png, "PNG")
         _write_new(path, png.getvalue())
-        examples.append(Example(str(path), f"digit {label} (demo data; true label {label})", str(label)))
+        examples.append(Example(str(path), _caption("digit", str(label), path.name, "scikit-learn digits"), str(label)))
     return examples

@@ -15,6 +15,8 @@ from zoo.catalog import ModelEntry
 from zoo.images import printable_name
 from zoo.inference import ModelResult
 
+from .glossary import explain_terms
+
 __all__ = [
     "CSS", "DISPLAY_MIN_SIZE", "METRIC_COLUMNS", "OOD_FLAGGED_CLASS", "RAW_PROBABILITIES_LABEL", "ZOO_HEADERS",
     "column_details", "column_header", "describe_classes", "fmt_int", "fmt_metric", "image_info_markdown",
@@ -46,6 +48,13 @@ CSS = """
 .trust p, .trust li { margin: 1px 0; font-size: 0.95em; }
 .ood-table table { display: block; overflow-x: auto; }
 .ood-table td, .ood-table th { white-space: nowrap; }
+/* the examples' captions under their thumbnails, whole, and the first row clear of a two-line label */
+#examples .grid-wrap { overflow-y: visible; height: auto; max-height: none; padding-top: 3.6em; }
+#examples .thumbnail-item { aspect-ratio: auto; height: auto; display: flex; flex-direction: column; }
+#examples .thumbnail-item img { aspect-ratio: 1; width: 100%; height: auto; object-fit: contain; }
+#examples .caption-label { position: static; max-width: none; white-space: normal; overflow: visible; opacity: 1;
+                           overflow-wrap: anywhere; font-size: 0.72em; line-height: 1.25; border: none;
+                           border-radius: 0; }
 """
 
 
@@ -164,7 +173,7 @@ def trust_markdown(result: ModelResult) -> str:
     else:
         lines.append(f"- **No OOD check for this model**: {result.ood_reason or 'no statistics'}")
     lines += [f"- _{note}_" for note in result.trust_notes]
-    return "\n".join(lines)
+    return explain_terms("\n".join(lines))
 
 
 def image_info_markdown(info: dict[str, Any]) -> str:
@@ -216,35 +225,39 @@ def column_header(result: ModelResult) -> str:
     if result.head:
         parts.append(f"head {result.head}")
     trained_on = f"trained on **{result.dataset}**" if result.dataset else "dataset unknown"
-    return f"### {result.model}\n{' · '.join(parts)}\n\n{trained_on}: {describe_classes(result.label_names)}"
+    return f"### {result.model}\n" + explain_terms(f"{' · '.join(parts)}\n\n{trained_on}: "
+                                                   f"{describe_classes(result.label_names)}")
 
 
 def column_details(result: ModelResult) -> str:
-    """Latency, parameters, test metrics and notes of one column (or its error)."""
-    lines = []
+    """One column's headline (error, label-set warning, latency, Grad-CAM problems) and, folded in a collapsed
+    <details> block, its technical lines: backend, Grad-CAM time and layer, parameters, mode, test metrics."""
+    headline, folded = [], []
     if result.error:
-        lines.append(f"**✖ Error:** {result.error}\n")
+        headline.append(f"**✖ Error:** {result.error}\n")
     if result.label_set_differs:
-        lines.append(f"**⚠ Different label set** ({len(result.label_names)} classes): "
-                     "not comparable with the others.\n")
+        headline.append(f"**⚠ Different label set** ({len(result.label_names)} classes): "
+                        "not comparable with the others.\n")
     if result.latency_ms is not None:
         load = f" (+ {result.load_ms:.0f} ms to load, first use)" if result.load_ms is not None else ""
-        lines.append(f"- **Latency** {result.latency_ms:.1f} ms{load}")
+        headline.append(f"- **Latency** {result.latency_ms:.1f} ms{load}")
     if result.backend_note:
-        lines.append(f"- **Runs on** {result.backend_note}")
+        folded.append(f"- **Runs on** {result.backend_note}")
     if result.cam_ms is not None:
-        lines.append(f"- **Grad-CAM** {result.cam_ms:.1f} ms, layer `{result.cam_layer}` (PyTorch)")
-    lines.append(f"- **Parameters** {fmt_int(result.params_total)}")
-    lines.append(f"- **Trainable** {fmt_int(result.params_trainable)} "
-                 f"({share(result.params_trainable, result.params_total)})")
-    lines.append(f"- **Mode** {result.mode or '—'}")
-    lines.append(f"- **Dataset** {result.dataset or '—'} ({describe_classes(result.label_names)})")
+        folded.append(f"- **Grad-CAM** {result.cam_ms:.1f} ms, layer `{result.cam_layer}` (PyTorch)")
+    folded.append(f"- **Parameters** {fmt_int(result.params_total)}")
+    folded.append(f"- **Trainable** {fmt_int(result.params_trainable)} "
+                  f"({share(result.params_trainable, result.params_total)})")
+    folded.append(f"- **Mode** {result.mode or '—'}")
+    folded.append(f"- **Dataset** {result.dataset or '—'} ({describe_classes(result.label_names)})")
     for key, title in METRIC_COLUMNS:
-        lines.append(f"- **Test {title}** {fmt_metric(result.test_metrics.get(key))}")
+        folded.append(f"- **Test {title}** {fmt_metric(result.test_metrics.get(key))}")
     for note in (result.cam_note, result.cam_error):
         if note:
-            lines.append(f"\n_{note}_")
-    return "\n".join(lines)
+            headline.append(f"\n_{note}_")
+    # blank lines around the folded Markdown: without them it stays raw text inside the HTML block
+    technical = explain_terms("\n".join(folded))
+    return "\n".join(headline) + f"\n\n<details><summary>Details</summary>\n\n{technical}\n\n</details>"
 
 
 ZOO_HEADERS = ["architecture", "family", "parameters (1000 classes)", "default input", "min input", "ImageNet weights",

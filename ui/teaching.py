@@ -19,6 +19,7 @@ from zoo.run_layout import CONFIG_NAME, OOD_NAME, WEIGHTS_NAME
 
 from .about import MODE_TEXT, TRUST_TEXT
 from .formatting import METRIC_COLUMNS, describe_classes, fmt_int, ood_cell, share
+from .glossary import explain_terms
 
 __all__ = [
     "PLOT_CAPTIONS", "PLOT_HEIGHT", "PLOT_ROWS", "TEACHING_HEADERS", "ExampleOODChecks", "TeachingSection",
@@ -105,7 +106,7 @@ def teaching_markdown(entries: list[ModelEntry]) -> str:
     said = contrasts(entries)
     if said:
         parts.append("**What these numbers say.** " + " ".join(said))
-    return "\n\n".join(parts)
+    return explain_terms("\n\n".join(parts))
 
 
 def params_figure(entries: list[ModelEntry]):
@@ -235,8 +236,8 @@ def trust_lesson(entries: list[ModelEntry]) -> str:
     facts = [trust_facts(e) for e in entries if e.available]
     if not facts:
         return ""
-    return "\n".join([TRUST_TEXT["intro"], "", TRUST_TEXT["calibration"], *[f"- {c}" for c, _ in facts], "",
-                      TRUST_TEXT["ood"], *[f"- {o}" for _, o in facts]])
+    return explain_terms("\n".join([TRUST_TEXT["intro"], "", TRUST_TEXT["calibration"],
+                                    *[f"- {c}" for c, _ in facts], "", TRUST_TEXT["ood"], *[f"- {o}" for _, o in facts]]))
 
 
 def _folder_stamp(entry: ModelEntry) -> tuple:
