@@ -31,6 +31,7 @@ from ui.examples import SERVED_SUFFIXES  # noqa: E402
 from ui.formatting import (CSS, RAW_PROBABILITIES_LABEL, ZOO_HEADERS, column_details, column_header,  # noqa: E402
                            label_classes, label_scores, models_table_markdown, ood_banner, probabilities_title,
                            trust_markdown, zoo_rows)
+from ui.heatmaps import HEATMAP_LABEL, HEATMAP_SWITCH_LABEL, HEATMAPS_BY_DEFAULT, heatmap_for_display  # noqa: E402
 from ui.private import TAB_MARKDOWN as PRIVATE_TAB, private_routes  # noqa: E402
 from ui.settings import ENVIRONMENT_HELP, Settings, SettingsError  # noqa: E402
 from ui.shutdown import serve_until_stopped  # noqa: E402
@@ -83,6 +84,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                         with gr.Row():
                             top_k = gr.Slider(1, 10, value=inference.DEFAULT_TOP_K, step=1, label="Top classes shown")
                             raw_probs = gr.Checkbox(False, label=RAW_PROBABILITIES_LABEL, elem_id="raw-probabilities")
+                            heatmaps = gr.Checkbox(HEATMAPS_BY_DEFAULT, label=HEATMAP_SWITCH_LABEL, elem_id="heatmaps")
                             run_button = gr.Button("Compare", variant="primary", elem_id="compare-button")
                             rescan = gr.Button("Rescan models", variant="secondary", size="sm")
                         gr.Examples(examples=[[e.path] for e in app.examples], inputs=[image_file],
@@ -109,7 +111,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                             banner = gr.Markdown(visible=False, elem_id=f"ood-banner-{i}", elem_classes=["ood-banner"])
                             label = gr.Label(label="Top classes", elem_id=f"label-{i}")
                             trust = gr.Markdown(elem_id=f"trust-{i}", elem_classes=["trust"])
-                            heatmap = gr.Image(label="Grad-CAM", type="numpy", interactive=False, elem_id=f"cam-{i}")
+                            heatmap = gr.Image(label=HEATMAP_LABEL, type="numpy", format="png", interactive=False, visible=False,
+                                               elem_id=f"cam-{i}")
                             details = gr.Markdown(elem_id=f"details-{i}")
                         slots.append((column, header, banner, label, trust, heatmap, details))
                 with gr.Accordion("Records (what the /compare API returns)", open=False):
@@ -182,24 +185,26 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                       for r in (results or [])[:len(SLOTS)]]
             return labels + [gr.Label(None)] * (len(SLOTS) - len(labels))
 
-        def run_ui(path, ids, age_value, sex_value, site_value, k, raw, request: gr.Request, progress=gr.Progress()):
+        def run_ui(path, ids, age_value, sex_value, site_value, k, raw, cam, request: gr.Request,
+                   progress=gr.Progress()):
             try:  # an example's true label is known: the summary then says which models were right
                 comparison = app.compare(path, ids, metadata_record(age_value, sex_value, site_value), int(k),
-                                         progress=progress, true_label=app.true_label(path),
+                                         cam=bool(cam), progress=progress, true_label=app.true_label(path),
                                          session=session_of(request))
             except gr.Error as e:  # a bad image or selection: say so where the answer would be, keep the page
                 gr.Warning(e.message, title=e.title)
-                hidden = [gr.Column(visible=False), "", gr.Markdown(visible=False), None, "", None, ""]
+                hidden = [gr.Column(visible=False), "", gr.Markdown(visible=False), None, "", gr.Image(None), ""]
                 return [f"**⚠ {e.title}:** {e.message}", None, [], *hidden * inference.MAX_MODELS]
             updates, labels = [], probabilities(comparison.results, raw)
             for i in SLOTS:
                 if i < len(comparison.results):
                     r = comparison.results[i]
-                    banner = ood_banner(r)
+                    banner, picture = ood_banner(r), heatmap_for_display(r)
                     updates += [gr.Column(visible=True), column_header(r), gr.Markdown(banner, visible=bool(banner)),
-                                labels[i], trust_markdown(r), r.heatmap, column_details(r)]
+                                labels[i], trust_markdown(r), gr.Image(picture, visible=picture is not None),
+                                column_details(r)]
                 else:
-                    updates += [gr.Column(visible=False), "", gr.Markdown(visible=False), None, "", None, ""]
+                    updates += [gr.Column(visible=False), "", gr.Markdown(visible=False), None, "", gr.Image(None), ""]
             return [comparison.summary.markdown, comparison.records(), comparison.results, *updates]
 
         # the parameter names are the API's keyword arguments: client.predict(image=..., models=[...])
@@ -260,7 +265,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         image_file.change(app.preview, inputs=image_file, outputs=[preview, image_info], api_visibility="private",
                           **images).then(on_inputs, inputs=[image_file, models], outputs=input_outputs,
                                          api_visibility="private", **images)
-        run_button.click(run_ui, inputs=[image_file, models, age, sex, site, top_k, raw_probs],
+        run_button.click(run_ui, inputs=[image_file, models, age, sex, site, top_k, raw_probs, heatmaps],
                          outputs=[summary, records, shown_results, *slot_outputs], api_visibility="private", **images)
         raw_probs.change(probabilities, inputs=[shown_results, raw_probs], outputs=[slot[3] for slot in slots],
                          api_visibility="private")
