@@ -40,6 +40,7 @@ from ui.train_tab import build_train_tab, forget_session, session_of  # noqa: E4
 from ui.teaching import (PLOT_CAPTIONS, PLOT_HEIGHT, PLOT_ROWS, TEACHING_HEADERS, ExampleOODChecks,  # noqa: E402
                          column_widths, params_figure, study_reports, teaching_markdown, teaching_sections,
                          teaching_table, trust_lesson)
+from ui.window import WINDOW_AUTO, WINDOW_MANUAL, chosen_window, window_choices, window_note  # noqa: E402
 from zoo import inference  # noqa: E402
 
 __doc__ += ENVIRONMENT_HELP
@@ -72,6 +73,15 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                         preview = gr.Image(show_label=False, type="pil", interactive=False, height=260,
                                            buttons=["fullscreen"], elem_id="preview", elem_classes=["pixels"])
                         image_info = gr.Markdown(elem_id="image-info")
+                        # DICOM window/level: shown for a DICOM upload, applied to the preview, inputs and comparison
+                        with gr.Group(visible=False, elem_id="dicom-window") as window_group:
+                            window_choice = gr.Dropdown(choices=window_choices([]), value=WINDOW_AUTO,
+                                                        label="DICOM window (what range of values is shown)",
+                                                        elem_id="window-choice")
+                            with gr.Row():
+                                window_center = gr.Number(label="Centre", value=None, elem_id="window-center")
+                                window_width = gr.Number(label="Width", value=None, minimum=1, elem_id="window-width")
+                            window_apply = gr.Button("Apply this centre and width", size="sm", elem_id="window-apply")
                     with gr.Column(scale=2, min_width=320):
                         models = gr.CheckboxGroup(choices=app.choices(), value=selection, elem_id="models",
                                                   label=f"Models ({inference.MIN_MODELS} to {inference.MAX_MODELS})")
@@ -185,12 +195,12 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                       for r in (results or [])[:len(SLOTS)]]
             return labels + [gr.Label(None)] * (len(SLOTS) - len(labels))
 
-        def run_ui(path, ids, age_value, sex_value, site_value, k, raw, cam, request: gr.Request,
-                   progress=gr.Progress()):
+        def run_ui(path, ids, age_value, sex_value, site_value, k, raw, cam, choice, center, width,
+                   request: gr.Request, progress=gr.Progress()):
             try:  # an example's true label is known: the summary then says which models were right
                 comparison = app.compare(path, ids, metadata_record(age_value, sex_value, site_value), int(k),
                                          cam=bool(cam), progress=progress, true_label=app.true_label(path),
-                                         session=session_of(request))
+                                         session=session_of(request), window=chosen_window(choice, center, width))
             except gr.Error as e:  # a bad image or selection: say so where the answer would be, keep the page
                 gr.Warning(e.message, title=e.title)
                 hidden = [gr.Column(visible=False), "", gr.Markdown(visible=False), None, "", gr.Image(None), ""]
@@ -205,7 +215,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                                 column_details(r)]
                 else:
                     updates += [gr.Column(visible=False), "", gr.Markdown(visible=False), None, "", gr.Image(None), ""]
-            return [comparison.summary.markdown, comparison.records(), comparison.results, *updates]
+            summary_text = comparison.summary.markdown + window_note(comparison.image_info)
+            return [summary_text, comparison.records(), comparison.results, *updates]
 
         # the parameter names are the API's keyword arguments: client.predict(image=..., models=[...])
         def run_api(image: str | None, models: Any, age: float | None = None, sex: str = "", site: str = "",
@@ -222,8 +233,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
             return app.compare(image, models, metadata_record(age, sex, site), int(top_k or inference.DEFAULT_TOP_K),
                                cam=False, session=session_of(request)).records()
 
-        def on_inputs(path, ids, request: gr.Request):
-            shown = app.model_inputs(path, ids, session_of(request))
+        def on_inputs(path, ids, choice, center, width, request: gr.Request):
+            shown = app.model_inputs(path, ids, session_of(request), chosen_window(choice, center, width))
             updates = [gr.Group(visible=bool(shown))]
             for i in SLOTS:
                 picture, caption = shown[i] if i < len(shown) else (None, "")
@@ -262,10 +273,23 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         # one listener per trigger, the rest chained with .then(): two listeners on one trigger re-trigger each other
         # in the browser when clicks come faster than answers (an endless loop after two quick ticks)
         replace.upload(lambda path: path, inputs=replace, outputs=image_file, api_visibility="private")
-        image_file.change(app.preview, inputs=image_file, outputs=[preview, image_info], api_visibility="private",
-                          **images).then(on_inputs, inputs=[image_file, models], outputs=input_outputs,
-                                         api_visibility="private", **images)
-        run_button.click(run_ui, inputs=[image_file, models, age, sex, site, top_k, raw_probs, heatmaps],
+        window_inputs = [window_choice, window_center, window_width]
+        window_outputs = [preview, image_info, window_center, window_width]
+
+        def then_inputs(event):  # the model-input previews follow the image, the window and the selection
+            return event.then(on_inputs, inputs=[image_file, models, *window_inputs], outputs=input_outputs,
+                              api_visibility="private", **images)
+
+        then_inputs(image_file.change(app.upload_preview, inputs=image_file, api_visibility="private", **images,
+                                      outputs=[preview, image_info, window_group, *window_inputs]))
+        # .input (the user's pick), not .change: the upload resetting the menu must not trigger it
+        then_inputs(window_choice.input(app.window_preview, inputs=[image_file, *window_inputs], outputs=window_outputs,
+                                        api_visibility="private", **images))
+        then_inputs(window_apply.click(lambda: WINDOW_MANUAL, outputs=window_choice, api_visibility="private").then(
+            app.window_preview, inputs=[image_file, *window_inputs], outputs=window_outputs, api_visibility="private",
+            **images))
+        run_button.click(run_ui, inputs=[image_file, models, age, sex, site, top_k, raw_probs, heatmaps,
+                                         *window_inputs],
                          outputs=[summary, records, shown_results, *slot_outputs], api_visibility="private", **images)
         raw_probs.change(probabilities, inputs=[shown_results, raw_probs], outputs=[slot[3] for slot in slots],
                          api_visibility="private")
@@ -274,9 +298,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                             inputs=models, outputs=ood_examples, api_visibility="private", **images)
         api_button.click(run_api, inputs=[api_image, api_models, api_age, api_sex, api_site, api_top_k],
                          outputs=api_out, api_name="compare", **images)
-        models.change(on_selection, inputs=models, outputs=selection_outputs, api_visibility="private",
-                      **images).then(on_inputs, inputs=[image_file, models], outputs=input_outputs,
-                                     api_visibility="private", **images)
+        then_inputs(models.change(on_selection, inputs=models, outputs=selection_outputs, api_visibility="private",
+                                  **images))
         rescan.click(on_rescan, inputs=models, outputs=[models, models_table], api_visibility="private")
         demo.load(on_selection, inputs=models, outputs=selection_outputs, api_visibility="private", **images)
         demo.unload(forget_session(app))  # a closed page: its job stops, its images and trained models are deleted

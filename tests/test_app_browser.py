@@ -177,6 +177,43 @@ def test_the_heatmap_switch_is_off_by_default_and_skips_grad_cam(url, browser):
         page.close()
 
 
+def test_the_dicom_window_control_changes_the_preview_inputs_and_comparison(url, browser, tmp_path):
+    """A CT with two windows of its own: the control offers them, a preset and a manual window each change the
+    preview and the models' inputs, and the comparison says which window every model read."""
+    import pydicom
+    from playwright.sync_api import expect
+
+    ds = pydicom.dcmread(packaged_examples()["ct"])
+    ds.WindowCenter, ds.WindowWidth, ds.WindowCenterWidthExplanation = [40, 300], [400, 1500], ["SOFT TISSUE", "BONE"]
+    scan = tmp_path / "ct_windows.dcm"
+    ds.save_as(scan)
+    page = _open(browser, url, 60_000)
+    try:
+        expect(page.locator("#dicom-window")).to_be_hidden()  # nothing to window yet
+        select_models(page, SELECTED[:2])
+        upload(page, scan)
+        expect(page.locator("#image-info")).to_contain_text("centre 40, width 400")  # the file's first window
+        expect(page.locator("#dicom-window")).to_be_visible()
+        expect(page.locator("#input-image-0 img")).to_be_visible()
+        shown = [page.locator("#preview img").get_attribute("src"), page.locator("#input-image-0 img").get_attribute("src")]
+        page.locator("#window-choice input").click()
+        page.get_by_role("option", name="BONE: centre 300, width 1500").click()
+        expect(page.locator("#image-info")).to_contain_text("centre 300, width 1500")
+        expect(page.locator("#window-center input")).to_have_value("300")
+        expect(page.locator("#preview img")).not_to_have_attribute("src", shown[0])
+        expect(page.locator("#input-image-0 img")).not_to_have_attribute("src", shown[1])
+        page.locator("#window-center input").fill("-600")
+        page.locator("#window-width input").fill("1200")
+        page.locator("#window-apply").click()
+        expect(page.locator("#image-info")).to_contain_text("centre -600, width 1200")
+        page.locator("#compare-button").click()
+        expect(page.locator("#summary")).to_contain_text("through the window centre -600, width 1200", timeout=60_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "app-dicom-window.png"), full_page=True)
+    finally:
+        page.close()
+
+
 def _passed_test_digit(digits_run, folder: Path) -> Path:
     """A test-split digit of the trained run (never seen in training), written as the app's examples write one,
     that its OOD check passes (it passes about 94% of them: the first one may be among the others)."""

@@ -45,7 +45,7 @@ MAX_IMAGE_SIDE = 2048  # larger images are downscaled to this longer side right 
 MAX_ASPECT_RATIO = 20  # longer side / shorter side; thinner strips are refused before decoding
 PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF")  # Pillow plugins allowed to open user files
 DICOM_ROBUST_PERCENTILES = (0.5, 99.5)  # display range of a DICOM that carries no window of its own
-CHOSEN_WINDOW = "chosen (centre/width given to load_image)"  # info["window_source"] of a caller's window
+CHOSEN_WINDOW = "chosen, not the file's or the automatic one"  # info["window_source"] of a caller's window
 
 # characters that reorder text where a file name is shown (a right-to-left override makes "scan\u202egnp.exe" read
 # "scanexe.png"): the bidirectional controls (U+061C, U+200E/200F, U+202A-202E, U+2066-2069); control characters
