@@ -121,8 +121,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                             banner = gr.Markdown(visible=False, elem_id=f"ood-banner-{i}", elem_classes=["ood-banner"])
                             label = gr.Label(label="Top classes", elem_id=f"label-{i}")
                             trust = gr.Markdown(elem_id=f"trust-{i}", elem_classes=["trust"])
-                            heatmap = gr.Image(label=HEATMAP_LABEL, type="numpy", format="png", interactive=False, visible=False,
-                                               elem_id=f"cam-{i}")
+                            heatmap = gr.Image(label=HEATMAP_LABEL, type="numpy", format="png", interactive=False,
+                                               visible=False, elem_id=f"cam-{i}")
                             details = gr.Markdown(elem_id=f"details-{i}")
                         slots.append((column, header, banner, label, trust, heatmap, details))
                 with gr.Accordion("Records (what the /compare API returns)", open=False):

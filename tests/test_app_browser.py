@@ -94,7 +94,8 @@ def image_colour(page, image, rows: str = "all") -> int:
         const data = context.getImageData(0, top, canvas.width, canvas.height - top).data;
         let most = 0;
         for (let i = 0; i < data.length; i += 4) {
-            most = Math.max(most, Math.max(data[i], data[i + 1], data[i + 2]) - Math.min(data[i], data[i + 1], data[i + 2]));
+            const [r, g, b] = [data[i], data[i + 1], data[i + 2]];
+            most = Math.max(most, Math.max(r, g, b) - Math.min(r, g, b));
         }
         return most;
     }""", rows)
@@ -195,7 +196,7 @@ def test_the_dicom_window_control_changes_the_preview_inputs_and_comparison(url,
         expect(page.locator("#image-info")).to_contain_text("centre 40, width 400")  # the file's first window
         expect(page.locator("#dicom-window")).to_be_visible()
         expect(page.locator("#input-image-0 img")).to_be_visible()
-        shown = [page.locator("#preview img").get_attribute("src"), page.locator("#input-image-0 img").get_attribute("src")]
+        shown = [page.locator(f"{where} img").get_attribute("src") for where in ("#preview", "#input-image-0")]
         page.locator("#window-choice input").click()
         page.get_by_role("option", name="BONE: centre 300, width 1500").click()
         expect(page.locator("#image-info")).to_contain_text("centre 300, width 1500")

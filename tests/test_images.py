@@ -20,8 +20,8 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, 
 
 from _deflated_dicom import grayscale_dataset, write_deflated_dicom
 from zoo._errors import ZooError
-from zoo.images import (CHOSEN_WINDOW, DEFLATED_DICOM_HEADER_BYTES, MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, ImageLoadError,
-                        LoadedImage, load_image, to_model_mode)
+from zoo.images import (CHOSEN_WINDOW, DEFLATED_DICOM_HEADER_BYTES, MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS,
+                        MAX_IMAGE_SIDE, ImageLoadError, LoadedImage, load_image, to_model_mode)
 
 
 def dicom_file(name: str) -> str:
