@@ -32,14 +32,17 @@ from ui.formatting import (CSS, RAW_PROBABILITIES_LABEL, ZOO_HEADERS, column_det
                            label_classes, label_scores, models_table_markdown, ood_banner, probabilities_title,
                            trust_markdown, zoo_rows)
 from ui.glossary import glossary_markdown  # noqa: E402
+from ui.heatmaps import HEATMAP_LABEL, HEATMAP_SWITCH_LABEL, HEATMAPS_BY_DEFAULT, heatmap_for_display  # noqa: E402
 from ui.private import TAB_MARKDOWN as PRIVATE_TAB, private_routes  # noqa: E402
 from ui.settings import ENVIRONMENT_HELP, Settings, SettingsError  # noqa: E402
 from ui.shutdown import serve_until_stopped  # noqa: E402
 from ui.state import UNKNOWN, ComparisonApp, metadata_record  # noqa: E402
+from ui.compare_api import build_compare_api  # noqa: E402
 from ui.train_tab import build_train_tab, forget_session, session_of  # noqa: E402
 from ui.teaching import (PLOT_CAPTIONS, PLOT_HEIGHT, PLOT_ROWS, TEACHING_HEADERS, ExampleOODChecks,  # noqa: E402
                          column_widths, params_figure, study_reports, teaching_markdown, teaching_sections,
                          teaching_table, trust_lesson)
+from ui.window import WINDOW_AUTO, WINDOW_MANUAL, chosen_window, window_choices, window_note  # noqa: E402
 from zoo import inference  # noqa: E402
 
 __doc__ += ENVIRONMENT_HELP
@@ -72,6 +75,15 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                         preview = gr.Image(show_label=False, type="pil", interactive=False, height=260,
                                            buttons=["fullscreen"], elem_id="preview", elem_classes=["pixels"])
                         image_info = gr.Markdown(elem_id="image-info")
+                        # DICOM window/level: shown for a DICOM upload, applied to the preview, inputs and comparison
+                        with gr.Group(visible=False, elem_id="dicom-window") as window_group:
+                            window_choice = gr.Dropdown(choices=window_choices([]), value=WINDOW_AUTO,
+                                                        label="DICOM window (what range of values is shown)",
+                                                        elem_id="window-choice")
+                            with gr.Row():
+                                window_center = gr.Number(label="Centre", value=None, elem_id="window-center")
+                                window_width = gr.Number(label="Width", value=None, minimum=1, elem_id="window-width")
+                            window_apply = gr.Button("Apply this centre and width", size="sm", elem_id="window-apply")
                     with gr.Column(scale=2, min_width=320):
                         models = gr.CheckboxGroup(choices=app.choices(), value=selection, elem_id="models",
                                                   label=f"Models ({inference.MIN_MODELS} to {inference.MAX_MODELS})")
@@ -84,6 +96,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                         with gr.Row():
                             top_k = gr.Slider(1, 10, value=inference.DEFAULT_TOP_K, step=1, label="Top classes shown")
                             raw_probs = gr.Checkbox(False, label=RAW_PROBABILITIES_LABEL, elem_id="raw-probabilities")
+                            heatmaps = gr.Checkbox(HEATMAPS_BY_DEFAULT, label=HEATMAP_SWITCH_LABEL, elem_id="heatmaps")
                             run_button = gr.Button("Compare", variant="primary", elem_id="compare-button")
                             rescan = gr.Button("Rescan models", variant="secondary", size="sm")
                         # a gallery, not gr.Examples: gr.Examples previews a gr.File input as its file name only
@@ -115,7 +128,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                             banner = gr.Markdown(visible=False, elem_id=f"ood-banner-{i}", elem_classes=["ood-banner"])
                             label = gr.Label(label="Top classes", elem_id=f"label-{i}")
                             trust = gr.Markdown(elem_id=f"trust-{i}", elem_classes=["trust"])
-                            heatmap = gr.Image(label="Grad-CAM", type="numpy", interactive=False, elem_id=f"cam-{i}")
+                            heatmap = gr.Image(label=HEATMAP_LABEL, type="numpy", format="png", interactive=False,
+                                               visible=False, elem_id=f"cam-{i}")
                             details = gr.Markdown(elem_id=f"details-{i}")
                         slots.append((column, header, banner, label, trust, heatmap, details))
                 with gr.Accordion("Records (what the /compare API returns)", open=False):
@@ -166,17 +180,6 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                 gr.Dataframe(zoo_rows(), headers=ZOO_HEADERS, interactive=False, wrap=True, show_search="search",
                              max_height=1400, pinned_columns=1, label="Architectures")
 
-        # the /compare API: a file and a list of model ids in, one JSON record per model out
-        with gr.Column(visible=False):
-            api_image = gr.File(type="filepath", label="image")
-            api_models = gr.JSON(label="models")
-            api_age = gr.Number(value=None, label="age")
-            api_sex = gr.Textbox(value="", label="sex")
-            api_site = gr.Textbox(value="", label="site")
-            api_top_k = gr.Number(value=inference.DEFAULT_TOP_K, precision=0, label="top_k")
-            api_out = gr.JSON(label="records")
-            api_button = gr.Button()
-
         slot_outputs = [c for slot in slots for c in slot]
         input_outputs = [inputs_group] + [c for slot in input_slots for c in slot]
         teaching_outputs = [c for column, title, figures in teaching_slots
@@ -188,43 +191,31 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                       for r in (results or [])[:len(SLOTS)]]
             return labels + [gr.Label(None)] * (len(SLOTS) - len(labels))
 
-        def run_ui(path, ids, age_value, sex_value, site_value, k, raw, request: gr.Request, progress=gr.Progress()):
+        def run_ui(path, ids, age_value, sex_value, site_value, k, raw, cam, choice, center, width,
+                   request: gr.Request, progress=gr.Progress()):
             try:  # an example's true label is known: the summary then says which models were right
                 comparison = app.compare(path, ids, metadata_record(age_value, sex_value, site_value), int(k),
-                                         progress=progress, true_label=app.true_label(path),
-                                         session=session_of(request))
+                                         cam=bool(cam), progress=progress, true_label=app.true_label(path),
+                                         session=session_of(request), window=chosen_window(choice, center, width))
             except gr.Error as e:  # a bad image or selection: say so where the answer would be, keep the page
                 gr.Warning(e.message, title=e.title)
-                hidden = [gr.Column(visible=False), "", gr.Markdown(visible=False), None, "", None, ""]
+                hidden = [gr.Column(visible=False), "", gr.Markdown(visible=False), None, "", gr.Image(None), ""]
                 return [f"**⚠ {e.title}:** {e.message}", None, [], *hidden * inference.MAX_MODELS]
             updates, labels = [], probabilities(comparison.results, raw)
             for i in SLOTS:
                 if i < len(comparison.results):
                     r = comparison.results[i]
-                    banner = ood_banner(r)
+                    banner, picture = ood_banner(r), heatmap_for_display(r)
                     updates += [gr.Column(visible=True), column_header(r), gr.Markdown(banner, visible=bool(banner)),
-                                labels[i], trust_markdown(r), r.heatmap, column_details(r)]
+                                labels[i], trust_markdown(r), gr.Image(picture, visible=picture is not None),
+                                column_details(r)]
                 else:
-                    updates += [gr.Column(visible=False), "", gr.Markdown(visible=False), None, "", None, ""]
-            return [comparison.summary.markdown, comparison.records(), comparison.results, *updates]
+                    updates += [gr.Column(visible=False), "", gr.Markdown(visible=False), None, "", gr.Image(None), ""]
+            summary_text = comparison.summary.markdown + window_note(comparison.image_info)
+            return [summary_text, comparison.records(), comparison.results, *updates]
 
-        # the parameter names are the API's keyword arguments: client.predict(image=..., models=[...])
-        def run_api(image: str | None, models: Any, age: float | None = None, sex: str = "", site: str = "",
-                    top_k: float = inference.DEFAULT_TOP_K, request: gr.Request = None) -> list[dict[str, Any]]:
-            """Classify an image file with 2-6 models (a list of ids, or one comma-separated string).
-
-            Returns one record per model: model, top_k [{label, probability}], latency_ms, params_total,
-            params_trainable, mode, dataset, test_metrics, label_set_differs and error (null, or why that
-            model failed). Age/sex/site feed models with a metadata head. No Grad-CAM is computed here. Models this
-            client trained through /train answer by their ids.
-            """
-            if isinstance(models, str):
-                models = [m.strip() for m in models.split(",") if m.strip()]
-            return app.compare(image, models, metadata_record(age, sex, site), int(top_k or inference.DEFAULT_TOP_K),
-                               cam=False, session=session_of(request)).records()
-
-        def on_inputs(path, ids, request: gr.Request):
-            shown = app.model_inputs(path, ids, session_of(request))
+        def on_inputs(path, ids, choice, center, width, request: gr.Request):
+            shown = app.model_inputs(path, ids, session_of(request), chosen_window(choice, center, width))
             updates = [gr.Group(visible=bool(shown))]
             for i in SLOTS:
                 picture, caption = shown[i] if i < len(shown) else (None, "")
@@ -268,21 +259,32 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
             return image_file.move_resource_to_block_cache(app.examples[evt.index].path)
 
         examples.select(pick_example, inputs=None, outputs=image_file, api_visibility="private")
-        image_file.change(app.preview, inputs=image_file, outputs=[preview, image_info], api_visibility="private",
-                          **images).then(on_inputs, inputs=[image_file, models], outputs=input_outputs,
-                                         api_visibility="private", **images)
-        run_button.click(run_ui, inputs=[image_file, models, age, sex, site, top_k, raw_probs],
+        window_inputs = [window_choice, window_center, window_width]
+        window_outputs = [preview, image_info, window_center, window_width]
+
+        def then_inputs(event):  # the model-input previews follow the image, the window and the selection
+            return event.then(on_inputs, inputs=[image_file, models, *window_inputs], outputs=input_outputs,
+                              api_visibility="private", **images)
+
+        then_inputs(image_file.change(app.upload_preview, inputs=image_file, api_visibility="private", **images,
+                                      outputs=[preview, image_info, window_group, *window_inputs]))
+        # .input (the user's pick), not .change: the upload resetting the menu must not trigger it
+        then_inputs(window_choice.input(app.window_preview, inputs=[image_file, *window_inputs], outputs=window_outputs,
+                                        api_visibility="private", **images))
+        then_inputs(window_apply.click(lambda: WINDOW_MANUAL, outputs=window_choice, api_visibility="private").then(
+            app.window_preview, inputs=[image_file, *window_inputs], outputs=window_outputs, api_visibility="private",
+            **images))
+        run_button.click(run_ui, inputs=[image_file, models, age, sex, site, top_k, raw_probs, heatmaps,
+                                         *window_inputs],
                          outputs=[summary, records, shown_results, *slot_outputs], api_visibility="private", **images)
         raw_probs.change(probabilities, inputs=[shown_results, raw_probs], outputs=[slot[3] for slot in slots],
                          api_visibility="private")
         teaching_tab.select(lambda ids: example_checks.markdown(app.selected_entries(ids or []), app.examples,
                                                                 app.cache),
                             inputs=models, outputs=ood_examples, api_visibility="private", **images)
-        api_button.click(run_api, inputs=[api_image, api_models, api_age, api_sex, api_site, api_top_k],
-                         outputs=api_out, api_name="compare", **images)
-        models.change(on_selection, inputs=models, outputs=selection_outputs, api_visibility="private",
-                      **images).then(on_inputs, inputs=[image_file, models], outputs=input_outputs,
-                                     api_visibility="private", **images)
+        build_compare_api(app, images)  # /compare: a file and model ids in, one JSON record per model out
+        then_inputs(models.change(on_selection, inputs=models, outputs=selection_outputs, api_visibility="private",
+                                  **images))
         rescan.click(on_rescan, inputs=models, outputs=[models, models_table], api_visibility="private")
         demo.load(on_selection, inputs=models, outputs=selection_outputs, api_visibility="private", **images)
         demo.unload(forget_session(app))  # a closed page: its job stops, its images and trained models are deleted

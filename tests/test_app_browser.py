@@ -81,10 +81,31 @@ def grad_cam_ms(page, column: int) -> float:
     return float(re.search(r"Grad-CAM ([\d.]+) ms", text).group(1))
 
 
+def image_colour(page, image, rows: str = "all") -> int:
+    """The largest max-min channel difference of an <img>'s pixels (0: grey), over all rows or the bottom fifth."""
+    handle = image.element_handle()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=handle)
+    return handle.evaluate("""(img, rows) => {
+        const canvas = document.createElement("canvas");
+        canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+        const context = canvas.getContext("2d");
+        context.drawImage(img, 0, 0);
+        const top = rows === "bottom" ? Math.floor(canvas.height * 0.8) : 0;
+        const data = context.getImageData(0, top, canvas.width, canvas.height - top).data;
+        let most = 0;
+        for (let i = 0; i < data.length; i += 4) {
+            const [r, g, b] = [data[i], data[i + 1], data[i + 2]];
+            most = Math.max(most, Math.max(r, g, b) - Math.min(r, g, b));
+        }
+        return most;
+    }""", rows)
+
+
 def test_compare_shows_a_prediction_and_a_heatmap_per_model(page):
     from playwright.sync_api import expect
 
     select_models(page, SELECTED)
+    page.locator("#heatmaps input").check()  # off by default (they are the slow part)
     expect(page.locator("#models input[type=checkbox]:checked")).to_have_count(len(SELECTED))
     upload(page, packaged_examples()["ct"])
     expect(page.locator("#image-info")).to_contain_text("Modality CT")
@@ -104,6 +125,10 @@ def test_compare_shows_a_prediction_and_a_heatmap_per_model(page):
         heatmap = page.locator(f"#cam-{i} img")
         expect(heatmap).to_be_visible()
         assert natural_width(page, heatmap) >= 224
+        # the colour legend in the margin under the map, and its meaning beside the image
+        assert heatmap.evaluate("img => img.naturalHeight > img.naturalWidth")
+        assert image_colour(page, heatmap, "bottom") > 100
+        expect(page.locator(f"#cam-{i}")).to_contain_text("where the model looked")
         expect(page.locator(f"#details-{i}")).to_contain_text("Latency")
         expect(page.locator(f"#details-{i}")).to_contain_text("Trainable")
     assert sorted(headers) == sorted(SELECTED)
@@ -116,6 +141,76 @@ def test_compare_shows_a_prediction_and_a_heatmap_per_model(page):
     expect(page.locator("#summary")).to_contain_text("Different label set")  # the lesion model
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app-compare.png"), full_page=True)
+
+
+def test_the_heatmap_switch_is_off_by_default_and_skips_grad_cam(url, browser):
+    """A fresh page: no heatmap and no Grad-CAM time until the switch is on; then a map with its legend per column."""
+    from playwright.sync_api import expect
+
+    page = _open(browser, url, 60_000)
+    try:
+        select_models(page, SELECTED[:2])
+        upload(page, packaged_examples()["ct"])
+        expect(page.locator("#image-info")).to_contain_text("Modality CT")
+        switch = page.locator("#heatmaps input")
+        expect(switch).not_to_be_checked()
+        seconds = {}
+        for cam in (False, True):
+            switch.set_checked(cam)
+            start = time.perf_counter()
+            page.locator("#compare-button").click()
+            for i in range(2):  # with heatmaps, wait for this comparison's Grad-CAM line, absent from the last one
+                expect(page.locator(f"#details-{i}")).to_contain_text("Grad-CAM" if cam else "Latency", timeout=60_000)
+                if cam:
+                    expect(page.locator(f"#cam-{i} img")).to_be_visible()
+            seconds[cam] = time.perf_counter() - start
+            for i in range(2):
+                if cam:
+                    expect(page.locator(f"#details-{i}")).to_contain_text("Grad-CAM")
+                    expect(page.locator(f"#cam-{i}")).to_contain_text("where the model looked")
+                else:  # the slow step did not run at all
+                    expect(page.locator(f"#cam-{i}")).to_be_hidden()
+                    expect(page.locator(f"#details-{i}")).not_to_contain_text("Grad-CAM")
+        print(f"two tiny models, seconds to the answer: heatmaps off {seconds[False]:.2f}, on {seconds[True]:.2f}")
+    finally:
+        page.close()
+
+
+def test_the_dicom_window_control_changes_the_preview_inputs_and_comparison(url, browser, tmp_path):
+    """A CT with two windows of its own: the control offers them, a preset and a manual window each change the
+    preview and the models' inputs, and the comparison says which window every model read."""
+    import pydicom
+    from playwright.sync_api import expect
+
+    ds = pydicom.dcmread(packaged_examples()["ct"])
+    ds.WindowCenter, ds.WindowWidth, ds.WindowCenterWidthExplanation = [40, 300], [400, 1500], ["SOFT TISSUE", "BONE"]
+    scan = tmp_path / "ct_windows.dcm"
+    ds.save_as(scan)
+    page = _open(browser, url, 60_000)
+    try:
+        expect(page.locator("#window-choice")).to_be_hidden()  # nothing to window yet
+        select_models(page, SELECTED[:2])
+        upload(page, scan)
+        expect(page.locator("#image-info")).to_contain_text("centre 40, width 400")  # the file's first window
+        expect(page.locator("#window-choice")).to_be_visible()
+        expect(page.locator("#input-image-0 img")).to_be_visible()
+        shown = [page.locator(f"{where} img").get_attribute("src") for where in ("#preview", "#input-image-0")]
+        page.locator("#window-choice input").click()
+        page.get_by_role("option", name="BONE: centre 300, width 1500").click()
+        expect(page.locator("#image-info")).to_contain_text("centre 300, width 1500")
+        expect(page.locator("#window-center input")).to_have_value("300")
+        expect(page.locator("#preview img")).not_to_have_attribute("src", shown[0])
+        expect(page.locator("#input-image-0 img")).not_to_have_attribute("src", shown[1])
+        page.locator("#window-center input").fill("-600")
+        page.locator("#window-width input").fill("1200")
+        page.locator("#window-apply").click()
+        expect(page.locator("#image-info")).to_contain_text("centre -600, width 1200")
+        page.locator("#compare-button").click()
+        expect(page.locator("#summary")).to_contain_text("through the window centre -600, width 1200", timeout=60_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "app-dicom-window.png"), full_page=True)
+    finally:
+        page.close()
 
 
 def _passed_test_digit(digits_run, folder: Path) -> Path:
@@ -144,6 +239,7 @@ def test_a_digits_model_flags_the_retina_photo_with_a_banner_and_greyed_probabil
 
     chosen = [TRAINED, "lenet5-scratch-digits"]
     select_models(page, chosen)
+    page.locator("#heatmaps input").check()
     upload(page, packaged_examples()["retina"])
     expect(page.locator("#image-info")).to_contain_text("retina.jpg")
     page.locator("#compare-button").click()
@@ -158,6 +254,9 @@ def test_a_digits_model_flags_the_retina_photo_with_a_banner_and_greyed_probabil
     expect(banner).to_contain_text("its answer is not meaningful")
     label = page.locator(f"#label-{col}")
     expect(label).to_have_class(re.compile(r"\bood-flagged\b"))
+    # its heatmap is greyed too (the legend with it); the other model's keeps its colours
+    assert image_colour(page, page.locator(f"#cam-{col} img")) <= 3
+    assert image_colour(page, page.locator(f"#cam-{other} img")) > 100
     assert float(label.evaluate("e => getComputedStyle(e).opacity")) < 0.6  # visibly greyed out
     expect(label).to_contain_text("calibrated (temperature scaling, T = ")
     expect(page.locator(f"#trust-{col}")).to_contain_text("90% set: {")

@@ -406,6 +406,25 @@ def test_previews_show_what_each_model_reads(state):
     assert state.model_inputs(None, ids) == [] and state.model_inputs(path, []) == []
 
 
+def test_a_chosen_dicom_window_reaches_the_preview_the_inputs_and_the_comparison(state):
+    from ui.window import WINDOW_MANUAL, chosen_window, window_choices
+
+    ct, ids = str(packaged_examples()["ct"]), ["lenet5-scratch-digits", "quadsnet-scratch-digits"]
+    picture, info, presets = state.preview_with_windows(ct)
+    assert presets == [] and "robust min-max" in info  # CT_small has no window of its own
+    assert [value for _, value in window_choices([{"center": 40.0, "width": 400.0, "explanation": "SOFT"}])] == \
+        ["auto", "40,400", WINDOW_MANUAL]
+    bone = chosen_window("300,1500", None, None)
+    windowed, windowed_info = state.preview(ct, bone)
+    assert "centre 300, width 1500" in windowed_info and windowed.tobytes() != picture.tobytes()
+    (automatic_input, _), _ = state.model_inputs(ct, ids)
+    (bone_input, _), _ = state.model_inputs(ct, ids, window=bone)
+    assert automatic_input.tobytes() != bone_input.tobytes()
+    comparison = state.compare(ct, ids, cam=False, window=chosen_window(WINDOW_MANUAL, -600, 1200))
+    assert (comparison.image_info["window_center"], comparison.image_info["window_width"]) == (-600, 1200)
+    assert state.preview_with_windows(str(packaged_examples()["retina"]))[2] is None  # no control for a JPEG
+
+
 def test_preview_of_the_upload_is_enlarged(state):
     digit = next(e.path for e in state.examples if e.path.endswith(".png"))
     picture, info = state.preview(digit)  # an 8 x 8 digit

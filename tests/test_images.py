@@ -20,8 +20,8 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, 
 
 from _deflated_dicom import grayscale_dataset, write_deflated_dicom
 from zoo._errors import ZooError
-from zoo.images import (DEFLATED_DICOM_HEADER_BYTES, MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, ImageLoadError,
-                        LoadedImage, load_image, to_model_mode)
+from zoo.images import (CHOSEN_WINDOW, DEFLATED_DICOM_HEADER_BYTES, MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS,
+                        MAX_IMAGE_SIDE, ImageLoadError, LoadedImage, load_image, to_model_mode)
 
 
 def dicom_file(name: str) -> str:
@@ -381,6 +381,47 @@ def test_ct_window_from_file_is_used_first_value_when_multi_valued(tmp_path):
     assert (loaded.info["window_center"], loaded.info["window_width"]) == (40.0, 400.0)
     expected = linear_window(hounsfield(dicom_file("CT_small.dcm")), 40, 400)
     assert np.abs(pixels(loaded) - expected).max() <= 1
+
+
+def test_a_chosen_window_replaces_the_automatic_one_on_ct_small():
+    path = dicom_file("CT_small.dcm")
+    automatic = pixels(load_image(path))
+    bone = load_image(path, window=(300, 1500))
+    assert bone.info["window_source"] == CHOSEN_WINDOW
+    assert (bone.info["window_center"], bone.info["window_width"]) == (300.0, 1500.0)
+    assert np.abs(pixels(bone) - linear_window(hounsfield(path), 300, 1500)).max() <= 1
+    soft_tissue = pixels(load_image(path, window=(40, 80)))
+    assert np.abs(soft_tissue - linear_window(hounsfield(path), 40, 80)).max() <= 1
+    # a narrow soft-tissue window saturates what a wide bone window still shades: the 8-bit pixels differ a lot
+    assert (soft_tissue == 255).mean() > (pixels(bone) == 255).mean() + 0.2
+    assert np.abs(pixels(bone) - automatic).mean() > 10
+
+
+def test_the_files_windows_are_offered_as_presets_and_a_chosen_one_wins(tmp_path):
+    ds = pydicom.dcmread(dicom_file("CT_small.dcm"))
+    ds.WindowCenter, ds.WindowWidth = [40, 300], [400, 1500]
+    ds.WindowCenterWidthExplanation = ["SOFT TISSUE", "BONE"]
+    path = tmp_path / "ct_presets.dcm"
+    ds.save_as(path)
+    loaded = load_image(path, window=(300, 1500))
+    assert loaded.info["window_presets"] == [{"center": 40.0, "width": 400.0, "explanation": "SOFT TISSUE"},
+                                             {"center": 300.0, "width": 1500.0, "explanation": "BONE"}]
+    assert np.abs(pixels(loaded) - linear_window(hounsfield(dicom_file("CT_small.dcm")), 300, 1500)).max() <= 1
+    assert load_image(dicom_file("CT_small.dcm")).info["window_presets"] == []
+
+
+@pytest.mark.parametrize("window", [(40, 0), (float("nan"), 400), ("soft", 400), (40,)])
+def test_a_bad_window_is_refused_with_its_value(window):
+    with pytest.raises(ImageLoadError, match="window"):
+        load_image(dicom_file("CT_small.dcm"), window=window)
+
+
+def test_a_window_on_a_png_is_reported_unused(tmp_path):
+    path = tmp_path / "gray.png"
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(path)
+    loaded = load_image(path, window=(40, 400))
+    assert pixels(loaded).tolist() == np.arange(64).reshape(8, 8).tolist()
+    assert any("window was not used" in note for note in loaded.info["notes"])
 
 
 def test_mr_small_window_from_file():

@@ -25,6 +25,7 @@ from .formatting import image_info_markdown, input_caption, model_choice_label, 
 from .public_errors import public_comparison, public_message
 from .settings import Settings
 from .training import TrainedModels
+from .window import WINDOW_AUTO, chosen_window, window_choices
 
 __all__ = ["NON_MEDICAL_DATASETS", "UNKNOWN", "ComparisonApp", "ModelInput", "medical_rank", "metadata_record"]
 
@@ -111,35 +112,57 @@ class ComparisonApp:
             return None  # not an example: no need to read it
         return self._known_labels.get((size, hashlib.sha256(Path(path).read_bytes()).hexdigest()))
 
-    def read_image(self, path: str | None) -> zoo_images.LoadedImage:
-        """The uploaded file as an 8-bit image; any problem becomes a gr.Error with the loader's message."""
+    def read_image(self, path: str | None, window: tuple[float, float] | None = None) -> zoo_images.LoadedImage:
+        """The uploaded file as an 8-bit image (a DICOM shown through `window`, (centre, width), if given); any
+        problem becomes a gr.Error with the loader's message."""
         if not path:
             raise gr.Error(NO_IMAGE, print_exception=False)
         try:
-            return zoo_images.load_image(path, max_pixels=self.settings.max_pixels)
+            return zoo_images.load_image(path, max_pixels=self.settings.max_pixels, window=window)
         except zoo.ZooError as e:
             raise gr.Error(self.public(str(e)), title="This image cannot be used", print_exception=False) from None
 
-    def preview(self, path: str | None) -> tuple[Image.Image | None, str]:
+    def preview(self, path: str | None, window: tuple[float, float] | None = None) -> tuple[Image.Image | None, str]:
         """The uploaded image as read (8-bit; small ones enlarged with visible pixels), and what was done to it."""
+        picture, text, _ = self.preview_with_windows(path, window)
+        return picture, text
+
+    def preview_with_windows(self, path: str | None, window: tuple[float, float] | None = None
+                             ) -> tuple[Image.Image | None, str, list[dict[str, Any]] | None]:
+        """preview() and the file's own DICOM windows ([] for a DICOM without any; None when not a DICOM)."""
         if not path:
-            return None, ""
+            return None, "", None
         try:
-            loaded = self.read_image(path)
+            loaded = self.read_image(path, window)
         except gr.Error as e:
             gr.Warning(e.message)
-            return None, f"**⚠ {e.message}**"
-        return upscale_for_display(loaded.image), image_info_markdown(loaded.info)
+            return None, f"**⚠ {e.message}**", None
+        presets = loaded.info.get("window_presets") if loaded.info.get("format") == "DICOM" else None
+        return upscale_for_display(loaded.image), image_info_markdown(loaded.info), presets
 
-    def model_inputs(self, path: str | None, model_ids: list[str] | None, session: str | None = None
-                     ) -> list[ModelInput]:
+    def upload_preview(self, path: str | None) -> tuple[Any, ...]:
+        """A new upload's preview and info, and the window control: shown with the file's own windows for a
+        DICOM, reset to automatic."""
+        picture, text, presets = self.preview_with_windows(path)
+        return (picture, text, gr.Group(visible=presets is not None),
+                gr.Dropdown(choices=window_choices(presets or []), value=WINDOW_AUTO), None, None)
+
+    def window_preview(self, path: str | None, choice: str | None, center: float | None, width: float | None
+                       ) -> tuple[Any, ...]:
+        """The preview and info through the chosen window; a preset fills in its centre and width."""
+        window = chosen_window(choice, center, width)
+        picture, text = self.preview(path, window)
+        return picture, text, *(window or (None, None))
+
+    def model_inputs(self, path: str | None, model_ids: list[str] | None, session: str | None = None,
+                     window: tuple[float, float] | None = None) -> list[ModelInput]:
         """What each selected model reads of the image (its own transform's output, de-normalised and
         enlarged with nearest-neighbour), with the model and its input size as the caption. Loads the
         models (cached), so the comparison that follows starts sooner."""
         if not path or not model_ids:
             return []
         try:
-            image = self.read_image(path).image
+            image = self.read_image(path, window).image
         except gr.Error:
             return []  # preview() already says what is wrong with the file
         shown = []
@@ -156,7 +179,7 @@ class ComparisonApp:
     def compare(self, path: str | None, model_ids: list[str] | None, metadata: dict[str, Any] | None = None,
                 top_k: int = inference.DEFAULT_TOP_K, cam: bool = True,
                 progress: Callable[..., Any] | None = None, true_label: str | None = None,
-                session: str | None = None) -> inference.Comparison:
+                session: str | None = None, window: tuple[float, float] | None = None) -> inference.Comparison:
         """Every selected model's answer; a bad selection or image raises gr.Error. `progress` is a
         gr.Progress (or any callable taking ((done, total), desc=...)); `true_label` (an example's) makes the
         summary say which models were right."""
@@ -164,7 +187,7 @@ class ComparisonApp:
             ids = inference.check_selection(model_ids or [])
         except zoo.ZooError as e:
             raise gr.Error(self.public(str(e)), title="Select models", print_exception=False) from None
-        image = self.read_image(path)
+        image = self.read_image(path, window)
 
         def report(done: int, total: int, what: str) -> None:
             if progress is not None:

@@ -38,13 +38,14 @@ from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndia
 from ._errors import ZooError
 
 __all__ = ["DEFLATED_DICOM_HEADER_BYTES", "ImageLoadError", "LoadedImage", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE",
-           "MAX_ASPECT_RATIO", "load_image", "printable_name", "to_model_mode"]
+           "MAX_ASPECT_RATIO", "CHOSEN_WINDOW", "load_image", "printable_name", "to_model_mode"]
 
 MAX_IMAGE_PIXELS = 40_000_000  # ~6300 x 6300; larger inputs are refused before their pixels are decoded
 MAX_IMAGE_SIDE = 2048  # larger images are downscaled to this longer side right after decoding
 MAX_ASPECT_RATIO = 20  # longer side / shorter side; thinner strips are refused before decoding
 PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF")  # Pillow plugins allowed to open user files
 DICOM_ROBUST_PERCENTILES = (0.5, 99.5)  # display range of a DICOM that carries no window of its own
+CHOSEN_WINDOW = "chosen, not the file's or the automatic one"  # info["window_source"] of a caller's window
 
 # characters that reorder text where a file name is shown (a right-to-left override makes "scan\u202egnp.exe" read
 # "scanexe.png"): the bidirectional controls (U+061C, U+200E/200F, U+202A-202E, U+2066-2069); control characters
@@ -83,12 +84,15 @@ class LoadedImage:
 
 
 def load_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_IMAGE_PIXELS,
-               max_side: int | None = MAX_IMAGE_SIDE, max_aspect_ratio: float = MAX_ASPECT_RATIO) -> LoadedImage:
+               max_side: int | None = MAX_IMAGE_SIDE, max_aspect_ratio: float = MAX_ASPECT_RATIO,
+               window: tuple[float, float] | None = None) -> LoadedImage:
     """Read a PNG, JPEG, BMP, TIFF, GIF or DICOM file (a path or its bytes) into an 8-bit L/RGB image.
 
     Images with more than `max_pixels` pixels, or longer than `max_aspect_ratio` times their width,
     are refused from their header, before decoding. Images larger than `max_side` on their longer side
     are downscaled to it (None keeps the full size); ``info["original_size"]`` is the file's size.
+    `window` (centre, width in the modality's units, e.g. Hounsfield) replaces the automatic window of a
+    grayscale DICOM (DICOM's LINEAR function); ``info["window_presets"]`` lists the file's own windows.
     """
     if not isinstance(max_pixels, int) or max_pixels <= 0:
         raise ImageLoadError(f"max_pixels must be a positive int, got {max_pixels!r}")
@@ -96,7 +100,7 @@ def load_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_IMAGE
         raise ImageLoadError(f"max_side must be a positive int or None, got {max_side!r}")
     if not isinstance(max_aspect_ratio, (int, float)) or not max_aspect_ratio >= 1:
         raise ImageLoadError(f"max_aspect_ratio must be a number >= 1, got {max_aspect_ratio!r}")
-    limits = _Limits(max_pixels, max_side, float(max_aspect_ratio))
+    limits = _Limits(max_pixels, max_side, float(max_aspect_ratio), _checked_window(window))
     name, readable, head = _open_source(source)
     if not head:
         raise ImageLoadError(f"{name}: the file is empty (0 bytes). Re-export or re-download it.")
@@ -104,6 +108,8 @@ def load_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_IMAGE
         return _load_dicom(readable(), name, limits)
     loaded = _load_with_pillow(readable(), name, limits)
     if loaded is not None:
+        if window is not None:
+            loaded.info["notes"].append("the window was not used: only grayscale DICOM images are windowed")
         return loaded
     text_problem = _describe_text(head)
     if text_problem is not None:
@@ -154,6 +160,21 @@ class _Limits:
     max_pixels: int
     max_side: int | None
     max_aspect_ratio: float
+    window: tuple[float, float] | None = None  # how the caller wants a grayscale DICOM shown (centre, width)
+
+
+def _checked_window(window: Any) -> tuple[float, float] | None:
+    """`window` as (centre, width) floats; DICOM's LINEAR window needs a width of at least 1."""
+    if window is None:
+        return None
+    try:
+        center, width = (float(v) for v in window)
+    except (TypeError, ValueError):
+        raise ImageLoadError(f"window must be (centre, width), two numbers, got {window!r:.100}") from None
+    if not (np.isfinite(center) and np.isfinite(width) and width >= 1):
+        raise ImageLoadError(f"window (centre {center:g}, width {width:g}): the centre must be finite and the "
+                             "width at least 1 (in the image's units, e.g. Hounsfield). Pick a wider window.")
+    return center, width
 
 
 def _open_source(source: str | os.PathLike | bytes):
@@ -417,7 +438,7 @@ def _load_dicom(fp: str | io.BytesIO, name: str, limits: _Limits) -> LoadedImage
             info["notes"].append(f"first of {info['number_of_frames']} frames used")
         if pixels.ndim == 2 and info["photometric_interpretation"] != "PALETTE COLOR":
             pixels = _downscale_values(pixels, limits.max_side, info["notes"])  # windowing at full size costs GBs
-        image = _downscale(_dicom_to_8bit(pixels, ds, info), limits.max_side, info["notes"])
+        image = _downscale(_dicom_to_8bit(pixels, ds, info, limits.window), limits.max_side, info["notes"])
     except ImageLoadError:
         raise
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
@@ -566,8 +587,24 @@ def _dicom_info(ds: pydicom.Dataset, name: str) -> dict[str, Any]:
         "bits_stored": ds.get("BitsStored"),
         "rescale_slope": None if slope is None else float(slope),
         "rescale_intercept": None if intercept is None else float(intercept),
-        "notes": [],
+        "window_presets": _window_presets(ds), "notes": [],
     }
+
+
+def _window_presets(ds: pydicom.Dataset) -> list[dict[str, Any]]:
+    """The file's Window Center/Width pairs (often several: soft tissue, bone, lung) with their explanations."""
+    centers, widths = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if centers is None or widths is None:
+        return []
+    explanations = ds.get("WindowCenterWidthExplanation") or []
+    as_list = (lambda v: list(v) if isinstance(v, (list, tuple, pydicom.multival.MultiValue)) else [v])
+    explanations = as_list(explanations)
+    presets = []
+    for i, (center, width) in enumerate(zip(as_list(centers), as_list(widths))):
+        if float(width) >= 1:  # a narrower window is invalid in DICOM's LINEAR function
+            explanation = str(explanations[i]).strip() if i < len(explanations) else ""
+            presets.append({"center": float(center), "width": float(width), "explanation": explanation})
+    return presets
 
 
 def _transfer_syntax(ds: pydicom.Dataset, name: str, notes: list[str]) -> UID:
@@ -631,9 +668,12 @@ def _decode_first_frame(ds: pydicom.Dataset, name: str, transfer_syntax: UID) ->
         ) from exc
 
 
-def _dicom_to_8bit(pixels: np.ndarray, ds: pydicom.Dataset, info: dict[str, Any]) -> Image.Image:
-    """Rescale, window and (for MONOCHROME1) invert grayscale; keep colour as RGB."""
+def _dicom_to_8bit(pixels: np.ndarray, ds: pydicom.Dataset, info: dict[str, Any],
+                   window: tuple[float, float] | None = None) -> Image.Image:
+    """Rescale, window (`window` if given) and (for MONOCHROME1) invert grayscale; keep colour as RGB."""
     photometric = info["photometric_interpretation"]
+    if window is not None and (photometric == "PALETTE COLOR" or pixels.ndim == 3):
+        info["notes"].append("the window was not used: only grayscale DICOM images are windowed")
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(pixels, ds)[..., :3]  # (H, W) -> (H, W, 3)
         info["notes"].append("palette colour lookup table applied")
@@ -647,7 +687,13 @@ def _dicom_to_8bit(pixels: np.ndarray, ds: pydicom.Dataset, info: dict[str, Any]
     values = apply_modality_lut(pixels, ds)  # stored values -> modality units (e.g. Hounsfield)
     if ds.get("ModalityLUTSequence"):
         info["notes"].append("modality LUT sequence applied")
-    gray = _apply_window(values, ds, info)
+    if window is None:
+        gray = _apply_window(values, ds, info)
+    else:
+        center, width = window
+        info.update(window_source=CHOSEN_WINDOW, window_center=center, window_width=width)
+        # DICOM PS3.3 C.11.2.1.2.1, the LINEAR function, to 0..1 (a width of 1 is a step at the centre)
+        gray = np.clip((values - (center - 0.5)) / max(width - 1, 1e-6) + 0.5, 0.0, 1.0)
     if photometric == "MONOCHROME1":
         gray = 1.0 - gray
         info["notes"].append("MONOCHROME1: inverted so that higher values are brighter")
