@@ -379,7 +379,8 @@ def test_teaching_table_fits_its_columns(entries):
 def test_teaching_text_explains_modes_with_the_models_numbers(entries):
     from ui.teaching import teaching_markdown
     text = teaching_markdown([entries["lite0-fe-digits"], entries["lenet5-scratch-digits"]])
-    assert "**Feature extraction**" in text and "**Scratch**" in text
+    for mode in ("Feature extraction", "Scratch"):  # in bold, the term possibly with its glossary hover
+        assert re.search(rf"\*\*(<abbr title=\"[^\"]+\">)?{mode}(</abbr>)?\*\*", text), (mode, text)
     assert "12,810 of 3,383,818 parameters (0.38%)" in text and "What these numbers say" in text
     assert "Select models" in teaching_markdown([])
 
