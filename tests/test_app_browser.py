@@ -83,6 +83,7 @@ def grad_cam_ms(page, column: int) -> float:
 
 def image_colour(page, image, rows: str = "all") -> int:
     """The largest max-min channel difference of an <img>'s pixels (0: grey), over all rows or the bottom fifth."""
+    image.scroll_into_view_if_needed()  # Gradio's images load lazily: one below the fold never completes
     handle = image.element_handle()
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=handle)
     return handle.evaluate("""(img, rows) => {
@@ -123,6 +124,7 @@ def test_compare_shows_a_prediction_and_a_heatmap_per_model(page):
         headers.append(page.locator(f"#header-{i} h3").inner_text().strip())
         expect(page.locator(f"#label-{i}")).to_contain_text("%")  # the top classes with probabilities
         heatmap = page.locator(f"#cam-{i} img")
+        page.locator(f"#cam-{i}").scroll_into_view_if_needed()  # Gradio's images load lazily, below the fold
         expect(heatmap).to_be_visible()
         assert natural_width(page, heatmap) >= 224
         # the colour legend in the margin under the map, and its meaning beside the image
@@ -162,6 +164,7 @@ def test_the_heatmap_switch_is_off_by_default_and_skips_grad_cam(url, browser):
             for i in range(2):  # with heatmaps, wait for this comparison's Grad-CAM line, absent from the last one
                 expect(page.locator(f"#details-{i}")).to_contain_text("Grad-CAM" if cam else "Latency", timeout=60_000)
                 if cam:
+                    page.locator(f"#cam-{i}").scroll_into_view_if_needed()  # lazy images, below the fold
                     expect(page.locator(f"#cam-{i} img")).to_be_visible()
             seconds[cam] = time.perf_counter() - start
             for i in range(2):
@@ -255,6 +258,8 @@ def test_a_digits_model_flags_the_retina_photo_with_a_banner_and_greyed_probabil
     label = page.locator(f"#label-{col}")
     expect(label).to_have_class(re.compile(r"\bood-flagged\b"))
     # its heatmap is greyed too (the legend with it); the other model's keeps its colours
+    for column in (col, other):  # Gradio's images load lazily, below the fold
+        page.locator(f"#cam-{column}").scroll_into_view_if_needed()
     assert image_colour(page, page.locator(f"#cam-{col} img")) <= 3
     assert image_colour(page, page.locator(f"#cam-{other} img")) > 100
     assert float(label.evaluate("e => getComputedStyle(e).opacity")) < 0.6  # visibly greyed out
