@@ -96,7 +96,7 @@ def test_compare_on_real_example_images(served, example):
 def test_records_carry_calibration_the_prediction_set_and_the_ood_check(served, example, flagged):
     _, demo, _, client = served
     # the first example is medical where those assets are installed: take a digit's
-    digit = next(e[0] for e in demo.zoo_app.examples if e[1].startswith("digit "))
+    digit = next(e[0] for e in demo.zoo_app.examples if e[1].startswith("digit"))
     path = digit if example == "digit" else packaged_examples()[example]
     trained, untrained = compare(client, path, [TRAINED, DIGIT_MODELS[0]], top_k=3)
     for record in (trained, untrained):
