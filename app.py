@@ -41,7 +41,7 @@ from ui.compare_api import build_compare_api  # noqa: E402
 from ui.train_tab import build_train_tab, forget_session, session_of  # noqa: E402
 from ui.teaching import (PLOT_CAPTIONS, PLOT_HEIGHT, PLOT_ROWS, TEACHING_HEADERS, ExampleOODChecks,  # noqa: E402
                          column_widths, params_figure, study_reports, teaching_markdown, teaching_sections,
-                         teaching_table, trust_lesson)
+                         teaching_table, trust_lesson, with_mode_comparison)
 from ui.window import WINDOW_AUTO, WINDOW_MANUAL, chosen_window, window_choices, window_note  # noqa: E402
 from zoo import inference  # noqa: E402
 
@@ -223,9 +223,12 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
             return updates
 
         def on_selection(ids, request: gr.Request):
-            chosen = app.selected_entries(ids or [], session_of(request))
-            show, sex_choices, site_choices = app.metadata_fields(ids, session_of(request))
-            sections, table = teaching_sections(chosen), teaching_table(chosen)
+            session = session_of(request)
+            chosen = app.selected_entries(ids or [], session)
+            show, sex_choices, site_choices = app.metadata_fields(ids, session)
+            offered = [*app.trained.entries(session).values(), *app.entries.values()]
+            lesson, added = with_mode_comparison(chosen, offered, slots=len(SLOTS))
+            sections, table = teaching_sections(lesson), teaching_table(lesson)
             rows = []
             for i in SLOTS:
                 section = sections[i] if i < len(sections) else None
@@ -234,7 +237,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                     picture, caption = section.figures.get(kind, (None, "")) if section else (None, "")
                     rows += [gr.Column(visible=picture is not None), picture, caption]
             return (gr.Group(visible=show), gr.Dropdown(choices=sex_choices), gr.Dropdown(choices=site_choices),
-                    teaching_markdown(chosen), params_figure(chosen),
+                    "\n\n".join(filter(None, [added, teaching_markdown(lesson)])), params_figure(lesson),
                     gr.Dataframe(table, column_widths=column_widths(TEACHING_HEADERS, table)), trust_lesson(chosen),
                     *rows)
 

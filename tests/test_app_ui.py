@@ -385,6 +385,49 @@ def test_teaching_text_explains_modes_with_the_models_numbers(entries):
     assert "Select models" in teaching_markdown([])
 
 
+def _run_like(entry, run_id, mode, correct, n=100, balanced=None):
+    """A copy of `entry` as another run: its id, its mode and a test confusion matrix with `correct` of `n` right."""
+    config = {**entry.config, "zoo": {**entry.config["zoo"], "mode": mode}}
+    matrix = [[correct // 2, n // 2 - correct // 2], [n // 2 - (correct - correct // 2), correct - correct // 2]]
+    value = correct / n if balanced is None else balanced
+    metrics = {**entry.run_metrics, "test": {"confusion_matrix": matrix},
+               "headline": {"accuracy": correct / n, "balanced_accuracy": value}}
+    return dataclasses.replace(entry, id=run_id, config=config, run_metrics=metrics)
+
+
+def test_a_one_mode_selection_gets_a_mode_comparison_with_a_sentence_for_each_surprise(entries):
+    from ui.teaching import teaching_markdown, teaching_sections, test_accuracy, with_mode_comparison
+    base = entries["lite0-fe-digits"]
+    fe = _run_like(base, "lite0-fe-digits", "feature-extraction", 89)
+    ft = _run_like(base, "lite0-ft-digits", "fine-tune", 87)
+    scratch = _run_like(base, "lite0-scratch-digits", "scratch", 95)
+    medical = dataclasses.replace(entries["lenet5-scratch-digits"], id="chest-model",
+                                  config={**entries["lenet5-scratch-digits"].config,
+                                          "zoo": {**entries["lenet5-scratch-digits"].config["zoo"],
+                                                  "dataset": "chest X-rays"}})
+    lesson, note = with_mode_comparison([medical], [medical, ft, scratch, fe, entries["unfinished-run"]], slots=6)
+    # the selection first, then one run per mode of the group, in the modes' teaching order
+    assert [e.id for e in lesson] == ["chest-model", "lite0-scratch-digits", "lite0-fe-digits", "lite0-ft-digits"]
+    assert "one transfer mode only" in note and "`efficientnet_lite0` on digits" in note
+    assert "Digits stand in for medical images" in note and "**Train** tab" in note
+    assert [s.model for s in teaching_sections(lesson)] == [e.id for e in lesson]  # their plots are shown too
+    # a selection that already compares modes, or fills every slot, is left as it is
+    assert with_mode_comparison([fe, ft], [scratch], slots=6) == ([fe, ft], "")
+    assert with_mode_comparison([medical] * 6, [fe, ft], slots=6)[1] == ""
+
+    accuracy = test_accuracy(fe)
+    assert (accuracy.correct, accuracy.n) == (89, 100) and accuracy.low < 0.89 < accuracy.high
+    text = teaching_markdown([scratch, fe, ft])
+    # fine-tuning below feature extraction, and scratch ahead of both, each get their sentence with intervals
+    assert "Fine-tuning trains every weight" in text and "Training from scratch won here" in text
+    assert f"{ft.id}` and 0.890 (95% interval {accuracy.low:.3f}-{accuracy.high:.3f}, n = 100)" in text
+    assert "may be chance alone" in text  # 87/100 vs 89/100 overlap
+    far_ft = _run_like(base, "lite0-ft-digits", "fine-tune", 40)
+    assert "larger than chance" in teaching_markdown([fe, far_ft])
+    # no surprise, no sentence
+    assert "Fine-tuning trains every weight" not in teaching_markdown([fe, _run_like(base, "x", "fine-tune", 95)])
+
+
 # --- state: previews and progress -------------------------------------------------------------------------
 
 def test_previews_show_what_each_model_reads(state):

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from train.lesson import wilson_interval
 from zoo import MODE_ORDER, ZooError, inference
 from zoo.catalog import ModelEntry
 from zoo.images import load_image
@@ -24,7 +25,7 @@ from .glossary import explain_terms
 __all__ = [
     "PLOT_CAPTIONS", "PLOT_HEIGHT", "PLOT_ROWS", "TEACHING_HEADERS", "ExampleOODChecks", "TeachingSection",
     "column_widths", "params_figure", "run_facts", "contrasts", "study_reports", "teaching_markdown",
-    "teaching_sections", "teaching_table", "trust_facts", "trust_lesson",
+    "teaching_sections", "teaching_table", "test_accuracy", "trust_facts", "trust_lesson", "with_mode_comparison",
 ]
 
 PLOT_CAPTIONS = {"curves": "training curves", "confusion_matrix": "confusion matrix (test)", "roc": "ROC curves (test)",
@@ -60,6 +61,58 @@ def run_facts(entry: ModelEntry) -> str:
             + (f" on {entry.dataset}." if entry.dataset else "."))
 
 
+@dataclass(frozen=True)
+class TestAccuracy:
+    """A run's test accuracy from its confusion matrix: correct of n, with its 95% Wilson interval."""
+
+    correct: int
+    n: int
+    low: float
+    high: float
+
+    @property
+    def value(self) -> float:
+        return self.correct / self.n
+
+    def text(self) -> str:
+        return f"{self.value:.3f} (95% interval {self.low:.3f}-{self.high:.3f}, n = {self.n})"
+
+
+def test_accuracy(entry: ModelEntry) -> TestAccuracy | None:
+    """The test accuracy in the run's metrics.json, with its interval; None when the run saved no test matrix."""
+    matrix = (entry.run_metrics.get("test") or {}).get("confusion_matrix")
+    try:
+        matrix = np.asarray(matrix, dtype=np.int64)
+    except (TypeError, ValueError):
+        return None
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.sum() <= 0 or (matrix < 0).any():
+        return None
+    correct, n = int(np.trace(matrix)), int(matrix.sum())
+    return TestAccuracy(correct, n, *wilson_interval(correct, n))
+
+
+def _why_not_better(better: ModelEntry, worse: ModelEntry, what: str) -> str:
+    """The sentence a surprising pair of figures needs: whether the gap is within noise, and what usually causes it."""
+    a, b = test_accuracy(better), test_accuracy(worse)
+    if a is None or b is None:
+        return ""
+    overlap = a.low <= b.high and b.low <= a.high
+    noise = (f"The two test accuracies, {b.text()} for `{worse.id}` and {a.text()} for `{better.id}`, have "
+             + ("overlapping intervals: on this many test images the gap may be chance alone. "
+                if overlap else "intervals that do not overlap: the gap is larger than chance on this test split. "))
+    return noise + what
+
+
+FT_BELOW_FE = ("Fine-tuning trains every weight, starting from a random head whose first large gradients also move "
+               "the pretrained backbone; with few images, few epochs or images unlike ImageNet's (tiny, grey, "
+               "upscaled), it can undo what pretraining gave and overfit, while feature extraction keeps those "
+               "features fixed. More epochs at a lower learning rate, or partial fine-tuning, usually close the gap.")
+SCRATCH_AHEAD = ("Training from scratch won here: on a small, simple task (8×8 digits, or a few clearly different "
+                 "classes) a small network learns everything it needs, and ImageNet features of upscaled tiny images "
+                 "help little. Transfer learning pays when the task is hard and labelled images are few, as in "
+                 "most medical data sets.")
+
+
 def contrasts(entries: list[ModelEntry]) -> list[str]:
     """Sentences comparing the selected models' numbers across modes."""
     lines = []
@@ -82,6 +135,8 @@ def contrasts(entries: list[ModelEntry]) -> list[str]:
             if ta and tb:
                 line += f"; its training took {tb:.0f} s against {ta:.0f} s"
             lines.append(line + ".")
+            if a is not None and b is not None and b < a:
+                lines.append(_why_not_better(fe, ft, FT_BELOW_FE))
     scratch = [e for e in by_mode.get("scratch", []) if "balanced_accuracy" in e.test_metrics]
     transfer = [e for m in MODE_ORDER[1:] for e in by_mode.get(m, []) if "balanced_accuracy" in e.test_metrics]
     if scratch and transfer:
@@ -90,7 +145,56 @@ def contrasts(entries: list[ModelEntry]) -> list[str]:
         lines.append(f"The best model trained from scratch, `{best_s.id}` ({fmt_int(best_s.params[0])} parameters), "
                      f"reached {best_s.test_metrics['balanced_accuracy']:.3f}; the best transfer model, `{best_t.id}`, "
                      f"reached {best_t.test_metrics['balanced_accuracy']:.3f}.")
-    return lines
+        if best_s.test_metrics["balanced_accuracy"] >= best_t.test_metrics["balanced_accuracy"]:
+            lines.append(_why_not_better(best_s, best_t, SCRATCH_AHEAD))
+    return [line for line in lines if line]
+
+
+def _modes_compared(entries: list[ModelEntry]) -> bool:
+    """Whether two or more transfer modes of one architecture on one data set are among the entries."""
+    groups: dict[tuple, set] = {}
+    for e in entries:
+        if e.available and e.mode:
+            groups.setdefault((e.architecture, e.dataset), set()).add(e.mode)
+    return any(len(modes) >= 2 for modes in groups.values())
+
+
+def with_mode_comparison(chosen: list[ModelEntry], offered: list[ModelEntry],
+                         slots: int) -> tuple[list[ModelEntry], str]:
+    """The entries the lesson shows: the selection, plus (when the selection shows one mode only) the offered
+    architecture and data set with the most transfer modes, medical runs first (such as the models trained in the
+    Train tab), so the modes are always seen side by side; and a sentence saying what was added and why."""
+    if _modes_compared(chosen) or len(chosen) >= slots:
+        return chosen, ""
+    taken = {e.id for e in chosen}
+    groups: dict[tuple, list[ModelEntry]] = {}
+    for e in offered:
+        if e.available and e.mode and e.id not in taken:
+            groups.setdefault((e.architecture, e.dataset), []).append(e)
+    candidates = [g for g in groups.values() if len({e.mode for e in g}) >= 2]
+    if not candidates:
+        return chosen, ""
+
+    def rank(group: list[ModelEntry]) -> tuple:
+        digits = (group[0].dataset or "").lower().startswith("digits")
+        return (digits, -len({e.mode for e in group}), group[0].id)
+
+    group = min(candidates, key=rank)
+    order = {m: i for i, m in enumerate(MODE_ORDER)}
+    by_mode = {}
+    for e in sorted(group, key=lambda e: (order.get(e.mode, len(order)), e.id)):
+        by_mode.setdefault(e.mode, e)  # one run per mode
+    added = list(by_mode.values())[:slots - len(chosen)]
+    if len(added) < 2:
+        return chosen, ""
+    first = added[0]
+    stand_in = (" Digits stand in for medical images here: they train in seconds on this machine. To see the modes "
+                "on chest X-rays or brain MRIs, run the lesson on the **Train** tab; its models then appear here."
+                if (first.dataset or "").lower().startswith("digits") else "")
+    note = (f"**Modes side by side.** Your selection shows one transfer mode only, so the lesson adds the zoo's runs "
+            f"of `{first.architecture}` on {first.dataset}, one per mode ({', '.join(e.mode for e in added)})."
+            + stand_in)
+    return chosen + added, explain_terms(note)
 
 
 def teaching_markdown(entries: list[ModelEntry]) -> str:
