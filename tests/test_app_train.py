@@ -197,6 +197,45 @@ def test_class_by_class_upload_trains_shows_curves_and_joins_compare(server, bro
     page.close()
 
 
+def _training_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "zoo-train" and t.is_alive()]
+
+
+@needs_chromium
+@pytest.mark.heavy
+def test_closing_the_page_cancels_its_job_and_deletes_its_files(server, browser, tmp_path_factory):
+    _, url = server
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    requests = QueueRequests(page)
+    page.goto(url)
+    page.locator("#compare-button").wait_for()
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-mode").get_by_text("Fine-tuning").click()  # a job long enough to be running at the close
+    requests.settle(page, quiet_s=1)
+    before = set(_training_threads())
+    page.locator("#train-button").click()
+    deadline = time.monotonic() + 60
+    while not (set(_training_threads()) - before) or "epoch" not in page.locator("#train-status").inner_text():
+        assert "⚠" not in page.locator("#train-status").inner_text(), page.locator("#train-status").inner_text()
+        assert time.monotonic() < deadline, "the job did not start training in 60 s"
+        time.sleep(0.2)
+    job = next(iter(set(_training_threads()) - before))
+    sessions = list(tmp_path_factory.getbasetemp().glob("train-examples*/zoo-app-examples-*/trained/*"))
+    assert sessions, "the running job wrote nothing under the session's folder"
+    page.close()  # the learner closes the tab mid-training
+    closed = time.monotonic()
+    job.join(30)
+    assert not job.is_alive(), "the job kept training 30 s after its page was closed"
+    print(f"job stopped {time.monotonic() - closed:.1f} s after the page closed")
+    deadline = time.monotonic() + 10
+    while any(p.exists() for p in sessions) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(p.exists() for p in sessions), "the closed page's images and models were left on disk"
+
+
 def test_the_time_cap_refuses_a_long_job_up_front_and_stops_one_that_runs_over(tmp_path):
     from train import ConfigError
     from train.lesson import LessonCancelled

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 from PIL import Image
 
-from train import ConfigError, DataError
+from train import ConfigError, DataError, lesson
+from train.intake import IntakeReport
 from train.lesson import LessonCancelled, learning_curve, plot_learning_curve, plot_live_curves
 from train.plots import plot_confusion_matrix
 from zoo import ZooError
@@ -26,8 +28,8 @@ from .training import (BUNDLED_COUNTS, CLASS_BY_CLASS, DATA_CHOICES, EPOCH_CHOIC
                        check_time_cap, curve_markdown, estimate_markdown, lesson_markdown, read_learner_data, request_for,
                        result_rows, save_to_weights, session_limits, unavailable_markdown, zip_runs)
 
-__all__ = ["build_train_tab", "forget_session", "learning_curve_ui", "save_models", "session_of", "train_api",
-           "train_models"]
+__all__ = ["PreparedJob", "build_train_tab", "forget_session", "learning_curve_ui", "prepare_job", "save_models",
+           "session_of", "train_api", "train_models"]
 
 # the problems a learner can fix: said in the tab, never a traceback
 LEARNER_ERRORS = (ConfigError, DataError, ZooError)
@@ -49,6 +51,34 @@ def _job_folders(app: ComparisonApp, session: str) -> tuple[Path, Path]:
     return app.trained.folder(session) / "data", app.trained.models_dir(session)
 
 
+@dataclass(frozen=True)
+class PreparedJob:
+    """A training job checked before anything trains: the data read, the request built, the time cap checked."""
+
+    spec: str                    # the --data spec trained on
+    report: IntakeReport | None  # what the intake read (None for packaged data)
+    request: lesson.LessonRequest
+    images: int
+    data_dir: Path
+    models_dir: Path
+
+    def start(self, app: ComparisonApp, session: str) -> TrainingJob:
+        return TrainingJob(self.request, self.models_dir, app.trained.stop_flag(session), app.settings.train_max_s).start()
+
+
+def prepare_job(app: ComparisonApp, choice: str, upload: str | None, names: Sequence[str],
+                files: Sequence[Sequence[str] | None], backbones: Sequence[str] | None, mode: str, img_size: Any,
+                epochs: Any, session: str) -> PreparedJob:
+    """Read the learner's data and check the request against this server's time cap (the Train button and /train
+    share it); raises a LEARNER_ERRORS exception that says what to change."""
+    data_dir, models_dir = _job_folders(app, session)
+    spec, report = read_learner_data(choice, upload, names, files, data_dir, session_limits(app.settings.max_pixels))
+    request = request_for(spec, backbones, mode, img_size, epochs)
+    images = BUNDLED_COUNTS.get(choice) or sum(report.counts.values())
+    check_time_cap(request, images, app.settings.train_max_s)
+    return PreparedJob(spec, report, request, images, data_dir, models_dir)
+
+
 def train_models(app: ComparisonApp, choice: str, upload: str | None, names: Sequence[str],
                  files: Sequence[Sequence[str] | None], backbones: Sequence[str] | None, mode: str, img_size: Any,
                  epochs: Any, selected: Sequence[str] | None, session: str) -> Iterator[tuple]:
@@ -56,19 +86,16 @@ def train_models(app: ComparisonApp, choice: str, upload: str | None, names: Seq
 
     Yields (status, live curves, results rows, confusion matrix, lesson text, download, Compare choices)."""
     keep = gr.update()
-    data_dir, models_dir = _job_folders(app, session)
     try:
-        spec, report = read_learner_data(choice, upload, names, files, data_dir, session_limits(app.settings.max_pixels))
-        request = request_for(spec, backbones, mode, img_size, epochs)
-        images = BUNDLED_COUNTS.get(choice) or sum(report.counts.values())
-        check_time_cap(request, images, app.settings.train_max_s)
+        prepared = prepare_job(app, choice, upload, names, files, backbones, mode, img_size, epochs, session)
     except LEARNER_ERRORS as e:
         yield f"**⚠ {app.public(str(e))}**", keep, keep, keep, keep, keep, keep
         return
+    report, data_dir, images = prepared.report, prepared.data_dir, prepared.images
     shown = report.markdown() + "\n\n" if report else ""
     yield shown + "Training… " + estimate_markdown(choice, report, backbones, mode, img_size, epochs), \
         None, [], None, "", None, keep
-    job = TrainingJob(request, models_dir, app.trained.stop_flag(session), app.settings.train_max_s).start()
+    job = prepared.start(app, session)
     start, drawn = time.perf_counter(), 0.0
     try:
         for new in job.updates():
@@ -77,8 +104,13 @@ def train_models(app: ComparisonApp, choice: str, upload: str | None, names: Seq
                 last = job.history[-1]
                 status = (f"{shown}Training **{last['arch']}** ({last['phase']}): epoch {last['epoch']}/"
                           f"{last['epochs']}, {time.perf_counter() - start:.0f} s so far")
-                yield status, _picture(plot_live_curves(job.history, data_dir.parent / "live.png")), \
-                    keep, keep, keep, keep, keep
+                try:
+                    live = _picture(plot_live_curves(job.history, data_dir.parent / "live.png"))
+                except OSError:
+                    if job.stop.is_set():  # the page was closed: its session's folder is already gone
+                        break
+                    raise
+                yield status, live, keep, keep, keep, keep, keep
     finally:  # a closed tab or the Cancel button ends the generator: stop the thread, which removes its files
         job.cancel()
     if isinstance(job.error, LessonCancelled):
@@ -134,13 +166,8 @@ def train_api(app: ComparisonApp, data: str | None, dataset: str, backbones: Any
     if isinstance(backbones, str):
         backbones = [b.strip() for b in backbones.split(",") if b.strip()]
     choice = dataset if dataset in BUNDLED_COUNTS else UPLOAD
-    data_dir, models_dir = _job_folders(app, session)
     try:
-        spec, report = read_learner_data(choice, data, [], [], data_dir, session_limits(app.settings.max_pixels))
-        request = request_for(spec, backbones, mode, img_size, epochs)
-        images = BUNDLED_COUNTS.get(choice) or sum(report.counts.values())
-        check_time_cap(request, images, app.settings.train_max_s)
-        job = TrainingJob(request, models_dir, app.trained.stop_flag(session), app.settings.train_max_s).start()
+        job = prepare_job(app, choice, data, [], [], backbones, mode, img_size, epochs, session).start(app, session)
         for _ in job.updates():
             pass
     except LEARNER_ERRORS as e:
