@@ -118,6 +118,36 @@ def test_cancel_stops_the_job_and_leaves_no_files(tmp_path):
     assert not (tmp_path / "trained" / "session1").exists()
 
 
+@pytest.mark.heavy
+def test_a_trained_model_answers_with_grad_cam_and_says_which_trust_checks_it_lacks(tmp_path_factory):
+    from ui.settings import Settings
+    from ui.state import ComparisonApp
+    from ui.training import TrainingJob, request_for
+
+    weights = build_tiny_zoo(tmp_path_factory.getbasetemp() / "app-zoo")
+    app = ComparisonApp(Settings(weights=weights, catalog=tmp_path_factory.mktemp("c") / "none.json",
+                                 examples_dir=tmp_path_factory.mktemp("cam-examples")))
+    job = TrainingJob(request_for("chest-xray", ["efficientnet_lite0"], "feature-extraction", 64, 5),
+                      app.trained.models_dir("learner"), app.trained.stop_flag("learner")).start()
+    for _ in job.updates():
+        pass
+    assert job.error is None, job.error
+    trained_id = job.records[0].id
+    xray = str(_xrays()[0][0])
+    result = app.compare(xray, [trained_id, "lenet5-scratch-digits"], cam=True, session="learner")
+    mine = next(r for r in result.results if r.model == trained_id)
+    assert mine.error is None and mine.cam_error is None, (mine.error, mine.cam_error)
+    assert {label for label, _ in mine.top_k} == {"NORMAL", "PNEUMONIA"}
+    heatmap = mine.heatmap
+    assert heatmap is not None and heatmap.ndim == 3 and heatmap.shape[2] == 3 and mine.cam_layer
+    assert heatmap.std() > 1, "the heatmap overlay is flat"
+    # 16 images go to cross-validation: no split is left to fit a temperature, sets or an OOD bank, and the record
+    # says so instead of showing raw figures as calibrated
+    assert mine.temperature is None and mine.prediction_set is None and mine.ood is None
+    assert mine.ood_reason and mine.trust_notes, (mine.ood_reason, mine.trust_notes)
+    app.trained.drop("learner")
+
+
 def test_session_ids_are_checked_and_the_download_holds_loadable_run_folders(tmp_path):
     import timm
     import torch
