@@ -120,9 +120,9 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                 summary = gr.Markdown(elem_id="summary", elem_classes=["summary"])
                 shown_results = gr.State([])  # the last comparison, re-drawn when the probabilities toggle
                 slots = []
-                with gr.Row(equal_height=False):
+                with gr.Row(equal_height=False, elem_id="results-row"):
                     for i in SLOTS:
-                        with gr.Column(visible=False, min_width=220, elem_id=f"col-{i}",
+                        with gr.Column(visible=False, min_width=150, elem_id=f"col-{i}",
                                        elem_classes=["model-column"]) as column:
                             header = gr.Markdown(elem_id=f"header-{i}")
                             banner = gr.Markdown(visible=False, elem_id=f"ood-banner-{i}", elem_classes=["ood-banner"])

@@ -15,6 +15,9 @@ from _app_zoo import build_tiny_zoo, packaged_examples  # noqa: E402
 from _serve import QueueRequests, browser, needs_chromium, serve  # noqa: E402, F401  (browser: the fixture)
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+# the medical page's six models: the two imported classifiers first (the default selection), then the test zoo's
+SIX_MODELS = ["pneumonia-xception", "braintumor-xception", "lenet5-scratch-digits", "lite0-fe-digits",
+              "quadsnet-scratch-digits", "lenet5-meta-lesions"]
 SELECTED = ["lenet5-scratch-digits", "lite0-fe-digits", "quadsnet-scratch-digits", "lenet5-meta-lesions"]
 ONE_OF_SELECTED = re.compile("^(" + "|".join(map(re.escape, SELECTED)) + ")$")
 TRAINED = "lenet5-digits-trained"  # the session's real LeNet-5 digits run, with its trust statistics
@@ -136,7 +139,8 @@ def test_compare_shows_a_prediction_and_a_heatmap_per_model(page):
     assert sorted(headers) == sorted(SELECTED)
     lenet = headers.index("lenet5-scratch-digits")
     expect(page.locator(f"#header-{lenet}")).to_contain_text("trained on digits: 10 classes: 0, 1, 2")
-    expect(page.locator(f"#label-{lenet}")).to_contain_text("(digits)")  # a class reads "8 (digits)"
+    # a class reads as it is named ("8"): the data set is said once, in the header above
+    expect(page.locator(f"#label-{lenet}")).not_to_contain_text("(digits)")
     # the first comparison of this app: the CAM library's import is load time, not Grad-CAM time
     assert grad_cam_ms(page, lenet) < 1000
     expect(page.locator(f"#col-{len(SELECTED)}")).to_be_hidden()
@@ -466,8 +470,9 @@ def medical_page(medical_zoo, tmp_path_factory, browser):
 
     weights, _ = medical_zoo
     tiny = build_tiny_zoo(tmp_path_factory.getbasetemp() / "app-zoo")
-    if not (weights / "lenet5-scratch-digits").exists():
-        shutil.copytree(tiny / "lenet5-scratch-digits", weights / "lenet5-scratch-digits")
+    for name in SIX_MODELS[2:]:  # the two medical models and four small ones: six columns to lay out
+        if not (weights / name).exists():
+            shutil.copytree(tiny / name, weights / name)
     settings = app.Settings(weights=weights, examples_dir=tmp_path_factory.mktemp("medical-examples"))
     demo, local_url = serve(settings)
     page = _open(browser, local_url, 90_000)
@@ -481,9 +486,10 @@ def test_medical_models_by_default_and_an_example_xray_with_its_true_label(medic
 
     page = medical_page
     checked = page.locator("#models input[type=checkbox]:checked")
-    expect(checked).to_have_count(2)
-    assert [checked.nth(i).locator("xpath=..").inner_text().strip() for i in range(2)] == \
-        ["pneumonia-xception", "braintumor-xception"]
+    expect(checked).not_to_have_count(0)
+    names = [checked.nth(i).locator("xpath=..").inner_text().strip() for i in range(checked.count())]
+    # the imported classifiers first; no digits model (the lesions test model counts as medical: its data set is)
+    assert names[:2] == ["pneumonia-xception", "braintumor-xception"] and not any("digits" in n for n in names), names
     caption = "chest X-ray, true label PNEUMONIA: person1946_bacteria_4874.jpeg (pneumonia-model-package)"
     example = page.get_by_text(caption, exact=True)
     expect(example).to_have_count(1)  # captions are unique: the second PNEUMONIA X-ray names its own file
@@ -512,6 +518,38 @@ def test_medical_models_by_default_and_an_example_xray_with_its_true_label(medic
         page.screenshot(path=str(ARTIFACTS / f"app-medical-{width}.png"), full_page=True)
         for i in range(2):
             assert page.locator(f"#header-{i} h3").bounding_box()["width"] > 150
+
+
+def test_six_columns_share_one_row_and_stay_readable_at_laptop_widths(medical_page):
+    from playwright.sync_api import expect
+
+    page = medical_page
+    select_models(page, SIX_MODELS)
+    page.get_by_text("chest X-ray, true label PNEUMONIA: person1946_bacteria_4874.jpeg (pneumonia-model-package)",
+                     exact=True).click()
+    expect(page.locator("#image-info")).to_contain_text("person1946_bacteria_4874.jpeg")
+    page.locator("#compare-button").click()
+    expect(page.locator("#col-5")).to_be_visible(timeout=120_000)
+    expect(page.locator("#label-5")).to_contain_text("%", timeout=120_000)
+    for width in (1400, 1024):
+        page.set_viewport_size({"width": width, "height": 1100})
+        page.locator("#col-0").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / f"app-six-models-{width}.png"), full_page=True)
+        boxes = [page.locator(f"#col-{i}").bounding_box() for i in range(6)]
+        tops = {round(b["y"]) for b in boxes}
+        assert len(tops) == 1, f"at {width} px the columns sit on {len(tops)} rows: {boxes}"
+        assert min(b["width"] for b in boxes) >= 140, f"a column is narrower than 140 px at {width} px: {boxes}"
+        for i in range(6):
+            # the headline (top class) and every class line stay inside their column: named as the classes are
+            # named, never followed by the data set's description
+            overflow = page.locator(f"#label-{i}").evaluate(
+                "el => [...el.querySelectorAll('*')].filter(e => e.scrollWidth > e.clientWidth + 1 && "
+                "getComputedStyle(e).overflowX !== 'visible').length")
+            assert overflow == 0, f"column {i} at {width} px has clipped text"
+            classes = page.locator(f"#label-{i}").inner_text().splitlines()[1:]  # below the block's title
+            assert classes and not any("(" in line for line in classes), \
+                f"a class of column {i} carries more than its name: {classes!r}"
+    page.set_viewport_size({"width": 1500, "height": 1100})
 
 
 def _check_glossary_and_details(page) -> None:

@@ -186,7 +186,7 @@ def test_columns_say_what_the_model_tells_apart():
     from ui.formatting import column_details, column_header, describe_classes, label_scores
     result = inference.ModelResult(model="lenet5-scratch-digits", architecture="lenet5", mode="scratch",
                                    dataset="digits", label_names=DIGITS, top_k=[("8", 0.7), ("3", 0.2)])
-    assert label_scores(result) == {"8 (digits)": 0.7, "3 (digits)": 0.2}
+    assert label_scores(result) == {"8": 0.7, "3": 0.2}  # classes as named; the data set is in the header
     header = column_header(result)
     assert "trained on **digits**" in header and "10 classes: 0, 1, 2, 3, 4, 5, …" in header
     assert "lesions (3 classes: benign, malignant, other)" in column_details(
@@ -225,8 +225,8 @@ def test_column_shows_calibration_the_prediction_set_and_an_ood_banner():
     rule = CSS.split(f".{OOD_FLAGGED_CLASS}")[1].split("}")[0]
     assert "opacity" in rule and "grayscale" in rule
     # calibrated probabilities by default, the raw softmax on request
-    assert label_scores(passed) == {"PNEUMONIA (chest_xray)": 0.81, "NORMAL (chest_xray)": 0.19}
-    assert label_scores(passed, raw=True) == {"PNEUMONIA (chest_xray)": 0.97, "NORMAL (chest_xray)": 0.03}
+    assert label_scores(passed) == {"PNEUMONIA": 0.81, "NORMAL": 0.19}
+    assert label_scores(passed, raw=True) == {"PNEUMONIA": 0.97, "NORMAL": 0.03}
     assert probabilities_title(passed) == "Top classes: calibrated (temperature scaling, T = 2.5)"
     assert probabilities_title(passed, raw=True).startswith("Top classes: raw softmax (uncalibrated")
     text = plain(trust_markdown(flagged))
@@ -234,7 +234,7 @@ def test_column_shows_calibration_the_prediction_set_and_an_ood_banner():
     assert "test ECE 0.045 → 0.018 (270 test images of chest_xray, 15 bins)" in text
     assert "⚠ flagged 0.412 > 0.081" in text and "✓ passed 0.031 ≤ 0.081" in plain(trust_markdown(passed))
     empty = inference.ModelResult(model="m", top_k=[("a", 1.0)], prediction_set=[], prediction_set_coverage=0.9)
-    assert "90% set: {} (empty: no class is plausible enough" in plain(trust_markdown(empty))
+    assert "90% set: {} (empty: no class is probable enough to enter a 90% set; the model is unsure" in plain(trust_markdown(empty))
 
 
 def _full_column() -> inference.ModelResult:
@@ -294,8 +294,7 @@ def test_column_of_a_model_without_trust_statistics_says_why():
         model="pneumonia-xception", dataset="chest_xray", top_k=[("NORMAL", 0.6), ("PNEUMONIA", 0.4)],
         ood_reason="no OOD statistics: the folder has no ood.safetensors",
         trust_notes=["not calibrated: no validation data (16 images)", "no prediction sets: no validation data"])
-    assert label_scores(result) == label_scores(result, raw=True) == {"NORMAL (chest_xray)": 0.6,
-                                                                      "PNEUMONIA (chest_xray)": 0.4}
+    assert label_scores(result) == label_scores(result, raw=True) == {"NORMAL": 0.6, "PNEUMONIA": 0.4}
     assert probabilities_title(result) == "Top classes: raw softmax (not calibrated)"
     text = plain(trust_markdown(result))
     assert "not calibrated: no validation data" in text and "set:" not in text and "ECE" not in text

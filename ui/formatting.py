@@ -33,6 +33,11 @@ RAW_PROBABILITIES_LABEL = "show uncalibrated probabilities"
 
 CSS = """
 .model-column { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px; }
+/* the result columns share one row at any count from 2 to 6: a sixth column never wraps onto a row of its own (a
+   window too narrow for six scrolls the row sideways), and a long word (a class or layer name) breaks inside it */
+#results-row { flex-wrap: nowrap !important; overflow-x: auto; }
+.model-column { overflow-wrap: anywhere; }
+.model-column [data-testid="label-output-value"], .model-column h2 { overflow-wrap: anywhere; font-size: 1.4em; }
 .summary { font-size: 1.05em; }
 .models-table table { display: block; overflow-x: auto; }
 .models-table th, .models-table td { word-break: normal !important; overflow-wrap: normal !important;
@@ -100,14 +105,14 @@ def describe_classes(labels: list[str], shown: int = CLASSES_SHOWN) -> str:
 
 
 def label_scores(result: ModelResult, raw: bool = False) -> dict[str, float] | None:
-    """The top classes for gr.Label, each named with the model's dataset ('8 (digits)'), so a digit model's
-    `8` is not read as a finding of a medical model. Calibrated (temperature-scaled) probabilities when the
-    model has them, unless `raw`; the raw softmax otherwise."""
+    """The top classes for gr.Label, named as the model's classes are named: its data set is said once, in the
+    column's header ("trained on digits: 10 classes"), not after every class, which filled a narrow column with one
+    long description per line. Calibrated (temperature-scaled) probabilities when the model has them, unless
+    `raw`; the raw softmax otherwise."""
     if not result.top_k:
         return None
-    suffix = f" ({result.dataset})" if result.dataset else ""
     shown = result.top_k if raw or result.calibrated_top_k is None else result.calibrated_top_k
-    return {f"{label}{suffix}": p for label, p in shown}
+    return dict(shown)
 
 
 def probabilities_title(result: ModelResult, raw: bool = False) -> str:
@@ -137,7 +142,8 @@ def prediction_set_line(result: ModelResult) -> str | None:
     if result.prediction_set is None or result.prediction_set_coverage is None:
         return None
     members = ", ".join(result.prediction_set)
-    empty = " (empty: no class is plausible enough at this coverage)" if not result.prediction_set else ""
+    empty = (f" (empty: no class is probable enough to enter a {result.prediction_set_coverage:.0%} set; the model "
+             "is unsure about this image)" if not result.prediction_set else "")
     return f"{result.prediction_set_coverage:.0%} set: {{{members}}}{empty}"
 
 
