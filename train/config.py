@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from zoo import HEADS, MODES
+from zoo import HEADS, MODES, TransferMode, ZooError, get_mode
 from zoo.model_config import MAX_INPUT_SIDE
 
 from ._errors import ConfigError
@@ -126,7 +126,10 @@ class TrainConfig:
         if not self.data:
             raise ConfigError("no data given: pass --data SPEC (an image folder, a CSV file, a "
                               "MedMNIST .npz file, or 'digits')")
-        _check_choice("mode", self.mode, MODES)
+        try:
+            get_mode(self.mode)
+        except ZooError as e:
+            raise ConfigError(f"--mode: {e}") from None
         if self.head is not None:
             _check_choice("head", self.head, HEADS)
         _check_choice("augment", self.augment, tuple(AUGMENT_PRESETS))
@@ -189,8 +192,13 @@ class TrainConfig:
         return self.seed if self.split_seed is None else self.split_seed
 
     @property
+    def transfer_mode(self) -> TransferMode:
+        """The --mode with what it implies (frozen backbone, head learning rate, ...)."""
+        return get_mode(self.mode)
+
+    @property
     def use_pretrained(self) -> bool:
-        return self.mode != "scratch" if self.pretrained is None else bool(self.pretrained)
+        return self.transfer_mode.needs_pretrained if self.pretrained is None else bool(self.pretrained)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

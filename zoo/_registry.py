@@ -10,15 +10,10 @@ import difflib
 from dataclasses import dataclass, field
 
 from ._errors import ZooError
+from .modes import MODE_ORDER, MODES  # noqa: F401  (MODE_ORDER: importable from here as before)
 
 __all__ = ["ArchInfo", "MODES", "MODE_ORDER", "SEEDS", "SEED_PAPERS", "register_architecture", "list_architectures",
            "get_architecture"]
-
-MODES = ("scratch", "feature-extraction", "fine-tune", "partial-fine-tune")
-# the same modes in the order to show them: scratch, then the transfer modes from the fewest trained
-# parameters to all of them
-# (tests/test_registry.py checks that it lists exactly MODES)
-MODE_ORDER = ("scratch", "feature-extraction", "partial-fine-tune", "fine-tune")
 
 # The seed papers in ../shared/seeds/, cited by file name.
 SEEDS = {

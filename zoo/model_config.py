@@ -22,9 +22,10 @@ from typing import Any
 import timm
 
 from ._errors import ZooError
-from ._registry import MODES, get_architecture, list_architectures
+from ._registry import get_architecture, list_architectures
 from .archs.metadata import MetadataSchema
 from .archs.variant import HEADS
+from .modes import get_mode
 from .zoo_config import ZooConfig
 
 __all__ = ["check_model_config", "MODEL_ARGS", "PRETRAINED_SOURCE_KEYS", "MAX_CLASSES", "MAX_INPUT_SIDE",
@@ -264,7 +265,10 @@ def check_model_config(config: Any, source: str) -> None:
             _fail(source, f"zoo field {name!r}",
                   f"must be between 0 and {MAX_PARAMS:,} (the zoo's limit), got {value:,}")
     if zoo_cfg.mode is not None:
-        _choice(source, "zoo field 'mode'", zoo_cfg.mode, MODES)
+        try:
+            get_mode(zoo_cfg.mode)
+        except ZooError as e:
+            raise ZooError(f"{source}: zoo field 'mode': {e} {FIX.capitalize()}.") from None
     if zoo_cfg.head is not None:
         _choice(source, "zoo field 'head'", zoo_cfg.head, HEADS)
     if zoo_cfg.trainable_stages is not None:
