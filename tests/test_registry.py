@@ -32,8 +32,8 @@ def test_mode_order_shows_every_mode_once():
 
 @pytest.mark.parametrize("name", ARCHS)
 def test_input_sizes_are_the_families_default_cfgs(name):
-    # one declaration: the registry's sizes are read from the family's default_cfgs, so they cannot disagree
-    # (googlenet's and nasnet_mobile's minimum once stood at 32 px here and at 31 / 3 px in their family files)
+    # one declaration: the registry's sizes are read from the family's default_cfgs, so no typed second copy can
+    # drift from them
     a = zoo.get_architecture(name)
     cfg = timm.models.get_pretrained_cfg(a.imagenet_tag or a.timm_name)
     assert a.default_input_size == tuple(cfg.input_size)
