@@ -134,6 +134,12 @@ def test_unknown_zoo_keys_are_kept_and_known_ones_are_typed(run):
     [entry] = discover_models(folder.parent, catalog=folder.parent / "none.json")
     assert not entry.available and "params_total" in entry.reason
 
+    config["zoo"].update(params_total=None, mode="freeze")  # a mode this zoo does not know: named, with the choices
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(zoo.ZooError, match=r"config\.json: zoo field 'mode': Unknown mode 'freeze'; choose one of "
+                                           r"the transfer modes: scratch, .*\. Fix config\.json or save the model"):
+        zoo.load_pretrained(folder)
+
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     from zoo.fileio import atomic_write

@@ -44,6 +44,14 @@ def test_bundled_medical_datasets_are_the_packaged_images():
     assert "10.17632/rscbjbr9sj.2" in chest.description and "licence not verified" in brain.description
 
 
+def test_every_mode_has_lesson_defaults():
+    # the lesson's per-mode defaults follow zoo.MODES: a mode added to the zoo needs its epochs and learning rate
+    assert set(lesson.DEFAULT_EPOCHS) == set(lesson.MODE_LR) == set(zoo.MODES)
+    request = lesson.LessonRequest("chest-xray", ("efficientnet_lite0",), mode="scratch")
+    assert request.transfer_mode is zoo.get_mode("scratch")
+    assert request.size_for("efficientnet_lite0") == lesson.FALLBACK_IMG_SIZE  # a big backbone from scratch: small input
+
+
 def test_intervals_are_wilson_and_contain_the_estimate():
     low, high = lesson.wilson_interval(11, 16)
     assert (round(low, 3), round(high, 3)) == (0.444, 0.858)   # Wilson 95 % for 11/16

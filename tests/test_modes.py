@@ -1,10 +1,56 @@
 """Transfer-learning modes, initialisation schemes and the errors of create_model."""
+import ast
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 import zoo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_modes_keep_their_public_spelling_and_order():
+    assert zoo.MODES == ("scratch", "feature-extraction", "fine-tune", "partial-fine-tune")
+    assert zoo.MODE_ORDER == ("scratch", "feature-extraction", "partial-fine-tune", "fine-tune")
+    assert [zoo.get_mode(name).name for name in zoo.MODES] == list(zoo.MODES)
+
+
+def test_each_mode_carries_what_it_implies():
+    scratch, frozen, fine, partial = (zoo.get_mode(m) for m in zoo.MODES)
+    assert not scratch.needs_pretrained and all(m.needs_pretrained for m in (frozen, fine, partial))
+    assert [m.frozen_backbone for m in (scratch, frozen, fine, partial)] == [False, True, False, False]
+    assert [m.freezes for m in (scratch, frozen, fine, partial)] == [False, True, False, True]
+    assert [m.uses_trainable_stages for m in (scratch, frozen, fine, partial)] == [False, False, False, True]
+    assert [m.head_lr_multiplier for m in (scratch, frozen, fine, partial)] == [1.0, 1.0, 10.0, 10.0]
+
+
+@pytest.mark.parametrize("bad", ["transfer", "Fine-Tune", None, 3])
+def test_an_unknown_mode_is_named_with_the_choices(bad):
+    with pytest.raises(zoo.ZooError, match=rf"Unknown mode {bad!r}; choose one of the transfer modes: "
+                                           r"scratch, feature-extraction, fine-tune, partial-fine-tune"):
+        zoo.get_mode(bad)
+
+
+def _mode_tuples(path: Path) -> list[str]:
+    """Tuple, list and set literals in `path` that spell two or more mode names: a second declaration."""
+    names = set(zoo.MODES)
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            spelled = [e.value for e in node.elts if isinstance(e, ast.Constant) and e.value in names]
+            if len(spelled) >= 2:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {spelled}")
+    return found
+
+
+def test_modes_are_declared_once():
+    """No source file lists the modes again (e.g. `mode in ("fine-tune", "partial-fine-tune")`): such a list drifts
+    when a mode is added. Ask zoo.get_mode(name) for the property instead."""
+    sources = [p for folder in ("zoo", "train", "ui", "scripts", "benchmarks") for p in (ROOT / folder).rglob("*.py")]
+    found = [hit for path in sources + [ROOT / "app.py"] for hit in _mode_tuples(path)]
+    assert not found, "modes listed again instead of read from zoo.modes: " + "; ".join(found)
 
 
 def test_feature_extraction_trains_exactly_the_head():

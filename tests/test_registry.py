@@ -30,6 +30,29 @@ def test_mode_order_shows_every_mode_once():
     assert zoo.MODE_ORDER[0] == "scratch"
 
 
+@pytest.mark.parametrize("name", ARCHS)
+def test_input_sizes_are_the_families_default_cfgs(name):
+    # one declaration: the registry's sizes are read from the family's default_cfgs, so no typed second copy can
+    # drift from them
+    a = zoo.get_architecture(name)
+    cfg = timm.models.get_pretrained_cfg(a.imagenet_tag or a.timm_name)
+    assert a.default_input_size == tuple(cfg.input_size)
+    if cfg.min_input_size is not None:
+        assert a.min_input_size == tuple(cfg.min_input_size)
+
+
+@pytest.mark.parametrize("name", ["googlenet", "nasnet_mobile"])
+def test_the_smallest_registered_input_runs(name):
+    # the smallest input that runs, measured: one pixel less fails inside torch (an empty pooling output for
+    # GoogLeNet, a 3x3 stem convolution larger than the image for NASNet-A Mobile)
+    c, h, w = zoo.get_architecture(name).min_input_size
+    model = zoo.create_model(name, num_classes=2).train()
+    out = model(torch.randn(2, c, h, w))
+    (out[0] if isinstance(out, tuple) else out).sum().backward()
+    with pytest.raises(zoo.ZooError, match=f"at least {h}x{w}"):
+        model(torch.randn(2, c, h - 1, w - 1))
+
+
 def test_duplicate_registration_raises():
     with pytest.raises(ValueError, match="already registered"):
         zoo._registry.register_architecture(zoo.get_architecture("resnet50"))

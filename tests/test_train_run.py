@@ -1,4 +1,5 @@
 """End-to-end runs: every mode writes a complete, loadable, documented run folder."""
+import contextlib
 import json
 import os
 import signal
@@ -233,6 +234,24 @@ def test_modes_and_heads_are_the_zoos():
         TrainConfig(arch="lenet5", data="digits", mode=mode).validate()
     with pytest.raises(ConfigError, match="--head 'bogus' is not one of"):
         TrainConfig(arch="lenet5", data="digits", head="bogus").validate()
+    with pytest.raises(ConfigError, match="--mode: Unknown mode 'freeze'; choose one of the transfer modes: scratch"):
+        TrainConfig(arch="lenet5", data="digits", mode="freeze").validate()
+
+
+@pytest.mark.parametrize("mode, head_lr, expected", [
+    ("scratch", None, {"all": 1e-3}), ("feature-extraction", None, {"all": 1e-3}),
+    ("fine-tune", None, {"backbone": 1e-3, "head": 1e-2}), ("partial-fine-tune", None, {"backbone": 1e-3, "head": 1e-2}),
+    ("fine-tune", 5e-3, {"backbone": 1e-3, "head": 5e-3}),
+])
+def test_the_optimizer_gives_the_head_its_own_rate_in_the_fine_tune_modes(mode, head_lr, expected):
+    from train import TrainConfig
+    from train.engine import build_optimizer
+
+    cfg = TrainConfig(arch="lenet5", data="digits", mode=mode, lr=1e-3, head_lr=head_lr)
+    with pytest.warns(UserWarning) if mode != "scratch" else contextlib.nullcontext():  # lenet5 has no ImageNet weights
+        model = zoo.create_model("lenet5", num_classes=10, mode=mode, trainable_stages=2)
+    groups = {g["name"]: g["lr"] for g in build_optimizer(model, cfg).param_groups}
+    assert groups == pytest.approx(expected)
 
 
 def test_ctrl_c_on_the_command_line_saves_and_resume_finishes(tmp_path, folder):

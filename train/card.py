@@ -106,7 +106,7 @@ def card_sections(cfg: TrainConfig, source: DataSource, splits: Splits, data_con
                              for c, n in enumerate(names)])]
     epochs_run = len(history)
     lr_text = f"{cfg.lr:g}"
-    if cfg.mode in ("fine-tune", "partial-fine-tune") and history and "head_lr" in history[0]:
+    if cfg.transfer_mode.separate_head_lr and history and "head_lr" in history[0]:
         lr_text += f" (backbone), {history[0]['head_lr']:g} (head)"
     recipe = [
         f"- Transfer mode: **{cfg.mode}**"

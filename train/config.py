@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from zoo import HEADS, MODES
+from zoo import HEADS, MODES, TransferMode, ZooError, get_mode
 from zoo.model_config import MAX_INPUT_SIDE
 
 from ._errors import ConfigError
@@ -126,7 +126,10 @@ class TrainConfig:
         if not self.data:
             raise ConfigError("no data given: pass --data SPEC (an image folder, a CSV file, a "
                               "MedMNIST .npz file, or 'digits')")
-        _check_choice("mode", self.mode, MODES)
+        try:
+            get_mode(self.mode)
+        except ZooError as e:
+            raise ConfigError(f"--mode: {e}") from None
         if self.head is not None:
             _check_choice("head", self.head, HEADS)
         _check_choice("augment", self.augment, tuple(AUGMENT_PRESETS))
@@ -189,8 +192,13 @@ class TrainConfig:
         return self.seed if self.split_seed is None else self.split_seed
 
     @property
+    def transfer_mode(self) -> TransferMode:
+        """The --mode with what it implies (frozen backbone, head learning rate, ...)."""
+        return get_mode(self.mode)
+
+    @property
     def use_pretrained(self) -> bool:
-        return self.mode != "scratch" if self.pretrained is None else bool(self.pretrained)
+        return self.transfer_mode.needs_pretrained if self.pretrained is None else bool(self.pretrained)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -242,9 +250,6 @@ def _none_or(kind):
 
 def build_parser() -> argparse.ArgumentParser:
     """The `python -m train` parser; defaults are TrainConfig's."""
-    def aug_help() -> str:
-        return "; ".join(f"'{k}': {v}" for k, v in AUGMENT_PRESETS.items()).replace("%", "%%")
-
     parser = argparse.ArgumentParser(
         prog="python -m train",
         description="Train a zoo model on a dataset and write evaluated, documented weights in the\n"
@@ -264,7 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", metavar="RUN", default=None,
                         help="continue the interrupted run in folder RUN with its saved configuration "
                              "and checkpoint; it ends with the metrics an uninterrupted run would have")
+    for add_options in (_add_model_options, _add_data_options, _add_augmentation_options,
+                        _add_optimisation_options, _add_cache_options, _add_output_options, _add_publishing_options):
+        add_options(parser)
+    parser.set_defaults(**{k: v for k, v in _DEFAULTS.items() if k != "extra"})
+    return parser
 
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The "model" options."""
     g = parser.add_argument_group("model")
     g.add_argument("--arch", help="zoo architecture name (zoo.list_architectures())")
     g.add_argument("--mode", choices=MODES,
@@ -290,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the square input size of the model's pretrained config (the "
                         "saved config.json records the size trained at); default: the model's own")
 
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    """The "data" options."""
     g = parser.add_argument_group("data")
     g.add_argument("--data", metavar="SPEC",
                    help="an ImageFolder directory (one subfolder per class, optionally inside "
@@ -320,9 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=_none_or(int),
                    help="data loader worker processes; default: 0 for in-memory data, else up to 4")
 
+
+def _add_augmentation_options(parser: argparse.ArgumentParser) -> None:
+    """The "augmentation and class imbalance" options."""
     g = parser.add_argument_group("augmentation and class imbalance")
+    presets = "; ".join(f"'{k}': {v}" for k, v in AUGMENT_PRESETS.items()).replace("%", "%%")
     g.add_argument("--augment", choices=tuple(AUGMENT_PRESETS),
-                   help="training augmentation preset: " + aug_help() + ". Augmentation changes the "
+                   help="training augmentation preset: " + presets + ". Augmentation changes the "
                         "input every epoch, so feature extraction then runs the frozen backbone "
                         "every epoch instead of using the feature cache")
     g.add_argument("--loss", choices=tuple(LOSSES),
@@ -338,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --synthetic: top each class up to R x the largest class's real training "
                         "count (1.0: balanced), as far as DIR has images of that class")
 
+
+def _add_optimisation_options(parser: argparse.ArgumentParser) -> None:
+    """The "optimisation" options."""
     g = parser.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="maximum number of epochs")
     g.add_argument("-b", "--batch-size", type=int, help="batch size (Ali et al.'s QuadSNet paper and Do Hoang's Soft-Attention paper use 32)")
@@ -368,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use only deterministic PyTorch kernels (slower on GPU)")
     g.add_argument("--device", help="auto, cpu, cuda or cuda:N")
 
+
+def _add_cache_options(parser: argparse.ArgumentParser) -> None:
+    """The "feature-extraction cache" options."""
     g = parser.add_argument_group("feature-extraction cache")
     g.add_argument("--cache", choices=CACHE_MODES,
                    help="feature-extraction mode runs the frozen backbone once and trains the head "
@@ -377,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "Any --augment other than none disables the cache (logged)")
     g.add_argument("--cache-dir", help="folder for disk feature caches")
 
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    """The "output" options."""
     g = parser.add_argument_group("output")
     g.add_argument("--out", help="run folder; default: weights/<name>")
     g.add_argument("--name", help="run name; default: <arch>-<mode>-<dataset>")
@@ -389,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-q", "--quiet", action=argparse.BooleanOptionalAction,
                    help="no progress bars or per-epoch lines; warnings and the result still print")
 
+
+def _add_publishing_options(parser: argparse.ArgumentParser) -> None:
+    """The "publishing" options."""
     g = parser.add_argument_group("publishing")
     g.add_argument("--push-to-hub", type=_none_or(str), metavar="OWNER/NAME",
                    help="after the run, push the run folder's publishable files (weights, config.json, "
@@ -402,8 +434,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --push-to-hub: push to this branch (created if missing) instead of main")
     g.add_argument("--commit-message", type=_none_or(str), metavar="MSG",
                    help="with --push-to-hub: the commit summary; default: 'Upload RUN: ARCH (MODE)'")
-    parser.set_defaults(**{k: v for k, v in _DEFAULTS.items() if k != "extra"})
-    return parser
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):

@@ -116,8 +116,10 @@ def _ignore_stop_signals(worker_id: int) -> None:
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam, AdamW or SGD; fine-tune modes get the zoo's head/backbone parameter groups."""
     import zoo
-    if cfg.mode in ("fine-tune", "partial-fine-tune"):
-        groups = zoo.param_groups(model, cfg.lr, head_lr=cfg.head_lr, weight_decay=cfg.weight_decay)
+    mode = cfg.transfer_mode
+    if mode.separate_head_lr:
+        head_lr = cfg.lr * mode.head_lr_multiplier if cfg.head_lr is None else cfg.head_lr
+        groups = zoo.param_groups(model, cfg.lr, head_lr=head_lr, weight_decay=cfg.weight_decay)
     else:
         params = [p for p in model.parameters() if p.requires_grad]
         groups = [dict(params=params, lr=cfg.lr, weight_decay=cfg.weight_decay, name="all")]

@@ -28,6 +28,8 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save
 
+from zoo.modes import get_mode
+
 from .checkpoint import atomic_write
 from .data import DataSource, data_fingerprint
 
@@ -61,7 +63,7 @@ def _feature_shape(model: nn.Module, level: str, input_size: tuple[int, int, int
 def plan_cache(model: nn.Module, mode: str, cache: str, augment: str, num_images: int,
                input_size: tuple[int, int, int], max_bytes: int = DEFAULT_MAX_BYTES) -> CachePlan:
     """Decide whether and at which level features can be cached for this run."""
-    if mode != "feature-extraction":
+    if not get_mode(mode).frozen_backbone:
         return CachePlan(None, f"mode {mode!r} trains the backbone, so its features change every step")
     if cache == "off":
         return CachePlan(None, "--cache off: the frozen backbone runs on every batch of every epoch")

@@ -103,9 +103,14 @@ class LessonRequest:
         """The input size `arch` trains at: the request's, else the per-backbone default."""
         if self.img_size is not None:
             return self.img_size
-        if self.mode == "scratch" and arch != SCRATCH_ARCH:
+        if not self.transfer_mode.needs_pretrained and arch != SCRATCH_ARCH:
             return FALLBACK_IMG_SIZE
         return DEFAULT_IMG_SIZES.get(arch, FALLBACK_IMG_SIZE)
+
+    @property
+    def transfer_mode(self) -> zoo.TransferMode:
+        """The chosen mode with what it implies (frozen backbone, pretrained weights, ...)."""
+        return zoo.get_mode(self.mode)
 
     @property
     def epochs_or_default(self) -> int:
@@ -113,8 +118,10 @@ class LessonRequest:
 
     def check(self) -> "LessonRequest":
         """Refuse an unknown mode, no backbone, or an unknown backbone, naming the value."""
-        if self.mode not in zoo.MODES:
-            raise ConfigError(f"mode {self.mode!r} is not a transfer mode; choose one of {', '.join(zoo.MODES)}")
+        try:
+            zoo.get_mode(self.mode)
+        except zoo.ZooError as e:
+            raise ConfigError(str(e)) from None
         if not self.backbones:
             raise ConfigError("no backbone chosen; pick at least one (available_backbones() lists them)")
         for arch in self.backbones:
@@ -268,7 +275,7 @@ def estimate_seconds(request: LessonRequest, num_images: int) -> float:
     for arch in request.backbones:
         size = request.size_for(arch)
         per_image = FORWARD_MS_224.get(arch, zoo.get_architecture(arch).num_params / 2e5) / 1000 * (size / 224) ** 2
-        if request.mode == "feature-extraction":
+        if request.transfer_mode.frozen_backbone:  # its features are computed once and cached
             compute = num_images * per_image
         else:
             compute = 3 * per_image * trained * request.epochs_or_default
@@ -328,7 +335,7 @@ class _Job:
         return bool(self.should_stop and self.should_stop())
 
     def source_for(self, arch: str, mode: str, size: int) -> DataSource:
-        if mode == "feature-extraction":  # the feature memo decodes each image once anyway
+        if zoo.get_mode(mode).frozen_backbone:  # the feature memo decodes each image once anyway
             return self.source
         side = math.ceil(size / 0.875)  # room for the model's own resize and centre crop (crop_pct 0.875 or more)
         if side not in self.decoded:
@@ -450,10 +457,10 @@ def _train_backbone(job: _Job, arch: str) -> LessonRecord:
         matrix = np.asarray(result.test["confusion_matrix"])
         n = {"images": len(everything), **{name: len(part) for name, part in indices.items()}}
         protocol = f"held-out test split ({n['test']} images) of a stratified train/validation/test split"
-    if request.mode != "feature-extraction" and not source.in_memory:
+    if not request.transfer_mode.frozen_backbone and not source.in_memory:
         notes.append("images were decoded once and centre-cropped in memory before training, so each epoch "
                      "reads them quickly")
-    if request.mode == "scratch" or not zoo.get_architecture(arch).has_imagenet_weights:
+    if not request.transfer_mode.needs_pretrained or not zoo.get_architecture(arch).has_imagenet_weights:
         notes.append("trained from random weights: with few images expect little better than chance")
     total, trainable = result.params
     return LessonRecord(id=run_dir.name, arch=arch, mode=request.mode, dataset=source.name, n=n,

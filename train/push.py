@@ -207,9 +207,9 @@ def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, revisi
     _check_reachable(endpoint, run_dir)
 
     config = json.loads((run_dir / CONFIG_NAME).read_text(encoding="utf-8"))
-    zoo_cfg = ZooConfig.from_dict(config.get("zoo"), source=str(run_dir / CONFIG_NAME))
-    message = commit_message or (f"Upload {run_dir.name}: {zoo_cfg.architecture or config['architecture']} "
-                                 f"({zoo_cfg.mode or 'unknown mode'})")
+    zoo_config = ZooConfig.from_dict(config.get("zoo"), source=str(run_dir / CONFIG_NAME))
+    message = commit_message or (f"Upload {run_dir.name}: {zoo_config.architecture or config['architecture']} "
+                                 f"({zoo_config.mode or 'unknown mode'})")
     api = HfApi(endpoint=endpoint, token=token)
     _logger.info("pushing %d files from %s to %s@%s", len(files), run_dir, repo_id, branch)
     try:

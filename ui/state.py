@@ -213,7 +213,7 @@ def medical_rank(entry: ModelEntry) -> tuple[int, str] | None:
     dataset = (entry.dataset or "").lower()
     if not dataset or dataset.startswith(NON_MEDICAL_DATASETS):
         return None
-    source = entry.zoo_cfg.get("source")
+    source = entry.zoo_config.extra.get("source")
     package = source.get("package") if isinstance(source, dict) else None
     packages = [c.package for c in MEDICAL_CLASSIFIERS.values()]
     return (packages.index(package) if package in packages else len(packages), entry.id)

@@ -10,21 +10,22 @@ from .archs import variant as _variant  # noqa: F401  (registers zoo_variant)
 from ._builder import create_model, resolve_data_config
 from ._errors import ZooError
 from ._hub import check_hub_reachable, clean_cache, load_pretrained, save_pretrained
-from ._registry import MODE_ORDER, MODES, ArchInfo, get_architecture, list_architectures
+from ._registry import ArchInfo, get_architecture, list_architectures
 from .archs.metadata import MetadataSchema
 from .archs.variant import HEADS
 from .backends import BACKENDS, load_backend
 from .cam import cam_target_layers
-from .modes import apply_mode, backbone_stages, count_params, head_parameters, param_groups
+from .modes import (MODE_ORDER, MODES, TransferMode, apply_mode, backbone_stages, count_params, get_mode,
+                    head_parameters, param_groups)
 from .offline_weights import offline_imagenet_weights
 from .onnx_export import export_onnx
 from .weight_init import INIT_SCHEMES, init_weights
 from .zoo_config import ZooConfig
 
 __all__ = [
-    "ArchInfo", "BACKENDS", "HEADS", "INIT_SCHEMES", "MODES", "MODE_ORDER", "MetadataSchema", "ZooConfig", "ZooError",
-    "apply_mode", "backbone_stages", "cam_target_layers", "check_hub_reachable", "clean_cache", "count_params",
-    "create_model", "export_onnx", "get_architecture", "head_parameters", "init_weights", "list_architectures",
-    "load_backend", "load_pretrained",
+    "ArchInfo", "BACKENDS", "HEADS", "INIT_SCHEMES", "MODES", "MODE_ORDER", "MetadataSchema", "TransferMode",
+    "ZooConfig", "ZooError", "apply_mode", "backbone_stages", "cam_target_layers", "check_hub_reachable",
+    "clean_cache", "count_params", "create_model", "export_onnx", "get_architecture", "get_mode",
+    "head_parameters", "init_weights", "list_architectures", "load_backend", "load_pretrained",
     "offline_imagenet_weights", "param_groups", "resolve_data_config", "save_pretrained",
 ]

@@ -8,11 +8,11 @@ from torch import nn
 
 from ._errors import ZooError
 from ._hub import check_hub_reachable, load_matching
-from ._registry import MODES, get_architecture
+from ._registry import get_architecture
 from .archs.metadata import MetadataSchema
 from .archs.variant import HEADS
 from .input_guard import guard_input_size
-from .modes import apply_mode, head_modules
+from .modes import apply_mode, get_mode, head_modules
 from .offline_weights import offline_pretrained_cfg
 from .weight_init import init_weights
 from .zoo_config import ZooConfig
@@ -56,10 +56,7 @@ def create_model(
     Extra kwargs (drop_rate, aux_logits, ...) go to the model constructor.
     """
     info = get_architecture(name)
-    if mode is None:
-        mode = "fine-tune" if pretrained else "scratch"
-    if mode not in MODES:
-        raise ZooError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
+    mode = get_mode(("fine-tune" if pretrained else "scratch") if mode is None else mode)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
         raise ZooError(f"num_classes must be an integer >= 0 (0: pooled features, no classifier), "
                        f"got {num_classes!r}.")
@@ -70,8 +67,8 @@ def create_model(
         raise ZooError(f"Unknown head {head!r}; choose one of {', '.join(HEADS)} or None.")
     if metadata_schema is not None and (head is None or "metadata" not in head):
         raise ZooError("metadata_schema needs a metadata head: pass head='metadata' or 'soft_attention+metadata'.")
-    if mode == "scratch" and pretrained:
-        raise ZooError("mode='scratch' trains from initialisation, so pretrained=True contradicts it; "
+    if pretrained and not mode.needs_pretrained:
+        raise ZooError(f"mode={mode.name!r} trains from initialisation, so pretrained=True contradicts it; "
                        "use mode='fine-tune' or 'feature-extraction' with pretrained weights.")
     in_chans = info.default_input_size[0] if in_chans is None else in_chans
     if in_chans not in (1, 3):
@@ -93,13 +90,13 @@ def create_model(
         init_weights(head_modules(model) if pretrained else model, init, bias=bias_init)
     elif bias_init != "zeros":
         raise ZooError("bias_init needs an init scheme (init=...).")
-    if mode == "fine-tune" and not pretrained:
-        warnings.warn(f"mode='fine-tune' without pretrained weights trains {name} from scratch.", stacklevel=2)
+    if not pretrained and mode.needs_pretrained and not mode.freezes:  # a freezing mode warns in apply_mode
+        warnings.warn(f"mode={mode.name!r} without pretrained weights trains {name} from scratch.", stacklevel=2)
     apply_mode(model, mode, trainable_stages=trainable_stages, pretrained=pretrained)
     model.zoo_cfg = ZooConfig(
-        architecture=name, mode=mode, head=head, pretrained=bool(pretrained),
+        architecture=name, mode=mode.name, head=head, pretrained=bool(pretrained),
         weights=(info.imagenet_tag if not info.offline_weights else f"{name}.offline_in1k") if pretrained else None,
-        init=init, trainable_stages=trainable_stages if mode == "partial-fine-tune" else None).to_dict()
+        init=init, trainable_stages=trainable_stages if mode.uses_trainable_stages else None).to_dict()
     model.pretrained_cfg = _cfg_for_channels(model.pretrained_cfg, in_chans, info.min_input_size)
     if not pretrained:  # initialised here: the default weights' tag, licence and source describe other weights
         model.pretrained_cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in WEIGHTS_PROVENANCE}

@@ -117,14 +117,14 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, label_names: li
     if label_names is not None and len(label_names) != model.num_classes:
         raise ZooError(f"{len(label_names)} label_names for a model with {model.num_classes} outputs.")
     total, trainable = count_params(model)
-    zoo_cfg = ZooConfig.from_dict({**ZooConfig.from_model(model).to_dict(), "dataset": dataset,
+    zoo_config = ZooConfig.from_dict({**ZooConfig.from_model(model).to_dict(), "dataset": dataset,
                                    **(extra_config or {}), "params_total": total, "params_trainable": trainable},
                                   source="save_pretrained (model.zoo_cfg, dataset, extra_config)")
-    model_config = {"zoo": zoo_cfg.to_dict()}
+    model_config = {"zoo": zoo_config.to_dict()}
     if label_names is not None:
         model_config["label_names"] = list(label_names)
 
-    model.pretrained_cfg = _published_pretrained_cfg(model, zoo_cfg.architecture)
+    model.pretrained_cfg = _published_pretrained_cfg(model, zoo_config.architecture)
 
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_write(folder / WEIGHTS_NAME) as f:
@@ -177,28 +177,28 @@ _METRIC_NAMES = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy
 def model_card(config: dict, metrics: dict[str, float] | None = None, sections: dict[str, str] | None = None,
                name: str = "model") -> str:
     """A Hub model card: YAML header (library, pipeline, tags, datasets, model-index) and sections."""
-    zoo_cfg = ZooConfig.from_dict(config.get("zoo"), source=f"{name}'s {CONFIG_NAME}")
-    arch = zoo_cfg.architecture or config["architecture"]
+    zoo_config = ZooConfig.from_dict(config.get("zoo"), source=f"{name}'s {CONFIG_NAME}")
+    arch = zoo_config.architecture or config["architecture"]
     info = _arch_info(arch)
-    dataset = zoo_cfg.dataset or "unspecified"
+    dataset = zoo_config.dataset or "unspecified"
     metrics = {k: float(v) for k, v in (metrics or {}).items()}
     header = {
         "library_name": "timm",
         "pipeline_tag": "image-classification",
         # a run whose zoo block states its licence (null: none known) says so; the zoo's own runs: apache-2.0
-        "license": (zoo_cfg.extra["license"] or "unknown") if "license" in zoo_cfg.extra else "apache-2.0",
-        "tags": ["image-classification", "timm", "transfer-learning", *(["medical-imaging"] if zoo_cfg.medical else []),
-                 arch, str(zoo_cfg.mode or "unknown-mode")],
+        "license": (zoo_config.extra["license"] or "unknown") if "license" in zoo_config.extra else "apache-2.0",
+        "tags": ["image-classification", "timm", "transfer-learning",
+                 *(["medical-imaging"] if zoo_config.medical else []), arch, str(zoo_config.mode or "unknown-mode")],
     }
-    base_model = _base_model(zoo_cfg, info)
+    base_model = _base_model(zoo_config, info)
     if base_model:  # the Hub links a fine-tuned model to the weights it started from
         header["base_model"] = base_model
-    if zoo_cfg.dataset_id:  # only a real Hub data set id belongs here
-        header["datasets"] = [zoo_cfg.dataset_id]
+    if zoo_config.dataset_id:  # only a real Hub data set id belongs here
+        header["datasets"] = [zoo_config.dataset_id]
     if metrics:
         header["model-index"] = [{"name": name, "results": [{
             "task": {"type": "image-classification", "name": "Image Classification"},
-            "dataset": {"name": dataset, "type": zoo_cfg.dataset_id or dataset},
+            "dataset": {"name": dataset, "type": zoo_config.dataset_id or dataset},
             "metrics": [{"type": k, "name": _METRIC_NAMES.get(k, k), "value": v} for k, v in metrics.items()],
         }]}]
     pcfg = config.get("pretrained_cfg", {})
@@ -206,13 +206,13 @@ def model_card(config: dict, metrics: dict[str, float] | None = None, sections: 
     lines = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "",
              f"# {name}", "",
              f"A `{arch}` image classifier from the transfer-learning model zoo, trained in "
-             f"**{zoo_cfg.mode or 'unknown'}** mode" + (f" on **{dataset}**." if dataset else "."), "",
+             f"**{zoo_config.mode or 'unknown'}** mode" + (f" on **{dataset}**." if dataset else "."), "",
              "## Model details", "",
              f"- Architecture: `{arch}`" + (f" ({info.family} family; {info.paper})" if info else ""),
              *([f"- Surveyed in: {'; '.join(info.surveyed_in)}"] if info and info.surveyed_in else []),
-             f"- Transfer mode: {zoo_cfg.mode}; head: {zoo_cfg.head or 'linear classifier'}; "
-             f"initial weights: {zoo_cfg.weights or 'random (' + str(zoo_cfg.init or 'default') + ' init)'}",
-             f"- Parameters: {zoo_cfg.params_total or 0:,} total, {zoo_cfg.params_trainable or 0:,} trained",
+             f"- Transfer mode: {zoo_config.mode}; head: {zoo_config.head or 'linear classifier'}; "
+             f"initial weights: {zoo_config.weights or 'random (' + str(zoo_config.init or 'default') + ' init)'}",
+             f"- Parameters: {zoo_config.params_total or 0:,} total, {zoo_config.params_trainable or 0:,} trained",
              f"- Input: {pcfg.get('input_size')} (channels, height, width), mean {pcfg.get('mean')}, "
              f"std {pcfg.get('std')}, interpolation {pcfg.get('interpolation')}",
              f"- Classes ({config.get('num_classes')}): {', '.join(map(str, labels)) if labels else 'unnamed'}", ""]
@@ -229,9 +229,9 @@ def model_card(config: dict, metrics: dict[str, float] | None = None, sections: 
     return "\n".join(lines)
 
 
-def _base_model(zoo_cfg: ZooConfig, info: ArchInfo | None) -> str | None:
+def _base_model(zoo_config: ZooConfig, info: ArchInfo | None) -> str | None:
     """The Hub repo of timm's ImageNet weights the model started from (None: scratch, or weights not on the Hub)."""
-    if zoo_cfg.pretrained and info is not None and info.imagenet_tag and zoo_cfg.weights == info.imagenet_tag:
+    if zoo_config.pretrained and info is not None and info.imagenet_tag and zoo_config.weights == info.imagenet_tag:
         return f"timm/{info.imagenet_tag}"
     return None
 
@@ -458,7 +458,7 @@ def _build_for_weights(arch: str, weights: dict[str, torch.Tensor], source: str,
 
 
 def load_pretrained(source: str | os.PathLike, revision: str | None = None) -> nn.Module:
-    """A model from a run folder or a Hub repo id ("owner/name"), in eval mode, with its zoo_cfg and labels.
+    """A model from a run folder or a Hub repo id ("owner/name"), in eval mode, with its model.zoo_cfg and label_names.
 
     config.json is checked before anything is built (zoo.model_config: types, size limits, only the
     model_args keys the zoo writes); the model is built with pretrained=False, so no path or URL in the
@@ -481,14 +481,14 @@ def load_pretrained(source: str | os.PathLike, revision: str | None = None) -> n
     if config.get("label_names"):
         pretrained_cfg["label_names"] = list(config["label_names"])
     model = _build_for_weights(arch, weights, str(source), pretrained_cfg=pretrained_cfg, **model_args)
-    zoo_cfg = ZooConfig.from_dict(config.get("zoo"), source=f"{source}'s {CONFIG_NAME}")
-    zoo_cfg.architecture = zoo_cfg.architecture or arch
-    zoo_cfg.mode = zoo_cfg.mode or "fine-tune"
-    model.zoo_cfg = zoo_cfg.to_dict()
+    zoo_config = ZooConfig.from_dict(config.get("zoo"), source=f"{source}'s {CONFIG_NAME}")
+    zoo_config.architecture = zoo_config.architecture or arch
+    zoo_config.mode = zoo_config.mode or "fine-tune"
+    model.zoo_cfg = zoo_config.to_dict()
     model.label_names = list(config.get("label_names") or [str(i) for i in range(config["num_classes"])])
-    apply_mode(model, zoo_cfg.mode, trainable_stages=zoo_cfg.trainable_stages or 1, pretrained=True)
+    apply_mode(model, zoo_config.mode, trainable_stages=zoo_config.trainable_stages or 1, pretrained=True)
     if "min_input_size" not in model.pretrained_cfg:
-        info = _arch_info(zoo_cfg.architecture)
+        info = _arch_info(zoo_config.architecture)
         channels = model.pretrained_cfg.get("input_size", (3,))[0]
         model.pretrained_cfg = {**model.pretrained_cfg,
                                 "min_input_size": (channels, *(info.min_input_size[1:] if info else (8, 8)))}

@@ -59,11 +59,6 @@ class ModelEntry:
     run_dir: Path | None = None     # local folder holding its files (a Hub entry: its cache folder, once cached)
 
     @property
-    def zoo_cfg(self) -> dict[str, Any]:
-        """config.json's "zoo" object as written (see zoo_config for the parsed form)."""
-        return dict(self.config.get("zoo") or {})
-
-    @property
     def zoo_config(self) -> ZooConfig:
         """config.json's "zoo" object, parsed (checked when the config was read, so this does not raise)."""
         return ZooConfig.from_dict(self.config.get("zoo"), source=f"{self.location} {CONFIG_NAME}")

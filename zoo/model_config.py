@@ -22,9 +22,10 @@ from typing import Any
 import timm
 
 from ._errors import ZooError
-from ._registry import MODES, get_architecture, list_architectures
+from ._registry import get_architecture, list_architectures
 from .archs.metadata import MetadataSchema
 from .archs.variant import HEADS
+from .modes import get_mode
 from .zoo_config import ZooConfig
 
 __all__ = ["check_model_config", "MODEL_ARGS", "PRETRAINED_SOURCE_KEYS", "MAX_CLASSES", "MAX_INPUT_SIDE",
@@ -257,15 +258,18 @@ def check_model_config(config: Any, source: str) -> None:
     if arch == "zoo_variant" and not isinstance((config.get("model_args") or {}).get("backbone"), str):
         _fail(source, "model_args.backbone", "is needed by a zoo_variant model (the architecture under its head)")
     _check_pretrained_cfg(config, source)
-    zoo_cfg = ZooConfig.from_dict(config.get("zoo"), source=source)
+    zoo_config = ZooConfig.from_dict(config.get("zoo"), source=source)
     for name in ("params_total", "params_trainable"):
-        value = getattr(zoo_cfg, name)
+        value = getattr(zoo_config, name)
         if value is not None and not 0 <= value <= MAX_PARAMS:
             _fail(source, f"zoo field {name!r}",
                   f"must be between 0 and {MAX_PARAMS:,} (the zoo's limit), got {value:,}")
-    if zoo_cfg.mode is not None:
-        _choice(source, "zoo field 'mode'", zoo_cfg.mode, MODES)
-    if zoo_cfg.head is not None:
-        _choice(source, "zoo field 'head'", zoo_cfg.head, HEADS)
-    if zoo_cfg.trainable_stages is not None:
-        _int_in(source, "zoo field 'trainable_stages'", zoo_cfg.trainable_stages, 0, 1000)
+    if zoo_config.mode is not None:
+        try:
+            get_mode(zoo_config.mode)
+        except ZooError as e:
+            raise ZooError(f"{source}: zoo field 'mode': {e} {FIX.capitalize()}.") from None
+    if zoo_config.head is not None:
+        _choice(source, "zoo field 'head'", zoo_config.head, HEADS)
+    if zoo_config.trainable_stages is not None:
+        _int_in(source, "zoo field 'trainable_stages'", zoo_config.trainable_stages, 0, 1000)

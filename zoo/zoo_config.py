@@ -4,6 +4,9 @@ In the spirit of timm's ``PretrainedCfg``: a dataclass is the schema, the model 
 its plain-dict form (``model.zoo_cfg``, the ``"zoo"`` object), and every reader parses that dict with
 ``ZooConfig.from_dict``, which names the field, the bad value and the file. Keys it does not know are
 kept in ``extra``, so folders written by an older or newer zoo still load.
+
+Names across the project: ``zoo_cfg`` is always the plain dict (as timm's ``pretrained_cfg`` is), and
+``zoo_config`` always a parsed ``ZooConfig``.
 """
 from __future__ import annotations
 

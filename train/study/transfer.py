@@ -57,9 +57,10 @@ def run_transfer_study(config: TransferConfig | None = None, /, *, argv: Sequenc
     base = cfg.train_config()
 
     def train_one(mode: str, seed: int) -> dict[str, Any]:
-        settings: dict[str, Any] = {"mode": mode, "pretrained": cfg.pretrained and mode != "scratch",
+        transfer = zoo.get_mode(mode)
+        settings: dict[str, Any] = {"mode": mode, "pretrained": cfg.pretrained and transfer.needs_pretrained,
                                     "trainable_stages": cfg.trainable_stages}
-        if mode in ("fine-tune", "partial-fine-tune"):
+        if transfer.separate_head_lr:
             settings["lr"] = cfg.fine_tune_lr  # the backbone's; the head gets the zoo's 10x
         return train_run(replace(base, **settings), mode, seed, out, {"lr": settings.get("lr", cfg.lr)})
 
@@ -73,7 +74,7 @@ def run_transfer_study(config: TransferConfig | None = None, /, *, argv: Sequenc
 def _summary_row(cfg: TransferConfig, mode: str, mine: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "variant": mode, "seeds": [r["seed"] for r in mine], "params": mine[0]["params"],
-        "initial_weights": "ImageNet" if cfg.pretrained and mode != "scratch" else "random",
+        "initial_weights": "ImageNet" if cfg.pretrained and zoo.get_mode(mode).needs_pretrained else "random",
         "lr": mine[0]["lr"],
         **test_means(mine, ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")),
         "train_s": mean_std([r["train_s"] for r in mine]),
