@@ -443,7 +443,7 @@ def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: Da
         trust = fit_run_trust(trainer.model, source, splits, data_config, in_chans,
                               {n: d.metadata for n, d in trainer.splits.items()} if trainer.uses_metadata else {},
                               trainer.device, cfg.batch_size, trainer.workers, run_dir, title,
-                              cached=trainer.cached_outputs)
+                              cached=trainer.cached_outputs, ood_method_name=cfg.ood_method)
     else:
         trust = TrustFit(metrics={"evaluation": {"protocol": held_out.protocol, **held_out.extra_metrics},
                                   "trust": held_out.trust_note},
