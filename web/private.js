@@ -142,6 +142,22 @@ const OOD_SCORES = {
     }
     return Math.max(0, 1 - best);
   },
+  // zoo/ood/mahalanobis.py: min over classes of ||W f - c_k||^2 / dim
+  "mahalanobis": (f, dim, { whitening, centres }) => {
+    const whitened = new Float64Array(dim);
+    for (let i = 0; i < dim; i++) {
+      let sum = 0;
+      for (let j = 0; j < dim; j++) sum += whitening[i * dim + j] * f[j];
+      whitened[i] = sum;
+    }
+    let best = Infinity;
+    for (let k = 0; k < centres.length / dim; k++) {
+      let distance = 0;
+      for (let i = 0; i < dim; i++) distance += (whitened[i] - centres[k * dim + i]) ** 2;
+      best = Math.min(best, distance);
+    }
+    return best / dim;
+  },
 };
 
 function ranked(probabilities, labels, k) {

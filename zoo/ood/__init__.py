@@ -4,7 +4,8 @@ method is one new module here, its line below, and its JavaScript twin in web/pr
 from .base import (DEFAULT_OOD_METHOD, OOD_PASS_RATE, OODStatistics, ood_method, ood_method_names,
                    read_ood_statistics, register_ood_method, save_ood_statistics, threshold_at_pass_rate)
 from .knn_cosine import KnnCosine, leave_one_out_scores
+from .mahalanobis import Mahalanobis
 
-__all__ = ["DEFAULT_OOD_METHOD", "OOD_PASS_RATE", "OODStatistics", "KnnCosine", "ood_method",
+__all__ = ["DEFAULT_OOD_METHOD", "OOD_PASS_RATE", "OODStatistics", "KnnCosine", "Mahalanobis", "ood_method",
            "ood_method_names", "read_ood_statistics", "register_ood_method", "save_ood_statistics",
            "threshold_at_pass_rate", "leave_one_out_scores"]
