@@ -11,13 +11,15 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from _app_zoo import TINY_MODELS, packaged_examples  # noqa: E402
-from _private_zoo import CALIBRATED, WITH_OOD, build_private_zoo, chest_xray, parity_images  # noqa: E402
+from _private_zoo import (CALIBRATED, WITH_MAHALANOBIS, WITH_OOD, build_private_zoo, chest_xray,  # noqa: E402
+                          parity_images)
 from _serve import browser, needs_chromium, serve  # noqa: E402, F401  (browser: the fixture)
 from ui.private import ORT_DIST  # noqa: E402
 
 pytestmark = needs_chromium
 MODELS = list(TINY_MODELS)
 TOLERANCE = 1e-3
+OOD_TOLERANCE = 1e-4  # |score difference| page vs server, every OOD method
 if not (ORT_DIST / "ort.wasm.min.js").is_file():
     pytestmark = pytest.mark.skip(reason="web/node_modules missing: run npm ci --omit=dev in web/ (.ci/run does it)")
 
@@ -73,7 +75,7 @@ def test_the_private_comparison_equals_compare_and_sends_no_image(page, server, 
 
     url, _ = server
     client = Client(url, verbose=False)
-    flagged = {}
+    flagged, ood_gaps = {}, {}
     for image in (chest_xray(), packaged_examples()["retina"], parity_images(tmp_path)["digit"]):
         data = image.read_bytes()
         # a run of the file's bytes as text, in base64 and base64url, and its first bytes in hex
@@ -106,14 +108,18 @@ def test_the_private_comparison_equals_compare_and_sends_no_image(page, server, 
                 for theirs, ours in zip(record["calibrated_top_k"], mine["calibrated_top_k"]):
                     assert abs(ours["probability"] - theirs["probability"]) <= TOLERANCE
                 assert mine["prediction_set"] == record["prediction_set"]
-            if record["model"] == WITH_OOD:  # the page's OOD check, from the ONNX features output, equals the server's
+            if record["model"] in (WITH_OOD, WITH_MAHALANOBIS):  # the page's OOD check, from the ONNX features
+                # output, equals the server's, for each method
                 assert record["ood"] is not None and mine["ood"] is not None, (record["ood"], mine.get("ood_reason"))
-                assert abs(mine["ood"]["score"] - record["ood"]["score"]) <= TOLERANCE
+                ood_gaps[(image.name, record["model"])] = abs(mine["ood"]["score"] - record["ood"]["score"])
+                assert ood_gaps[(image.name, record["model"])] <= OOD_TOLERANCE
                 assert mine["ood"]["threshold"] == pytest.approx(record["ood"]["threshold"], abs=1e-6)
                 assert mine["ood"]["flagged"] == record["ood"]["flagged"]
-                flagged[image.name] = mine["ood"]["flagged"]
+                if record["model"] == WITH_OOD:
+                    flagged[image.name] = mine["ood"]["flagged"]
             else:  # the other runs have no OOD statistics: neither side makes up a check
                 assert record["ood"] is None and mine.get("ood") is None and "no OOD" in mine["ood_reason"]
+    print("|OOD score difference| page vs server:", ood_gaps)
     # a digits model: the chest X-ray and the photo are unlike its training images, a digit is not
     assert flagged == {chest_xray().name: True, "retina.jpg": True, "digit.png": False}, flagged
     page.screenshot(path="test-artifacts/private-compare.png", full_page=True)
@@ -221,4 +227,26 @@ def test_nan_features_in_the_browser_give_no_ood_check_never_a_pass(browser, ser
     mine = results[WITH_OOD]
     assert mine["error"] is None and mine["top_k"] and "2 of 2 models answered" in status, (mine, status)
     assert mine["ood"] is None and mine["ood_reason"].startswith("no OOD check: features not finite"), mine
+    context.close()
+
+
+def test_an_ood_method_the_page_does_not_know_gives_no_ood_check_never_a_pass(browser, server, tmp_path):
+    """A bundle naming an OOD method this page has no twin for (a server newer than the cached page): that model
+    answers without an OOD check, saying why, and the other model's check runs."""
+    context = browser.new_context()  # a fresh cache: the bundle is fetched (and changed) here
+
+    def newer(route):
+        response = route.fetch()
+        bundle = response.json()
+        route.fulfill(response=response, json={**bundle, "ood": {**bundle["ood"], "method": "energy"}})
+
+    page = context.new_page()
+    page.route(f"**/api/models/{WITH_OOD}/bundle.json*", newer)
+    page.goto(server[0] + "private/")
+    page.wait_for_function("document.body.dataset.state === 'ready'")
+    results, status = run_private(page, chest_xray(), [WITH_OOD, WITH_MAHALANOBIS])
+    mine = results[WITH_OOD]
+    assert mine["error"] is None and mine["top_k"] and "2 of 2 models answered" in status, (mine, status)
+    assert mine["ood"] is None and mine["ood_reason"].startswith("no OOD check: method energy is not known"), mine
+    assert results[WITH_MAHALANOBIS]["ood"] is not None, results[WITH_MAHALANOBIS]
     context.close()

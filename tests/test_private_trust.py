@@ -81,7 +81,8 @@ def test_bad_trust_values_are_refused_by_the_server_and_not_offered_by_private_m
         assert client.get(f"{PAGE_PATH}api/models/{name}/bundle.json").status_code == 404
     bundle = client.get(f"{PAGE_PATH}api/models/{CALIBRATED}/bundle.json").json()
     assert bundle["temperature"] == 1.7 and bundle["conformal"] == {"alpha": 0.1, "threshold": 0.85}
-    assert 0 < bundle["ood"]["threshold"] <= 2 and bundle["ood"]["rows"] == 60
+    assert 0 < bundle["ood"]["threshold"] <= 2 and bundle["ood"]["method"] == "knn-cosine"
+    assert bundle["ood"]["arrays"]["bank"]["shape"][0] == 60
 
 
 def test_a_link_swapped_in_after_the_offer_is_refused(weights, tmp_path):

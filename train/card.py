@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from zoo.run_layout import PLOT_FILES
@@ -10,7 +11,7 @@ from .config import SAMPLERS, TrainConfig
 from .data import DataSource, Splits, class_counts
 from .losses import class_weights
 
-__all__ = ["card_sections", "reproduce_command"]
+__all__ = ["CardData", "CardOutcome", "card_sections", "reproduce_command"]
 
 
 _AUGMENT = {
@@ -56,97 +57,165 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def card_sections(cfg: TrainConfig, source: DataSource, splits: Splits, data_config: dict[str, Any],
-                  params: tuple[int, int], test: dict[str, Any], history: list[dict[str, Any]],
-                  best_epoch: int | None, best_value: float | None, stopped_early: bool, cache_note: str,
-                  timings: dict[str, float], in_chans: int) -> dict[str, str]:
+@dataclass(frozen=True)
+class CardData:
+    """The data a run trained on, as the card describes it."""
+
+    source: DataSource
+    splits: Splits
+    data_config: dict[str, Any]   # the model's resolved preprocessing (timm's data config)
+    in_chans: int
+
+
+@dataclass(frozen=True)
+class CardOutcome:
+    """What training gave, as the card reports it."""
+
+    params: tuple[int, int]        # (total, trainable)
+    test: dict[str, Any]           # train.metrics' test figures
+    history: list[dict[str, Any]]  # one dict per epoch
+    best_epoch: int | None
+    best_value: float | None
+    stopped_early: bool
+    cache_note: str
+    timings: dict[str, float]
+
+
+def card_sections(cfg: TrainConfig, data: CardData, outcome: CardOutcome) -> dict[str, str]:
     """{title: markdown} for zoo.save_pretrained(card_sections=...)."""
-    names = source.label_names
-    total, trainable = params
-    counts = {name: class_counts(part, source.num_classes) for name, part in splits.items()}
-    # a predefined split lacking val/test gets them carved from its training part (data.make_splits)
-    carved = [name for name, part in (("validation", splits.val), ("test", splits.test))
-              if any(s.split == "train" for s in part)]
-    split_how = ("the split the data defines (its train/val/test folders or arrays)"
-                 + (f"; {' and '.join(carved)} carved from its training images, stratified, seed "
-                    f"{cfg.effective_split_seed}" if carved else "")
-                 if splits.predefined else
-                 f"a stratified split with seed {cfg.effective_split_seed}: "
-                 f"{1 - cfg.val_frac - cfg.test_frac:.0%} train, "
-                 f"{cfg.val_frac:.0%} validation, {cfg.test_frac:.0%} test"
-                 + (" (grouped by lesion_id so one lesion never spans two splits)"
-                    if any(s.group for s in splits.train) else ""))
+    return {
+        "Training data and split": _data_section(cfg, data),
+        "Training recipe": _recipe_section(cfg, data, outcome),
+        "Evaluation": _evaluation_section(cfg, data.source.label_names, outcome),
+        "Plots": _plots_section(),
+        "Limitations of this run": _limits_section(data),
+    }
+
+
+def _split_text(cfg: TrainConfig, splits: Splits) -> str:
+    """How the images were split, in one sentence."""
+    if splits.predefined:
+        # a predefined split lacking val/test gets them carved from its training part (data.make_splits)
+        carved = [name for name, part in (("validation", splits.val), ("test", splits.test))
+                  if any(s.split == "train" for s in part)]
+        return ("the split the data defines (its train/val/test folders or arrays)"
+                + (f"; {' and '.join(carved)} carved from its training images, stratified, seed "
+                   f"{cfg.effective_split_seed}" if carved else ""))
+    return (f"a stratified split with seed {cfg.effective_split_seed}: "
+            f"{1 - cfg.val_frac - cfg.test_frac:.0%} train, "
+            f"{cfg.val_frac:.0%} validation, {cfg.test_frac:.0%} test"
+            + (" (grouped by lesion_id so one lesion never spans two splits)"
+               if any(s.group for s in splits.train) else ""))
+
+
+def _preprocessing_text(data_config: dict[str, Any], in_chans: int) -> str:
+    return (f"resize to {data_config['input_size'][1]}x{data_config['input_size'][2]} "
+            f"({data_config.get('interpolation')}, crop_pct {data_config.get('crop_pct')}), "
+            f"mean {tuple(round(m, 4) for m in data_config['mean'])}, "
+            f"std {tuple(round(s, 4) for s in data_config['std'])}; "
+            + ("grayscale input (colour images converted to luminance)" if in_chans == 1 else
+               "3-channel input (grayscale images replicated to 3 channels)"))
+
+
+def _class_table(cfg: TrainConfig, data: CardData, counts: dict[str, list[int]]) -> list[str]:
+    """The per-class image counts per split (and the synthetic ones, when the run added any), with their note."""
+    names, splits = data.source.label_names, data.splits
     synthetic = _synthetic_counts(cfg, splits, names)
-    data = [
+    if synthetic is None:
+        return ["", _table(["class", "train", "validation", "test"],
+                           [[n, counts["train"][c], counts["val"][c], counts["test"][c]]
+                            for c, n in enumerate(names)])]
+    per_class = ", ".join(f"{n}: {k}" for n, k in synthetic.items() if k) or "none needed"
+    return [f"- Synthetic images (DCGAN, as in Ismail et al.'s DCGAN paper) "
+            f"from `{cfg.synthetic}`, added to the training split "
+            f"only, up to {cfg.target_balance:g} x the largest class's real count: "
+            f"{sum(synthetic.values())} in all ({per_class}); validation and test hold real images only. "
+            "`split.json` lists them with keys starting `synthetic:`",
+            "", _table(["class", "train (real)", "train (synthetic)", "validation", "test"],
+                       [[n, counts["train"][c] - synthetic[n], synthetic[n], counts["val"][c],
+                         counts["test"][c]] for c, n in enumerate(names)])]
+
+
+def _data_section(cfg: TrainConfig, data: CardData) -> str:
+    source, splits = data.source, data.splits
+    counts = {name: class_counts(part, source.num_classes) for name, part in splits.items()}
+    lines = [
         f"- Data: {source.description} (`--data {cfg.data}`)",
-        f"- Split: {split_how}; every image's split is listed in `split.json`",
+        f"- Split: {_split_text(cfg, splits)}; every image's split is listed in `split.json`",
         f"- Images: {len(splits.train)} train, {len(splits.val)} validation, {len(splits.test)} test"
         + (f"; {len(source.skipped)} unreadable or missing files skipped (`skipped_files.json`)"
            if source.skipped else ""),
-        f"- Preprocessing (from the model's pretrained_cfg via timm): resize to "
-        f"{data_config['input_size'][1]}x{data_config['input_size'][2]} ({data_config.get('interpolation')}, "
-        f"crop_pct {data_config.get('crop_pct')}), mean {tuple(round(m, 4) for m in data_config['mean'])}, "
-        f"std {tuple(round(s, 4) for s in data_config['std'])}; "
-        + ("grayscale input (colour images converted to luminance)" if in_chans == 1 else
-           "3-channel input (grayscale images replicated to 3 channels)"),
+        f"- Preprocessing (from the model's pretrained_cfg via timm): "
+        f"{_preprocessing_text(data.data_config, data.in_chans)}",
+        *_class_table(cfg, data, counts),
     ]
-    if synthetic is not None:
-        per_class = ", ".join(f"{n}: {k}" for n, k in synthetic.items() if k) or "none needed"
-        data.append(f"- Synthetic images (DCGAN, as in Ismail et al.'s DCGAN paper) "
-                    f"from `{cfg.synthetic}`, added to the training split "
-                    f"only, up to {cfg.target_balance:g} x the largest class's real count: "
-                    f"{sum(synthetic.values())} in all ({per_class}); validation and test hold real images only. "
-                    "`split.json` lists them with keys starting `synthetic:`")
-        data += ["", _table(["class", "train (real)", "train (synthetic)", "validation", "test"],
-                            [[n, counts["train"][c] - synthetic[n], synthetic[n], counts["val"][c],
-                              counts["test"][c]] for c, n in enumerate(names)])]
-    else:
-        data += ["", _table(["class", "train", "validation", "test"],
-                            [[n, counts["train"][c], counts["val"][c], counts["test"][c]]
-                             for c, n in enumerate(names)])]
-    epochs_run = len(history)
+    return "\n".join(lines)
+
+
+def _optimiser_text(cfg: TrainConfig, history: list[dict[str, Any]]) -> str:
     lr_text = f"{cfg.lr:g}"
     if cfg.transfer_mode.separate_head_lr and history and "head_lr" in history[0]:
         lr_text += f" (backbone), {history[0]['head_lr']:g} (head)"
-    recipe = [
+    return (f"{cfg.opt}, lr {lr_text}, batch {cfg.batch_size}, weight decay {cfg.weight_decay:g}"
+            + (f", momentum {cfg.momentum}" if cfg.opt == "sgd" else "")
+            + (f", L1 {cfg.l1:g}" if cfg.l1 else "") + (f", L2 {cfg.l2:g}" if cfg.l2 else "")
+            + (f", gradient clipping at {cfg.clip_grad:g}" if cfg.clip_grad else "")
+            + (f", dropout {cfg.drop_rate}" if cfg.drop_rate is not None else ""))
+
+
+def _schedule_text(cfg: TrainConfig, outcome: CardOutcome) -> tuple[str, str]:
+    """(the learning-rate schedule, the epochs run and why they stopped)."""
+    schedule = (cfg.sched
+                + (f" on validation {cfg.monitor} (factor {cfg.plateau_factor}, patience {cfg.plateau_patience}, "
+                   f"min lr {cfg.min_lr:g})" if cfg.sched == "plateau" else "")
+                + (f" to {cfg.min_lr:g}" if cfg.sched == "cosine" else ""))
+    epochs = (f"{len(outcome.history)} of at most {cfg.epochs}"
+              + (f"; early stopping after {cfg.patience} epochs without improvement" if cfg.patience else "")
+              + ("; stopped early" if outcome.stopped_early else "")
+              + (f"; weights from the best validation {cfg.monitor} epoch ({outcome.best_epoch})"
+                 if outcome.best_epoch else ""))
+    return schedule, epochs
+
+
+def _recipe_section(cfg: TrainConfig, data: CardData, outcome: CardOutcome) -> str:
+    total, trainable = outcome.params
+    train_counts = class_counts(data.splits.train, data.source.num_classes)
+    timings = outcome.timings
+    schedule, epochs = _schedule_text(cfg, outcome)
+    lines = [
         f"- Transfer mode: **{cfg.mode}**"
         + (f" (last {cfg.trainable_stages} backbone stage(s) trained)" if cfg.mode == "partial-fine-tune" else "")
         + f"; initial weights: {'ImageNet (offline copy for efficientnet_lite0)' if cfg.use_pretrained else 'random'}"
         + (f", init {cfg.init}" if cfg.init else ""),
         f"- Parameters: {trainable:,} trained of {total:,} ({100.0 * trainable / max(total, 1):.2f}%)",
-        f"- Loss: {_loss_text(cfg, counts['train'], names)}",
+        f"- Loss: {_loss_text(cfg, train_counts, data.source.label_names)}",
         f"- Sampling: {SAMPLERS[cfg.sampler]}",
         f"- Augmentation: {_AUGMENT[cfg.augment]}",
-        f"- Optimiser: {cfg.opt}, lr {lr_text}, batch {cfg.batch_size}, weight decay {cfg.weight_decay:g}"
-        + (f", momentum {cfg.momentum}" if cfg.opt == "sgd" else "")
-        + (f", L1 {cfg.l1:g}" if cfg.l1 else "") + (f", L2 {cfg.l2:g}" if cfg.l2 else "")
-        + (f", gradient clipping at {cfg.clip_grad:g}" if cfg.clip_grad else "")
-        + (f", dropout {cfg.drop_rate}" if cfg.drop_rate is not None else ""),
-        f"- Schedule: {cfg.sched}"
-        + (f" on validation {cfg.monitor} (factor {cfg.plateau_factor}, patience {cfg.plateau_patience}, "
-           f"min lr {cfg.min_lr:g})" if cfg.sched == "plateau" else "")
-        + (f" to {cfg.min_lr:g}" if cfg.sched == "cosine" else ""),
-        f"- Epochs: {epochs_run} of at most {cfg.epochs}"
-        + (f"; early stopping after {cfg.patience} epochs without improvement" if cfg.patience else "")
-        + ("; stopped early" if stopped_early else "")
-        + (f"; weights from the best validation {cfg.monitor} epoch ({best_epoch})" if best_epoch else ""),
-        f"- Feature cache: {cache_note}",
+        f"- Optimiser: {_optimiser_text(cfg, outcome.history)}",
+        f"- Schedule: {schedule}",
+        f"- Epochs: {epochs}",
+        f"- Feature cache: {outcome.cache_note}",
         f"- Seed {cfg.seed}" + (", deterministic kernels" if cfg.deterministic else "")
         + f"; training took {timings.get('train_s', 0.0):.1f} s on {timings.get('device', 'cpu')}"
         + (f" (+{timings['feature_extraction_s']:.1f} s feature extraction)"
            if timings.get("feature_extraction_s") else ""),
         f"- Reproduce: `{reproduce_command(cfg)}` (the resolved options are in `run_config.yaml`)",
     ]
+    return "\n".join(lines)
+
+
+def _evaluation_section(cfg: TrainConfig, names: Sequence[str], outcome: CardOutcome) -> str:
+    test = outcome.test
     per_class = test["per_class"]
     per_class_rows = [[n, _fmt(per_class[n]["precision"], 3), _fmt(per_class[n]["sensitivity"], 3),
                        _fmt(per_class[n]["specificity"], 3), _fmt(per_class[n]["f1"], 3),
                        _fmt(per_class[n]["roc_auc"], 3), per_class[n]["support"]] for n in names]
     matrix = test["confusion_matrix"]
-    evaluation = [
+    lines = [
         f"The test metrics above are on the held-out test split ({test['num_samples']} images), "
         "computed with scikit-learn; macro averages weight every class equally, specificity is "
         "TN / (TN + FP) per class and ROC-AUC is one-vs-rest for more than two classes. "
-        f"Best validation {cfg.monitor}: {_fmt(best_value)} (epoch {best_epoch}).",
+        f"Best validation {cfg.monitor}: {_fmt(outcome.best_value)} (epoch {outcome.best_epoch}).",
         "",
         "Per class:",
         "",
@@ -157,7 +226,11 @@ def card_sections(cfg: TrainConfig, source: DataSource, splits: Splits, data_con
         "",
         _table(["true \\ predicted", *names], [[n, *matrix[i]] for i, n in enumerate(names)]),
     ]
-    plots = [
+    return "\n".join(lines)
+
+
+def _plots_section() -> str:
+    return "\n".join([
         f"![Training curves]({PLOT_FILES['curves']})",
         "",
         f"![Confusion matrix]({PLOT_FILES['confusion_matrix']})",
@@ -165,20 +238,18 @@ def card_sections(cfg: TrainConfig, source: DataSource, splits: Splits, data_con
         f"![ROC curves]({PLOT_FILES['roc']})",
         "",
         "Per-epoch values are in `metrics.json` (`history`).",
-    ]
-    limits = [
-        f"- Trained and evaluated only on {source.name} ({len(splits.test)} test images); expect different "
+    ])
+
+
+def _limits_section(data: CardData) -> str:
+    source = data.source
+    lines = [
+        f"- Trained and evaluated only on {source.name} ({len(data.splits.test)} test images); expect different "
         "results on images from other scanners, sites or populations.",
         "- Validation metrics chose the epoch and drove the schedule; the test split was used once, "
         "after training.",
     ]
     if source.kind == "bundled":
-        limits.append("- The training data are not medical images: this model exists to demonstrate "
-                      "the pipeline and transfer-learning modes.")
-    return {
-        "Training data and split": "\n".join(data),
-        "Training recipe": "\n".join(recipe),
-        "Evaluation": "\n".join(evaluation),
-        "Plots": "\n".join(plots),
-        "Limitations of this run": "\n".join(limits),
-    }
+        lines.append("- The training data are not medical images: this model exists to demonstrate "
+                     "the pipeline and transfer-learning modes.")
+    return "\n".join(lines)

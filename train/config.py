@@ -19,6 +19,7 @@ import yaml
 
 from zoo import HEADS, MODES, TransferMode, ZooError, get_mode
 from zoo.model_config import MAX_INPUT_SIDE
+from zoo.ood import DEFAULT_OOD_METHOD, ood_method_names
 
 from ._errors import ConfigError
 
@@ -111,6 +112,7 @@ class TrainConfig:
     overwrite: bool = False
     quiet: bool = False
     onnx: bool = True                # export model.onnx at the end, verified on the test split
+    ood_method: str = DEFAULT_OOD_METHOD  # the out-of-distribution score fitted at the end (zoo/ood/)
     # publishing (after the run; does not change the result)
     push_to_hub: str | None = None   # OWNER/NAME
     private: bool = False
@@ -139,6 +141,7 @@ class TrainConfig:
         _check_choice("sched", self.sched, SCHEDULERS)
         _check_choice("monitor", self.monitor, MONITOR_METRICS)
         _check_choice("cache", self.cache, CACHE_MODES)
+        _check_choice("ood_method", self.ood_method, ood_method_names())
         for name in ("val_frac", "test_frac"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -415,6 +418,9 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
                    help="after the run, export model.onnx (for ONNX Runtime, other runtimes and the app's fast "
                         "backend), verified against PyTorch on the test split before it is written; "
                         "--no-onnx skips it (default: export)")
+    g.add_argument("--ood-method", choices=ood_method_names(),
+                   help="the out-of-distribution score fitted at the end of the run, by its name in zoo/ood/ "
+                        "(each method's module says what it computes)")
     g.add_argument("-q", "--quiet", action=argparse.BooleanOptionalAction,
                    help="no progress bars or per-epoch lines; warnings and the result still print")
 

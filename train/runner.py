@@ -25,7 +25,7 @@ from zoo.run_layout import (CHECKPOINT_NAME, METRICS_NAME, ONNX_NAME, PLOT_FILES
 from . import distributed
 from ._errors import ConfigError, DataError, TrainingInterrupted
 from .augment import eval_transform, train_transform
-from .card import card_sections
+from .card import CardData, CardOutcome, card_sections
 from .checkpoint import load_checkpoint, write_json
 from .config import TrainConfig, config_to_yaml, load_yaml_config
 from .data import (DataSource, ImageDataset, Sample, Splits, class_counts, data_fingerprint, load_source,
@@ -443,7 +443,7 @@ def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: Da
         trust = fit_run_trust(trainer.model, source, splits, data_config, in_chans,
                               {n: d.metadata for n, d in trainer.splits.items()} if trainer.uses_metadata else {},
                               trainer.device, cfg.batch_size, trainer.workers, run_dir, title,
-                              cached=trainer.cached_outputs)
+                              cached=trainer.cached_outputs, ood_method_name=cfg.ood_method)
     else:
         trust = TrustFit(metrics={"evaluation": {"protocol": held_out.protocol, **held_out.extra_metrics},
                                   "trust": held_out.trust_note},
@@ -459,9 +459,9 @@ def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: Da
                           "extraction_s": trainer.feature_extraction_s},
         "timing": timings, **trust.metrics, "history": state.history,
     })
-    sections = card_sections(cfg, source, splits, data_config, params, test, state.history,
-                             state.best_epoch, state.best_value, state.stopped_early, cache_note,
-                             timings, in_chans)
+    sections = card_sections(cfg, CardData(source, splits, data_config, in_chans),
+                             CardOutcome(params, test, state.history, state.best_epoch, state.best_value,
+                                         state.stopped_early, cache_note, timings))
     if held_out is not None:
         _held_out_sections(sections, source, held_out)
     extra = {"training": {"run": run_dir.name, "data": cfg.data, "loss": cfg.loss, "augment": cfg.augment,

@@ -4,7 +4,8 @@ and the statistics of the out-of-distribution (OOD) check that zoo/trust.py appl
 What is fitted where (the test split is never used for fitting, only for the reported figures):
 
 - temperature and conformal threshold: the **validation** split's logits;
-- OOD feature bank: the **training** split's image features (evaluation transform, no augmentation);
+- OOD statistics (of the method --ood-method names, zoo/ood/): the **training** split's image features
+  (evaluation transform, no augmentation);
   the OOD threshold: the score that 95% of the **validation** images pass.
   No OOD image takes part in fitting anything.
 
@@ -25,9 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from zoo import ZooError
+from zoo.ood import DEFAULT_OOD_METHOD, ood_method, save_ood_statistics, threshold_at_pass_rate
 from zoo.run_layout import OOD_NAME, RELIABILITY_PLOT
-from zoo.trust import (DEFAULT_ALPHA, OOD_METHOD, OOD_PASS_RATE, OODStatistics, features_and_logits,
-                       write_ood_statistics)
+from zoo.trust import DEFAULT_ALPHA, OOD_PASS_RATE, TEMPERATURE_RANGE, features_and_logits
 
 from .augment import eval_transform
 from .data import DataSource, ImageDataset, Splits
@@ -35,17 +37,16 @@ from .plots import save_figure  # imported before pyplot: it selects matplotlib'
 
 import matplotlib.pyplot as plt  # noqa: E402  (after train.plots chose the backend)
 
-__all__ = ["ECE_BINS", "OOD_VALIDATION_PASS", "OOD_BANK_MAX", "TEMPERATURE_BOUNDS",
+__all__ = ["ECE_BINS", "OOD_VALIDATION_PASS", "TEMPERATURE_BOUNDS",
            "SplitOutputs", "TrustFit", "collect_outputs", "fit_temperature", "calibration_figures",
-           "conformal_threshold", "coverage_interval", "prediction_sets", "fit_ood", "plot_reliability", "fit_trust",
+           "conformal_threshold", "coverage_interval", "prediction_sets", "plot_reliability", "fit_trust",
            "fit_run_trust", "TRUST_SECTION"]
 
 _logger = logging.getLogger("train")
 
 ECE_BINS = 15                                 # equal-width confidence bins for ECE, MCE and the diagram
 OOD_VALIDATION_PASS = OOD_PASS_RATE           # the OOD threshold lets this fraction of validation images pass
-OOD_BANK_MAX = 20_000                         # at most this many training images' features in ood.safetensors
-TEMPERATURE_BOUNDS = (0.05, 20.0)
+TEMPERATURE_BOUNDS = TEMPERATURE_RANGE       # the fit searches exactly the range a loaded model accepts
 TRUST_SECTION = "Calibration, prediction sets and out-of-distribution check"   # the model card's title
 
 
@@ -190,68 +191,35 @@ def prediction_sets(probs: np.ndarray, threshold: float) -> np.ndarray:
     return (1.0 - probs) <= threshold
 
 
-# --- OOD statistics -------------------------------------------------------------------------------
-
-def fit_ood(features: torch.Tensor, seed: int = 0, max_rows: int = OOD_BANK_MAX) -> torch.Tensor:
-    """The OOD feature bank: training features, L2-normalised, (N, D) float32; a seeded random subset
-    of `max_rows` for larger training sets (Sun et al. report that a sample of the training set works).
-
-    Why k-nearest-neighbour (k = 1) on the backbone's pooled features, and not a Mahalanobis distance
-    (Lee et al., 2018) or the pre-logit features: both were tried on a LeNet-5 digits run against the
-    real images of benchmarks/bench_ood.py (natural photos, DICOM, chest X-rays, brain MRIs), with
-    statistics and thresholds from in-distribution data only. AUROC / share of OOD images flagged at
-    the 95%-validation threshold: Mahalanobis with class means and a Ledoit-Wolf covariance on the
-    pre-logit features 0.961 / 77%, on the pooled features 0.959 / 87%, on both 0.982 / 92% (the
-    retina photograph passed); nearest neighbour on pre-logits 0.978 / 82%, on pooled features
-    0.996 / 100%. The class-conditional Gaussian does not fit features that a tanh or ReLU squashes;
-    a nearest neighbour needs no distributional assumption. k = 1 because medical training sets are
-    small (hundreds of images), where farther neighbours already belong to other clusters (k = 3 and 5
-    flagged 98% and 92%). The cost: the file holds N x D numbers derived from the training images
-    (the model card says so: publishing a model publishes them too).
-    """
-    features = features.detach().float()
-    # an all-zero feature vector (a ReLU backbone that saw nothing it responds to) has no direction
-    bank = F.normalize(features[features.norm(dim=1) > 0], dim=1)
-    if len(bank) < len(features):
-        _logger.warning("OOD check: %d of %d training images have all-zero features and are left out of "
-                        "the feature bank", len(features) - len(bank), len(features))
-    if len(bank) > max_rows:
-        keep = torch.randperm(len(bank), generator=torch.Generator().manual_seed(seed))[:max_rows]
-        bank = bank[keep.sort().values]
-    return bank
-
-
 # --- all of it at the end of a run ------------------------------------------------------------------
 
 def _softmax(logits: torch.Tensor, temperature: float = 1.0) -> np.ndarray:
     return (logits.double() / temperature).softmax(dim=1).numpy()
 
 
-def _fit_ood_check(train: SplitOutputs, val: SplitOutputs, test: SplitOutputs, run_dir: Path
-                   ) -> tuple[dict[str, Any], Path | None]:
-    """Fit the feature bank and threshold, write ood.safetensors; (metrics, file), or a reason and None."""
-    bank = fit_ood(train.features)
-    if not len(bank):
-        reason = ("every training image has all-zero image features (the backbone responds to none of them), "
-                  "so no OOD check was fitted; check the preprocessing and weights")
-        _logger.warning("OOD check: %s", reason)
-        return {"method": OOD_METHOD, "skipped": reason}, None
-    stats = OODStatistics(bank=bank, threshold=2.0)  # the threshold follows from its validation scores
-    val_scores = stats.scores(val.features).numpy()
-    ood_threshold = float(np.quantile(val_scores, OOD_VALIDATION_PASS, method="higher"))
+def _fit_ood_check(train: SplitOutputs, val: SplitOutputs, test: SplitOutputs, run_dir: Path,
+                   method_name: str = DEFAULT_OOD_METHOD) -> tuple[dict[str, Any], Path | None]:
+    """Fit the named OOD method on the training features, set its threshold on the validation scores, write
+    ood.safetensors; (metrics, file), or a reason and None."""
+    method = ood_method(method_name)
+    try:
+        unset = method.fit(train.features, train.labels)
+    except ZooError as e:
+        _logger.warning("OOD check: %s", e)
+        return {"method": method.name, "skipped": str(e)}, None
+    val_scores = unset.scores(val.features).numpy()
+    stats = unset.with_threshold(threshold_at_pass_rate(val_scores, OOD_VALIDATION_PASS))
     test_scores = stats.scores(test.features).numpy()
-    ood_file = write_ood_statistics(run_dir, bank, ood_threshold)
-    return {"method": OOD_METHOD, "score": "1 - cosine similarity of the image features to the nearest "
-                                          "training image's (k-nearest-neighbour, k = 1)",
-            "file": OOD_NAME, "feature_size": int(bank.shape[1]), "fitted_on": "train",
-            "n_fit": len(train.labels), "bank_size": int(bank.shape[0]), "threshold": ood_threshold,
+    ood_file = save_ood_statistics(run_dir, stats)
+    return {"method": method.name, "score": method.summary, "file": OOD_NAME, **stats.describe(),
+            "fitted_on": "train", "n_fit": len(train.labels), "threshold": stats.threshold,
             "threshold_rule": f"{OOD_VALIDATION_PASS:.0%} of the validation images pass",
-            "n_validation": len(val.labels), "validation_pass_rate": float((val_scores <= ood_threshold).mean()),
-            "test_pass_rate": float((test_scores <= ood_threshold).mean()), "n_test": len(test.labels)}, ood_file
+            "n_validation": len(val.labels), "validation_pass_rate": float((val_scores <= stats.threshold).mean()),
+            "test_pass_rate": float((test_scores <= stats.threshold).mean()), "n_test": len(test.labels)}, ood_file
 
 
 def fit_trust(outputs: dict[str, SplitOutputs], label_names: Sequence[str], dataset: str, run_dir: str | Path,
-              title: str = "", alpha: float = DEFAULT_ALPHA) -> TrustFit:
+              title: str = "", alpha: float = DEFAULT_ALPHA, ood_method_name: str = DEFAULT_OOD_METHOD) -> TrustFit:
     """Fit temperature, conformal threshold and OOD statistics; write ood.safetensors and reliability.png.
 
     `outputs` holds "train", "val" and "test" (collect_outputs). Returns what goes into metrics.json
@@ -283,7 +251,7 @@ def fit_trust(outputs: dict[str, SplitOutputs], label_names: Sequence[str], data
                  "test_mean_set_size": float(sizes.mean()), "test_empty_sets": float((sizes == 0).mean()),
                  "test_singletons": float((sizes == 1).mean())}
 
-    ood, ood_file = _fit_ood_check(train, val, test, run_dir)
+    ood, ood_file = _fit_ood_check(train, val, test, run_dir, ood_method_name)
 
     _logger.info("calibration: T %.3f (validation, %d images); test ECE %.4f -> %.4f, NLL %.4f -> %.4f; "
                  "%.0f%% sets: coverage %.3f, mean size %.2f; OOD check passes %.1f%% of the test images",
@@ -295,7 +263,7 @@ def fit_trust(outputs: dict[str, SplitOutputs], label_names: Sequence[str], data
         card_section=_card_section(calibration, conformal, ood, dataset),
         zoo_config={"temperature": temperature,
                     "conformal": {"alpha": alpha, "threshold": threshold, "n_calibration": len(val.labels)},
-                    **({"ood": {"method": OOD_METHOD, "file": OOD_NAME}} if ood_file else {}),  # threshold: in the file
+                    **({"ood": {"method": ood["method"], "file": OOD_NAME}} if ood_file else {}),  # threshold: in the file
                     "calibration": {"test_ece_before": before["ece"], "test_ece_after": after["ece"],
                                     "n_test": len(test.labels), "ece_bins": ECE_BINS}},
         files=[f for f in (ood_file, reliability) if f is not None])
@@ -304,7 +272,8 @@ def fit_trust(outputs: dict[str, SplitOutputs], label_names: Sequence[str], data
 def fit_run_trust(model: nn.Module, source: DataSource, splits: Splits, data_config: dict[str, Any],
                   in_chans: int, metadata: dict[str, torch.Tensor | None], device: torch.device,
                   batch_size: int, workers: int, run_dir: str | Path, title: str = "",
-                  cached: Callable[[str], tuple[torch.Tensor, torch.Tensor] | None] | None = None) -> TrustFit:
+                  cached: Callable[[str], tuple[torch.Tensor, torch.Tensor] | None] | None = None,
+                  ood_method_name: str = DEFAULT_OOD_METHOD) -> TrustFit:
     """fit_trust for a finished run: every split through the evaluation transform (no augmentation).
 
     `cached(split)` -> (features, logits) from a frozen backbone's feature cache (train.engine.Trainer.
@@ -323,7 +292,7 @@ def fit_run_trust(model: nn.Module, source: DataSource, splits: Splits, data_con
             outputs[name] = SplitOutputs(logits=logits, features=features, labels=labels[name])
         else:
             outputs[name] = collect_outputs(model, dataset, device, batch_size, metadata.get(name), workers)
-    return fit_trust(outputs, source.label_names, source.name, run_dir, title=title)
+    return fit_trust(outputs, source.label_names, source.name, run_dir, title=title, ood_method_name=ood_method_name)
 
 
 CACHE_CHECK_IMAGES = 8      # validation images run through the whole model to check the cached outputs
@@ -349,18 +318,10 @@ def _cache_reproduces(model: nn.Module, val: Dataset, cached: tuple[torch.Tensor
 
 
 def _ood_text(ood: dict, dataset: str) -> str:
+    """The card's OOD paragraph: the fitted method's own text, or why there is none."""
     if "skipped" in ood:
         return f"**Out-of-distribution check**: none for this model: {ood['skipped']}."
-    return (
-        f"**Out-of-distribution check** (\"Out-of-Distribution Detection with Deep Nearest Neighbors\", "
-        f"Sun et al., 2022): the score is 1 - the cosine similarity of the model's {ood['feature_size']} "
-        f"pooled image features to those of the nearest of {ood['bank_size']} training images, which "
-        f"`{ood['file']}` holds (features, not images; publishing this model publishes them). An image "
-        f"scoring above **{ood['threshold']:.4g}** (the score {OOD_VALIDATION_PASS:.0%} of the validation "
-        "images pass) is flagged as unlike the training data. "
-        f"It passed **{ood['test_pass_rate']:.1%}** of the {ood['n_test']} test images of {dataset}. "
-        "No out-of-distribution image was used to set it; how well it flags such images is measured by "
-        "`benchmarks/bench_ood.py`.")
+    return ood_method(ood["method"]).card_text(ood, dataset)
 
 
 def _card_section(calibration: dict, conformal: dict, ood: dict, dataset: str) -> str:

@@ -162,9 +162,12 @@ def _bundle(entry: ModelEntry, backend: Backend, trust: Trust, preprocessing: di
     if trust.ood is None:
         bundle["ood_reason"] = f"no OOD statistics ({OOD_NAME}) in its run folder"
         return bundle, None
-    bank = np.ascontiguousarray(trust.ood.bank.numpy(), dtype="<f4")  # (N, D), checked finite and unit rows
-    ood_bank = bank.tobytes()
-    bundle["ood"] = {"threshold": trust.ood.threshold, "rows": int(bank.shape[0]), "dim": int(bank.shape[1]),
+    arrays = {name: np.ascontiguousarray(a, dtype="<f4") for name, a in trust.ood.browser_arrays().items()}
+    ood_bank = b"".join(a.tobytes() for a in arrays.values())  # the method's arrays, one after the other
+    offsets = np.cumsum([0, *(a.size for a in arrays.values())]).tolist()
+    bundle["ood"] = {"method": trust.ood.name, "threshold": trust.ood.threshold, "dim": trust.ood.width,
+                     "arrays": {name: {"shape": list(a.shape), "offset": offset}
+                                for (name, a), offset in zip(arrays.items(), offsets)},
                      "sha256": hashlib.sha256(ood_bank).hexdigest(), "bytes": len(ood_bank)}
     return bundle, ood_bank
 

@@ -1,13 +1,13 @@
 // The private comparison page: models run in this browser with onnxruntime-web (global `ort`, loaded by
 // private.html from this app), the image is decoded and preprocessed here (preprocess.js) and never sent.
-// Every request below goes to this app: the model list, and per model its bundle, ONNX file and OOD bank.
+// Every request below goes to this app: the model list, and per model its bundle, ONNX file and OOD statistics.
 import { preprocess, resize } from "./preprocess.js";
 
 const MIN_MODELS = 2, MAX_MODELS = 6;
 const MAX_SIDE = 2048; // zoo.images.MAX_IMAGE_SIDE: larger images are downscaled first, as the server does
 const CACHE_NAME = "zoo-private-v1";
 const $ = (id) => document.getElementById(id);
-const sessions = new Map(); // model id + sha256 -> {bundle, session, bank}
+const sessions = new Map(); // model id + sha256 -> {bundle, session, ood}
 const state = { listing: null, results: {} };
 window.zooPrivate = state; // read by the tests and the benchmark
 
@@ -63,9 +63,13 @@ async function loadModel(entry) {
     throw new Error(`ONNX Runtime Web could not load this model's ONNX file (${String(e.message || e).slice(0, 300)}); ` +
       "use the Compare tab for it.");
   }
-  let bank = null;
-  if (bundle.ood) bank = new Float32Array((await cachedBytes(`${base}ood.bin?v=${bundle.ood.sha256}`)).buffer);
-  const model = { bundle, session, bank };
+  let ood = null; // the OOD method's arrays by name, views into ood.bin (ui/private.py lays them out)
+  if (bundle.ood) {
+    const data = new Float32Array((await cachedBytes(`${base}ood.bin?v=${bundle.ood.sha256}`)).buffer);
+    ood = Object.fromEntries(Object.entries(bundle.ood.arrays).map(([name, { shape, offset }]) =>
+      [name, data.subarray(offset, offset + shape.reduce((a, b) => a * b, 1))]));
+  }
+  const model = { bundle, session, ood };
   sessions.set(key, model);
   return model;
 }
@@ -124,6 +128,38 @@ function softmax(logits, temperature = 1) {
   return exps.map((v) => v / sum);
 }
 
+// The OOD scores the page computes, by the method name the run folder declares: each the twin of its module's
+// `scores` in zoo/ood/ (features f of width dim, the method's arrays from ood.bin).
+const OOD_SCORES = {
+  // zoo/ood/knn_cosine.py: 1 - cosine similarity to the nearest training image
+  "knn-cosine": (f, dim, { bank }) => {
+    const norm = Math.max(Math.hypot(...f), 1e-12);
+    let best = -Infinity;
+    for (let r = 0; r < bank.length / dim; r++) {
+      let dot = 0;
+      for (let j = 0; j < dim; j++) dot += bank[r * dim + j] * f[j];
+      best = Math.max(best, dot / norm);
+    }
+    return Math.max(0, 1 - best);
+  },
+  // zoo/ood/mahalanobis.py: min over classes of ||W f - c_k||^2 / dim
+  "mahalanobis": (f, dim, { whitening, centres }) => {
+    const whitened = new Float64Array(dim);
+    for (let i = 0; i < dim; i++) {
+      let sum = 0;
+      for (let j = 0; j < dim; j++) sum += whitening[i * dim + j] * f[j];
+      whitened[i] = sum;
+    }
+    let best = Infinity;
+    for (let k = 0; k < centres.length / dim; k++) {
+      let distance = 0;
+      for (let i = 0; i < dim; i++) distance += (whitened[i] - centres[k * dim + i]) ** 2;
+      best = Math.min(best, distance);
+    }
+    return best / dim;
+  },
+};
+
 function ranked(probabilities, labels, k) {
   return probabilities.map((p, i) => [labels[i] ?? String(i), p, i]).sort((a, b) => b[1] - a[1] || a[2] - b[2])
     .slice(0, k).map(([label, probability]) => ({ label, probability }));
@@ -132,7 +168,7 @@ function ranked(probabilities, labels, k) {
 // One model on the decoded image: the same record fields as the server's /compare, computed here.
 async function runModel(entry, image, topK) {
   const start = performance.now();
-  const { bundle, session, bank } = await loadModel(entry);
+  const { bundle, session, ood } = await loadModel(entry);
   const loadedAt = performance.now();
   const cfg = bundle.preprocessing;
   const [c, h, w] = cfg.input_size;
@@ -172,20 +208,16 @@ async function runModel(entry, image, topK) {
       record.prediction_set_coverage = 1 - bundle.conformal.alpha;
     }
   }
-  if (bank && outputs.features && !Array.from(outputs.features.data).every(Number.isFinite)) {
+  const scoreOf = ood && OOD_SCORES[bundle.ood.method];
+  if (ood && !scoreOf) {
+    record.ood_reason = `no OOD check: method ${bundle.ood.method} is not known to this page; reload it`;
+  } else if (ood && outputs.features && !Array.from(outputs.features.data).every(Number.isFinite)) {
     record.ood_reason = "no OOD check: features not finite (the model gave NaN or infinite image features for " +
       "this image, so nothing says it is like its training images)"; // a NaN is no distance: never a pass
-  } else if (bank && outputs.features) { // 1 - cosine similarity to the nearest training image (zoo.trust)
+  } else if (ood && outputs.features) {
     const f = outputs.features.data, dim = bundle.ood.dim;
-    if (f.length !== dim) throw new Error(`the model gave ${f.length} image features, its OOD bank has ${dim}.`);
-    const norm = Math.max(Math.hypot(...f), 1e-12);
-    let best = -Infinity;
-    for (let r = 0; r < bundle.ood.rows; r++) {
-      let dot = 0;
-      for (let j = 0; j < dim; j++) dot += bank[r * dim + j] * f[j];
-      best = Math.max(best, dot / norm);
-    }
-    const score = Math.max(0, 1 - best);
+    if (f.length !== dim) throw new Error(`the model gave ${f.length} image features, its OOD statistics have ${dim}.`);
+    const score = scoreOf(f, dim, ood);
     record.ood = { score, threshold: bundle.ood.threshold, flagged: score > bundle.ood.threshold };
   }
   record.latency_ms = performance.now() - loadedAt;

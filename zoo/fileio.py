@@ -18,7 +18,8 @@ from safetensors import SafetensorError, safe_open
 from ._errors import ZooError
 from .run_layout import MAX_FILE_BYTES
 
-__all__ = ["STALE_TEMPORARY_S", "atomic_write", "check_file_size", "read_safetensors", "read_small_file",
+__all__ = ["STALE_TEMPORARY_S", "atomic_write", "check_file_size", "read_safetensors", "read_safetensors_metadata",
+           "read_small_file",
            "remove_stale_temporary_files",
            "resolve_inside"]
 
@@ -113,20 +114,36 @@ def check_file_size(path: str | os.PathLike, kind: str | None = None) -> int:
     return size
 
 
-def read_safetensors(path: str | os.PathLike, max_elements: int | None = None) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file; a corrupt or truncated file, or one holding more than `max_elements`
-    numbers in all (counted from its header, before any tensor is read), is a ZooError naming it."""
+@contextmanager
+def _open_safetensors(path: str | os.PathLike) -> Iterator[Any]:
+    """safetensors' safe_open, with a corrupt or truncated file as a ZooError naming it."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            if max_elements is not None:
-                total = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-                if total > max_elements:
-                    raise ZooError(f"{path} holds {total:,} parameters, over the zoo's limit of {max_elements:,}; "
-                                   "it was not read.")
-            return {k: f.get_tensor(k) for k in f.keys()}
+            yield f
+    except ZooError:
+        raise  # the caller's own finding (a ValueError too), already naming the file
     except (SafetensorError, OSError, ValueError) as e:
         raise ZooError(f"{path} is not a readable safetensors file ({e}); it may be corrupt or truncated: "
                        "download or save it again.") from None
+
+
+def read_safetensors(path: str | os.PathLike, max_elements: int | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file; a corrupt or truncated file, or one holding more than `max_elements`
+    numbers in all (counted from its header, before any tensor is read), is a ZooError naming it."""
+    with _open_safetensors(path) as f:
+        if max_elements is not None:
+            total = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+            if total > max_elements:
+                raise ZooError(f"{path} holds {total:,} parameters, over the zoo's limit of {max_elements:,}; "
+                               "it was not read.")
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata of a safetensors file's header ({} when it has none), read without its tensors; a
+    corrupt file is a ZooError naming it."""
+    with _open_safetensors(path) as f:
+        return dict(f.metadata() or {})
 
 
 def resolve_inside(path: str | os.PathLike, root: str | os.PathLike) -> Path:

@@ -33,7 +33,8 @@ from .images import load_image, to_model_mode
 from .keras_weights import KerasArchive, dense_head_state, read_keras_archive, xception_backbone_state
 from .modes import apply_mode, count_params
 from .run_layout import METRICS_NAME, OOD_NAME
-from .trust import OOD_METHOD, OOD_PASS_RATE, features_and_logits, leave_one_out_scores, write_ood_statistics
+from .ood import KnnCosine, leave_one_out_scores, save_ood_statistics, threshold_at_pass_rate
+from .trust import OOD_PASS_RATE, features_and_logits
 
 __all__ = ["FEATURE_PROJECTION", "KERAS_REFERENCE", "PARITY_TOLERANCE", "compare_with_reference", "packaged_inputs",
            "convert_keras_classifier", "evaluate_on_packaged_images", "fit_packaged_ood", "import_keras_classifier",
@@ -127,20 +128,21 @@ def fit_packaged_ood(features: torch.Tensor, folder: Path, source: MedicalClassi
     """
     n = len(features)
     loo = leave_one_out_scores(features).numpy()
-    threshold = float(np.quantile(loo, OOD_PASS_RATE, method="higher"))
-    write_ood_statistics(folder, features, threshold)
+    statistics = KnnCosine.from_features(features, threshold_at_pass_rate(loo, OOD_PASS_RATE))
+    save_ood_statistics(folder, statistics)
+    threshold = statistics.threshold
     note = (f"The feature bank and the threshold both come from the same {n} packaged images (no validation "
             f"split exists): the threshold is the {OOD_PASS_RATE:.0%} quantile of each image's distance to its "
             f"nearest other image (leave-one-out). How many in-distribution images pass is therefore "
             "optimistic, measured on the images the check was built from.")
-    metrics = {"method": OOD_METHOD, "score": "1 - cosine similarity of the image features to the nearest "
-                                             "packaged image's (k-nearest-neighbour, k = 1)",
+    metrics = {"method": statistics.name, "score": "1 - cosine similarity of the image features to the nearest "
+                                                  "packaged image's (k-nearest-neighbour, k = 1)",
                "file": OOD_NAME, "feature_size": int(features.shape[1]), "fitted_on": source.images_split,
                "n_fit": n, "bank_size": n, "threshold": threshold,
                "threshold_rule": f"{OOD_PASS_RATE:.0%} quantile of the leave-one-out scores of the same {n} images",
                "leave_one_out_scores": [round(float(v), 6) for v in loo],
                "leave_one_out_pass_rate": float((loo <= threshold).mean()), "note": note}
-    return metrics, {"method": OOD_METHOD, "file": OOD_NAME, "n_fit": n, "threshold": threshold,
+    return metrics, {"method": statistics.name, "file": OOD_NAME, "n_fit": n, "threshold": threshold,
                      "threshold_rule": metrics["threshold_rule"], "note": note}
 
 

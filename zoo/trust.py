@@ -10,52 +10,48 @@ Three pieces, each optional, each validated when the model loads:
   prediction ("A Gentle Introduction to Conformal Prediction and Distribution-Free Uncertainty
   Quantification", Angelopoulos and Bates). The set holds every class whose calibrated probability p
   has 1 - p <= threshold; on exchangeable data it contains the true class with probability >= 1 - alpha.
-- **OOD statistics** (``ood.safetensors`` in the run folder): the L2-normalised image features of the
-  training images, "Out-of-Distribution Detection with Deep Nearest Neighbors" (Sun et al., 2022). An
-  image's score is 1 - its cosine similarity to the nearest training image (0 = a training image's
-  twin, up to 2); it is flagged when the score exceeds the stored threshold, which 95% of the
-  validation images pass. The features are the backbone's output (``forward_features``), globally
-  average-pooled: what the classifier head reads, and for most timm models exactly the penultimate
-  (pre-logit) features. Why these and why nearest neighbours: see train/trust.py's fit_ood.
+- **OOD statistics** (``ood.safetensors`` in the run folder): an out-of-distribution score fitted on the
+  training images' features, and the threshold 95% of the validation images pass; an image scoring above it is
+  flagged. Which score is the file's own choice: its metadata names a method of zoo/ood/ (knn-cosine, the
+  default: 1 - cosine similarity to the nearest training image; mahalanobis: the distance to the nearest class
+  mean), and zoo.ood.read_ood_statistics, the one reader of the file, applies that method. The features are the
+  backbone's output (``forward_features``), globally average-pooled: what the classifier head reads, and for
+  most timm models exactly the penultimate (pre-logit) features.
 
 A model without these (trained before they existed, or imported without its data) loads and works; its
 `Trust` says which pieces are missing and why. A run folder may say why itself: ``{"skipped": reason}`` in
 place of the zoo block's ``calibration`` or ``conformal`` object (zoo/keras_import.py does, for models that
 come with too few images to fit them), and ``ood.note`` for what a reader must know about its OOD check. Statistics
 that are present but unusable (a temperature outside TEMPERATURE_RANGE, a threshold outside its range, NaN/inf
-values, a shape that does not fit the model) are refused with a ZooError naming the file. `read_trust` is the one
+values, a shape that does not fit the model) are refused with a ZooError naming the file; statistics of an OOD
+method this version does not know give no OOD check, with the reason. `read_trust` is the one
 validation: the server's comparison and private mode's offer (ui/private.py) both go through it.
 """
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
-import torch.nn.functional as F
 from torch import nn
 
 from ._errors import ZooError
-from .fileio import check_file_size, read_safetensors
+from .ood import (DEFAULT_OOD_METHOD, OOD_PASS_RATE, KnnCosine, OODStatistics, leave_one_out_scores,
+                  read_ood_statistics, save_ood_statistics)
 from .run_layout import CONFIG_NAME, OOD_NAME
 
-__all__ = ["OOD_NAME", "OOD_METHOD", "OOD_PASS_RATE", "DEFAULT_ALPHA", "TEMPERATURE_RANGE", "OODStatistics",
+__all__ = ["OOD_NAME", "DEFAULT_OOD_METHOD", "OOD_PASS_RATE", "DEFAULT_ALPHA", "TEMPERATURE_RANGE", "OODStatistics",
            "Conformal", "Trust", "Assessment", "features_and_logits", "feature_size", "leave_one_out_scores",
            "read_trust", "write_ood_statistics"]
 
-OOD_METHOD = "knn-cosine"
-OOD_FORMAT = "1"
-OOD_PASS_RATE = 0.95   # the OOD threshold lets this share of the in-distribution images it is set on pass
 DEFAULT_ALPHA = 0.1
-_OOD_TENSORS = ("bank", "threshold")
 # A temperature outside this range is a damaged or forged file, not a calibration: train/trust.py's fit searches
-# exactly this range (its TEMPERATURE_BOUNDS), below 0.05 softmax(logits / T) is one-hot for any logits a
-# classifier gives (1e-300 overflows to NaN probabilities), above 20 it is near-uniform (1e300: exactly uniform).
+# exactly this range, below 0.05 softmax(logits / T) is one-hot for any logits a classifier gives (1e-300
+# overflows to NaN probabilities), above 20 it is near-uniform (1e300: exactly uniform).
 TEMPERATURE_RANGE = (0.05, 20.0)
 _RANGE_SLACK = 1e-9  # a fit that stopped on a bound may land a rounding error outside it
 
@@ -81,29 +77,6 @@ def feature_size(model: nn.Module) -> int:
 
 
 # --- the pieces ---------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class OODStatistics:
-    """L2-normalised features of training images (N, D) and the score threshold."""
-
-    bank: torch.Tensor = field(repr=False)   # (N, D) float32, rows of unit length
-    threshold: float
-    method: str = OOD_METHOD
-    file: str = OOD_NAME
-
-    def scores(self, features: torch.Tensor) -> torch.Tensor:
-        """1 - cosine similarity to the nearest training image: (B, D) -> (B,), in [0, 2]."""
-        f = F.normalize(features.detach().float().reshape(len(features), -1), dim=1)  # (B, D)
-        nearest = torch.zeros(len(f))
-        for start in range(0, len(f), 256):  # (256, N) similarities at a time
-            nearest[start:start + 256] = (f[start:start + 256] @ self.bank.T).max(dim=1).values
-        return (1.0 - nearest).clamp_min(0.0)
-
-    def check(self, features: torch.Tensor) -> list[dict[str, Any]]:
-        """{"score", "threshold", "flagged"} per image of a (B, D) batch."""
-        return [{"score": float(s), "threshold": self.threshold, "flagged": bool(s > self.threshold)}
-                for s in self.scores(features).tolist()]
-
 
 @dataclass(frozen=True)
 class Conformal:
@@ -230,38 +203,6 @@ def _read_conformal(zoo_cfg: dict[str, Any], config_path: Path, has_temperature:
     return Conformal(alpha=float(alpha), threshold=float(threshold), n_calibration=n), None
 
 
-def _read_ood(folder: Path, size: int | None) -> tuple[OODStatistics | None, str | None]:
-    path = folder / OOD_NAME
-    if not path.is_file():
-        return None, (f"no OOD statistics: {folder} has no {OOD_NAME} (a run trained before the OOD check, "
-                      "or a model imported without its training data), so this model cannot tell when "
-                      "an image is unlike its training images")
-    check_file_size(path)  # before the bank is read into memory
-    tensors = read_safetensors(path)
-    missing = [k for k in _OOD_TENSORS if k not in tensors]
-    if missing:
-        raise ZooError(f"{path} lacks tensor(s) {missing}; an OOD statistics file holds {list(_OOD_TENSORS)}. "
-                       "Retrain, or delete the file to load the model without an OOD check.")
-    for name in _OOD_TENSORS:
-        if not torch.isfinite(tensors[name]).all():
-            raise ZooError(f"{path}: tensor {name!r} has non-finite values (NaN/inf); the statistics are "
-                           "unusable. Retrain, or delete the file to load the model without an OOD check.")
-    bank, threshold = tensors["bank"], tensors["threshold"]
-    if bank.ndim != 2 or bank.shape[0] < 1 or (size is not None and bank.shape[1] != size):
-        raise ZooError(f"{path}: bank has shape {tuple(bank.shape)}, but this model's image features have "
-                       f"{size} values (expected (N, {size})); the file belongs to another model. Delete it "
-                       "or retrain.")
-    norms = bank.float().norm(dim=1)
-    if not torch.allclose(norms, torch.ones_like(norms), atol=1e-3):
-        raise ZooError(f"{path}: bank rows must have unit length (L2-normalised features); found norms from "
-                       f"{float(norms.min()):.4g} to {float(norms.max()):.4g}. Retrain, or delete the file.")
-    if threshold.numel() != 1 or not 0 < float(threshold) <= 2:
-        raise ZooError(f"{path}: threshold must be one number in (0, 2] (a cosine distance), got "
-                       f"{threshold.tolist()}. Retrain, or delete the file.")
-    stats = OODStatistics(bank=bank.float(), threshold=float(threshold), file=str(path))
-    return stats, None
-
-
 def read_trust(folder: str | os.PathLike, config: dict[str, Any], model: nn.Module | int | None) -> Trust:
     """The trust pieces of the model loaded from `folder` (whose config.json is `config`), validated.
 
@@ -274,9 +215,11 @@ def read_trust(folder: str | os.PathLike, config: dict[str, Any], model: nn.Modu
     config_path = folder / CONFIG_NAME
     temperature, calibration_reason = _read_temperature(zoo_cfg, config_path)
     conformal, conformal_reason = _read_conformal(zoo_cfg, config_path, temperature is not None)
-    ood, ood_reason = _read_ood(folder, model if model is None or isinstance(model, int) else feature_size(model))
-    figures = zoo_cfg.get("calibration")
     ood_block = zoo_cfg.get("ood")
+    declared = ood_block.get("method") if isinstance(ood_block, dict) else None
+    ood, ood_reason = read_ood_statistics(folder, model if model is None or isinstance(model, int)
+                                          else feature_size(model), declared if isinstance(declared, str) else None)
+    figures = zoo_cfg.get("calibration")
     note = ood_block.get("note") if isinstance(ood_block, dict) and ood is not None else None
     return Trust(temperature=temperature, conformal=conformal, ood=ood,
                  calibration_reason=calibration_reason, conformal_reason=conformal_reason,
@@ -284,28 +227,7 @@ def read_trust(folder: str | os.PathLike, config: dict[str, Any], model: nn.Modu
                  test_figures=figures if isinstance(figures, dict) and not _skipped(figures) else None)
 
 
-def leave_one_out_scores(features: torch.Tensor) -> torch.Tensor:
-    """Each image's OOD score against the others: 1 - cosine similarity to its nearest OTHER image, (N, D) -> (N,).
-
-    For a model that comes with too few images for a separate threshold split: these are the scores the
-    images would get if each were new, so a threshold on them is less optimistic than one on scores of 0
-    (an image is its own nearest neighbour in the bank). N x N similarities: meant for small N.
-    """
-    f = F.normalize(features.detach().float().reshape(len(features), -1), dim=1)  # (N, D)
-    if len(f) < 2:
-        raise ZooError(f"leave-one-out OOD scores need at least 2 images, got {len(f)}.")
-    similarity = f @ f.T  # (N, N)
-    similarity.fill_diagonal_(-float("inf"))
-    return (1.0 - similarity.max(dim=1).values).clamp_min(0.0)
-
-
 def write_ood_statistics(folder: str | os.PathLike, bank: torch.Tensor, threshold: float) -> Path:
-    """Write `ood.safetensors` (the format read_trust checks) into `folder`: bank (N, D) float32 with
-    unit-length rows, threshold (1,)."""
-    path = Path(folder) / OOD_NAME
-    tensors = {"bank": F.normalize(bank.detach().float(), dim=1).contiguous(),
-               "threshold": torch.tensor([float(threshold)], dtype=torch.float32)}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "method": OOD_METHOD, "version": OOD_FORMAT})
-    os.replace(tmp, path)
-    return path
+    """Write knn-cosine statistics whose bank is exactly these features (N, D) into `folder`'s ood.safetensors
+    (zoo.ood.save_ood_statistics writes those of any method)."""
+    return save_ood_statistics(folder, KnnCosine.from_features(bank, threshold))
