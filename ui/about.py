@@ -80,7 +80,8 @@ TRUST_TEXT = {
            "threshold that 95% of the validation images pass, the image is flagged and the answer is not "
            "meaningful, however confident. These models' checks:",
     "examples": "**What the check did on the examples** (each model on each example image of the Compare tab; "
-                "score = 1 - cosine similarity to the nearest training image, flagged above the threshold):",
+                "score = each model's own OOD score, by default 1 - cosine similarity to the nearest training "
+                "image; flagged above the threshold):",
 }
 
 

@@ -37,8 +37,9 @@ GLOSSARY: tuple[Term, ...] = (
     Term("OOD check", "Out-of-distribution check: is the image like the images the model learned from? If its "
          "score is above the threshold, the answer is not meaningful, however confident.",
          r"\bOOD check\b|\b[Oo]ut-of-distribution check\b"),
-    Term("OOD score", "1 - the cosine similarity of the image's features to those of the nearest image in the "
-         "model's feature bank: 0 for an image the bank holds, larger for stranger images.",
+    Term("OOD score", "How unlike the model's training images this image's features are, by the method its run "
+         "folder names: by default 1 - the cosine similarity to the nearest image in the model's feature bank (0 for "
+         "an image the bank holds); or the Mahalanobis distance to the nearest class mean. Larger is stranger.",
          r"\bscore(?= ?[>=≤\d])"),
     Term("OOD threshold", "The score that 95% of the model's validation images stay under; above it, the image is "
          "flagged as unlike the training images.", r"\bthreshold\b"),
