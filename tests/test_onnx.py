@@ -61,6 +61,7 @@ def test_export_writes_a_verified_file_beside_the_weights_and_leaves_them_as_the
     assert {name: _sha(run / name) for name in before} == before  # config.json is the weights' description, untouched
     info = read_onnx_info(run)[ONNX_NAME]
     assert info["sha256"] == _sha(run / ONNX_NAME) and info["weights_sha256"] == before["model.safetensors"]
+    assert info["format_version"] == onnx_export.ONNX_INFO_VERSION
     v = info["verification"]
     assert v["inputs"] >= 4 and v["max_abs_diff"] <= 1e-4 and v["top1_agreement"] == 1.0
     assert v["features"]["max_abs_diff"] <= v["features"]["tolerance"] and v["features"]["min_cosine"] > 0.99999

@@ -7,8 +7,7 @@ from typing import Any
 
 from ._hub import CARD_NAME
 from .fileio import atomic_write, check_file_size
-from .onnx_io import FEATURES_NAME, INPUT_NAME, METADATA_NAME, OPSET, OUTPUT_NAME, OnnxIO
-from .onnx_verify import TOLERANCE
+from .onnx_io import FEATURES_NAME, INPUT_NAME, METADATA_NAME, OUTPUT_NAME, OnnxIO
 from .run_layout import ONNX_INFO_NAME, OOD_NAME
 
 __all__ = ["onnx_card_section", "update_card_section"]
@@ -66,10 +65,12 @@ metadata[0, [1, 2 + sexes, 3 + sexes + sites]] = 1.0
 
 
 def onnx_card_section(io_spec: OnnxIO, info: dict[str, Any]) -> str:
-    """The model card's ONNX section: the file, its inputs and outputs, the verification, and how to run it."""
+    """The model card's ONNX section: the file, its inputs and outputs, the verification, and how to run it.
+
+    `info` is the onnx.json entry an export has just written (this zoo's ONNX_INFO_VERSION: every field there).
+    """
     c, h, w = io_spec.input_size
-    v = info.get("verification", {})
-    lines = [f"`model.onnx` (opset {info.get('opset', OPSET)}, float32, dynamic batch) runs with ONNX Runtime alone, "
+    lines = [f"`model.onnx` (opset {info['opset']}, float32, dynamic batch) runs with ONNX Runtime alone, "
              "no PyTorch needed.", "",
              f"- input `{INPUT_NAME}`: float32 (batch, {c}, {h}, {w}), the image resized, centre-cropped and "
              "normalised as config.json's `pretrained_cfg` says"]
@@ -81,19 +82,23 @@ def onnx_card_section(io_spec: OnnxIO, info: dict[str, Any]) -> str:
               "config.json's `label_names`",
               f"- output `{FEATURES_NAME}`: float32 (batch, {io_spec.num_features or 'D'}), the backbone's globally "
               f"average-pooled image features; the out-of-distribution check compares them with `{OOD_NAME}` "
-              "(nearest-neighbour cosine distance, as in the snippet)", ""]
-    if v:
-        lines += [f"Verified against the PyTorch weights on {v.get('inputs')} {v.get('inputs_source', 'inputs')}: "
-                  f"max |Δ logit| {v.get('max_abs_diff', float('nan')):.2g} (allowed {v.get('tolerance', TOLERANCE):.2g}), "
-                  f"top-1 identical on {v.get('top1_agreement', 0):.0%}"
-                  + (f"; features max |Δ| {v['features']['max_abs_diff']:.2g} (allowed "
-                     f"{v['features']['tolerance']:.2g}), lowest cosine {v['features']['min_cosine']:.6f}"
-                     if v.get("features") else "")
-                  + f"; ONNX Runtime {v.get('onnxruntime')} (figures in `{ONNX_INFO_NAME}`).", ""]
+              "(nearest-neighbour cosine distance, as in the snippet)", "", _verification_sentence(info["verification"]),
+              ""]
     metadata = _METADATA_SNIPPET if io_spec.metadata_features is not None else ""
     feeds = (f'{{"{INPUT_NAME}": x, "{METADATA_NAME}": metadata}}' if metadata else f'{{"{INPUT_NAME}": x}}')
     snippet = _SNIPPET.replace("METADATA\n", metadata).replace("FEEDS", feeds).replace("OOD_FILE", OOD_NAME)
     return "\n".join([_CARD_TITLE, "", *lines, snippet, ""])
+
+
+def _verification_sentence(v: dict[str, Any]) -> str:
+    """The export's verification figures (verify_onnx's, with their inputs_source) in one sentence."""
+    features = v["features"]
+    return (f"Verified against the PyTorch weights on {v['inputs']} {v['inputs_source']}: "
+            f"max |Δ logit| {v['max_abs_diff']:.2g} (allowed {v['tolerance']:.2g}), "
+            f"top-1 identical on {v['top1_agreement']:.0%}"
+            + (f"; features max |Δ| {features['max_abs_diff']:.2g} (allowed {features['tolerance']:.2g}), "
+               f"lowest cosine {features['min_cosine']:.6f}" if features else "")
+            + f"; ONNX Runtime {v['onnxruntime']} (figures in `{ONNX_INFO_NAME}`).")
 
 
 def update_card_section(card: Path, section: str) -> None:

@@ -36,8 +36,8 @@ from .assets import file_sha256
 from .fileio import atomic_write
 from .onnx_card import onnx_card_section, update_card_section
 from .onnx_file import STANDARD_DOMAINS, check_onnx_file
-from .onnx_info import (INFO_FORMAT, OnnxExport, read_onnx_info, remember_verification, verification_record,
-                        write_info)
+from .onnx_info import (INFO_FORMAT, ONNX_INFO_VERSION, OnnxExport, info_version_problem, read_onnx_info,
+                        remember_verification, verification_record, write_info)
 from .onnx_int8 import quantize_int8
 from .onnx_io import (DEFAULT_THREADS, FEATURES_NAME, INPUT_NAME, METADATA_NAME, OPSET, OUTPUT_NAME, OnnxIO,
                       has_features_output, onnx_session, require_onnx_runtime)
@@ -51,7 +51,8 @@ __all__ = [
     "TOLERANCE", "DEFAULT_THREADS", "INT8_MIN_AGREEMENT", "OnnxIO", "OnnxExport", "export_onnx", "verify_onnx",
     "check_onnx_file", "onnx_session", "has_features_output", "reference_inputs", "read_onnx_info", "onnx_card_section",
     "quantize_int8", "require_onnx_runtime", "top1_agreement", "INT8_TIE", "verify_int8_onnx",
-    "verification_record", "remember_verification", "INFO_FORMAT", "STANDARD_DOMAINS",
+    "verification_record", "remember_verification", "INFO_FORMAT", "STANDARD_DOMAINS", "ONNX_INFO_VERSION",
+    "info_version_problem",
 ]
 
 _EXPORT_LOCK = threading.Lock()  # one export at a time: the pooling patch below is process-wide
@@ -198,7 +199,8 @@ def export_onnx(model_or_folder: nn.Module | str | os.PathLike, path: str | os.P
     weights_sha256 = (file_sha256(weights) if weights.is_file() and (known or _same_weights(model, weights))
                       else None)
     info = {
-        "format": INFO_FORMAT, "precision": "fp32", "sha256": hashlib.sha256(data).hexdigest(),
+        "format": INFO_FORMAT, "format_version": ONNX_INFO_VERSION,
+        "precision": "fp32", "sha256": hashlib.sha256(data).hexdigest(),
         # the weights it was verified against: a stale or swapped file is refused by the loader
         "weights_sha256": weights_sha256,
         "opset": OPSET, "inputs": {k: list(v) for k, v in io_spec.expected().items()},

@@ -4,11 +4,16 @@ onnx.json names each ONNX file's and the weights' sha256 and the verification fi
 and int8), for readers of a published run. A loader never takes it on the folder's word (anyone who can change
 model.onnx can rewrite onnx.json's hashes too): it trusts only the verification records the zoo wrote itself, in
 its own cache (``remember_verification``, keyed by the sha256 of both the ONNX file and the weights).
+
+Each entry names its ``format_version`` (ONNX_INFO_VERSION). An entry that names none was written before versions
+and reads as it always did; `info_version_problem` says what it may lack. An entry of a newer version is not read
+(a warning says so and what to do) and is kept as it is when another file's entry is written.
 """
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +23,13 @@ from ._errors import ZooError
 from .fileio import atomic_write, check_file_size
 from .run_layout import ONNX_INFO_NAME
 
-__all__ = ["INFO_FORMAT", "OnnxExport", "write_info", "read_onnx_info", "verification_record", "remember_verification"]
+__all__ = ["INFO_FORMAT", "ONNX_INFO_VERSION", "OnnxExport", "write_info", "read_onnx_info", "info_version_problem",
+           "verification_record", "remember_verification"]
 
-INFO_FORMAT = "zoo-onnx/1"
+INFO_FORMAT = "zoo-onnx/1"  # each entry's "format": what kind of record it is
+# each entry's "format_version": 2 names it and promises the `features` output's shape and verification figures
+# (version 1, written before entries named a version, left them out where model.onnx predates that output)
+ONNX_INFO_VERSION = 2
 
 
 @dataclass
@@ -32,7 +41,9 @@ class OnnxExport:
 
 
 def write_info(folder: Path, name: str, entry: dict[str, Any]) -> None:
-    info = read_onnx_info(folder)
+    """Put `entry` into the folder's onnx.json as `name`'s record; the other files' entries stay as they are,
+    whatever their version."""
+    info = _read_entries(Path(folder) / ONNX_INFO_NAME)
     info[name] = entry
     with atomic_write(folder / ONNX_INFO_NAME) as f:
         f.write((json.dumps(info, indent=2) + "\n").encode())
@@ -70,8 +81,47 @@ def remember_verification(record: dict[str, Any]) -> None:
 
 def read_onnx_info(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """onnx.json of a folder: {file name: record}; empty when there is none or it is unreadable. What the folder
-    says about itself: descriptive, never proof that a file was verified (see verification_record)."""
+    says about itself: descriptive, never proof that a file was verified (see verification_record).
+
+    An entry of an older format version is returned as it is (`info_version_problem` says what it lacks); one of
+    a newer version is left out, with a warning saying so: its fields may mean what this zoo does not know.
+    """
     path = Path(folder) / ONNX_INFO_NAME
+    entries = {}
+    for name, entry in _read_entries(path).items():
+        problem = info_version_problem(name, entry)
+        if problem is not None and _version(entry) > ONNX_INFO_VERSION:
+            warnings.warn(f"{path}: {problem}", stacklevel=2)
+            continue
+        entries[name] = entry
+    return entries
+
+
+def info_version_problem(name: str, entry: dict[str, Any]) -> str | None:
+    """What an onnx.json entry written in another format version than this zoo's lacks or holds beyond it, in
+    words with the fix; None for an entry of ONNX_INFO_VERSION."""
+    version = _version(entry)
+    if version == ONNX_INFO_VERSION:
+        return None
+    if version > ONNX_INFO_VERSION:
+        return (f"the entry for {name} has format version {entry.get('format_version')!r}, newer than this zoo's "
+                f"{ONNX_INFO_VERSION}: a newer medtl-zoo wrote it, and this one does not read it (upgrade medtl-zoo, "
+                "or re-export the file with this one).")
+    return (f"the entry for {name} names no format version (version 1, written before entries named one): where "
+            f"{name} was exported before it gave image features, it lacks the `features` output's shape and "
+            "verification figures. Re-export it (python -m zoo export RUN) to write a complete entry.")
+
+
+def _version(entry: dict[str, Any]) -> float:
+    """An entry's format version: 1 where it names none; infinite where it names one this zoo cannot read."""
+    if "format_version" not in entry:
+        return 1
+    version = entry["format_version"]
+    return version if isinstance(version, int) and not isinstance(version, bool) and version >= 1 else float("inf")
+
+
+def _read_entries(path: Path) -> dict[str, dict[str, Any]]:
+    """Every {file name: entry} of the onnx.json at `path`, whatever its version; empty when unreadable."""
     try:
         check_file_size(path)
         info = json.loads(path.read_text(encoding="utf-8"))

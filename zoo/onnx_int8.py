@@ -14,7 +14,8 @@ from ._hub import WEIGHTS_NAME, read_config
 from .assets import file_sha256
 from .fileio import atomic_write
 from .onnx_file import check_onnx_file
-from .onnx_info import INFO_FORMAT, OnnxExport, read_onnx_info, remember_verification, verification_record, write_info
+from .onnx_info import (INFO_FORMAT, ONNX_INFO_VERSION, OnnxExport, read_onnx_info, remember_verification,
+                        verification_record, write_info)
 from .onnx_io import DEFAULT_THREADS, onnx_session, require_onnx_runtime, run_session
 from .onnx_verify import INT8_MIN_AGREEMENT, top1_agreement
 from .run_layout import ONNX_INT8_NAME, ONNX_NAME
@@ -63,8 +64,10 @@ def quantize_int8(folder: str | os.PathLike, inputs: torch.Tensor, metadata: tor
         raise ZooError(f"int8 quantization of {folder.name} agrees with fp32 on the top-1 class for {agreement:.1%} of "
                        f"{len(inputs)} inputs, under the {INT8_MIN_AGREEMENT:.0%} required; {ONNX_INT8_NAME} was not "
                        "written (the fp32 model.onnx stays).")
-    fp32_entry = read_onnx_info(folder).get(ONNX_NAME) or {}  # descriptive fields only (opset, shapes)
-    info = {"format": INFO_FORMAT, "precision": "int8-dynamic", "sha256": hashlib.sha256(data).hexdigest(),
+    # descriptive fields only (opset, shapes); none where onnx.json holds no entry for it that this zoo reads
+    fp32_entry = read_onnx_info(folder).get(ONNX_NAME) or {}
+    info = {"format": INFO_FORMAT, "format_version": ONNX_INFO_VERSION,
+            "precision": "int8-dynamic", "sha256": hashlib.sha256(data).hexdigest(),
             "weights_sha256": weights_sha256, "from": ONNX_NAME, "from_sha256": fp32_info["sha256"],
             "opset": fp32_entry.get("opset"), "inputs": fp32_entry.get("inputs"),
             "outputs": fp32_entry.get("outputs"), "verification": figures}
