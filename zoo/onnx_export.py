@@ -25,6 +25,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -147,6 +148,38 @@ def export_onnx(model_or_folder: nn.Module | str | os.PathLike, path: str | os.P
     (`update_card`). A model that does not verify raises a ZooError and nothing is written.
     """
     require_onnx_runtime()
+    model, folder, path = _model_and_target(model_or_folder, path)
+    io_spec = OnnxIO.from_model(model)
+    if inputs is None:
+        inputs, metadata = reference_inputs(model)
+        inputs_source = "reference inputs (example images shipped with installed packages, and random ones)"
+    data, figures, export_s = _export_and_verify(model, io_spec, path, inputs, metadata, threads)
+    known = weights is not None or folder is not None
+    weights = Path(weights) if weights is not None else (folder or path.parent) / WEIGHTS_NAME
+    weights_sha256 = (file_sha256(weights) if weights.is_file() and (known or _same_weights(model, weights))
+                      else None)
+    info = {
+        "format": INFO_FORMAT, "format_version": ONNX_INFO_VERSION,
+        "precision": "fp32", "sha256": hashlib.sha256(data).hexdigest(),
+        # the weights it was verified against: a stale or swapped file is refused by the loader
+        "weights_sha256": weights_sha256,
+        "opset": OPSET, "inputs": {k: list(v) for k, v in io_spec.expected().items()},
+        "outputs": {OUTPUT_NAME: ["batch", io_spec.num_classes], FEATURES_NAME: ["batch", io_spec.num_features]},
+        "verification": {**figures, "inputs_source": inputs_source or "inputs given by the caller"},
+        "export_s": round(export_s, 2),
+    }
+    with atomic_write(path) as f:
+        f.write(data)
+    write_info(path.parent, path.name, info)
+    remember_verification(info)
+    if update_card and (path.parent / CARD_NAME).is_file():
+        update_card_section(path.parent / CARD_NAME, onnx_card_section(io_spec, info))
+    return OnnxExport(path=path, info=info)
+
+
+def _model_and_target(model_or_folder: nn.Module | str | os.PathLike,
+                      path: str | os.PathLike | None) -> tuple[nn.Module, Path | None, Path]:
+    """(the model, its run folder or None, the file to write), checked to be exportable there."""
     folder = None
     if isinstance(model_or_folder, nn.Module):
         model = model_or_folder
@@ -170,11 +203,12 @@ def export_onnx(model_or_folder: nn.Module | str | os.PathLike, path: str | os.P
         raise ZooError(f"export_onnx needs a model with timm's interface (forward_features, forward_head, "
                        f"num_features) to export its image features too; {type(model).__name__} lacks "
                        f"{', '.join(missing)}. Create it with zoo.create_model or timm.create_model.")
-    io_spec = OnnxIO.from_model(model)
-    if inputs is None:
-        inputs, metadata = reference_inputs(model)
-        inputs_source = "reference inputs (example images shipped with installed packages, and random ones)"
+    return model, folder, path
 
+
+def _export_and_verify(model: nn.Module, io_spec: OnnxIO, path: Path, inputs: torch.Tensor,
+                       metadata: torch.Tensor | None, threads: int) -> tuple[bytes, dict[str, Any], float]:
+    """(the ONNX bytes, verify_onnx's figures, seconds the export took), in eval mode; the model's mode is kept."""
     was_training = model.training
     model.eval()
     try:
@@ -194,27 +228,7 @@ def export_onnx(model_or_folder: nn.Module | str | os.PathLike, path: str | os.P
                        f"it with the architecture name ({getattr(model, 'zoo_cfg', {}).get('architecture')}).") from None
     finally:
         model.train(was_training)
-    known = weights is not None or folder is not None
-    weights = Path(weights) if weights is not None else (folder or path.parent) / WEIGHTS_NAME
-    weights_sha256 = (file_sha256(weights) if weights.is_file() and (known or _same_weights(model, weights))
-                      else None)
-    info = {
-        "format": INFO_FORMAT, "format_version": ONNX_INFO_VERSION,
-        "precision": "fp32", "sha256": hashlib.sha256(data).hexdigest(),
-        # the weights it was verified against: a stale or swapped file is refused by the loader
-        "weights_sha256": weights_sha256,
-        "opset": OPSET, "inputs": {k: list(v) for k, v in io_spec.expected().items()},
-        "outputs": {OUTPUT_NAME: ["batch", io_spec.num_classes], FEATURES_NAME: ["batch", io_spec.num_features]},
-        "verification": {**figures, "inputs_source": inputs_source or "inputs given by the caller"},
-        "export_s": round(export_s, 2),
-    }
-    with atomic_write(path) as f:
-        f.write(data)
-    write_info(path.parent, path.name, info)
-    remember_verification(info)
-    if update_card and (path.parent / CARD_NAME).is_file():
-        update_card_section(path.parent / CARD_NAME, onnx_card_section(io_spec, info))
-    return OnnxExport(path=path, info=info)
+    return data, figures, export_s
 
 
 def _same_weights(model: nn.Module, weights: Path) -> bool:
