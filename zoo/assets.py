@@ -20,7 +20,6 @@ from pathlib import Path
 import yaml
 
 from ._errors import ZooError
-from .images import IMAGE_SUFFIXES
 
 __all__ = ["AssetPackage", "ASSET_PACKAGES", "ASSETS_FIX", "MedicalClassifier", "MEDICAL_CLASSIFIERS",
            "asset_error", "asset_file", "file_sha256", "medical_classifier", "package_folder"]
@@ -158,6 +157,9 @@ class MedicalClassifier:
 
     def images(self) -> list[tuple[Path, str]]:
         """The packaged images, sorted by file name, each with its true label (from the file name)."""
+        # imported here so that `import zoo` does not load pydicom and the image readers
+        from .images import IMAGE_SUFFIXES  # noqa: PLC0415
+
         folder = package_folder(self.asset) / self.image_dir
         files = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
             if folder.is_dir() else []
