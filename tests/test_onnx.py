@@ -20,7 +20,7 @@ from PIL import Image
 import zoo
 from _onnx_graphs import write_graph
 from hub_server import HubServer, point_client_at
-from zoo import onnx_export
+from zoo import onnx_export, onnx_int8
 from zoo.__main__ import main as zoo_main
 from zoo.backends import OnnxBackend, TorchBackend, check_backend, load_backend
 from zoo.onnx_export import check_onnx_file, export_onnx, quantize_int8, read_onnx_info
@@ -61,6 +61,7 @@ def test_export_writes_a_verified_file_beside_the_weights_and_leaves_them_as_the
     assert {name: _sha(run / name) for name in before} == before  # config.json is the weights' description, untouched
     info = read_onnx_info(run)[ONNX_NAME]
     assert info["sha256"] == _sha(run / ONNX_NAME) and info["weights_sha256"] == before["model.safetensors"]
+    assert info["format_version"] == onnx_export.ONNX_INFO_VERSION
     v = info["verification"]
     assert v["inputs"] >= 4 and v["max_abs_diff"] <= 1e-4 and v["top1_agreement"] == 1.0
     assert v["features"]["max_abs_diff"] <= v["features"]["tolerance"] and v["features"]["min_cosine"] > 0.99999
@@ -332,7 +333,7 @@ def test_int8_is_a_separate_backend_kept_only_where_top1_agrees(tmp_path, monkey
     x = _inputs(run, 16)
     assert load_backend(run, "onnx-int8").name == "onnx"  # none yet: fp32, saying why
     with monkeypatch.context() as patched:  # (undo() would also undo conftest's cache folder)
-        patched.setattr(onnx_export, "INT8_MIN_AGREEMENT", 1.01)  # an agreement no model reaches
+        patched.setattr(onnx_int8, "INT8_MIN_AGREEMENT", 1.01)  # an agreement no model reaches
         with pytest.raises(zoo.ZooError, match="under the 101% required"):
             quantize_int8(run, x)
     assert not (run / ONNX_INT8_NAME).exists()

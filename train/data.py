@@ -23,6 +23,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from zoo.images import IMAGE_SUFFIXES as IMAGE_EXTENSIONS  # the one list of readable image files
+
 from ._errors import DataError
 
 __all__ = [
@@ -34,7 +36,6 @@ __all__ = [
 
 _logger = logging.getLogger("train")
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom")
 SPLIT_NAMES = ("train", "val", "test")
 # a folder with one of these names (any case) holds a split of an ImageFolder, not a class
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",

@@ -33,7 +33,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 from PIL import Image
 
-from zoo.images import MAX_IMAGE_PIXELS, ImageLoadError, load_image
+from zoo.images import FORMAT_SUFFIXES, MAX_IMAGE_PIXELS, ImageLoadError, load_image
 
 from ._errors import DataError
 from .data import SPLIT_ALIASES, load_csv, load_npz
@@ -47,9 +47,6 @@ RATIO_CHECKED_FROM_BYTES = 1 << 20  # smaller zip entries may compress well (a b
 MAX_LISTED = 25  # skipped files and duplicates shown in the report's text; the lists keep them all
 IGNORED_NAMES = ("__MACOSX", "Thumbs.db", "desktop.ini")  # operating-system clutter in archives, never images
 
-# the format load_image found -> the file extension the normalised copy gets (content decides, not the name)
-_FORMAT_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif",
-                      "DICOM": ".dcm"}
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
 _UNSAFE_IN_FOLDER_NAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
@@ -235,7 +232,7 @@ def _take(candidate: _Candidate, target: Path, limits: IntakeLimits) -> _Taken:
         return _Taken(problem=str(e).removeprefix("<bytes>: "))
     except (OSError, ValueError, MemoryError) as e:  # what a decoder may raise beyond load_image's own errors
         return _Taken(problem=f"cannot be decoded ({type(e).__name__}: {e})")
-    suffix = _FORMAT_EXTENSIONS.get(str(loaded.info.get("format")), ".png")
+    suffix = FORMAT_SUFFIXES.get(str(loaded.info.get("format")), ".png")
     path = target.with_name(target.name + suffix)
     with open(path, "xb") as f:
         f.write(data)

@@ -157,8 +157,11 @@ class MedicalClassifier:
 
     def images(self) -> list[tuple[Path, str]]:
         """The packaged images, sorted by file name, each with its true label (from the file name)."""
+        # imported here so that `import zoo` does not load pydicom and the image readers
+        from .images import IMAGE_SUFFIXES  # noqa: PLC0415
+
         folder = package_folder(self.asset) / self.image_dir
-        files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")) \
+        files = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
             if folder.is_dir() else []
         if len(files) != self.num_images:
             raise asset_error(self.asset, f"{self.image_dir} holds {len(files)} images, expected {self.num_images}")

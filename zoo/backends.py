@@ -12,14 +12,14 @@ backends give them from the same single pass as the logits. A model.onnx exporte
 output existed still answers, with features None and `features_reason` saying to re-export it; the caller
 then shows "no OOD check" with that reason rather than running PyTorch a second time for the features.
 
-"onnx" uses the run's model.onnx when it passes zoo.onnx_export.check_onnx_file and was verified against
-exactly these weights. Only a verification the zoo recorded itself counts (zoo.onnx_export.verification_record:
+"onnx" uses the run's model.onnx when it passes zoo.onnx_file.check_onnx_file and was verified against
+exactly these weights. Only a verification the zoo recorded itself counts (zoo.onnx_info.verification_record:
 its own cache, keyed by the sha256 of both the ONNX file and the weights, written by an export or a
 quantization here or by an earlier verification); what the folder says about itself (onnx.json, which anyone
 who can change model.onnx can rewrite too) never does. Any other file (a run folder's, a Hub snapshot's, an int8
 file) is verified now against the PyTorch model on reference inputs, and the result is remembered. A run
 without model.onnx gets one exported and verified once into the zoo's cache (ZOO_CACHE/onnx/...), never into
-the run folder. "onnx-int8" uses model.int8.onnx (zoo.onnx_export.quantize_int8 writes it only when it keeps
+the run folder. "onnx-int8" uses model.int8.onnx (zoo.onnx_int8.quantize_int8 writes it only when it keeps
 >= 99% top-1 agreement on the run's test split; on first use here its top-1 class is checked against PyTorch's),
 else the fp32 file. Whatever fails (onnxruntime not installed, an invalid or mismatched file, a failed
 verification) falls back to PyTorch, and `fallback_reason` says why: never a wrong answer. Each call's outputs
@@ -45,10 +45,12 @@ from ._errors import ZooError
 from ._hub import WEIGHTS_NAME, load_pretrained, read_config, resolve_folder
 from .archs.metadata import MetadataSchema
 from .assets import file_sha256
-from .onnx_export import (DEFAULT_THREADS, FEATURES_NAME, INPUT_NAME, METADATA_NAME, OUTPUT_NAME, OnnxIO,
-                          check_onnx_file, export_onnx, has_features_output, onnx_session, reference_inputs,
-                          remember_verification, require_onnx_runtime, verification_record, verify_int8_onnx,
-                          verify_onnx)
+from .onnx_export import export_onnx
+from .onnx_file import check_onnx_file
+from .onnx_info import remember_verification, verification_record
+from .onnx_io import (DEFAULT_THREADS, FEATURES_NAME, INPUT_NAME, METADATA_NAME, OUTPUT_NAME, OnnxIO,
+                      has_features_output, onnx_session, require_onnx_runtime)
+from .onnx_verify import reference_inputs, verify_int8_onnx, verify_onnx
 from .run_layout import ONNX_INFO_NAME, ONNX_INT8_NAME, ONNX_NAME
 from .trust import features_and_logits
 

@@ -1,0 +1,24 @@
+"""Turn an image file into 8-bit pixels, the same way for training and for the app.
+
+`load_image` reads PNG, JPEG, BMP, TIFF and GIF with Pillow and DICOM with pydicom, and returns an
+8-bit ``"L"`` (grayscale source) or ``"RGB"`` (colour source) image plus a record of what was done
+to it. Every problem with the input raises `ImageLoadError`, whose message names the file, says what
+is wrong with it and what to do.
+
+A few hundred bytes must not cost gigabytes: the pixel count and the aspect ratio are checked from the
+header, before decoding, large images are downscaled once, here, to at most `MAX_IMAGE_SIDE` pixels on the
+longer side, and high-depth pixels are scaled to 8 bits in chunks. ``info["original_size"]`` keeps the
+file's own size.
+
+Modules: `decoded` (what every reader returns), `pixels` (the size checks and scaling they share),
+`pillow_reader`, `dicom_reader`, and `dispatch` (the registered readers, `IMAGE_SUFFIXES`, `load_image`).
+"""
+from .decoded import (CHOSEN_WINDOW, MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, ImageLoadError, LoadedImage,
+                      printable_name, to_model_mode)
+from .dicom_reader import DEFLATED_DICOM_HEADER_BYTES, DICOM_ROBUST_PERCENTILES
+from .dispatch import FORMAT_SUFFIXES, IMAGE_SUFFIXES, READERS, load_image
+from .pillow_reader import PILLOW_FORMATS
+
+__all__ = ["DEFLATED_DICOM_HEADER_BYTES", "ImageLoadError", "LoadedImage", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE",
+           "MAX_ASPECT_RATIO", "CHOSEN_WINDOW", "load_image", "printable_name", "to_model_mode", "IMAGE_SUFFIXES",
+           "FORMAT_SUFFIXES", "READERS", "PILLOW_FORMATS", "DICOM_ROBUST_PERCENTILES"]
