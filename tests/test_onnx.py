@@ -134,12 +134,18 @@ def test_export_needs_a_path_for_a_bare_model_and_a_folder_that_exists(tmp_path)
     assert not (tmp_path / ONNX_NAME).exists()
 
 
-@pytest.mark.parametrize("arch,head,size", [("lenet5", None, None), ("resnet18", "metadata", 48)])
-def test_the_card_snippet_runs_with_onnxruntime_alone(arch, head, size, tmp_path):
+@pytest.mark.parametrize("arch,head,size,ood", [("lenet5", None, None, "knn-cosine"),
+                                                 ("lenet5", None, None, "mahalanobis"),
+                                                 ("resnet18", "metadata", 48, "knn-cosine")])
+def test_the_card_snippet_runs_with_onnxruntime_alone(arch, head, size, ood, tmp_path):
+    from zoo.ood import ood_method, save_ood_statistics
+
     run = _run(tmp_path / "run", arch, head, size)
     model = zoo.load_pretrained(run)
     bank = torch.randn(20, model.num_features, generator=torch.Generator().manual_seed(2))
-    write_ood_statistics(run, bank, 0.5)  # the snippet's OOD check must give the zoo's score
+    labels = np.arange(20) % 2
+    # the snippet's OOD check must give the zoo's score, whichever method the file names
+    save_ood_statistics(run, ood_method(ood).fit(bank, labels).with_threshold(0.5))
     config = json.loads((run / "config.json").read_text())
     config.setdefault("zoo", {})["temperature"] = 1.7  # and its probabilities the calibrated ones
     (run / "config.json").write_text(json.dumps(config))
@@ -163,7 +169,7 @@ def test_the_card_snippet_runs_with_onnxruntime_alone(arch, head, size, tmp_path
     trust = read_trust(run, config, model)
     np.testing.assert_allclose(probabilities, trust.calibrated_probabilities(expected[0]).numpy(), atol=1e-5)
     score = float(trust.ood.scores(features)[0])
-    assert ood_line.startswith(f"OOD score {score:.4f}, threshold 0.5000:")
+    assert ood_line.startswith(f"OOD score ({ood}) {score:.4f}, threshold 0.5000:"), (ood_line, score)
 
 
 # --- loading: the backend and its fallbacks --------------------------------------------------------

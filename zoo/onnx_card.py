@@ -7,6 +7,7 @@ from typing import Any
 
 from ._hub import CARD_NAME
 from .fileio import atomic_write, check_file_size
+from .ood import ood_method, ood_method_names
 from .onnx_io import FEATURES_NAME, INPUT_NAME, METADATA_NAME, OUTPUT_NAME, OnnxIO
 from .run_layout import ONNX_INFO_NAME, OOD_NAME
 
@@ -45,12 +46,14 @@ temperature = (config.get("zoo") or {}).get("temperature") or 1.0  # calibrated 
 scaled = logits / temperature
 probabilities = np.exp(scaled - scaled.max()) / np.exp(scaled - scaled.max()).sum()
 print(config.get("label_names", list(range(len(logits))))[int(probabilities.argmax())])
-if os.path.exists("OOD_FILE"):  # the out-of-distribution check: 1 - cosine to the nearest training image
+if os.path.exists("OOD_FILE"):  # the out-of-distribution check, by the method the file names
+    from safetensors import safe_open
     from safetensors.numpy import load_file
 
-    ood = load_file("OOD_FILE")  # bank (N, D) of unit rows, threshold (1,)
-    score = max(0.0, 1.0 - float((ood["bank"] @ (features / max(np.linalg.norm(features), 1e-12))).max()))
-    print(f"OOD score {score:.4f}, threshold {float(ood['threshold'][0]):.4f}:",
+    with safe_open("OOD_FILE", "np") as f:
+        method = f.metadata()["method"]
+    ood = load_file("OOD_FILE")  # the method's arrays and threshold (1,)
+OOD_SCORES    print(f"OOD score ({method}) {score:.4f}, threshold {float(ood['threshold'][0]):.4f}:",
           "unlike the training images" if score > ood["threshold"][0] else "like the training images")
 ```'''
 
@@ -82,12 +85,22 @@ def onnx_card_section(io_spec: OnnxIO, info: dict[str, Any]) -> str:
               "config.json's `label_names`",
               f"- output `{FEATURES_NAME}`: float32 (batch, {io_spec.num_features or 'D'}), the backbone's globally "
               f"average-pooled image features; the out-of-distribution check compares them with `{OOD_NAME}` "
-              "(nearest-neighbour cosine distance, as in the snippet)", "", _verification_sentence(info["verification"]),
+              "(by the method the file names, as in the snippet)", "", _verification_sentence(info["verification"]),
               ""]
     metadata = _METADATA_SNIPPET if io_spec.metadata_features is not None else ""
     feeds = (f'{{"{INPUT_NAME}": x, "{METADATA_NAME}": metadata}}' if metadata else f'{{"{INPUT_NAME}": x}}')
-    snippet = _SNIPPET.replace("METADATA\n", metadata).replace("FEEDS", feeds).replace("OOD_FILE", OOD_NAME)
+    snippet = (_SNIPPET.replace("METADATA\n", metadata).replace("FEEDS", feeds).replace("OOD_FILE", OOD_NAME)
+               .replace("OOD_SCORES", _ood_scores()))
     return "\n".join([_CARD_TITLE, "", *lines, snippet, ""])
+
+
+def _ood_scores() -> str:
+    """The snippet's scoring branch: one per OOD method this zoo knows, each the method's own numpy statement."""
+    lines = []
+    for i, name in enumerate(ood_method_names()):
+        lines += [f'    {"if" if i == 0 else "elif"} method == "{name}":', f"        {ood_method(name).numpy_score}"]
+    lines += ["    else:", '        raise SystemExit(f"OOD method {method!r} is not known to this snippet")']
+    return "\n".join(lines) + "\n"
 
 
 def _verification_sentence(v: dict[str, Any]) -> str:

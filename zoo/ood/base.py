@@ -45,6 +45,9 @@ class OODStatistics(ABC):
     tensor_names: ClassVar[tuple[str, ...]]  # what the file holds besides "threshold"
     threshold_range: ClassVar[tuple[float, float]]  # (low, high]: a threshold outside is a damaged file
     summary: ClassVar[str]                  # the score in one line (metrics.json's "score")
+    # one Python statement, numpy only, that sets `score` (a float) from `ood` (the file's arrays by name) and
+    # `features` (the image's (D,) float32 features): the model card's ONNX Runtime snippet runs it
+    numpy_score: ClassVar[str]
 
     @classmethod
     @abstractmethod

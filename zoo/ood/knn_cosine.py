@@ -39,6 +39,8 @@ class KnnCosine(OODStatistics):
     tensor_names = ("bank",)
     threshold_range = (0.0, 2.0)
     summary = "1 - cosine similarity of the image features to the nearest training image's (k-nearest-neighbour, k = 1)"
+    numpy_score = ('score = max(0.0, 1.0 - float((ood["bank"] @ (features / max(np.linalg.norm(features), '
+                   '1e-12))).max()))')
 
     @classmethod
     def from_features(cls, features: torch.Tensor, threshold: float = float("inf")) -> KnnCosine:

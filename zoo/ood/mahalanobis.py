@@ -44,6 +44,8 @@ class Mahalanobis(OODStatistics):
     threshold_range = (0.0, float("inf"))
     summary = ("squared Mahalanobis distance of the image features to the nearest class mean (shared "
                "Ledoit-Wolf covariance), divided by the feature width")
+    numpy_score = ('score = float((((ood["whitening"].astype(np.float64) @ features) - ood["centres"]) ** 2)'
+                   '.sum(axis=1).min() / features.size)')
 
     @classmethod
     def fit(cls, features: torch.Tensor, labels: np.ndarray, seed: int = 0) -> Mahalanobis:
