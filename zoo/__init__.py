@@ -19,10 +19,11 @@ from .modes import apply_mode, backbone_stages, count_params, head_parameters, p
 from .offline_weights import offline_imagenet_weights
 from .onnx_export import export_onnx
 from .weight_init import INIT_SCHEMES, init_weights
-from .zoo_config import ZooConfig
+from .zoo_config import ZOO_FORMAT_VERSION, ZooConfig
 
 __all__ = [
     "ArchInfo", "BACKENDS", "HEADS", "INIT_SCHEMES", "MODES", "MODE_ORDER", "MetadataSchema", "ZooConfig", "ZooError",
+    "ZOO_FORMAT_VERSION",
     "apply_mode", "backbone_stages", "cam_target_layers", "check_hub_reachable", "clean_cache", "count_params",
     "create_model", "export_onnx", "get_architecture", "head_parameters", "init_weights", "list_architectures",
     "load_backend", "load_pretrained",
