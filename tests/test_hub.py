@@ -183,3 +183,46 @@ def test_first_offline_import_leaves_the_global_rng_alone(tmp_path, monkeypatch)
     after_import = torch.rand(3)
     torch.manual_seed(0)
     assert torch.equal(torch.rand(3), after_import)
+
+
+def test_config_json_states_its_format_and_stock_timm_still_loads_it(run):
+    model, folder = run
+    config = json.loads((folder / "config.json").read_text())
+    assert config["zoo"]["format_version"] == zoo.ZOO_FORMAT_VERSION == 1
+    x = torch.randn(2, 1, 32, 32)
+    stock = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.allclose(stock(x), model(x), atol=1e-6)
+    assert zoo.load_pretrained(folder).zoo_cfg["format_version"] == 1
+
+
+def test_a_config_json_without_a_format_version_loads_as_before(run):
+    model, folder = run
+    config = json.loads((folder / "config.json").read_text())
+    del config["zoo"]["format_version"]  # as every zoo wrote it before formats were versioned
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = zoo.load_pretrained(folder)
+    assert loaded.zoo_cfg["mode"] == "scratch" and loaded.label_names == ["benign", "malignant", "normal"]
+    assert loaded.zoo_cfg["format_version"] is None
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+@pytest.mark.parametrize("version, match", [
+    (2, r"config\.json: its zoo block has format version 2, newer than the version 1 this zoo reads.*Upgrade the zoo"),
+    (0, r"config\.json: zoo field 'format_version' must be a version from 1, got 0"),
+    ("1", r"config\.json: zoo field 'format_version' must be an integer or null, got '1'")])
+def test_a_config_json_of_a_newer_or_invalid_format_is_refused_by_name(run, version, match):
+    from zoo.catalog import discover_models
+
+    _, folder = run
+    config = json.loads((folder / "config.json").read_text())
+    config["zoo"]["format_version"] = version
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(zoo.ZooError, match=match):
+        zoo.load_pretrained(folder)
+    [entry] = discover_models(folder.parent, catalog=folder.parent / "none.json")
+    assert not entry.available and "format" in entry.reason
+    if version == 2:  # timm ignores the zoo block: stock timm still loads what a newer zoo wrote
+        timm.create_model(f"local-dir:{folder}", pretrained=True)

@@ -371,3 +371,12 @@ def test_uploads_that_are_not_archives_get_a_message(tmp_path, name, content, me
     with pytest.raises(IntakeError, match=message):
         read_upload(tmp_path / name, tmp_path / "job")
     assert_left_nothing(tmp_path, tmp_path / "job", {name})
+
+
+def test_the_train_tab_caps_each_image_as_the_compare_tab_does(tmp_path):
+    """One upload limit for both tabs: an image the Compare tab accepts is not refused for training."""
+    from ui.settings import Settings
+    compare = Settings(weights=tmp_path)
+    intake = IntakeLimits()
+    assert compare.max_file_size == "50mb" and intake.max_image_bytes == 50 * 1024**2  # Gradio: 1 MB = 1024**2 B
+    assert intake.max_pixels == compare.max_pixels == 40_000_000

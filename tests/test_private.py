@@ -93,6 +93,19 @@ def test_a_bundle_holds_what_the_page_needs(client, weights):
     assert onnx.headers["cross-origin-embedder-policy"] == "require-corp"
 
 
+def test_the_bundle_states_the_format_the_page_reads(client):
+    """The server writes BUNDLE_VERSION into every bundle and web/private.js refuses any other version: the two
+    declarations must name the same one, or the page would refuse every model."""
+    import re
+
+    from ui.private import BUNDLE_VERSION
+
+    bundle = client.get(f"/private/api/models/{CALIBRATED}/bundle.json").json()
+    assert bundle["format_version"] == BUNDLE_VERSION == 1
+    page_version = re.findall(r"^const BUNDLE_VERSION = (\d+);$", (WEB_DIR / "private.js").read_text(), re.M)
+    assert page_version == [str(BUNDLE_VERSION)]
+
+
 @pytest.mark.parametrize("url", [
     "/private/api/models/lite0-fe-digits/model.onnx",             # over the size limit: not on offer
     "/private/api/models/broken-weights/config.json",

@@ -207,6 +207,29 @@ def test_a_bundle_the_page_cannot_use_fails_its_column_alone(browser, server):
     context.close()
 
 
+@pytest.mark.parametrize("version", [2, None])
+def test_a_bundle_of_another_format_is_refused_by_the_page_alone(browser, server, version):
+    """A server of a newer app (or one from before bundles were versioned) sends a bundle this page cannot read:
+    that model fails, saying so and what to do, and the other model answers."""
+    context = browser.new_context()  # a fresh cache: the bundle is fetched (and forged) here
+
+    def other_version(route):
+        response = route.fetch()
+        bundle = {k: v for k, v in response.json().items() if k != "format_version"}
+        route.fulfill(response=response, json=bundle if version is None else {**bundle, "format_version": version})
+
+    page = context.new_page()
+    page.route(f"**/api/models/{CALIBRATED}/bundle.json*", other_version)
+    page.goto(server[0] + "private/")
+    page.wait_for_function("document.body.dataset.state === 'ready'")
+    results, status = run_private(page, packaged_examples()["retina"], [CALIBRATED, "lenet5-meta-lesions"])
+    error = results[CALIBRATED]["error"]
+    assert f"its bundle.json has format version {'null' if version is None else version}, " in error, error
+    assert "this page reads version 1" in error and "Reload the page" in error
+    assert results["lenet5-meta-lesions"]["error"] is None and "1 of 2 models answered" in status, status
+    context.close()
+
+
 def test_nan_features_in_the_browser_give_no_ood_check_never_a_pass(browser, server, tmp_path):
     """The page's OOD check, like the server's: a NaN feature is no distance (it used to pass every image)."""
     import shutil

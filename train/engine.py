@@ -7,6 +7,10 @@ so a run resumed from any step ends with the same weights as an uninterrupted on
 Under torchrun (train/distributed.py) every rank draws the same epoch order and takes its shard of it,
 the model trains wrapped in DistributedDataParallel, and validation predictions are gathered so every
 rank takes the same early-stopping and learning-rate decisions; only rank 0 writes checkpoints.
+
+One cohesive thing, kept in one module past 500 lines: the Trainer and the state it saves. Its steps
+(feed, forward, step, evaluate, checkpoint, stop) share that state, so splitting them would pass it
+around instead; the pure pieces live beside it (train.epoch_order, train.loop, train.checkpoint).
 """
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data import ImageDataset, class_counts
 from .features import CachePlan, cached_forward, extract_features
-from .loop import StopRequest, interrupted, mix_seed
+from .epoch_order import EpochBatchSampler, epoch_batches
+from .loop import StopRequest, interrupted
 from .losses import build_loss, penalty
 from .metrics import HEADLINE_METRICS, classification_metrics
 
@@ -41,66 +46,6 @@ __all__ = ["EpochBatchSampler", "SplitData", "Trainer", "TrainState", "build_opt
            "build_scheduler", "epoch_batches"]
 
 _logger = logging.getLogger("train")
-
-
-# --- epoch order ----------------------------------------------------------------------------------
-
-def epoch_batches(labels: Sequence[int], epoch: int, seed: int, batch_size: int,
-                  sampler: str = "shuffle", with_item_seeds: bool = False, rank: int = 0,
-                  world_size: int = 1) -> list[list[Any]]:
-    """The batches of one training epoch: a seeded shuffle, or class-balanced draws with replacement.
-
-    With ``with_item_seeds`` every item is (index, seed) so augmentation is reproducible per item.
-    A last batch of a single image is merged into the one before (batch norm needs two). With several
-    processes every rank draws the same order and keeps every world_size-th item from its rank on, the
-    order padded from its start to a multiple of world_size as DistributedSampler does, so all ranks
-    get the same number of batches of ``batch_size`` (per process).
-    """
-    n = len(labels)
-    generator = torch.Generator().manual_seed(mix_seed(seed, epoch, 0))
-    if sampler == "shuffle":
-        order = torch.randperm(n, generator=generator).tolist()
-    elif sampler == "balanced":
-        counts = np.bincount(np.asarray(labels), minlength=max(labels) + 1).astype(np.float64)
-        weights = torch.as_tensor(1.0 / counts[np.asarray(labels)], dtype=torch.float64)
-        order = torch.multinomial(weights, n, replacement=True, generator=generator).tolist()
-    else:
-        raise ValueError(f"unknown sampler {sampler!r}; expected shuffle or balanced")
-    items: list[Any] = ([(i, mix_seed(seed, epoch, pos + 1)) for pos, i in enumerate(order)]
-                        if with_item_seeds else order)
-    if world_size > 1:
-        items = (items + items[:(-n) % world_size])[rank::world_size]
-        n = len(items)
-    batches = [items[i:i + batch_size] for i in range(0, n, batch_size)]
-    if len(batches) > 1 and len(batches[-1]) == 1:
-        last = batches.pop()
-        batches[-1] = batches[-1] + last
-    return batches
-
-
-class EpochBatchSampler:
-    """A batch sampler whose batches are set per epoch (and start step, when resuming)."""
-
-    def __init__(self, labels: Sequence[int], batch_size: int, seed: int, sampler: str,
-                 with_item_seeds: bool, rank: int = 0, world_size: int = 1):
-        self.labels, self.batch_size, self.seed = list(labels), batch_size, seed
-        self.sampler, self.with_item_seeds = sampler, with_item_seeds
-        self.rank, self.world_size = rank, world_size
-        self.batches: list[list[Any]] = []
-        self.start = 0
-
-    def set_epoch(self, epoch: int, start_step: int = 0) -> int:
-        """Prepare `epoch`, skipping its first `start_step` batches; returns its number of batches."""
-        self.batches = epoch_batches(self.labels, epoch, self.seed, self.batch_size, self.sampler,
-                                     self.with_item_seeds, self.rank, self.world_size)
-        self.start = start_step
-        return len(self.batches)
-
-    def __iter__(self) -> Iterator[list[Any]]:
-        return iter(self.batches[self.start:])
-
-    def __len__(self) -> int:
-        return len(self.batches) - self.start
 
 
 def _ignore_stop_signals(worker_id: int) -> None:

@@ -2,8 +2,8 @@
 
 The server's part is read-only: it serves the page (web/private.html, web/private.js, web/preprocess.js),
 onnxruntime-web's files from web/node_modules (installed by `npm ci`, never a CDN), and, for each model on
-offer, what the page needs to run it: the verified model.onnx, a small JSON bundle (preprocessing, labels,
-temperature, conformal threshold, metadata default) and the OOD bank as raw float32. A model is on offer
+offer, what the page needs to run it: the verified model.onnx, a small JSON bundle (its format version,
+preprocessing, labels, temperature, conformal threshold, metadata default) and the OOD bank as raw float32. A model is on offer
 when it is a local run folder whose model.onnx ONNX Runtime accepted as verified for its weights
 (zoo.load_backend), whose download (model.onnx plus the OOD bank) is no larger than MAX_ONNX_BYTES in all, with a
 preprocessing the page implements, and whose trust values pass the server's own validation (zoo.trust.read_trust:
@@ -46,10 +46,13 @@ from zoo.trust import Trust, read_trust
 from .public_errors import public_message
 from .settings import APP_ROOT, Settings
 
-__all__ = ["PAGE_PATH", "MAX_ONNX_BYTES", "INTERPOLATIONS", "WEB_DIR", "ORT_DIST", "PrivateOffer", "OfferedModel",
+__all__ = ["PAGE_PATH", "BUNDLE_VERSION", "MAX_ONNX_BYTES", "INTERPOLATIONS", "WEB_DIR", "ORT_DIST", "PrivateOffer", "OfferedModel",
            "private_routes", "web_files", "read_checked_file", "TAB_MARKDOWN"]
 
 PAGE_PATH = "/private/"
+# the format of a model's bundle.json; web/private.js declares the version it reads and refuses any other
+# (a tab left open across an update of the app, or a stale cached page). Raise it when a key changes meaning.
+BUNDLE_VERSION = 1
 MAX_ONNX_BYTES = 100 * 2**20  # a model's download (ONNX + OOD bank) over this is not offered: a tab would hold it
 # PIL's resampling filters, all implemented in web/preprocess.js (the names timm's pretrained_cfg uses)
 INTERPOLATIONS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
@@ -147,6 +150,7 @@ def _bundle(entry: ModelEntry, backend: Backend, trust: Trust, preprocessing: di
     as raw little-endian float32 (None without one)."""
     outputs = _onnx_outputs(data)
     bundle: dict[str, Any] = {
+        "format_version": BUNDLE_VERSION,
         "id": entry.id, "label_names": backend.label_names, "preprocessing": preprocessing,
         "temperature": trust.temperature,
         "conformal": ({"alpha": trust.conformal.alpha, "threshold": trust.conformal.threshold}

@@ -9,6 +9,7 @@ from pathlib import Path
 from zoo import ZooError
 from zoo import images as zoo_images
 from zoo.backends import BACKENDS, check_backend
+from zoo.upload_limits import MAX_UPLOAD_SIZE
 
 __all__ = ["APP_ROOT", "ENVIRONMENT_HELP", "Settings", "SettingsError"]
 
@@ -23,7 +24,7 @@ ENVIRONMENT_HELP = f"""\
     ZOO_APP_BACKEND        what runs the models: onnx (default: ONNX Runtime where installed and the run has,
                            or gets once in the zoo's cache, a verified model.onnx; else PyTorch, saying why),
                            onnx-int8 (a run's model.int8.onnx where it has one), or torch (always PyTorch)
-    ZOO_APP_MAX_FILE_SIZE  upload limit (default 50mb)
+    ZOO_APP_MAX_FILE_SIZE  upload limit (default {MAX_UPLOAD_SIZE})
     ZOO_APP_MAX_PIXELS     largest image accepted, in pixels (default {zoo_images.MAX_IMAGE_PIXELS:,})
     ZOO_APP_QUEUE_SIZE     requests allowed to wait (default 20)
     ZOO_APP_CONCURRENCY    requests that read images (comparisons, previews) run at the same time (default 1:
@@ -52,7 +53,7 @@ class Settings:
     catalog: Path | None = None
     cache_models: int = 8
     cache_mb: int | None = None
-    max_file_size: str = "50mb"
+    max_file_size: str = MAX_UPLOAD_SIZE
     max_pixels: int = zoo_images.MAX_IMAGE_PIXELS
     queue_size: int = 20
     concurrency: int = 1
@@ -76,7 +77,7 @@ class Settings:
         return cls(weights=Path(env("ZOO_APP_WEIGHTS", APP_ROOT / "weights")),
                    catalog=Path(catalog) if catalog else None,
                    cache_models=_int_env("ZOO_APP_CACHE_MODELS", 8), cache_mb=_int_env("ZOO_APP_CACHE_MB", None),
-                   max_file_size=env("ZOO_APP_MAX_FILE_SIZE", "50mb"),
+                   max_file_size=env("ZOO_APP_MAX_FILE_SIZE", MAX_UPLOAD_SIZE),
                    max_pixels=_int_env("ZOO_APP_MAX_PIXELS", zoo_images.MAX_IMAGE_PIXELS),
                    queue_size=_int_env("ZOO_APP_QUEUE_SIZE", 20), concurrency=_int_env("ZOO_APP_CONCURRENCY", 1),
                    examples_dir=Path(env("ZOO_APP_EXAMPLES")) if env("ZOO_APP_EXAMPLES") else None,

@@ -50,11 +50,21 @@ async function cachedBytes(url) {
   return new Uint8Array(await response.arrayBuffer());
 }
 
+// The bundle.json format this page reads (ui/private.py BUNDLE_VERSION). A bundle of another version is refused,
+// never half-read; the version is in the bundle's URL too, so a copy cached for another version is never reused.
+const BUNDLE_VERSION = 1;
+
 async function loadModel(entry) {
   const key = `${entry.id}@${entry.onnx_sha256}`;
   if (sessions.has(key)) return sessions.get(key);
   const base = `api/models/${encodeURIComponent(entry.id)}/`;
-  const bundle = JSON.parse(new TextDecoder().decode(await cachedBytes(`${base}bundle.json?v=${entry.onnx_sha256}`)));
+  const bundleUrl = `${base}bundle.json?v=${entry.onnx_sha256}&format=${BUNDLE_VERSION}`;
+  const bundle = JSON.parse(new TextDecoder().decode(await cachedBytes(bundleUrl)));
+  if (bundle.format_version !== BUNDLE_VERSION) {
+    throw new Error(`its bundle.json has format version ${JSON.stringify(bundle.format_version ?? null).slice(0, 20)}, ` +
+      `but this page reads version ${BUNDLE_VERSION}: page and server come from different versions of the app. ` +
+      "Reload the page; if the message stays, update the app (or use the Compare tab).");
+  }
   const bytes = await cachedBytes(`${base}model.onnx?v=${entry.onnx_sha256}`);
   let session;
   try {

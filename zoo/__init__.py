@@ -20,12 +20,12 @@ from .modes import (MODE_ORDER, MODES, TransferMode, apply_mode, backbone_stages
 from .offline_weights import offline_imagenet_weights
 from .onnx_export import export_onnx
 from .weight_init import INIT_SCHEMES, init_weights
-from .zoo_config import ZooConfig
+from .zoo_config import ZOO_FORMAT_VERSION, ZooConfig
 
 __all__ = [
     "ArchInfo", "BACKENDS", "HEADS", "INIT_SCHEMES", "MODES", "MODE_ORDER", "MetadataSchema", "TransferMode",
-    "ZooConfig", "ZooError", "apply_mode", "backbone_stages", "cam_target_layers", "check_hub_reachable",
-    "clean_cache", "count_params", "create_model", "export_onnx", "get_architecture", "get_mode",
+    "ZOO_FORMAT_VERSION", "ZooConfig", "ZooError", "apply_mode", "backbone_stages", "cam_target_layers",
+    "check_hub_reachable", "clean_cache", "count_params", "create_model", "export_onnx", "get_architecture", "get_mode",
     "head_parameters", "init_weights", "list_architectures", "load_backend", "load_pretrained",
     "offline_imagenet_weights", "param_groups", "resolve_data_config", "save_pretrained",
 ]

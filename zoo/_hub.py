@@ -29,7 +29,7 @@ from .input_guard import guard_input_size
 from .model_config import MAX_PARAMS, PRETRAINED_SOURCE_KEYS, check_model_config
 from .modes import apply_mode, count_params
 from .run_layout import CARD_NAME, CONFIG_NAME, MAX_FILE_BYTES, OOD_NAME, WEIGHTS_NAME
-from .zoo_config import ZooConfig
+from .zoo_config import ZOO_FORMAT_VERSION, ZooConfig
 
 __all__ = ["save_pretrained", "load_pretrained", "read_config", "read_hub_cache", "weights_path", "resolve_folder",
            "check_hub_reachable", "clean_cache", "CACHE_DIR", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME"]
@@ -118,8 +118,9 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, label_names: li
         raise ZooError(f"{len(label_names)} label_names for a model with {model.num_classes} outputs.")
     total, trainable = count_params(model)
     zoo_config = ZooConfig.from_dict({**ZooConfig.from_model(model).to_dict(), "dataset": dataset,
-                                   **(extra_config or {}), "params_total": total, "params_trainable": trainable},
-                                  source="save_pretrained (model.zoo_cfg, dataset, extra_config)")
+                                      **(extra_config or {}), "params_total": total, "params_trainable": trainable,
+                                      "format_version": ZOO_FORMAT_VERSION},
+                                     source="save_pretrained (model.zoo_cfg, dataset, extra_config)")
     model_config = {"zoo": zoo_config.to_dict()}
     if label_names is not None:
         model_config["label_names"] = list(label_names)

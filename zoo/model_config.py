@@ -11,7 +11,8 @@ file must be refused with its reason, cheaply (no model is built, nothing of the
 - ``pretrained_cfg``'s weight-source keys (``PRETRAINED_SOURCE_KEYS``: file, url, hf_hub_id, ...) are never
   followed: models are built with ``pretrained=False`` and the keys are dropped before the build.
 
-The "zoo" block is parsed by ``zoo_config.ZooConfig``; this module adds the checks of its ranges.
+The "zoo" block is parsed by ``zoo_config.ZooConfig`` (which also refuses a block of a newer format version);
+this module adds the checks of its ranges.
 """
 from __future__ import annotations
 

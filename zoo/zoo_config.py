@@ -3,7 +3,14 @@
 In the spirit of timm's ``PretrainedCfg``: a dataclass is the schema, the model and config.json carry
 its plain-dict form (``model.zoo_cfg``, the ``"zoo"`` object), and every reader parses that dict with
 ``ZooConfig.from_dict``, which names the field, the bad value and the file. Keys it does not know are
-kept in ``extra``, so folders written by an older or newer zoo still load.
+kept in ``extra``.
+
+The block states its format, ``format_version`` (``ZOO_FORMAT_VERSION`` of the zoo that wrote it;
+``zoo.save_pretrained``, the one writer, sets it). A block without one was written before formats were
+versioned and loads as it always has; a block of a newer format is refused with a message that names the
+file, its version and ours, since this zoo cannot know what the newer fields mean. Raise the version when
+a field changes meaning or becomes required, not when one is added: a new optional field is kept in
+``extra`` by older readers.
 
 Names across the project: ``zoo_cfg`` is always the plain dict (as timm's ``pretrained_cfg`` is), and
 ``zoo_config`` always a parsed ``ZooConfig``.
@@ -18,12 +25,16 @@ from typing import Any, Mapping
 
 from ._errors import ZooError
 
-__all__ = ["ZooConfig"]
+__all__ = ["ZooConfig", "ZOO_FORMAT_VERSION"]
+
+ZOO_FORMAT_VERSION = 1  # the format of config.json's "zoo" block that this zoo writes and reads
+
 
 @dataclass
 class ZooConfig:
     """How a zoo model was built and trained. Every field may be absent from a file (None, or False)."""
 
+    format_version: int | None = None     # ZOO_FORMAT_VERSION of the writer; None: written before versions
     architecture: str | None = None       # the zoo's name (zoo.list_architectures())
     mode: str | None = None               # transfer mode (zoo.MODES)
     head: str | None = None               # zoo.HEADS, or None for the plain classifier
@@ -57,6 +68,7 @@ class ZooConfig:
         parsed = {k: v for k, v in values.items() if k in known}
         for name, value in parsed.items():
             _check_type(name, value, source)
+        _check_format_version(parsed.get("format_version"), source)
         return cls(**parsed, extra={k: v for k, v in values.items() if k not in known})
 
     @classmethod
@@ -82,3 +94,15 @@ def _check_type(name: str, value: Any, source: str) -> None:
         kinds = " or ".join(_KIND[t] for t in expected)
         raise ZooError(f"{source}: zoo field {name!r} must be {kinds}, got {value!r:.80}; fix the file or "
                        "re-save the model with zoo.save_pretrained.")
+
+
+def _check_format_version(version: int | None, source: str) -> None:
+    """None (a block written before versions) and versions up to ours pass; a newer or invalid one raises."""
+    if version is None or 1 <= version <= ZOO_FORMAT_VERSION:
+        return
+    if version < 1:
+        raise ZooError(f"{source}: zoo field 'format_version' must be a version from 1, got {version}; fix the "
+                       "file or re-save the model with zoo.save_pretrained.")
+    raise ZooError(f"{source}: its zoo block has format version {version}, newer than the version {ZOO_FORMAT_VERSION} "
+                   "this zoo reads, so its fields may mean what this version cannot know. Upgrade the zoo "
+                   "(pip install -U medtl-zoo, or pull the newer code) to load this model.")
