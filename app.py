@@ -9,8 +9,9 @@ metrics, and a summary of where they agree), Teaching (frozen vs trainable param
 curves, confusion matrix, ROC curves and reliability diagram, what the transfer modes did here, what the trust
 checks say on the examples), Model zoo (every registered architecture).
 
-This file is layout and wiring only. The inference lives in zoo/inference.py; settings, examples, text,
-display helpers, the teaching content and the app's state live in ui/. Importing this file builds nothing:
+This file is layout and wiring only. The inference lives in zoo/inference.py, the comparison's policy (how many
+models, where they agree) in ui/comparison.py; settings, examples, text, display helpers, the teaching content
+and the app's state live in ui/. Importing this file builds nothing:
 `demo` is built on first access (`gradio app.py`, `app.demo`) or by `python app.py`.
 
 Settings come from environment variables (ui/settings.py), read when the demo is built:
@@ -38,6 +39,7 @@ from ui.settings import ENVIRONMENT_HELP, Settings, SettingsError  # noqa: E402
 from ui.shutdown import serve_until_stopped  # noqa: E402
 from ui.state import UNKNOWN, ComparisonApp, metadata_record  # noqa: E402
 from ui.compare_api import build_compare_api  # noqa: E402
+from ui.comparison import MAX_MODELS, MIN_MODELS  # noqa: E402
 from ui.train_tab import build_train_tab, forget_session, session_of  # noqa: E402
 from ui.teaching import (PLOT_CAPTIONS, PLOT_HEIGHT, PLOT_ROWS, TEACHING_HEADERS, ExampleOODChecks,  # noqa: E402
                          column_widths, params_figure, study_reports, teaching_markdown, teaching_sections,
@@ -48,7 +50,7 @@ from zoo import inference  # noqa: E402
 __doc__ += ENVIRONMENT_HELP
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                        font_mono=["ui-monospace", "SFMono-Regular", "monospace"])  # system fonts: no network
-SLOTS = range(inference.MAX_MODELS)  # one result column, model-input preview and teaching row per model
+SLOTS = range(MAX_MODELS)  # one result column, model-input preview and teaching row per model
 
 
 def build_demo(settings: Settings | None = None) -> gr.Blocks:
@@ -86,7 +88,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                             window_apply = gr.Button("Apply this centre and width", size="sm", elem_id="window-apply")
                     with gr.Column(scale=2, min_width=320):
                         models = gr.CheckboxGroup(choices=app.choices(), value=selection, elem_id="models",
-                                                  label=f"Models ({inference.MIN_MODELS} to {inference.MAX_MODELS})")
+                                                  label=f"Models ({MIN_MODELS} to {MAX_MODELS})")
                         with gr.Group(visible=has_meta) as metadata_group:
                             gr.Markdown("Patient metadata for models with a metadata head (leave empty: unknown)")
                             with gr.Row():
@@ -200,7 +202,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
             except gr.Error as e:  # a bad image or selection: say so where the answer would be, keep the page
                 gr.Warning(e.message, title=e.title)
                 hidden = [gr.Column(visible=False), "", gr.Markdown(visible=False), None, "", gr.Image(None), ""]
-                return [f"**⚠ {e.title}:** {e.message}", None, [], *hidden * inference.MAX_MODELS]
+                return [f"**⚠ {e.title}:** {e.message}", None, [], *hidden * MAX_MODELS]
             updates, labels = [], probabilities(comparison.results, raw)
             for i in SLOTS:
                 if i < len(comparison.results):

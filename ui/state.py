@@ -19,6 +19,7 @@ from zoo import inference
 from zoo.assets import MEDICAL_CLASSIFIERS
 from zoo.catalog import ModelEntry, discover_models
 
+from . import comparison
 from .about import NO_IMAGE
 from .examples import Example, make_private_folder, write_examples
 from .formatting import image_info_markdown, input_caption, model_choice_label, upscale_for_display
@@ -82,7 +83,7 @@ class ComparisonApp:
         of them, up to `count` available models, one per (architecture, mode) first so the modes are all shown."""
         available = [e for e in self.entries.values() if e.available]
         medical = sorted((e for e in available if medical_rank(e) is not None), key=medical_rank)
-        if len(medical) >= inference.MIN_MODELS:
+        if len(medical) >= comparison.MIN_MODELS:
             return [e.id for e in medical[:count]]
         picked, seen = [], set()
         for e in available:
@@ -166,7 +167,7 @@ class ComparisonApp:
         except gr.Error:
             return []  # preview() already says what is wrong with the file
         shown = []
-        for entry in self.selected_entries(list(dict.fromkeys(model_ids))[:inference.MAX_MODELS], session):
+        for entry in self.selected_entries(list(dict.fromkeys(model_ids))[:comparison.MAX_MODELS], session):
             try:
                 loaded = self.cache.get(entry)
                 view = inference.model_input_image(loaded, image)
@@ -179,12 +180,12 @@ class ComparisonApp:
     def compare(self, path: str | None, model_ids: list[str] | None, metadata: dict[str, Any] | None = None,
                 top_k: int = inference.DEFAULT_TOP_K, cam: bool = True,
                 progress: Callable[..., Any] | None = None, true_label: str | None = None,
-                session: str | None = None, window: tuple[float, float] | None = None) -> inference.Comparison:
+                session: str | None = None, window: tuple[float, float] | None = None) -> comparison.Comparison:
         """Every selected model's answer; a bad selection or image raises gr.Error. `progress` is a
         gr.Progress (or any callable taking ((done, total), desc=...)); `true_label` (an example's) makes the
         summary say which models were right."""
         try:
-            ids = inference.check_selection(model_ids or [])
+            ids = comparison.check_selection(model_ids or [])
         except zoo.ZooError as e:
             raise gr.Error(self.public(str(e)), title="Select models", print_exception=False) from None
         image = self.read_image(path, window)
@@ -193,8 +194,8 @@ class ComparisonApp:
             if progress is not None:
                 progress((done, total), desc=what)
 
-        return public_comparison(inference.compare(image, self.selected_entries(ids, session), self.cache, metadata, top_k,
-                                                   cam, progress=report, true_label=true_label),
+        return public_comparison(comparison.compare(image, self.selected_entries(ids, session), self.cache, metadata,
+                                                    top_k, cam, progress=report, true_label=true_label),
                                  self.settings.weights)
 
     def metadata_fields(self, model_ids: list[str] | None, session: str | None = None
