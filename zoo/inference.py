@@ -30,7 +30,8 @@ from PIL import Image
 from ._errors import ZooError
 from .catalog import ModelEntry
 from .gradcam import CAM_DISPLAY_SIZE, cam_overlay, grad_cam
-from .model_cache import DEFAULT_BACKEND, LoadedModel, ModelCache, build_transform, load_model
+from .eval_transform import eval_transform as build_transform  # its name here since the app began
+from .model_cache import DEFAULT_BACKEND, LoadedModel, ModelCache, load_model
 from .prediction import (DEFAULT_TOP_K, MAX_AGE, Prediction, encode_metadata, model_input_image, model_view, predict,
                          preprocess)
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
-from timm.data import create_transform
 from torch import nn
 
 from ._errors import ZooError
@@ -27,15 +26,15 @@ from .archs.metadata import MetadataSchema
 from .backends import Backend, check_backend, load_backend
 from .cam import cam_target_layers
 from .catalog import ModelEntry
+from .eval_transform import eval_transform
 from .modes import count_params
 from .run_layout import ONNX_NAME
 from .trust import Trust, read_trust
 
-__all__ = ["DEFAULT_BACKEND", "LoadedModel", "ModelCache", "build_transform", "load_model"]
+__all__ = ["DEFAULT_BACKEND", "LoadedModel", "ModelCache", "load_model"]
 
 DEFAULT_BACKEND = "onnx"  # ONNX Runtime where it can answer correctly, else PyTorch saying why (zoo.backends)
 CAM_MIN_MAP_SIZE = 3  # Grad-CAM uses the last feature level at least this many pixels a side (zoo.cam)
-_TRANSFORM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
 
 @dataclass
@@ -107,15 +106,6 @@ class LoadedModel:
         return self.backend.nbytes
 
 
-def build_transform(data_config: Mapping[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
-    """timm's evaluation transform (resize, centre crop, to tensor, normalise) for a resolved data config.
-
-    The same call as train.augment.eval_transform (tests check both give identical tensors), so a model
-    sees in the app exactly what it was evaluated on.
-    """
-    return create_transform(**{k: data_config[k] for k in _TRANSFORM_KEYS if k in data_config}, is_training=False)
-
-
 def _import_cam_library() -> None:
     """Import pytorch-grad-cam (it pulls in OpenCV: a second or more the first time) when the first heatmap
     of a model is prepared (LoadedModel.cam_target, counted as loading), so that a Grad-CAM's time is the
@@ -143,7 +133,7 @@ def load_model(entry: ModelEntry, backend: str) -> LoadedModel:
     except Exception as e:  # torch/timm/onnxruntime errors on a damaged folder must not take the app down
         raise ZooError(f"{entry.id} could not be loaded ({type(e).__name__}: {e}).") from None
     return LoadedModel(
-        entry=entry, backend=runner, data_config=runner.data_config, transform=build_transform(runner.data_config),
+        entry=entry, backend=runner, data_config=runner.data_config, transform=eval_transform(runner.data_config),
         label_names=runner.label_names, metadata_schema=runner.metadata_schema, trust=trust,
         load_s=time.perf_counter() - start)
 
