@@ -1,11 +1,14 @@
 """The app's state and the work behind its callbacks: the models on offer, the model cache, reading the
-upload, the previews of what each model reads, and a comparison. Problems a user can fix become gr.Error
+upload (decoded once for its preview, its model inputs and its comparisons), the previews of what each model reads,
+and a comparison. Problems a user can fix become gr.Error
 with the loader's own message (the one gradio piece here)."""
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,9 @@ UNKNOWN = "unknown"
 # show the transfer modes, they are not medical and are never the default selection while medical models exist
 NON_MEDICAL_DATASETS = ("digits",)
 ModelInput = tuple[Image.Image | None, str]  # (what a model reads, enlarged for display; its caption)
+# decoded uploads kept, most recent first: an upload's preview, model inputs and comparisons each read it, one
+# decode for all (each at most MAX_IMAGE_SIDE a side after decoding: ~12 MB as RGB)
+DECODED_UPLOADS = 8
 
 
 class ComparisonApp:
@@ -50,6 +56,8 @@ class ComparisonApp:
                                           max_bytes=settings.cache_mb * 2**20 if settings.cache_mb else None,
                                           backend=settings.backend)
         self.entries: dict[str, ModelEntry] = {}
+        self._decoded: OrderedDict[tuple, zoo_images.LoadedImage] = OrderedDict()
+        self._decoded_lock = threading.Lock()
         self.refresh()
         self.examples_dir = make_private_folder(settings.examples_dir)
         self.examples: list[Example] = write_examples(self.examples_dir, settings.weights)
@@ -115,13 +123,25 @@ class ComparisonApp:
 
     def read_image(self, path: str | None, window: tuple[float, float] | None = None) -> zoo_images.LoadedImage:
         """The uploaded file as an 8-bit image (a DICOM shown through `window`, (centre, width), if given); any
-        problem becomes a gr.Error with the loader's message."""
+        problem becomes a gr.Error with the loader's message. Decoded once while the file is unchanged: the same
+        object is returned to every caller, which must not modify it."""
         if not path:
             raise gr.Error(NO_IMAGE, print_exception=False)
+        key = _upload_key(path, window)
+        with self._decoded_lock:
+            if key is not None and key in self._decoded:
+                self._decoded.move_to_end(key)
+                return self._decoded[key]
         try:
-            return zoo_images.load_image(path, max_pixels=self.settings.max_pixels, window=window)
-        except zoo.ZooError as e:
+            loaded = zoo_images.load_image(path, max_pixels=self.settings.max_pixels, window=window)
+        except zoo.ZooError as e:  # not kept: a file that failed is read again (and fails again, saying why)
             raise gr.Error(self.public(str(e)), title="This image cannot be used", print_exception=False) from None
+        if key is not None:
+            with self._decoded_lock:
+                self._decoded[key] = loaded
+                while len(self._decoded) > DECODED_UPLOADS:
+                    self._decoded.popitem(last=False)
+        return loaded
 
     def preview(self, path: str | None, window: tuple[float, float] | None = None) -> tuple[Image.Image | None, str]:
         """The uploaded image as read (8-bit; small ones enlarged with visible pixels), and what was done to it."""
@@ -163,7 +183,7 @@ class ComparisonApp:
         if not path or not model_ids:
             return []
         try:
-            image = self.read_image(path, window).image
+            image = inference.SharedImage(self.read_image(path, window).image)  # one resize per distinct input size
         except gr.Error:
             return []  # preview() already says what is wrong with the file
         shown = []
@@ -218,6 +238,18 @@ def medical_rank(entry: ModelEntry) -> tuple[int, str] | None:
     package = source.get("package") if isinstance(source, dict) else None
     packages = [c.package for c in MEDICAL_CLASSIFIERS.values()]
     return (packages.index(package) if package in packages else len(packages), entry.id)
+
+
+def _upload_key(path: str, window: tuple[float, float] | None) -> tuple | None:
+    """What identifies one decoding of a file: its path and window, and its size and time of change (a file
+    rewritten in place is decoded again); None when the file cannot be read (the loader then says why)."""
+    try:
+        stat = os.stat(path)
+        key = os.path.realpath(path), stat.st_mtime_ns, stat.st_size, window
+        hash(key)
+    except (OSError, TypeError):  # unreadable, or a window given as a list: decoded each time, as before
+        return None
+    return key
 
 
 def metadata_record(age: float | None, sex: str | None, site: str | None) -> dict[str, Any]:

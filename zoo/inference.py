@@ -29,16 +29,16 @@ from PIL import Image
 
 from ._errors import ZooError
 from .catalog import ModelEntry
-from .gradcam import CAM_DISPLAY_SIZE, cam_overlay, grad_cam
 from .eval_transform import eval_transform as build_transform  # its name here since the app began
+from .gradcam import CAM_DISPLAY_SIZE, cam_overlay, grad_cam
 from .model_cache import DEFAULT_BACKEND, LoadedModel, ModelCache, load_model
-from .prediction import (DEFAULT_TOP_K, MAX_AGE, Prediction, encode_metadata, model_input_image, model_view, predict,
-                         preprocess)
+from .prediction import (DEFAULT_TOP_K, MAX_AGE, Prediction, SharedImage, encode_metadata, model_input_image,
+                         model_view, predict, preprocess)
 
 __all__ = [
     "CAM_DISPLAY_SIZE", "DEFAULT_TOP_K", "DEFAULT_BACKEND", "MAX_AGE", "LoadedModel", "load_model", "ModelCache",
-    "Prediction", "ModelResult", "build_transform", "preprocess", "encode_metadata", "predict", "grad_cam",
-    "cam_overlay", "model_view", "model_input_image", "run_model", "run_models", "ProgressCallback",
+    "Prediction", "ModelResult", "SharedImage", "build_transform", "preprocess", "encode_metadata", "predict",
+    "grad_cam", "cam_overlay", "model_view", "model_input_image", "run_model", "run_models", "ProgressCallback",
 ]
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -120,8 +120,8 @@ def _result_for(entry: ModelEntry) -> ModelResult:
                        params_total=total, params_trainable=trainable, test_metrics=entry.test_metrics)
 
 
-def run_model(entry: ModelEntry, image: Image.Image, cache: ModelCache, metadata: Mapping[str, Any] | None = None,
-              top_k: int = DEFAULT_TOP_K, cam: bool = True,
+def run_model(entry: ModelEntry, image: Image.Image | SharedImage, cache: ModelCache,
+              metadata: Mapping[str, Any] | None = None, top_k: int = DEFAULT_TOP_K, cam: bool = True,
               on_load: Callable[[ModelEntry], None] | None = None) -> ModelResult:
     """One model's column: load (cached), predict, Grad-CAM. Errors end up in the result, never raised."""
     result = _result_for(entry)
@@ -192,16 +192,17 @@ def _add_trust(result: ModelResult, loaded: LoadedModel, prediction: Prediction,
                            "n": figures.get("n_test"), "bins": figures.get("ece_bins")}
 
 
-def run_models(image: Image.Image, entries: Sequence[ModelEntry], cache: ModelCache,
+def run_models(image: Image.Image | SharedImage, entries: Sequence[ModelEntry], cache: ModelCache,
                metadata: Mapping[str, Any] | None = None, top_k: int = DEFAULT_TOP_K, cam: bool = True,
                on_load: Callable[[ModelEntry], None] | None = None,
                progress: ProgressCallback | None = None) -> list[ModelResult]:
     """Every entry's column for one image, in order (run_model: a model that fails reports its error while the
-    others answer).
+    others answer). The image is shared (SharedImage): each distinct resize among the models is done once.
 
     `progress`, if given, is told before each model's step ("<id>: predicting", or "Loading <id>
     (first use)…" when it is not cached yet) and once at the end.
     """
+    shared = image if isinstance(image, SharedImage) else SharedImage(image)
     total = len(entries)
     results = []
     for done, entry in enumerate(entries):
@@ -213,7 +214,7 @@ def run_models(image: Image.Image, entries: Sequence[ModelEntry], cache: ModelCa
 
         if progress is not None:
             progress(done, total, f"{entry.id}: predicting")
-        results.append(run_model(entry, image, cache, metadata, top_k, cam, loading))
+        results.append(run_model(entry, shared, cache, metadata, top_k, cam, loading))
     if progress is not None:
         progress(total, total, "done")
     return results

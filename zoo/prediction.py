@@ -9,8 +9,9 @@ pass, so the trust checks (zoo.trust) are the same on either.
 from __future__ import annotations
 
 import math
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +24,8 @@ from ._errors import ZooError
 from .images import to_model_mode
 from .model_cache import LoadedModel
 
-__all__ = ["DEFAULT_TOP_K", "MAX_AGE", "Prediction", "encode_metadata", "model_input_image", "model_view", "predict",
-           "preprocess"]
+__all__ = ["DEFAULT_TOP_K", "MAX_AGE", "Prediction", "SharedImage", "encode_metadata", "model_input_image",
+           "model_view", "predict", "preprocess"]
 
 DEFAULT_TOP_K = 5
 MAX_AGE = 130.0
@@ -55,24 +56,61 @@ def _check_resize(loaded: LoadedModel, image: Image.Image) -> None:
 _BAND_WISE_STEPS = (transforms.Resize, transforms.CenterCrop)
 
 
-def preprocess(loaded: LoadedModel, image: Image.Image) -> torch.Tensor:
+class SharedImage:
+    """One decoded image that several models read (a comparison): its conversion to each channel count, and each
+    distinct resize and centre crop (the same steps: sizes, interpolation, crop), is computed once and shared.
+
+    Pass it wherever an image goes to the models (preprocess, predict, run_model); a plain PIL image is wrapped
+    for that one model. Thread-safe.
+    """
+
+    def __init__(self, image: Image.Image):
+        self.image = image
+        self._converted: dict[int, Image.Image] = {}
+        self._resized: dict[tuple, Image.Image] = {}
+        self._lock = threading.Lock()
+
+    def converted(self, in_chans: int) -> Image.Image:
+        """The image with a model's channel count (zoo.images.to_model_mode)."""
+        with self._lock:
+            if in_chans not in self._converted:
+                self._converted[in_chans] = to_model_mode(self.image, in_chans)
+            return self._converted[in_chans]
+
+    def resized(self, in_chans: int, steps: Sequence[Callable[[Image.Image], Image.Image]]) -> Image.Image:
+        """converted(in_chans) through `steps` (PIL to PIL: resize, centre crop), once per distinct steps; a step's
+        repr names all it does (size, interpolation, max_size, antialias)."""
+        key = (in_chans, tuple(repr(step) for step in steps))
+        with self._lock:
+            if key in self._resized:
+                return self._resized[key]
+        image = self.converted(in_chans)
+        for step in steps:
+            image = step(image)
+        with self._lock:
+            return self._resized.setdefault(key, image)
+
+
+def preprocess(loaded: LoadedModel, image: Image.Image | SharedImage) -> torch.Tensor:
     """An 8-bit L/RGB image -> the model's input batch (1, C, H, W), from the model's own config.
 
     A grey image for a 3-channel model is resized and cropped as one band, then replicated: exactly the tensor that
     replicating first gives (tests compare them bit for bit), with a third of the resampling and of the conversion,
-    which on a 1776x1416 chest X-ray is most of the preprocessing.
+    which on a 1776x1416 chest X-ray is most of the preprocessing. Through a SharedImage, models whose resize and
+    crop are the same share them: the same tensors as each model resizing on its own.
     """
-    _check_resize(loaded, image)
+    shared = image if isinstance(image, SharedImage) else SharedImage(image)
+    _check_resize(loaded, shared.image)
     steps = list(getattr(loaded.transform, "transforms", ()))
     band_wise = next((i for i, step in enumerate(steps) if not isinstance(step, _BAND_WISE_STEPS)), len(steps))
-    if image.mode == "L" and loaded.in_chans == 3 and 0 < band_wise < len(steps):
-        for step in steps[:band_wise]:
-            image = step(image)  # resize, centre crop: still one band
-        x = image.convert("RGB")
-        for step in steps[band_wise:]:
-            x = step(x)  # to tensor, normalise
-    else:
-        x = loaded.transform(to_model_mode(image, loaded.in_chans))  # PIL -> (C, H, W)
+    if not 0 < band_wise < len(steps):  # no resize or crop to share: the transform as one step
+        return loaded.transform(shared.converted(loaded.in_chans)).unsqueeze(0)  # PIL -> (1, C, H, W)
+    grey_for_rgb = shared.image.mode == "L" and loaded.in_chans == 3
+    x = shared.resized(1 if grey_for_rgb else loaded.in_chans, steps[:band_wise])  # resize, centre crop
+    if grey_for_rgb:
+        x = x.convert("RGB")  # still one band until here
+    for step in steps[band_wise:]:
+        x = step(x)  # to tensor, normalise: PIL -> (C, H, W)
     return x.unsqueeze(0)  # (C, H, W) -> (1, C, H, W)
 
 
@@ -115,7 +153,7 @@ class Prediction:
         return int(self.probabilities.argmax())
 
 
-def predict(loaded: LoadedModel, image: Image.Image, metadata: Mapping[str, Any] | None = None,
+def predict(loaded: LoadedModel, image: Image.Image | SharedImage, metadata: Mapping[str, Any] | None = None,
             top_k: int = DEFAULT_TOP_K) -> Prediction:
     """Class probabilities for `image`; deterministic for the same input (eval mode, inference mode)."""
     start = time.perf_counter()
@@ -151,7 +189,7 @@ def model_view(loaded: LoadedModel, x: torch.Tensor) -> np.ndarray:
     return image.permute(1, 2, 0).numpy().astype(np.float32)  # (3, H, W) -> (H, W, 3)
 
 
-def model_input_image(loaded: LoadedModel, image: Image.Image) -> np.ndarray:
+def model_input_image(loaded: LoadedModel, image: Image.Image | SharedImage) -> np.ndarray:
     """What the model reads of `image`: its own transform's output (channels, size, crop), de-normalised
     to an (H, W, 3) uint8 image at the model's input size (a grey model's one channel repeated)."""
     view = model_view(loaded, preprocess(loaded, image))  # (H, W, 3) float in [0, 1]
