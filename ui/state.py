@@ -1,7 +1,7 @@
 """The app's state and the work behind its callbacks: the models on offer, the model cache, reading the
 upload (decoded once for its preview, its model inputs and its comparisons), the previews of what each model reads,
-and a comparison. Problems a user can fix become gr.Error
-with the loader's own message (the one gradio piece here)."""
+and a comparison. Problems a user can fix become gr.Error with the loader's own message (the one gradio piece
+here)."""
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +40,8 @@ UNKNOWN = "unknown"
 # show the transfer modes, they are not medical and are never the default selection while medical models exist
 NON_MEDICAL_DATASETS = ("digits",)
 ModelInput = tuple[Image.Image | None, str]  # (what a model reads, enlarged for display; its caption)
-# decoded uploads kept, most recent first: an upload's preview, model inputs and comparisons each read it, one
-# decode for all (each at most MAX_IMAGE_SIDE a side after decoding: ~12 MB as RGB)
+# decoded uploads kept, the least recently used dropped first: an upload's preview, model inputs and comparisons
+# each read it, one decode serves them all (each at most zoo.images.MAX_IMAGE_SIDE a side: ~12 MB as RGB)
 DECODED_UPLOADS = 8
 
 
