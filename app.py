@@ -9,8 +9,9 @@ metrics, and a summary of where they agree), Teaching (frozen vs trainable param
 curves, confusion matrix, ROC curves and reliability diagram, what the transfer modes did here, what the trust
 checks say on the examples), Model zoo (every registered architecture).
 
-This file is layout and wiring only. The inference lives in zoo/inference.py; settings, examples, text,
-display helpers, the teaching content and the app's state live in ui/. Importing this file builds nothing:
+This file is layout and wiring only. The inference lives in zoo/inference.py, the comparison's policy (how many
+models, where they agree) in ui/comparison.py; settings, examples, text, display helpers, the teaching content
+and the app's state live in ui/. Importing this file builds nothing:
 `demo` is built on first access (`gradio app.py`, `app.demo`) or by `python app.py`.
 
 Settings come from environment variables (ui/settings.py), read when the demo is built:
@@ -28,27 +29,24 @@ from PIL import Image  # noqa: E402
 import zoo  # noqa: E402
 from ui import about  # noqa: E402
 from ui.examples import SERVED_SUFFIXES, thumbnail  # noqa: E402
-from ui.formatting import (CSS, RAW_PROBABILITIES_LABEL, ZOO_HEADERS, column_details, column_header,  # noqa: E402
-                           label_classes, label_scores, models_table_markdown, ood_banner, probabilities_title,
-                           trust_markdown, zoo_rows)
+from ui.formatting import CSS, RAW_PROBABILITIES_LABEL, ZOO_HEADERS, models_table_markdown, zoo_rows  # noqa: E402
 from ui.glossary import glossary_markdown  # noqa: E402
-from ui.heatmaps import HEATMAP_LABEL, HEATMAP_SWITCH_LABEL, HEATMAPS_BY_DEFAULT, heatmap_for_display  # noqa: E402
+from ui.heatmaps import HEATMAP_LABEL, HEATMAP_SWITCH_LABEL, HEATMAPS_BY_DEFAULT  # noqa: E402
 from ui.private import TAB_MARKDOWN as PRIVATE_TAB, private_routes  # noqa: E402
 from ui.settings import ENVIRONMENT_HELP, Settings, SettingsError  # noqa: E402
 from ui.shutdown import serve_until_stopped  # noqa: E402
-from ui.state import UNKNOWN, ComparisonApp, metadata_record  # noqa: E402
+from ui.state import UNKNOWN, ComparisonApp  # noqa: E402
 from ui.compare_api import build_compare_api  # noqa: E402
-from ui.train_tab import build_train_tab, forget_session, session_of  # noqa: E402
-from ui.teaching import (PLOT_CAPTIONS, PLOT_HEIGHT, PLOT_ROWS, TEACHING_HEADERS, ExampleOODChecks,  # noqa: E402
-                         column_widths, params_figure, study_reports, teaching_markdown, teaching_sections,
-                         teaching_table, trust_lesson, with_mode_comparison)
-from ui.window import WINDOW_AUTO, WINDOW_MANUAL, chosen_window, window_choices, window_note  # noqa: E402
+from ui.comparison import MAX_MODELS, MIN_MODELS  # noqa: E402
+from ui.events import SLOTS, AppEvents, ExamplePicker, probabilities  # noqa: E402
+from ui.train_tab import build_train_tab, forget_session  # noqa: E402
+from ui.teaching import PLOT_CAPTIONS, PLOT_HEIGHT, PLOT_ROWS, TEACHING_HEADERS, study_reports  # noqa: E402
+from ui.window import WINDOW_AUTO, window_choices  # noqa: E402
 from zoo import inference  # noqa: E402
 
 __doc__ += ENVIRONMENT_HELP
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                        font_mono=["ui-monospace", "SFMono-Regular", "monospace"])  # system fonts: no network
-SLOTS = range(inference.MAX_MODELS)  # one result column, model-input preview and teaching row per model
 
 
 def build_demo(settings: Settings | None = None) -> gr.Blocks:
@@ -57,7 +55,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
     # Pillow's own decompression-bomb limit follows the app's pixel cap (zoo.images turns its warning into an error)
     Image.MAX_IMAGE_PIXELS = settings.max_pixels
     app = ComparisonApp(settings)
-    example_checks = ExampleOODChecks()  # the Teaching tab's OOD table: computed when first shown, remembered
+    events = AppEvents(app)
     selection = app.default_selection()
     has_meta, sexes, sites = app.metadata_fields(selection)
 
@@ -86,7 +84,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                             window_apply = gr.Button("Apply this centre and width", size="sm", elem_id="window-apply")
                     with gr.Column(scale=2, min_width=320):
                         models = gr.CheckboxGroup(choices=app.choices(), value=selection, elem_id="models",
-                                                  label=f"Models ({inference.MIN_MODELS} to {inference.MAX_MODELS})")
+                                                  label=f"Models ({MIN_MODELS} to {MAX_MODELS})")
                         with gr.Group(visible=has_meta) as metadata_group:
                             gr.Markdown("Patient metadata for models with a metadata head (leave empty: unknown)")
                             with gr.Row():
@@ -184,112 +182,42 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         input_outputs = [inputs_group] + [c for slot in input_slots for c in slot]
         teaching_outputs = [c for column, title, figures in teaching_slots
                             for c in (column, title, *[part for figure in figures for part in figure])]
-
-        def probabilities(results, raw):
-            """Each column's probabilities: calibrated unless `raw`, greyed out when the OOD check flagged the image."""
-            labels = [gr.Label(label_scores(r, raw), label=probabilities_title(r, raw), elem_classes=label_classes(r))
-                      for r in (results or [])[:len(SLOTS)]]
-            return labels + [gr.Label(None)] * (len(SLOTS) - len(labels))
-
-        def run_ui(path, ids, age_value, sex_value, site_value, k, raw, cam, choice, center, width,
-                   request: gr.Request, progress=gr.Progress()):
-            try:  # an example's true label is known: the summary then says which models were right
-                comparison = app.compare(path, ids, metadata_record(age_value, sex_value, site_value), int(k),
-                                         cam=bool(cam), progress=progress, true_label=app.true_label(path),
-                                         session=session_of(request), window=chosen_window(choice, center, width))
-            except gr.Error as e:  # a bad image or selection: say so where the answer would be, keep the page
-                gr.Warning(e.message, title=e.title)
-                hidden = [gr.Column(visible=False), "", gr.Markdown(visible=False), None, "", gr.Image(None), ""]
-                return [f"**⚠ {e.title}:** {e.message}", None, [], *hidden * inference.MAX_MODELS]
-            updates, labels = [], probabilities(comparison.results, raw)
-            for i in SLOTS:
-                if i < len(comparison.results):
-                    r = comparison.results[i]
-                    banner, picture = ood_banner(r), heatmap_for_display(r)
-                    updates += [gr.Column(visible=True), column_header(r), gr.Markdown(banner, visible=bool(banner)),
-                                labels[i], trust_markdown(r), gr.Image(picture, visible=picture is not None),
-                                column_details(r)]
-                else:
-                    updates += [gr.Column(visible=False), "", gr.Markdown(visible=False), None, "", gr.Image(None), ""]
-            summary_text = comparison.summary.markdown + window_note(comparison.image_info)
-            return [summary_text, comparison.records(), comparison.results, *updates]
-
-        def on_inputs(path, ids, choice, center, width, request: gr.Request):
-            shown = app.model_inputs(path, ids, session_of(request), chosen_window(choice, center, width))
-            updates = [gr.Group(visible=bool(shown))]
-            for i in SLOTS:
-                picture, caption = shown[i] if i < len(shown) else (None, "")
-                updates += [gr.Column(visible=i < len(shown)), picture, caption]
-            return updates
-
-        def on_selection(ids, request: gr.Request):
-            session = session_of(request)
-            chosen = app.selected_entries(ids or [], session)
-            show, sex_choices, site_choices = app.metadata_fields(ids, session)
-            offered = [*app.trained.entries(session).values(), *app.entries.values()]
-            lesson, added = with_mode_comparison(chosen, offered, slots=len(SLOTS))
-            sections, table = teaching_sections(lesson), teaching_table(lesson)
-            rows = []
-            for i in SLOTS:
-                section = sections[i] if i < len(sections) else None
-                rows += [gr.Column(visible=section is not None), section.title if section else ""]
-                for kind in PLOT_CAPTIONS:
-                    picture, caption = section.figures.get(kind, (None, "")) if section else (None, "")
-                    rows += [gr.Column(visible=picture is not None), picture, caption]
-            return (gr.Group(visible=show), gr.Dropdown(choices=sex_choices), gr.Dropdown(choices=site_choices),
-                    "\n\n".join(filter(None, [added, teaching_markdown(lesson)])), params_figure(lesson),
-                    gr.Dataframe(table, column_widths=column_widths(TEACHING_HEADERS, table)), trust_lesson(chosen),
-                    *rows)
-
-        def on_rescan(ids, request: gr.Request):
-            app.refresh()
-            choices = app.choices(session_of(request))
-            kept = [m for m in ids or [] if m in {value for _, value in choices}]
-            table = models_table_markdown(list(app.entries.values()))
-            return gr.CheckboxGroup(choices=choices, value=kept), table
-
         selection_outputs = [metadata_group, sex, site, teaching_text, params_plot, params_df, trust_text,
                              *teaching_outputs]
+        window_inputs = [window_choice, window_center, window_width]
+        window_outputs = [preview, image_info, window_center, window_width]
         # every handler that reads an image (the upload, a model's input, the training plots, the example OOD
         # checks) shares one limit: private events can still be called over HTTP, so none may run beside the
         # comparisons
         images = dict(concurrency_id="inference", concurrency_limit=app.settings.concurrency)
+        private = dict(api_visibility="private")
+        # the model-input previews follow the image, the window and the selection
+        show_inputs = dict(fn=events.model_inputs, inputs=[image_file, models, *window_inputs], outputs=input_outputs,
+                           **private, **images)
         # one listener per trigger, the rest chained with .then(): two listeners on one trigger re-trigger each other
         # in the browser when clicks come faster than answers (an endless loop after two quick ticks)
-        replace.upload(lambda path: path, inputs=replace, outputs=image_file, api_visibility="private")
-        def pick_example(evt: gr.SelectData) -> str | None:
-            """The clicked example's copy in Gradio's cache, made at click time (the cache is emptied by age)."""
-            return image_file.move_resource_to_block_cache(app.examples[evt.index].path)
-
-        examples.select(pick_example, inputs=None, outputs=image_file, api_visibility="private")
-        window_inputs = [window_choice, window_center, window_width]
-        window_outputs = [preview, image_info, window_center, window_width]
-
-        def then_inputs(event):  # the model-input previews follow the image, the window and the selection
-            return event.then(on_inputs, inputs=[image_file, models, *window_inputs], outputs=input_outputs,
-                              api_visibility="private", **images)
-
-        then_inputs(image_file.change(app.upload_preview, inputs=image_file, api_visibility="private", **images,
-                                      outputs=[preview, image_info, window_group, *window_inputs]))
+        replace.upload(events.uploaded_file, inputs=replace, outputs=image_file, **private)
+        examples.select(ExamplePicker(app.examples, image_file).pick, inputs=None, outputs=image_file, **private)
+        image_file.change(app.upload_preview, inputs=image_file, outputs=[preview, image_info, window_group,
+                                                                           *window_inputs], **private, **images
+                          ).then(**show_inputs)
         # .input (the user's pick), not .change: the upload resetting the menu must not trigger it
-        then_inputs(window_choice.input(app.window_preview, inputs=[image_file, *window_inputs], outputs=window_outputs,
-                                        api_visibility="private", **images))
-        then_inputs(window_apply.click(lambda: WINDOW_MANUAL, outputs=window_choice, api_visibility="private").then(
-            app.window_preview, inputs=[image_file, *window_inputs], outputs=window_outputs, api_visibility="private",
-            **images))
-        run_button.click(run_ui, inputs=[image_file, models, age, sex, site, top_k, raw_probs, heatmaps,
-                                         *window_inputs],
-                         outputs=[summary, records, shown_results, *slot_outputs], api_visibility="private", **images)
+        window_choice.input(app.window_preview, inputs=[image_file, *window_inputs], outputs=window_outputs,
+                            **private, **images).then(**show_inputs)
+        window_apply.click(events.manual_window, outputs=window_choice, **private).then(
+            app.window_preview, inputs=[image_file, *window_inputs], outputs=window_outputs, **private, **images
+        ).then(**show_inputs)
+        run_button.click(events.compare, inputs=[image_file, models, age, sex, site, top_k, raw_probs, heatmaps,
+                                                 *window_inputs],
+                         outputs=[summary, records, shown_results, *slot_outputs], **private, **images)
         raw_probs.change(probabilities, inputs=[shown_results, raw_probs], outputs=[slot[3] for slot in slots],
-                         api_visibility="private")
-        teaching_tab.select(lambda ids: example_checks.markdown(app.selected_entries(ids or []), app.examples,
-                                                                app.cache),
-                            inputs=models, outputs=ood_examples, api_visibility="private", **images)
+                         **private)
+        teaching_tab.select(events.example_ood_table, inputs=models, outputs=ood_examples, **private, **images)
         build_compare_api(app, images)  # /compare: a file and model ids in, one JSON record per model out
-        then_inputs(models.change(on_selection, inputs=models, outputs=selection_outputs, api_visibility="private",
-                                  **images))
-        rescan.click(on_rescan, inputs=models, outputs=[models, models_table], api_visibility="private")
-        demo.load(on_selection, inputs=models, outputs=selection_outputs, api_visibility="private", **images)
+        models.change(events.selection, inputs=models, outputs=selection_outputs, **private, **images
+                      ).then(**show_inputs)
+        rescan.click(events.rescan, inputs=models, outputs=[models, models_table], **private)
+        demo.load(events.selection, inputs=models, outputs=selection_outputs, **private, **images)
         demo.unload(forget_session(app))  # a closed page: its job stops, its images and trained models are deleted
 
     # a Blocks app has no flagging (that is gr.Interface's), so nothing users send is stored

@@ -23,7 +23,7 @@ repeated, so load from other processes hits them alike. Prints medians, the spee
 without the preprocessing, the top-1 agreement of the two on each run's test split (a digits run's split.json
 re-read; an imported classifier's packaged images; reference inputs for the 224-px models) and the images, and the
 machine's load average. Target: median speed-up >= 2.0, none below 1.2. Then a full comparison of six of these
-models on a 224x224 image (zoo.inference.compare, as /compare runs it) on the ONNX backend and on PyTorch, without
+models on a 224x224 image (ui.comparison.compare, as /compare runs it) on the ONNX backend and on PyTorch, without
 and with Grad-CAM.
 
     python benchmarks/bench_app_predict.py [--repeats 30] [--threads 2] [--weights weights]
@@ -48,6 +48,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import zoo  # noqa: E402
+from ui.comparison import compare  # noqa: E402
 from zoo import inference  # noqa: E402
 from zoo.catalog import ModelEntry, discover_models  # noqa: E402
 from zoo.images import LoadedImage, load_image  # noqa: E402
@@ -239,19 +240,19 @@ def _agreement(loaded: inference.LoadedModel, eager, pictures: dict) -> tuple[fl
 
 
 def bench_comparison(entries: list[ModelEntry], image, rounds: int) -> None:
-    """A full comparison of the models on one image (zoo.inference.compare, as /compare runs it), on the ONNX
+    """A full comparison of the models on one image (ui.comparison.compare, as /compare runs it), on the ONNX
     backend and on PyTorch, without and with Grad-CAM; interleaved rounds, medians, and their ratio."""
     caches = {name: inference.ModelCache(max_models=16, backend=name) for name in ("onnx", "torch")}
     for cam in (False, True):
         times = {name: [] for name in caches}
         for _ in range(2):  # warm-up: loads, and for Grad-CAM the PyTorch model the ONNX backend builds then
             for cache in caches.values():
-                inference.compare(image, entries, cache, cam=cam)
+                compare(image, entries, cache, cam=cam)
         for _ in range(rounds):
             for name, cache in caches.items():
-                times[name].append(_timed(lambda: inference.compare(image, entries, cache, cam=cam)))
+                times[name].append(_timed(lambda: compare(image, entries, cache, cam=cam)))
         onnx_ms, torch_ms = (1000 * statistics.median(times[n]) for n in ("onnx", "torch"))
-        backends = sorted({r.backend for r in inference.compare(image, entries, caches["onnx"], cam=False).results})
+        backends = sorted({r.backend for r in compare(image, entries, caches["onnx"], cam=False).results})
         print(f"{len(entries)}-model comparison, {'with' if cam else 'without'} Grad-CAM: ONNX backend {onnx_ms:.0f} ms "
               f"(answered by {', '.join(backends)}), PyTorch backend {torch_ms:.0f} ms: {torch_ms / onnx_ms:.2f}x "
               f"faster; medians of {rounds} interleaved rounds; {_load()}", flush=True)

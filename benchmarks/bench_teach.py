@@ -30,6 +30,7 @@ def latency(backbone: str, repeats: int) -> None:
     import threading
 
     from train.lesson import LessonRequest, run_lesson
+    from ui.comparison import compare
     from zoo import inference
     from zoo.catalog import discover_models
     from zoo.images import load_image
@@ -43,7 +44,7 @@ def latency(backbone: str, repeats: int) -> None:
 
         def timed() -> float:
             start = time.perf_counter()
-            results = inference.compare(image, entries, cache, cam=False).results
+            results = compare(image, entries, cache, cam=False).results
             assert all(r.error is None for r in results), [r.error for r in results]
             return time.perf_counter() - start
 

@@ -299,7 +299,8 @@ def test_medical_models_are_the_default_and_an_example_xray_says_which_models_we
 
 
 def test_true_label_verdicts_ignore_case_and_name_wrong_models():
-    from zoo.inference import ModelResult, agreement_summary
+    from ui.comparison import agreement_summary
+    from zoo.inference import ModelResult
     results = [ModelResult(model="a", label_names=["normal", "pneumonia"], top_k=[("normal", 0.9)]),
                ModelResult(model="b", label_names=["NORMAL", "PNEUMONIA"], top_k=[("PNEUMONIA", 0.6)]),
                ModelResult(model="c", label_names=["0", "1"], top_k=[("1", 0.7)]),

@@ -10,6 +10,7 @@ from PIL import Image
 
 import zoo
 from zoo import inference
+from ui.comparison import agreement_summary, check_selection, compare
 from zoo.catalog import PLOT_FILES, discover_models
 from zoo.images import ImageLoadError, load_image, to_model_mode
 
@@ -227,7 +228,7 @@ def test_metadata_is_encoded_and_changes_the_answer(entries, cache):
 
 def test_compare_records_and_agreement(entries, cache):
     image = load_image(packaged_examples()["ct"])
-    comparison = inference.compare(image, [entries[m] for m in DIGIT_MODELS], cache, top_k=3)
+    comparison = compare(image, [entries[m] for m in DIGIT_MODELS], cache, top_k=3)
     records = comparison.records()
     assert [r["model"] for r in records] == DIGIT_MODELS
     for record, result in zip(records, comparison.results):
@@ -248,7 +249,7 @@ def test_compare_records_and_agreement(entries, cache):
 def test_a_failing_model_reports_its_error_while_the_others_answer(entries, cache):
     image = load_image(packaged_examples()["retina"])
     chosen = [entries["lenet5-scratch-digits"], entries[BROKEN], entries[UNFINISHED], entries["lite0-fe-digits"]]
-    comparison = inference.compare(image, chosen, cache)
+    comparison = compare(image, chosen, cache)
     by_id = {r.model: r for r in comparison.results}
     assert by_id[BROKEN].error and "could not be loaded" in by_id[BROKEN].error and "safetensors" in by_id[BROKEN].error
     assert by_id[UNFINISHED].error and "unavailable" in by_id[UNFINISHED].error
@@ -262,7 +263,7 @@ def test_a_failing_model_reports_its_error_while_the_others_answer(entries, cach
 def test_a_different_label_set_is_flagged(entries, cache):
     image = load_image(packaged_examples()["retina"])
     chosen = [entries["lenet5-scratch-digits"], entries["lite0-fe-digits"], entries["lenet5-meta-lesions"]]
-    comparison = inference.compare(image, chosen, cache, metadata={"age": 50})
+    comparison = compare(image, chosen, cache, metadata={"age": 50})
     meta = comparison.results[2]
     assert meta.label_set_differs and comparison.summary.differing_label_sets == ["lenet5-meta-lesions"]
     assert meta.top_label in LESIONS and "Different label set" in comparison.summary.markdown
@@ -273,23 +274,23 @@ def test_a_different_label_set_is_flagged(entries, cache):
 @pytest.mark.parametrize("count", [0, 1, 7])
 def test_selection_must_hold_two_to_six_models(count):
     with pytest.raises(zoo.ZooError, match=r"Select 2 to 6 models to compare; \d+ selected"):
-        inference.check_selection([f"m{i}" for i in range(count)])
-    assert inference.check_selection(["a", "b", "a"]) == ["a", "b"]
+        check_selection([f"m{i}" for i in range(count)])
+    assert check_selection(["a", "b", "a"]) == ["a", "b"]
     with pytest.raises(zoo.ZooError, match="1 selected"):
-        inference.check_selection(["a", "a"])  # a model picked twice counts once
+        check_selection(["a", "a"])  # a model picked twice counts once
 
 
 def test_agreement_summary_cases():
     def result(name, label, labels=("0", "1")):
         return inference.ModelResult(model=name, label_names=list(labels), top_k=[(label, 0.9)])
-    agree = inference.agreement_summary([result("a", "1"), result("b", "1")])
+    agree = agreement_summary([result("a", "1"), result("b", "1")])
     assert agree.unanimous and "All 2 models agree: `1`" in agree.markdown
-    split = inference.agreement_summary([result("a", "1"), result("b", "1"), result("c", "0")])
+    split = agreement_summary([result("a", "1"), result("b", "1"), result("c", "0")])
     assert not split.unanimous and "Most say `1` (2 of 3)" in split.markdown
     assert split.votes == {"1": ["a", "b"], "0": ["c"]}
-    tie = inference.agreement_summary([result("a", "1"), result("b", "0")])
+    tie = agreement_summary([result("a", "1"), result("b", "0")])
     assert "No majority" in tie.markdown
-    failed = inference.agreement_summary([inference.ModelResult(model="x", error="boom"), result("a", "1")])
+    failed = agreement_summary([inference.ModelResult(model="x", error="boom"), result("a", "1")])
     assert failed.failed == ["x"] and "boom" in failed.markdown
 
 
@@ -297,12 +298,12 @@ def test_agreement_summary_leaves_ood_flagged_models_out_and_counts_them():
     def result(name, label, flagged=None):
         ood = None if flagged is None else {"score": 0.5 if flagged else 0.01, "threshold": 0.1, "flagged": flagged}
         return inference.ModelResult(model=name, label_names=["0", "1"], top_k=[(label, 0.9)], ood=ood)
-    summary = inference.agreement_summary([result("a", "1", False), result("b", "1"), result("c", "0", True)])
+    summary = agreement_summary([result("a", "1", False), result("b", "1"), result("c", "0", True)])
     assert summary.unanimous and summary.votes == {"1": ["a", "b"]} and summary.flagged == ["c"]
     assert "All 2 remaining models agree: `1`" in summary.markdown
     assert "1 of 3 models flagged this image** as unlike the images they were trained on and are left out: `c`" \
         in summary.markdown
-    everyone = inference.agreement_summary([result("a", "1", True), result("b", "0", True)])
+    everyone = agreement_summary([result("a", "1", True), result("b", "0", True)])
     assert everyone.flagged == ["a", "b"] and not everyone.votes
     assert "No meaningful answer" in everyone.markdown and "2 of 2 models flagged" in everyone.markdown
 
@@ -315,7 +316,7 @@ def test_dicom_examples_are_windowed_and_classified(entries, cache, name):
     info = image.info
     assert info["format"] == "DICOM" and info["modality"] in ("CT", "MR")
     assert info["window_source"] and info["window_width"] and image.image.mode == "L"
-    comparison = inference.compare(image, [entries["lenet5-scratch-digits"], entries["lite0-fe-digits"]], cache,
+    comparison = compare(image, [entries["lenet5-scratch-digits"], entries["lite0-fe-digits"]], cache,
                                    cam=False)
     assert all(r.error is None and r.top_k for r in comparison.results)
 
@@ -333,7 +334,7 @@ def test_unusual_inputs_are_converted_and_classified(entries, cache, tmp_path):
     for name, path in convertible_inputs(tmp_path).items():
         image = load_image(path)
         assert image.image.mode in ("L", "RGB"), name
-        comparison = inference.compare(image, chosen, cache, cam=False)
+        comparison = compare(image, chosen, cache, cam=False)
         assert all(r.error is None and r.top_k for r in comparison.results), name
     deep = np.asarray(load_image(tmp_path / "deep16.png").image)
     assert deep.min() == 0 and deep.max() == 255  # 16-bit scaled to the full range, not clipped to white

@@ -5,6 +5,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import zoo
+from ui.comparison import compare
 from zoo import inference
 from zoo.catalog import discover_models
 
@@ -24,7 +25,7 @@ def test_non_finite_outputs_are_an_error_for_that_model(tmp_path):
     save_file(weights, str(tmp_path / "nan-weights" / "model.safetensors"), metadata={"format": "pt"})
     entries = {e.id: e for e in discover_models(tmp_path)}
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8))
-    comparison = inference.compare(zoo.images.LoadedImage(image), list(entries.values()),
+    comparison = compare(zoo.images.LoadedImage(image), list(entries.values()),
                                    inference.ModelCache(), cam=False)
     records = {r["model"]: r for r in comparison.records()}
     for name in ("nan-weights", "inf-weights"):

@@ -11,6 +11,7 @@ from PIL import Image
 
 import zoo
 from zoo import inference
+from ui.comparison import compare
 from zoo.catalog import discover_models
 from zoo.images import LoadedImage, load_image, to_model_mode
 from zoo.run_layout import ONNX_NAME
@@ -83,8 +84,8 @@ def test_onnx_and_pytorch_backends_give_the_same_records(trusted):
     onnx_cache, torch_cache = inference.ModelCache(backend="onnx"), inference.ModelCache(backend="torch")
     flagged = set()
     for name, image in _images().items():
-        on_onnx = inference.compare(image, entries, onnx_cache, METADATA, top_k=3, cam=False).records()
-        on_torch = inference.compare(image, entries, torch_cache, METADATA, top_k=3, cam=False).records()
+        on_onnx = compare(image, entries, onnx_cache, METADATA, top_k=3, cam=False).records()
+        on_torch = compare(image, entries, torch_cache, METADATA, top_k=3, cam=False).records()
         for a, b in zip(on_onnx, on_torch):
             assert (a["backend"], b["backend"]) == ("onnx", "torch"), a["backend_note"]
             assert a["backend_note"].startswith("ONNX Runtime") and b["backend_note"].startswith("PyTorch")
@@ -98,15 +99,15 @@ def test_a_comparison_without_heatmaps_never_builds_the_pytorch_model(trusted):
     entries = _entries(trusted)
     cache = inference.ModelCache()
     image = _images()["ct"]
-    comparison = inference.compare(image, entries, cache, METADATA, cam=False)
+    comparison = compare(image, entries, cache, METADATA, cam=False)
     assert all(r.heatmap is None and r.backend == "onnx" for r in comparison.results)
     loaded = [cache.get(e) for e in entries]
     assert not any(m.torch_loaded or m.cam_ready for m in loaded)
     assert [m.nbytes for m in loaded] == [m.backend.onnx_bytes for m in loaded]
-    comparison = inference.compare(image, entries, cache, METADATA, cam=True)
+    comparison = compare(image, entries, cache, METADATA, cam=True)
     assert all(r.heatmap is not None and r.cam_error is None and r.load_ms is not None for r in comparison.results)
     assert all(m.torch_loaded and m.nbytes > m.backend.onnx_bytes for m in loaded)  # the budget counts both
-    again = inference.compare(image, entries, cache, METADATA, cam=True)
+    again = compare(image, entries, cache, METADATA, cam=True)
     assert all(r.load_ms is None for r in again.results)  # built once
 
 
@@ -127,13 +128,13 @@ def test_a_bad_model_onnx_falls_back_to_pytorch_for_that_model_only(trusted, tmp
     (weights / "lite0-fe-digits" / ONNX_NAME).write_bytes(b"\x08\x07not an onnx file" * 40)
     entries = _entries(weights)
     image = _images()["retina"]
-    records = {r["model"]: r for r in inference.compare(image, entries, inference.ModelCache(), METADATA).records()}
+    records = {r["model"]: r for r in compare(image, entries, inference.ModelCache(), METADATA).records()}
     bad = records["lite0-fe-digits"]
     assert bad["backend"] == "torch" and bad["error"] is None
     assert "ONNX Runtime not used" in bad["backend_note"] and "not a valid ONNX file" in bad["backend_note"]
     assert {m: r["backend"] for m, r in records.items() if m != "lite0-fe-digits"} == \
         {m: "onnx" for m in records if m != "lite0-fe-digits"}
-    reference = inference.compare(image, entries, inference.ModelCache(backend="torch"), METADATA).records()
+    reference = compare(image, entries, inference.ModelCache(backend="torch"), METADATA).records()
     _assert_same_record(records["lite0-fe-digits"], next(r for r in reference if r["model"] == "lite0-fe-digits"))
 
 
@@ -144,8 +145,8 @@ def test_a_model_onnx_from_before_the_features_output_answers_without_an_ood_che
     write_graph(weights / "lenet5-scratch-digits", "logits_only")
     entries = _entries(weights)
     image = _images()["mr"]
-    on_onnx = {r["model"]: r for r in inference.compare(image, entries, inference.ModelCache(), cam=False).records()}
-    on_torch = {r["model"]: r for r in inference.compare(image, entries, inference.ModelCache(backend="torch"),
+    on_onnx = {r["model"]: r for r in compare(image, entries, inference.ModelCache(), cam=False).records()}
+    on_torch = {r["model"]: r for r in compare(image, entries, inference.ModelCache(backend="torch"),
                                                          cam=False).records()}
     old = on_onnx["lenet5-scratch-digits"]
     assert old["backend"] == "onnx" and old["ood"] is None

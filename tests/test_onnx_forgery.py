@@ -13,6 +13,7 @@ import zoo
 from _app_zoo import DIGITS
 from _onnx_tamper import forge_cache_record, forge_onnx_json, nan_features, shift_bias, widen_logits
 from _private_zoo import fit_digit_ood
+from ui.comparison import compare
 from zoo import inference
 from zoo.backends import load_backend
 from zoo.catalog import discover_models
@@ -129,7 +130,7 @@ def test_logits_of_the_wrong_width_fail_that_models_column_only(weights, tmp_pat
     (bad / "config.json").write_text(json.dumps(config))
     widen_logits(bad / ONNX_NAME)
     forge_cache_record(bad)  # past verification: only the check on every call stands in the way
-    comparison = inference.compare(_digit_image(), discover_models(zoo_dir), inference.ModelCache(), cam=False)
+    comparison = compare(_digit_image(), discover_models(zoo_dir), inference.ModelCache(), cam=False)
     records = {r["model"]: r for r in comparison.records()}
     failed = records["lenet5-scratch-digits"]
     assert "gave logits of shape (1, 11), not (1, 10)" in failed["error"]
@@ -144,11 +145,11 @@ def test_nan_features_give_no_ood_check_never_a_pass(weights, tmp_path):
     nan_features(bad / ONNX_NAME)
     forge_cache_record(bad)
     image = _digit_image()
-    records = {r["model"]: r for r in inference.compare(image, discover_models(zoo_dir), inference.ModelCache(),
+    records = {r["model"]: r for r in compare(image, discover_models(zoo_dir), inference.ModelCache(),
                                                         cam=False).records()}
     lenet = records["lenet5-scratch-digits"]
     assert lenet["error"] is None and lenet["top_k"]  # the logits are right: it answers
     assert lenet["ood"] is None and lenet["ood_reason"].startswith("no OOD check: features not finite")
-    on_torch = inference.compare(image, discover_models(zoo_dir), inference.ModelCache(backend="torch"),
+    on_torch = compare(image, discover_models(zoo_dir), inference.ModelCache(backend="torch"),
                                  cam=False).records()
     assert next(r for r in on_torch if r["model"] == lenet["model"])["ood"]["flagged"] is False  # a real check

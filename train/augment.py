@@ -1,7 +1,7 @@
 """Preprocessing from the model's data config, and the augmentation presets.
 
-Evaluation preprocessing is timm's own (``timm.data.create_transform(**data_config)``: resize,
-centre crop, to tensor, normalise), so the weights see at test time and in the app what stock timm
+Evaluation preprocessing is timm's own, built by zoo.eval_transform (resize, centre crop, to tensor,
+normalise), so the weights see at test time and in the app what stock timm
 would feed them. Training presets insert random geometry/photometry on the resized PIL image,
 before the tensor conversion, so augmentation works at the model's resolution.
 """
@@ -9,17 +9,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from timm.data import create_transform
 from torchvision import transforms as T
+
+from zoo.eval_transform import eval_transform
 
 from .config import AUGMENT_PRESETS
 
 __all__ = ["eval_transform", "train_transform", "augmentation_steps", "AUGMENT_PRESETS"]
-
-
-def eval_transform(data_config: dict[str, Any]) -> T.Compose:
-    """timm's evaluation transform for a resolved data config (input_size, mean, std, ...)."""
-    return create_transform(**_timm_args(data_config), is_training=False)
 
 
 def augmentation_steps(preset: str, in_chans: int) -> list[Callable]:
@@ -55,8 +51,3 @@ def train_transform(data_config: dict[str, Any], preset: str, in_chans: int) -> 
         raise RuntimeError(f"timm's eval transform has no ToTensor step to insert augmentation "
                            f"before: {base}")
     return T.Compose(steps[:at] + extra + steps[at:])
-
-
-def _timm_args(data_config: dict[str, Any]) -> dict[str, Any]:
-    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
-    return {k: data_config[k] for k in keys if k in data_config}

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from zoo import inference
+from .comparison import Comparison
 
 __all__ = ["public_message", "public_comparison"]
 
@@ -52,7 +52,7 @@ def _public_value(value: Any, weights: str | os.PathLike | None) -> Any:
     return value
 
 
-def public_comparison(comparison: inference.Comparison, weights: str | os.PathLike | None) -> inference.Comparison:
+def public_comparison(comparison: Comparison, weights: str | os.PathLike | None) -> Comparison:
     """The comparison with every text of its results and its summary through `public_message` (in place)."""
     for result in comparison.results:
         for f in dataclasses.fields(result):

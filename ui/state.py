@@ -1,11 +1,14 @@
 """The app's state and the work behind its callbacks: the models on offer, the model cache, reading the
-upload, the previews of what each model reads, and a comparison. Problems a user can fix become gr.Error
-with the loader's own message (the one gradio piece here)."""
+upload (decoded once for its preview, its model inputs and its comparisons), the previews of what each model reads,
+and a comparison. Problems a user can fix become gr.Error with the loader's own message (the one gradio piece
+here)."""
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from zoo import inference
 from zoo.assets import MEDICAL_CLASSIFIERS
 from zoo.catalog import ModelEntry, discover_models
 
+from . import comparison
 from .about import NO_IMAGE
 from .examples import Example, make_private_folder, write_examples
 from .formatting import image_info_markdown, input_caption, model_choice_label, upscale_for_display
@@ -36,6 +40,9 @@ UNKNOWN = "unknown"
 # show the transfer modes, they are not medical and are never the default selection while medical models exist
 NON_MEDICAL_DATASETS = ("digits",)
 ModelInput = tuple[Image.Image | None, str]  # (what a model reads, enlarged for display; its caption)
+# decoded uploads kept, the least recently used dropped first: an upload's preview, model inputs and comparisons
+# each read it, one decode serves them all (each at most zoo.images.MAX_IMAGE_SIDE a side: ~12 MB as RGB)
+DECODED_UPLOADS = 8
 
 
 class ComparisonApp:
@@ -49,6 +56,8 @@ class ComparisonApp:
                                           max_bytes=settings.cache_mb * 2**20 if settings.cache_mb else None,
                                           backend=settings.backend)
         self.entries: dict[str, ModelEntry] = {}
+        self._decoded: OrderedDict[tuple, zoo_images.LoadedImage] = OrderedDict()
+        self._decoded_lock = threading.Lock()
         self.refresh()
         self.examples_dir = make_private_folder(settings.examples_dir)
         self.examples: list[Example] = write_examples(self.examples_dir, settings.weights)
@@ -82,7 +91,7 @@ class ComparisonApp:
         of them, up to `count` available models, one per (architecture, mode) first so the modes are all shown."""
         available = [e for e in self.entries.values() if e.available]
         medical = sorted((e for e in available if medical_rank(e) is not None), key=medical_rank)
-        if len(medical) >= inference.MIN_MODELS:
+        if len(medical) >= comparison.MIN_MODELS:
             return [e.id for e in medical[:count]]
         picked, seen = [], set()
         for e in available:
@@ -114,13 +123,25 @@ class ComparisonApp:
 
     def read_image(self, path: str | None, window: tuple[float, float] | None = None) -> zoo_images.LoadedImage:
         """The uploaded file as an 8-bit image (a DICOM shown through `window`, (centre, width), if given); any
-        problem becomes a gr.Error with the loader's message."""
+        problem becomes a gr.Error with the loader's message. Decoded once while the file is unchanged: the same
+        object is returned to every caller, which must not modify it."""
         if not path:
             raise gr.Error(NO_IMAGE, print_exception=False)
+        key = _upload_key(path, window)
+        with self._decoded_lock:
+            if key is not None and key in self._decoded:
+                self._decoded.move_to_end(key)
+                return self._decoded[key]
         try:
-            return zoo_images.load_image(path, max_pixels=self.settings.max_pixels, window=window)
-        except zoo.ZooError as e:
+            loaded = zoo_images.load_image(path, max_pixels=self.settings.max_pixels, window=window)
+        except zoo.ZooError as e:  # not kept: a file that failed is read again (and fails again, saying why)
             raise gr.Error(self.public(str(e)), title="This image cannot be used", print_exception=False) from None
+        if key is not None:
+            with self._decoded_lock:
+                self._decoded[key] = loaded
+                while len(self._decoded) > DECODED_UPLOADS:
+                    self._decoded.popitem(last=False)
+        return loaded
 
     def preview(self, path: str | None, window: tuple[float, float] | None = None) -> tuple[Image.Image | None, str]:
         """The uploaded image as read (8-bit; small ones enlarged with visible pixels), and what was done to it."""
@@ -162,11 +183,11 @@ class ComparisonApp:
         if not path or not model_ids:
             return []
         try:
-            image = self.read_image(path, window).image
+            image = inference.SharedImage(self.read_image(path, window).image)  # one resize per distinct input size
         except gr.Error:
             return []  # preview() already says what is wrong with the file
         shown = []
-        for entry in self.selected_entries(list(dict.fromkeys(model_ids))[:inference.MAX_MODELS], session):
+        for entry in self.selected_entries(list(dict.fromkeys(model_ids))[:comparison.MAX_MODELS], session):
             try:
                 loaded = self.cache.get(entry)
                 view = inference.model_input_image(loaded, image)
@@ -179,12 +200,12 @@ class ComparisonApp:
     def compare(self, path: str | None, model_ids: list[str] | None, metadata: dict[str, Any] | None = None,
                 top_k: int = inference.DEFAULT_TOP_K, cam: bool = True,
                 progress: Callable[..., Any] | None = None, true_label: str | None = None,
-                session: str | None = None, window: tuple[float, float] | None = None) -> inference.Comparison:
+                session: str | None = None, window: tuple[float, float] | None = None) -> comparison.Comparison:
         """Every selected model's answer; a bad selection or image raises gr.Error. `progress` is a
         gr.Progress (or any callable taking ((done, total), desc=...)); `true_label` (an example's) makes the
         summary say which models were right."""
         try:
-            ids = inference.check_selection(model_ids or [])
+            ids = comparison.check_selection(model_ids or [])
         except zoo.ZooError as e:
             raise gr.Error(self.public(str(e)), title="Select models", print_exception=False) from None
         image = self.read_image(path, window)
@@ -193,8 +214,8 @@ class ComparisonApp:
             if progress is not None:
                 progress((done, total), desc=what)
 
-        return public_comparison(inference.compare(image, self.selected_entries(ids, session), self.cache, metadata, top_k,
-                                                   cam, progress=report, true_label=true_label),
+        return public_comparison(comparison.compare(image, self.selected_entries(ids, session), self.cache, metadata,
+                                                    top_k, cam, progress=report, true_label=true_label),
                                  self.settings.weights)
 
     def metadata_fields(self, model_ids: list[str] | None, session: str | None = None
@@ -217,6 +238,18 @@ def medical_rank(entry: ModelEntry) -> tuple[int, str] | None:
     package = source.get("package") if isinstance(source, dict) else None
     packages = [c.package for c in MEDICAL_CLASSIFIERS.values()]
     return (packages.index(package) if package in packages else len(packages), entry.id)
+
+
+def _upload_key(path: str, window: tuple[float, float] | None) -> tuple | None:
+    """What identifies one decoding of a file: its path and window, and its size and time of change (a file
+    rewritten in place is decoded again); None when the file cannot be read (the loader then says why)."""
+    try:
+        stat = os.stat(path)
+        key = os.path.realpath(path), stat.st_mtime_ns, stat.st_size, window
+        hash(key)
+    except (OSError, TypeError):  # unreadable, or a window given as a list: decoded each time, as before
+        return None
+    return key
 
 
 def metadata_record(age: float | None, sex: str | None, site: str | None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import torch
 
 from . import count_params, create_model, get_architecture, list_architectures, load_pretrained
 from ._errors import ZooError
+from .eval_transform import eval_transform
 from .assets import MEDICAL_CLASSIFIERS
 from .keras_import import KERAS_REFERENCE
 from .offline_weights import OFFLINE_WEIGHTS
@@ -60,7 +61,7 @@ def _classify(args: argparse.Namespace) -> None:
         model = load_pretrained(args.model)
         labels = model.label_names
     config = timm.data.resolve_model_data_config(model)
-    transform = timm.data.create_transform(**config)
+    transform = eval_transform(config)
     image = load_image(args.image).image
     x = transform(to_model_mode(image, config["input_size"][0])).unsqueeze(0)  # (1, C, H, W)
     with torch.inference_mode():
@@ -91,7 +92,7 @@ def _image_batch(model, images: list[str]):
     if not files:
         raise ZooError(f"no image files in {', '.join(images)}; give image files or folders of them.")
     config = timm.data.resolve_model_data_config(model)
-    transform = timm.data.create_transform(**config, is_training=False)
+    transform = eval_transform(config)
     x = torch.stack([transform(to_model_mode(load_image(f).image, config["input_size"][0])) for f in files])
     schema = getattr(model, "metadata_schema", None)
     return x, (None if schema is None else schema.encode([{}] * len(files))), f"{len(files)} images from {', '.join(images)}"

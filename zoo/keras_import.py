@@ -29,6 +29,7 @@ from ._builder import create_model
 from ._errors import ZooError
 from ._hub import load_matching, save_pretrained
 from .assets import MedicalClassifier, asset_error, file_sha256, medical_classifier
+from .eval_transform import eval_transform
 from .images import load_image, to_model_mode
 from .keras_weights import KerasArchive, dense_head_state, read_keras_archive, xception_backbone_state
 from .modes import apply_mode, count_params
@@ -97,7 +98,7 @@ def convert_keras_classifier(name: str, archive: KerasArchive | None = None) -> 
 def packaged_inputs(model: nn.Module, source: MedicalClassifier) -> tuple[list[tuple[Path, str]], torch.Tensor]:
     """(images with true labels, their (N, 3, H, W) input batch) through the zoo's own image pipeline."""
     config = timm.data.resolve_model_data_config(model)
-    transform = timm.data.create_transform(**config)
+    transform = eval_transform(config)
     images = source.images()
     return images, torch.stack([transform(to_model_mode(load_image(path).image, 3)) for path, _ in images])
 

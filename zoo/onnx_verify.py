@@ -142,12 +142,14 @@ def reference_inputs(model: nn.Module, num_random: int = 4, seed: int = 0) -> tu
     retina.jpg, where installed) through the model's own eval transform, plus `num_random` seeded
     standard-normal inputs; for a metadata head, metadata records from unknown to fully known.
     """
-    from timm.data import create_transform, resolve_model_data_config  # noqa: PLC0415
+    from timm.data import resolve_model_data_config  # noqa: PLC0415
+
+    from .eval_transform import eval_transform  # noqa: PLC0415
 
     from .images import load_image, to_model_mode  # noqa: PLC0415
 
     data_config = resolve_model_data_config(model)
-    transform = create_transform(**data_config, is_training=False)
+    transform = eval_transform(data_config)
     channels = data_config["input_size"][0]
     images = []
     for path in _example_images():
