@@ -209,7 +209,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         ).then(**show_inputs)
         run_button.click(events.compare, inputs=[image_file, models, age, sex, site, top_k, raw_probs, heatmaps,
                                                  *window_inputs],
-                         outputs=[summary, records, shown_results, *slot_outputs], **private, **images)
+                         outputs=[summary, records, shown_results, *slot_outputs], api_name="compare_page",
+                         **private, **images)  # named: the public /compare (ui/compare_api.py) keeps its name
         raw_probs.change(probabilities, inputs=[shown_results, raw_probs], outputs=[slot[3] for slot in slots],
                          **private)
         teaching_tab.select(events.example_ood_table, inputs=models, outputs=ood_examples, **private, **images)
