@@ -119,24 +119,26 @@ def contrasts(entries: list[ModelEntry]) -> list[str]:
     by_mode: dict[str, list[ModelEntry]] = {}
     for e in entries:
         by_mode.setdefault(e.mode, []).append(e)
-    for fe in by_mode.get("feature-extraction", []):
-        for ft in by_mode.get("fine-tune", []):
-            if fe.architecture != ft.architecture or fe.dataset != ft.dataset:
+    for frozen in by_mode.get("feature-extraction", []):
+        for tuned in by_mode.get("fine-tune", []):
+            if frozen.architecture != tuned.architecture or frozen.dataset != tuned.dataset:
                 continue
-            _, fe_train = fe.params
-            _, ft_train = ft.params
-            ratio = ft_train / max(fe_train or 1, 1)
-            line = (f"Fine-tuning `{ft.architecture}` trained {ratio:,.0f}× more parameters "
-                    f"than feature extraction ({fmt_int(ft_train)} vs {fmt_int(fe_train)})")
-            a, b = fe.test_metrics.get("balanced_accuracy"), ft.test_metrics.get("balanced_accuracy")
-            if a is not None and b is not None:
-                line += f" and moved test balanced accuracy from {a:.3f} to {b:.3f} ({b - a:+.3f})"
-            ta, tb = _train_seconds(fe), _train_seconds(ft)
-            if ta and tb:
-                line += f"; its training took {tb:.0f} s against {ta:.0f} s"
+            _, frozen_trained = frozen.params
+            _, tuned_trained = tuned.params
+            ratio = tuned_trained / max(frozen_trained or 1, 1)
+            line = (f"Fine-tuning `{tuned.architecture}` trained {ratio:,.0f}× more parameters "
+                    f"than feature extraction ({fmt_int(tuned_trained)} vs {fmt_int(frozen_trained)})")
+            frozen_ba = frozen.test_metrics.get("balanced_accuracy")
+            tuned_ba = tuned.test_metrics.get("balanced_accuracy")
+            if frozen_ba is not None and tuned_ba is not None:
+                line += (f" and moved test balanced accuracy from {frozen_ba:.3f} to {tuned_ba:.3f} "
+                         f"({tuned_ba - frozen_ba:+.3f})")
+            frozen_s, tuned_s = _train_seconds(frozen), _train_seconds(tuned)
+            if frozen_s and tuned_s:
+                line += f"; its training took {tuned_s:.0f} s against {frozen_s:.0f} s"
             lines.append(line + ".")
-            if a is not None and b is not None and b < a:
-                lines.append(_why_not_better(fe, ft, FT_BELOW_FE))
+            if frozen_ba is not None and tuned_ba is not None and tuned_ba < frozen_ba:
+                lines.append(_why_not_better(frozen, tuned, FT_BELOW_FE))
     scratch = [e for e in by_mode.get("scratch", []) if "balanced_accuracy" in e.test_metrics]
     transfer = [e for m in MODE_ORDER[1:] for e in by_mode.get(m, []) if "balanced_accuracy" in e.test_metrics]
     if scratch and transfer:
