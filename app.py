@@ -39,6 +39,7 @@ from ui.shutdown import serve_until_stopped  # noqa: E402
 from ui.state import UNKNOWN, ComparisonApp, metadata_record  # noqa: E402
 from ui.compare_api import build_compare_api  # noqa: E402
 from ui.train_tab import build_train_tab, forget_session, session_of  # noqa: E402
+from ui.leaderboard_tab import build_leaderboard_tab  # noqa: E402
 from ui.teaching import (PLOT_CAPTIONS, PLOT_HEIGHT, PLOT_ROWS, TEACHING_HEADERS, ExampleOODChecks,  # noqa: E402
                          column_widths, params_figure, study_reports, teaching_markdown, teaching_sections,
                          teaching_table, trust_lesson, with_mode_comparison)
@@ -179,6 +180,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                 gr.Markdown(about.zoo_intro(len(zoo.list_architectures())))
                 gr.Dataframe(zoo_rows(), headers=ZOO_HEADERS, interactive=False, wrap=True, show_search="search",
                              max_height=1400, pinned_columns=1, label="Architectures")
+            build_leaderboard_tab(app.settings.weights)  # the sweeps (python -m train.sweep) under the weights folder
 
         slot_outputs = [c for slot in slots for c in slot]
         input_outputs = [inputs_group] + [c for slot in input_slots for c in slot]

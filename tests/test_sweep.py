@@ -62,3 +62,39 @@ def test_local_and_ray_engines_give_the_same_results(tmp_path):
                     SweepOptions(engine="ray"))
     assert [o.status for o in local.outcomes] == [o.status for o in ray.outcomes] == ["done", "done"]
     assert _figures(tmp_path / "local" / "results.csv") == _figures(tmp_path / "ray" / "results.csv")
+
+
+def _write_results(path, rows):
+    import csv
+    from train.sweep import RESULT_COLUMNS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(RESULT_COLUMNS))
+        writer.writeheader()
+        writer.writerows({**dict.fromkeys(RESULT_COLUMNS, ""), **row} for row in rows)
+
+
+def test_leaderboard_tab_aggregates_seeds_filters_and_sorts(tmp_path):
+    from ui.leaderboard_tab import LEADERBOARD_HEADERS, leaderboard_view
+    common = {"img_size": "32", "status": "done", "onnx_latency_ms": "0.5"}
+    _write_results(tmp_path / "sweeps" / "a" / "results.csv", [
+        {**common, "data": "digits", "arch": "lenet5", "mode": "scratch", "seed": "0", "balanced_accuracy": "0.80",
+         "accuracy": "0.8"},
+        {**common, "data": "digits", "arch": "lenet5", "mode": "scratch", "seed": "1", "balanced_accuracy": "0.90",
+         "accuracy": "0.9"},
+        {**common, "data": "digits", "arch": "resnet18", "mode": "fine-tune", "seed": "0", "balanced_accuracy": "0.95",
+         "accuracy": "0.95", "onnx_latency_ms": "3.0"},
+        {**common, "data": "digits", "arch": "resnet18", "mode": "fine-tune", "seed": "1", "status": "failed"}])
+    _write_results(tmp_path / "other" / "results.csv", [
+        {**common, "data": "medmnist:pathmnist", "arch": "lenet5", "mode": "scratch", "seed": "0",
+         "balanced_accuracy": "0.5", "accuracy": "0.5"}])
+    rows, figure, data_sets, modes, data, note = leaderboard_view(tmp_path, None, None)
+    assert data_sets == ["digits", "medmnist:pathmnist"] and data == "digits" and modes == ["fine-tune", "scratch"]
+    assert len(rows[0]) == len(LEADERBOARD_HEADERS)
+    # best first; the failed seed does not count; two seeds give a std and a t-interval (t(0.975, 1) = 12.71)
+    assert [(r[1], r[4], r[5]) for r in rows] == [("resnet18", "1", "0.950"), ("lenet5", "2", "0.850")]
+    assert rows[1][6] == "0.071" and rows[1][7] == "0.215–1.485"
+    assert figure.axes[0].get_xlabel().startswith("ONNX Runtime CPU latency")
+    rows, *_ = leaderboard_view(tmp_path, "digits", ["scratch"])
+    assert [r[1] for r in rows] == ["lenet5"] and "1 of 3 configurations" in leaderboard_view(tmp_path, "digits",
+                                                                                              ["scratch"])[-1]

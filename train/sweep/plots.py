@@ -9,10 +9,18 @@ import matplotlib
 matplotlib.use("Agg")  # files only; a worker or a server has no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["plot_accuracy_vs_latency", "plot_transfer_modes"]
+__all__ = ["accuracy_vs_latency_figure", "plot_accuracy_vs_latency", "plot_transfer_modes"]
 
 
 def plot_accuracy_vs_latency(board: Sequence[dict[str, Any]], path: Path) -> Path:
+    """accuracy_vs_latency_figure saved to `path`."""
+    fig = accuracy_vs_latency_figure(board)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def accuracy_vs_latency_figure(board: Sequence[dict[str, Any]]) -> plt.Figure:
     """Mean test accuracy against ONNX Runtime latency per (data, arch, mode, size), the Pareto front joined."""
     from .results import pareto_front
 
@@ -34,9 +42,7 @@ def plot_accuracy_vs_latency(board: Sequence[dict[str, Any]], path: Path) -> Pat
     if timed:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def plot_transfer_modes(board: Sequence[dict[str, Any]], path: Path) -> Path:
