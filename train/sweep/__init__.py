@@ -18,7 +18,8 @@ Modules: ``grid`` (cells, validation), ``cells`` (one cell: skip, resume or run)
 from .cells import STATUSES, CellOutcome, run_is_complete
 from .cli import SweepOptions, SweepResult, main, run_sweep
 from .grid import MAX_CELLS, Cell, build_cells, validate_cells
-from .results import RESULT_COLUMNS, leaderboard, pareto_front, read_results
+from .plots import pareto_front
+from .results import RESULT_COLUMNS, leaderboard, read_results
 
 __all__ = ["STATUSES", "CellOutcome", "run_is_complete", "SweepOptions", "SweepResult", "main", "run_sweep",
            "MAX_CELLS", "Cell", "build_cells", "validate_cells", "RESULT_COLUMNS", "leaderboard", "pareto_front",

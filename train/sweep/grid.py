@@ -8,12 +8,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
 import zoo
 
 from .._errors import ConfigError
-from ..config import TrainConfig
+from ..config import TrainConfig, load_yaml_config
 from ..data import load_source
 
 __all__ = ["GRID_KEYS", "CELL_OPTIONS", "MAX_CELLS", "Cell", "build_cells", "load_grid_file", "validate_cells"]
@@ -61,17 +59,7 @@ def _as_list(key: str, value: Any) -> list[Any]:
 
 def load_grid_file(path: str | Path) -> dict[str, Any]:
     """A YAML grid: the axes (arch, mode, data, img_size, seeds; a value or a list) and shared train options."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--grid file {str(path)!r} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--grid file {str(path)!r} is not valid YAML: {e}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"--grid file {str(path)!r} must hold a mapping such as 'arch: [lenet5, resnet18]', "
-                          f"got a {type(values).__name__}")
-    return {str(k).strip().lstrip("-").replace("-", "_"): v for k, v in values.items()}
+    return load_yaml_config(path, option="--grid", extra_keys=GRID_KEYS)
 
 
 def build_cells(axes: dict[str, Any], shared: dict[str, Any], out: str | Path) -> list[Cell]:

@@ -1,6 +1,7 @@
 """The sweep's two plots, drawn from its leaderboard rows (seeds already aggregated)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -9,7 +10,19 @@ import matplotlib
 matplotlib.use("Agg")  # files only; a worker or a server has no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["accuracy_vs_latency_figure", "plot_accuracy_vs_latency", "plot_transfer_modes"]
+__all__ = ["pareto_front", "accuracy_vs_latency_figure", "plot_accuracy_vs_latency", "plot_transfer_modes"]
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the (latency, accuracy) points no other point beats on both (faster and as accurate, or
+    as fast and more accurate), ordered by latency."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
 
 
 def plot_accuracy_vs_latency(board: Sequence[dict[str, Any]], path: Path) -> Path:
@@ -22,8 +35,6 @@ def plot_accuracy_vs_latency(board: Sequence[dict[str, Any]], path: Path) -> Pat
 
 def accuracy_vs_latency_figure(board: Sequence[dict[str, Any]]) -> plt.Figure:
     """Mean test accuracy against ONNX Runtime latency per (data, arch, mode, size), the Pareto front joined."""
-    from .results import pareto_front
-
     fig, ax = plt.subplots(figsize=(7, 4.5))
     timed = [e for e in board if e.get("onnx_latency_ms_mean") is not None]
     for data in dict.fromkeys(e["data"] for e in timed):

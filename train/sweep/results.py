@@ -19,10 +19,11 @@ from zoo.run_layout import CONFIG_NAME, METRICS_NAME, ONNX_NAME, RUN_CONFIG_NAME
 from ..config import load_yaml_config
 from .cells import CellOutcome, run_is_complete
 from .grid import Cell
+from .plots import plot_accuracy_vs_latency, plot_transfer_modes
 
 __all__ = ["RESULT_COLUMNS", "LEADERBOARD_METRICS", "RESULTS_NAME", "LEADERBOARD_NAME", "LEADERBOARD_MD",
            "PARETO_PLOT", "MODES_PLOT", "result_row", "write_results", "read_results", "leaderboard",
-           "pareto_front", "onnx_latency_ms"]
+           "leaderboard_columns", "leaderboard_markdown", "onnx_latency_ms"]
 
 RESULTS_NAME, LEADERBOARD_NAME, LEADERBOARD_MD = "results.csv", "leaderboard.csv", "leaderboard.md"
 PARETO_PLOT, MODES_PLOT = "accuracy_vs_latency.png", "transfer_modes.png"
@@ -162,22 +163,8 @@ def leaderboard_markdown(board: Sequence[dict[str, Any]]) -> str:
             f"{_LATENCY_RUNS} runs.\n\n" + "\n".join(lines) + "\n")
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the (latency, accuracy) points no other point beats on both (faster and as accurate, or
-    as fast and more accurate), ordered by latency."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], -math.inf
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
-
-
 def write_results(out: Path, rows: Sequence[dict[str, Any]]) -> list[Path]:
     """results.csv, leaderboard.csv/.md and the two plots in `out`; returns the files written."""
-    from .plots import plot_accuracy_vs_latency, plot_transfer_modes
-
     _write_csv(out / RESULTS_NAME, RESULT_COLUMNS, rows)
     board = leaderboard(rows)
     _write_csv(out / LEADERBOARD_NAME, leaderboard_columns(), board)
