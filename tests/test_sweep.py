@@ -9,6 +9,8 @@ import pytest
 from train.sweep import SweepOptions, build_cells, read_results, run_sweep
 from train.sweep.cli import main
 
+from _serve import CHROMIUM, CHROMIUM_ARGS, needs_chromium, serve
+
 # tiny cells: 1 epoch, no ONNX export; the figures compared are the test metrics, which depend only on the seed
 SHARED = {"epochs": 1, "quiet": True, "onnx": False, "batch_size": 64, "pretrained": False}
 FIGURES = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "ece_before", "ece_after", "coverage_90",
@@ -98,3 +100,32 @@ def test_leaderboard_tab_aggregates_seeds_filters_and_sorts(tmp_path):
     rows, *_ = leaderboard_view(tmp_path, "digits", ["scratch"])
     assert [r[1] for r in rows] == ["lenet5"] and "1 of 3 configurations" in leaderboard_view(tmp_path, "digits",
                                                                                               ["scratch"])[-1]
+
+
+@pytest.mark.heavy
+@needs_chromium
+def test_leaderboard_tab_shows_the_table_in_chromium(tmp_path):
+    import app
+    from playwright.sync_api import expect, sync_playwright
+    weights = tmp_path / "weights"
+    row = {"img_size": "32", "status": "done", "onnx_latency_ms": "0.5", "data": "digits", "mode": "scratch"}
+    _write_results(weights / "sweeps" / "a" / "results.csv", [
+        {**row, "arch": "lenet5", "seed": "0", "balanced_accuracy": "0.81", "accuracy": "0.8"},
+        {**row, "arch": "quadsnet", "seed": "0", "balanced_accuracy": "0.93", "accuracy": "0.9"}])
+    settings = app.Settings(weights=weights, catalog=tmp_path / "none.json", examples_dir=tmp_path / "examples")
+    demo, url = serve(settings)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            page.get_by_role("tab", name="Leaderboard").click()
+            table = page.locator("#leaderboard-table")
+            expect(table).to_contain_text("quadsnet")
+            expect(table).to_contain_text("0.930")
+            text = table.inner_text()
+            assert text.index("quadsnet") < text.index("lenet5")  # best balanced accuracy first
+            browser.close()
+    finally:
+        demo.close()
