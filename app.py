@@ -42,6 +42,7 @@ from ui.events import SLOTS, AppEvents, ExamplePicker, probabilities  # noqa: E4
 from ui.train_tab import build_train_tab, forget_session  # noqa: E402
 from ui.teaching import PLOT_CAPTIONS, PLOT_HEIGHT, PLOT_ROWS, TEACHING_HEADERS, study_reports  # noqa: E402
 from ui.window import WINDOW_AUTO, window_choices  # noqa: E402
+from ui.leaderboard_tab import build_leaderboard_tab  # noqa: E402
 from zoo import inference  # noqa: E402
 
 __doc__ += ENVIRONMENT_HELP
@@ -177,6 +178,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                 gr.Markdown(about.zoo_intro(len(zoo.list_architectures())))
                 gr.Dataframe(zoo_rows(), headers=ZOO_HEADERS, interactive=False, wrap=True, show_search="search",
                              max_height=1400, pinned_columns=1, label="Architectures")
+            build_leaderboard_tab(app.settings.weights)  # the sweeps (python -m train.sweep) under the weights folder
 
         slot_outputs = [c for slot in slots for c in slot]
         input_outputs = [inputs_group] + [c for slot in input_slots for c in slot]

@@ -452,24 +452,25 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return text + " (default: %(default)s)"
 
 
-def load_yaml_config(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping of option names to values (dashes or underscores)."""
+def load_yaml_config(path: str | Path, option: str = "--config", extra_keys: Sequence[str] = ()) -> dict[str, Any]:
+    """Read a YAML mapping of option names to values (dashes or underscores); ``extra_keys`` are also accepted
+    (a sweep's grid axes) and ``option`` names the flag that gave the file in messages."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"--config file {str(path)!r} does not exist")
+        raise ConfigError(f"{option} file {str(path)!r} does not exist")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"--config file {str(path)!r} is not valid YAML: {e}") from None
+        raise ConfigError(f"{option} file {str(path)!r} is not valid YAML: {e}") from None
     if not isinstance(values, dict):
-        raise ConfigError(f"--config file {str(path)!r} must hold a mapping of option: value, "
+        raise ConfigError(f"{option} file {str(path)!r} must hold a mapping of option: value, "
                           f"got a {type(values).__name__}")
     values = {_key(k): v for k, v in values.items()}
-    known = set(_DEFAULTS)
+    known = set(_DEFAULTS) | set(extra_keys)
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"--config file {str(path)!r} has unknown key(s) {unknown}; use the long "
-                          "option names of python -m train --help")
+        raise ConfigError(f"{option} file {str(path)!r} has unknown key(s) {unknown}; use the long "
+                          "option names of python -m train --help" + (f" or {list(extra_keys)}" if extra_keys else ""))
     return values
 
 

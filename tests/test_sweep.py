@@ -1,0 +1,131 @@
+"""python -m train.sweep: a small digits grid on the local pool and on Ray's local mode gives the same table;
+a re-run does only what is missing; a failing cell is recorded while the rest finish; a bad grid runs nothing."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from train.sweep import SweepOptions, build_cells, read_results, run_sweep
+from train.sweep.cli import main
+
+from _serve import CHROMIUM, CHROMIUM_ARGS, needs_chromium, serve
+
+# tiny cells: 1 epoch, no ONNX export; the figures compared are the test metrics, which depend only on the seed
+SHARED = {"epochs": 1, "quiet": True, "onnx": False, "batch_size": 64, "pretrained": False}
+FIGURES = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "ece_before", "ece_after", "coverage_90",
+           "params_total", "params_trainable", "epochs", "status")
+
+
+def _cells(out, mode=("scratch",), sizes=(32,), seeds=(0,)):
+    axes = {"arch": ["lenet5"], "mode": list(mode), "data": ["digits"], "img_size": list(sizes), "seeds": list(seeds)}
+    return build_cells(axes, SHARED, out)
+
+
+def _figures(path):
+    return {(r["arch"], r["mode"], r["seed"]): {k: r[k] for k in FIGURES} for r in read_results(path)}
+
+
+def test_bad_grid_is_refused_before_anything_runs(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    code = main(["--arch", "lenet5", "lenet6", "--mode", "scratch", "--data", "digits", "--out", str(out),
+                 "--epochs", "1"])
+    assert code == 2
+    assert "cell digits__lenet6__scratch__imgdefault__seed0: Unknown architecture 'lenet6'" in capsys.readouterr().err
+    assert not out.exists()  # not even the lenet5 cell started
+    assert main(["--arch", "lenet5", "--data", "digits", "--seeds", *map(str, range(30)), "--out", str(out)]) == 2
+    assert "pass --yes" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.heavy
+def test_failing_cell_is_recorded_and_a_rerun_does_only_what_is_missing(tmp_path):
+    out = tmp_path / "sweep"
+    # lenet5 refuses 16 px inputs (its minimum is 32) only once its model is built, inside the worker
+    first = run_sweep(_cells(out, sizes=(32, 16)), out, SweepOptions(workers=2))
+    assert [o.status for o in first.outcomes] == ["done", "failed"]
+    assert "below this model's minimum input size" in first.outcomes[1].error
+    rows = read_results(out / "results.csv")
+    assert rows[0]["accuracy"] and not rows[1]["accuracy"] and "minimum input size" in rows[1]["error"]
+    second = run_sweep(_cells(out, sizes=(32,), seeds=(0, 1)), out, SweepOptions(workers=2))
+    assert [o.status for o in second.outcomes] == ["skipped", "done"]
+    assert second.outcomes[0].seconds == 0.0
+    rows = read_results(out / "results.csv")
+    assert [r["seed"] for r in rows] == ["0", "1"] and all(r["accuracy"] for r in rows)
+    board = read_results(out / "leaderboard.csv")
+    assert len(board) == 1 and board[0]["seeds"] == "2" and board[0]["accuracy_ci95_low"]
+
+
+@pytest.mark.heavy
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the [sweep] extra (ray) is not installed")
+def test_local_and_ray_engines_give_the_same_results(tmp_path):
+    local = run_sweep(_cells(tmp_path / "local", mode=("scratch", "fine-tune")), tmp_path / "local",
+                      SweepOptions(workers=2))
+    ray = run_sweep(_cells(tmp_path / "ray", mode=("scratch", "fine-tune")), tmp_path / "ray",
+                    SweepOptions(engine="ray"))
+    assert [o.status for o in local.outcomes] == [o.status for o in ray.outcomes] == ["done", "done"]
+    assert _figures(tmp_path / "local" / "results.csv") == _figures(tmp_path / "ray" / "results.csv")
+
+
+def _write_results(path, rows):
+    import csv
+    from train.sweep import RESULT_COLUMNS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(RESULT_COLUMNS))
+        writer.writeheader()
+        writer.writerows({**dict.fromkeys(RESULT_COLUMNS, ""), **row} for row in rows)
+
+
+def test_leaderboard_tab_aggregates_seeds_filters_and_sorts(tmp_path):
+    from ui.leaderboard_tab import LEADERBOARD_HEADERS, leaderboard_view
+    common = {"img_size": "32", "status": "done", "onnx_latency_ms": "0.5"}
+    _write_results(tmp_path / "sweeps" / "a" / "results.csv", [
+        {**common, "data": "digits", "arch": "lenet5", "mode": "scratch", "seed": "0", "balanced_accuracy": "0.80",
+         "accuracy": "0.8"},
+        {**common, "data": "digits", "arch": "lenet5", "mode": "scratch", "seed": "1", "balanced_accuracy": "0.90",
+         "accuracy": "0.9"},
+        {**common, "data": "digits", "arch": "resnet18", "mode": "fine-tune", "seed": "0", "balanced_accuracy": "0.95",
+         "accuracy": "0.95", "onnx_latency_ms": "3.0"},
+        {**common, "data": "digits", "arch": "resnet18", "mode": "fine-tune", "seed": "1", "status": "failed"}])
+    _write_results(tmp_path / "other" / "results.csv", [
+        {**common, "data": "medmnist:pathmnist", "arch": "lenet5", "mode": "scratch", "seed": "0",
+         "balanced_accuracy": "0.5", "accuracy": "0.5"}])
+    rows, figure, data_sets, modes, data, note = leaderboard_view(tmp_path, None, None)
+    assert data_sets == ["digits", "medmnist:pathmnist"] and data == "digits" and modes == ["fine-tune", "scratch"]
+    assert len(rows[0]) == len(LEADERBOARD_HEADERS)
+    # best first; the failed seed does not count; two seeds give a std and a t-interval (t(0.975, 1) = 12.71)
+    assert [(r[1], r[4], r[5]) for r in rows] == [("resnet18", "1", "0.950"), ("lenet5", "2", "0.850")]
+    assert rows[1][6] == "0.071" and rows[1][7] == "0.215–1.485"
+    assert figure.axes[0].get_xlabel().startswith("ONNX Runtime CPU latency")
+    rows, *_ = leaderboard_view(tmp_path, "digits", ["scratch"])
+    assert [r[1] for r in rows] == ["lenet5"] and "1 of 3 configurations" in leaderboard_view(tmp_path, "digits",
+                                                                                              ["scratch"])[-1]
+
+
+@pytest.mark.heavy
+@needs_chromium
+def test_leaderboard_tab_shows_the_table_in_chromium(tmp_path):
+    import app
+    from playwright.sync_api import expect, sync_playwright
+    weights = tmp_path / "weights"
+    row = {"img_size": "32", "status": "done", "onnx_latency_ms": "0.5", "data": "digits", "mode": "scratch"}
+    _write_results(weights / "sweeps" / "a" / "results.csv", [
+        {**row, "arch": "lenet5", "seed": "0", "balanced_accuracy": "0.81", "accuracy": "0.8"},
+        {**row, "arch": "quadsnet", "seed": "0", "balanced_accuracy": "0.93", "accuracy": "0.9"}])
+    settings = app.Settings(weights=weights, catalog=tmp_path / "none.json", examples_dir=tmp_path / "examples")
+    demo, url = serve(settings)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            page.get_by_role("tab", name="Leaderboard").click()
+            table = page.locator("#leaderboard-table")
+            expect(table).to_contain_text("quadsnet")
+            expect(table).to_contain_text("0.930")
+            text = table.inner_text()
+            assert text.index("quadsnet") < text.index("lenet5")  # best balanced accuracy first
+            browser.close()
+    finally:
+        demo.close()
