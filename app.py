@@ -61,6 +61,10 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
     has_meta, sexes, sites = app.metadata_fields(selection)
 
     # uploads and generated files are deleted once older than the setting (gradio's cache cleanup)
+    # every handler that reads an image or draws a figure (the upload, a model's input, the training plots, the example
+    # OOD checks, the leaderboard's plot) shares one limit: private events can still be called over HTTP, so none
+    # may run beside the comparisons
+    images = dict(concurrency_id="inference", concurrency_limit=app.settings.concurrency)
     with gr.Blocks(title=about.TITLE, analytics_enabled=False, delete_cache=app.settings.delete_cache) as demo:
         demo.zoo_app = app  # the tests and benchmarks reach the state through the Blocks object
         gr.Markdown(about.INTRO)
@@ -178,7 +182,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                 gr.Markdown(about.zoo_intro(len(zoo.list_architectures())))
                 gr.Dataframe(zoo_rows(), headers=ZOO_HEADERS, interactive=False, wrap=True, show_search="search",
                              max_height=1400, pinned_columns=1, label="Architectures")
-            build_leaderboard_tab(app.settings.weights)  # the sweeps (python -m train.sweep) under the weights folder
+            # the sweeps (python -m train.sweep) under the weights folder; its plot shares the comparisons' limit
+            build_leaderboard_tab(app.settings.weights, images)
 
         slot_outputs = [c for slot in slots for c in slot]
         input_outputs = [inputs_group] + [c for slot in input_slots for c in slot]
@@ -188,10 +193,6 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                              *teaching_outputs]
         window_inputs = [window_choice, window_center, window_width]
         window_outputs = [preview, image_info, window_center, window_width]
-        # every handler that reads an image (the upload, a model's input, the training plots, the example OOD
-        # checks) shares one limit: private events can still be called over HTTP, so none may run beside the
-        # comparisons
-        images = dict(concurrency_id="inference", concurrency_limit=app.settings.concurrency)
         private = dict(api_visibility="private")
         # the model-input previews follow the image, the window and the selection
         show_inputs = dict(fn=events.model_inputs, inputs=[image_file, models, *window_inputs], outputs=input_outputs,

@@ -127,7 +127,7 @@ def test_every_handler_that_reads_an_image_shares_the_comparison_limit(tmp_path)
                  if any(isinstance(c, gr.File) and not isinstance(c, gr.UploadButton) for c in fn.inputs)
                  or any(isinstance(c, (gr.Image, gr.Plot)) for c in fn.outputs)]
     names = {fn.name for fn in image_fns}
-    assert {"upload_preview", "window_preview", "on_inputs", "run_ui", "run_api", "on_selection"} <= names, names
+    assert {"upload_preview", "window_preview", "model_inputs", "compare", "run_api", "selection", "_show"} <= names, names
     training = {"on_train", "on_curve", "on_api"}  # the Train tab: one job per process, beside the comparisons
     assert training <= names, names
     for fn in image_fns:

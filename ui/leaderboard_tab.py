@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import matplotlib.pyplot as plt
 
 from train.sweep import leaderboard, read_results
 from train.sweep.plots import accuracy_vs_latency_figure
@@ -52,8 +51,7 @@ def leaderboard_view(weights: str | Path, data: str | None, modes: list[str] | N
     note = (f"{len(chosen)} of {len(board)} configurations; mean over seeds, test split of each run."
             if board else f"No sweep results under {weights}: run `python -m train.sweep ... --out "
                           f"{Path(weights) / 'sweeps' / 'NAME'}` and press Rescan.")
-    figure = accuracy_vs_latency_figure(chosen)
-    plt.close(figure)  # gradio draws it from the object; pyplot need not keep it
+    figure = accuracy_vs_latency_figure(chosen) if board else None  # no sweeps: no figure to draw at start
     return _table(chosen), figure, data_sets, all_modes, data, note
 
 
@@ -63,8 +61,9 @@ def _show(weights: str, data: str | None, modes: list[str] | None):
             gr.update(choices=all_modes, value=[m for m in (modes or []) if m in all_modes]), note)
 
 
-def build_leaderboard_tab(weights: Path) -> None:
-    """The Leaderboard tab (inside the current gr.Tabs), reading the sweeps under `weights`."""
+def build_leaderboard_tab(weights: Path, limits: dict[str, Any]) -> None:
+    """The Leaderboard tab (inside the current gr.Tabs), reading the sweeps under `weights`; `limits` are the
+    concurrency settings its handler shares with the other handlers that draw figures."""
     rows, figure, data_sets, all_modes, data, note = leaderboard_view(weights, None, None)
     with gr.Tab("Leaderboard", id="leaderboard"):
         folder = gr.State(str(weights))
@@ -79,4 +78,4 @@ def build_leaderboard_tab(weights: Path) -> None:
         plot = gr.Plot(figure, label="Accuracy vs latency (Pareto front dashed)")
         outputs = [table, plot, data_choice, mode_choice, summary]
         for trigger in (data_choice.input, mode_choice.input, rescan.click):  # one listener per trigger
-            trigger(_show, [folder, data_choice, mode_choice], outputs)
+            trigger(_show, [folder, data_choice, mode_choice], outputs, api_visibility="private", **limits)

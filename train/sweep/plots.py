@@ -5,10 +5,8 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; a worker or a server has no display
-import matplotlib.pyplot as plt  # noqa: E402
+# matplotlib's object API, not pyplot: no global figure state, so the app's threads can draw at once
+from matplotlib.figure import Figure
 
 __all__ = ["pareto_front", "accuracy_vs_latency_figure", "plot_accuracy_vs_latency", "plot_transfer_modes"]
 
@@ -27,15 +25,14 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 def plot_accuracy_vs_latency(board: Sequence[dict[str, Any]], path: Path) -> Path:
     """accuracy_vs_latency_figure saved to `path`."""
-    fig = accuracy_vs_latency_figure(board)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    accuracy_vs_latency_figure(board).savefig(path, dpi=110)
     return path
 
 
-def accuracy_vs_latency_figure(board: Sequence[dict[str, Any]]) -> plt.Figure:
+def accuracy_vs_latency_figure(board: Sequence[dict[str, Any]]) -> Figure:
     """Mean test accuracy against ONNX Runtime latency per (data, arch, mode, size), the Pareto front joined."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
     timed = [e for e in board if e.get("onnx_latency_ms_mean") is not None]
     for data in dict.fromkeys(e["data"] for e in timed):
         entries = [e for e in timed if e["data"] == data]
@@ -60,7 +57,8 @@ def plot_transfer_modes(board: Sequence[dict[str, Any]], path: Path) -> Path:
     """Bars of mean balanced accuracy (± std over seeds) per architecture, one bar per transfer mode, one
     panel per data set and input size."""
     panels = list(dict.fromkeys((e["data"], e["img_size"]) for e in board))
-    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.5 * len(panels)), squeeze=False)
+    fig = Figure(figsize=(8, 3.5 * len(panels)))
+    axes = fig.subplots(len(panels), 1, squeeze=False)
     for ax, (data, size) in zip(axes[:, 0], panels):
         entries = [e for e in board if (e["data"], e["img_size"]) == (data, size)]
         archs = list(dict.fromkeys(e["arch"] for e in entries))
@@ -79,5 +77,4 @@ def plot_transfer_modes(board: Sequence[dict[str, Any]], path: Path) -> Path:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
