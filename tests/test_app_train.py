@@ -180,18 +180,24 @@ def test_session_ids_are_checked_and_the_download_holds_loadable_run_folders(tmp
         assert torch.allclose(ours(x), stock(x), atol=1e-6)
 
 
-@needs_chromium
-@pytest.mark.heavy
-def test_class_by_class_upload_trains_shows_curves_and_joins_compare(server, browser, tmp_path):
-    from playwright.sync_api import expect
-
-    _, url = server
+def _open_train_tab(browser, url):
+    """A page on the app's Train tab, as a learner opens it, with its queue requests counted."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(60_000)
     requests = QueueRequests(page)
     page.goto(url)
     page.locator("#compare-button").wait_for()
     page.get_by_role("tab", name="Train").click()
+    return page, requests
+
+
+@needs_chromium
+@pytest.mark.heavy
+def test_class_by_class_upload_trains_shows_curves_and_joins_compare(server, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    _, url = server
+    page, requests = _open_train_tab(browser, url)
     page.get_by_label("My images: class by class").check()
     images = _xrays()
     for i, label in enumerate(("NORMAL", "PNEUMONIA")):
@@ -237,12 +243,7 @@ def _training_threads() -> list:
 @pytest.mark.heavy
 def test_closing_the_page_cancels_its_job_and_deletes_its_files(server, browser, tmp_path_factory):
     _, url = server
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(60_000)
-    requests = QueueRequests(page)
-    page.goto(url)
-    page.locator("#compare-button").wait_for()
-    page.get_by_role("tab", name="Train").click()
+    page, requests = _open_train_tab(browser, url)
     page.locator("#train-mode").get_by_text("Fine-tuning").click()  # a job long enough to be running at the close
     requests.settle(page, quiet_s=1)
     before = set(_training_threads())
