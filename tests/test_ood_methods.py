@@ -86,7 +86,7 @@ def test_the_name_written_in_the_file_is_the_one_read_back(digits_folder, tmp_pa
 
 def test_an_unknown_method_gives_that_model_no_ood_check_and_the_other_model_its_own(digits_folder, tmp_path):
     folder, features, _ = digits_folder
-    known = _with_statistics(folder, tmp_path / "known", KnnCosine.fit(features).with_threshold(0.3))
+    _with_statistics(folder, tmp_path / "known", KnnCosine.fit(features).with_threshold(0.3))
     unknown = _with_statistics(folder, tmp_path / "unknown", KnnCosine.fit(features).with_threshold(0.3),
                                declared="energy")
     tensors = load_file(str(unknown / OOD_NAME))

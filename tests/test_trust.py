@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 import zoo
 from train.augment import eval_transform
 from train.data import ImageDataset, load_source
-from train.trust import (ECE_BINS, TRUST_SECTION, calibration_figures, collect_outputs, conformal_threshold,
-                         fit_temperature, prediction_sets)
+from train.trust import (ECE_BINS, TRUST_SECTION, SplitOutputs, calibration_figures, collect_outputs,
+                         conformal_threshold, fit_temperature, fit_trust, prediction_sets)
 from zoo import inference
 from zoo.catalog import discover_models
 from zoo.images import load_image
@@ -134,6 +134,34 @@ def test_calibration_pieces_on_known_inputs():
     assert conformal_threshold(probs[:5], np.zeros(5, dtype=int), alpha=0.1) == 1.0  # too few: every class
 
 
+def _split(rng, n, features):
+    labels = rng.integers(0, 3, n)
+    logits = torch.from_numpy(np.eye(3)[labels] * 2.0 + rng.normal(size=(n, 3)))
+    return SplitOutputs(logits=logits, features=features(n), labels=labels)
+
+
+@pytest.mark.parametrize("collapsed", [False, True])
+def test_an_ood_check_that_cannot_discriminate_is_said_so_in_the_metrics_card_and_answers(tmp_path, collapsed):
+    """A collapsed model (its features the same for every image) gets an OOD check that passes anything; training
+    says so instead of writing a threshold that looks like a working check."""
+    rng = np.random.default_rng(0)
+    centre = torch.from_numpy(rng.normal(size=16))
+    if collapsed:  # every image maps to (nearly) one point
+        features = lambda n: (centre + 1e-6 * torch.from_numpy(rng.normal(size=(n, 16)))).float()  # noqa: E731
+    else:
+        features = lambda n: torch.from_numpy(rng.normal(size=(n, 16))).float()  # noqa: E731
+    outputs = {name: _split(rng, 60, features) for name in ("train", "val", "test")}
+    fit = fit_trust(outputs, ["a", "b", "c"], "toy", tmp_path)
+    warning = fit.metrics["ood"].get("warning")
+    if not collapsed:
+        assert warning is None and "cannot discriminate" not in fit.card_section
+        assert "note" not in fit.zoo_config["ood"]
+        return
+    assert "hardly vary across its training images" in warning
+    assert "This check cannot discriminate" in fit.card_section
+    assert fit.zoo_config["ood"]["note"].startswith("this OOD check cannot discriminate")
+
+
 # --- through the inference API ------------------------------------------------------------------------
 
 def _record(entry, path, cache):
@@ -241,7 +269,10 @@ def test_bad_ood_statistics_are_refused_naming_the_file(run_dir, tmp_path):
 
 def test_conformal_threshold_without_temperature_or_out_of_range_is_refused(run_dir, tmp_path):
     folder = _copy(run_dir, tmp_path)
-    _edit_config(folder, temperature=None)
+    _edit_config(folder, temperature=None)  # the block still names its calibration method
+    with pytest.raises(zoo.ZooError, match="calibration_method is 'temperature' but zoo.temperature is missing"):
+        zoo.load_pretrained(folder)
+    _edit_config(folder, calibration_method=None)  # no calibration at all, but sets fitted on calibrated probabilities
     with pytest.raises(zoo.ZooError, match="zoo.temperature is missing"):
         zoo.load_pretrained(folder)
     _edit_config(folder, temperature=1.0, conformal={"alpha": 0.1, "threshold": float("nan"), "n_calibration": 9})
@@ -249,15 +280,37 @@ def test_conformal_threshold_without_temperature_or_out_of_range_is_refused(run_
         zoo.load_pretrained(folder)
 
 
+def test_each_piece_is_read_by_the_method_name_its_file_declares(run_dir, tmp_path):
+    zoo_cfg = json.loads((run_dir / "config.json").read_text())["zoo"]
+    assert zoo_cfg["calibration_method"] == "temperature" and zoo_cfg["conformal"]["method"] == "threshold"
+    assert zoo_cfg["ood"]["method"] == "knn-cosine"
+    folder = _copy(run_dir, tmp_path, "future-sets")
+    _edit_config(folder, conformal={**zoo_cfg["conformal"], "method": "raps"})
+    trust = zoo.load_pretrained(folder).trust
+    assert trust.prediction_sets is None and "prediction-set method 'raps'" in trust.conformal_reason
+    assert trust.temperature == zoo_cfg["temperature"]  # the other pieces stand
+    folder = _copy(run_dir, tmp_path, "future-calibration")
+    _edit_config(folder, calibration_method="dirichlet")
+    trust = zoo.load_pretrained(folder).trust
+    assert trust.calibration is None and "calibration method 'dirichlet'" in trust.calibration_reason
+    assert trust.prediction_sets is None and "does not know" in trust.conformal_reason  # fitted on that calibration
+    assert trust.ood is not None
+    entry = next(e for e in discover_models(tmp_path) if e.id == "future-calibration")
+    record = _record(entry, Path(skimage.__file__).parent / "data" / "retina.jpg", inference.ModelCache())
+    assert record["calibrated_top_k"] is None and record["temperature"] is None and record["top_k"]
+
+
 def test_run_without_statistics_loads_and_says_why(run_dir, tmp_path):
     folder = _copy(run_dir, tmp_path, "older-run")
     (folder / OOD_NAME).unlink()
-    _edit_config(folder, temperature=None, conformal=None, ood=None, calibration=None)
+    _edit_config(folder, temperature=None, calibration_method=None, conformal=None, ood=None, calibration=None,
+                 format_version=None)
     model = zoo.load_pretrained(folder)
+    assert "written before the zoo versioned its files" in model.trust.calibration_reason
     assert model.trust.ood is None and model.trust.temperature is None and model.trust.conformal is None
     assert "no OOD statistics" in model.trust.ood_reason and str(folder) in model.trust.ood_reason
     entry = next(e for e in discover_models(tmp_path) if e.id == "older-run")
     record = _record(entry, Path(skimage.__file__).parent / "data" / "retina.jpg", inference.ModelCache())
     assert record["top_k"] and record["ood"] is None and "no OOD statistics" in record["ood_reason"]
     assert record["calibrated_top_k"] is None and record["prediction_set"] is None and record["temperature"] is None
-    assert any("no temperature" in note for note in record["trust_notes"])
+    assert any("no calibration in" in note for note in record["trust_notes"])

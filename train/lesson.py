@@ -36,10 +36,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import ImageOps
-from scipy.stats import beta, binomtest
+from scipy.stats import beta
 from sklearn.model_selection import StratifiedKFold
 
 import zoo
+from zoo.intervals import wilson_interval as zoo_wilson_interval
 
 from ._errors import ConfigError, DataError, TrainingInterrupted
 from .config import TrainConfig
@@ -181,11 +182,8 @@ class CurvePoint:
 # --- intervals ------------------------------------------------------------------------------------
 
 def wilson_interval(correct: int, total: int) -> tuple[float, float]:
-    """95 % Wilson score interval of correct/total (scipy's binomtest)."""
-    if total == 0:
-        return (0.0, 1.0)
-    ci = binomtest(int(correct), int(total)).proportion_ci(confidence_level=0.95, method="wilson")
-    return (float(ci.low), float(ci.high))
+    """95 % Wilson score interval of correct/total (zoo.intervals); (0, 1) with no test image: nothing is known."""
+    return zoo_wilson_interval(correct, total) or (0.0, 1.0)
 
 
 def balanced_accuracy_interval(matrix: np.ndarray, draws: int = 20_000, seed: int = 0) -> tuple[float, float]:

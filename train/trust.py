@@ -27,7 +27,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from zoo import ZooError
+from zoo.calibration import TemperatureScaling
+from zoo.intervals import wilson_interval
 from zoo.ood import DEFAULT_OOD_METHOD, ood_method, save_ood_statistics, threshold_at_pass_rate
+from zoo.prediction_sets import ThresholdSets
 from zoo.run_layout import OOD_NAME, RELIABILITY_PLOT
 from zoo.trust import DEFAULT_ALPHA, OOD_PASS_RATE, TEMPERATURE_RANGE, features_and_logits
 
@@ -37,10 +40,10 @@ from .plots import save_figure  # imported before pyplot: it selects matplotlib'
 
 import matplotlib.pyplot as plt  # noqa: E402  (after train.plots chose the backend)
 
-__all__ = ["ECE_BINS", "OOD_VALIDATION_PASS", "TEMPERATURE_BOUNDS",
+__all__ = ["ECE_BINS", "FEATURE_SPREAD_MIN", "OOD_VALIDATION_PASS", "TEMPERATURE_BOUNDS",
            "SplitOutputs", "TrustFit", "collect_outputs", "fit_temperature", "calibration_figures",
            "conformal_threshold", "coverage_interval", "prediction_sets", "plot_reliability", "fit_trust",
-           "fit_run_trust", "TRUST_SECTION"]
+           "fit_run_trust", "ood_cannot_discriminate", "TRUST_SECTION"]
 
 _logger = logging.getLogger("train")
 
@@ -174,12 +177,8 @@ def coverage_interval(covered: int, n: int) -> list[float] | None:
     """The 95% Wilson interval of a coverage of covered/n (scipy): one test split's coverage is a sample. Split
     conformal promises the target on average over calibration and test draws; with a few hundred images one
     split's figure scatters by a few points around it (about 2.5 points for 270 + 270 digits)."""
-    if n == 0:
-        return None
-    from scipy.stats import binomtest
-
-    interval = binomtest(covered, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return [float(interval.low), float(interval.high)]
+    interval = wilson_interval(covered, n)
+    return None if interval is None else list(interval)
 
 
 def _interval_text(interval: list[float] | None) -> str:
@@ -197,6 +196,28 @@ def _softmax(logits: torch.Tensor, temperature: float = 1.0) -> np.ndarray:
     return (logits.double() / temperature).softmax(dim=1).numpy()
 
 
+# Features whose spread across the training images is below this fraction of their size are one point for every
+# distance-based score: every image, of any kind, then scores alike and the check tells nothing apart
+FEATURE_SPREAD_MIN = 1e-3
+
+
+def ood_cannot_discriminate(train_features: torch.Tensor, val_scores: np.ndarray, threshold: float) -> str | None:
+    """Why an OOD check fitted on these features cannot tell images apart (a collapsed or untrained model), or None.
+
+    Two signs: the training features are nearly constant (their mean standard deviation below FEATURE_SPREAD_MIN of
+    their mean magnitude), or the validation scores do not spread at all (every one equal to the threshold)."""
+    features = train_features.double()
+    spread = float(features.std(dim=0).mean() / (features.abs().mean() + 1e-12)) if len(features) > 1 else 0.0
+    if spread < FEATURE_SPREAD_MIN:
+        return (f"the model's image features hardly vary across its training images (relative spread {spread:.1e}, "
+                f"below {FEATURE_SPREAD_MIN:g}): every image, of any kind, gets nearly the same score, so this "
+                "check cannot tell unfamiliar images from familiar ones; train longer or check the model")
+    if len(val_scores) > 1 and float(np.ptp(val_scores)) <= 1e-9 * max(1.0, abs(threshold)):
+        return (f"every validation image gets the same score ({threshold:.3g}): the threshold cannot separate "
+                "anything, so this check cannot tell unfamiliar images from familiar ones")
+    return None
+
+
 def _fit_ood_check(train: SplitOutputs, val: SplitOutputs, test: SplitOutputs, run_dir: Path,
                    method_name: str = DEFAULT_OOD_METHOD) -> tuple[dict[str, Any], Path | None]:
     """Fit the named OOD method on the training features, set its threshold on the validation scores, write
@@ -211,7 +232,11 @@ def _fit_ood_check(train: SplitOutputs, val: SplitOutputs, test: SplitOutputs, r
     stats = unset.with_threshold(threshold_at_pass_rate(val_scores, OOD_VALIDATION_PASS))
     test_scores = stats.scores(test.features).numpy()
     ood_file = save_ood_statistics(run_dir, stats)
-    return {"method": method.name, "score": method.summary, "file": OOD_NAME, **stats.describe(),
+    warning = ood_cannot_discriminate(train.features, val_scores, stats.threshold)
+    if warning:
+        _logger.warning("OOD check: %s", warning)
+    return {"method": method.name, **({"warning": warning} if warning else {}), "score": method.summary,
+            "file": OOD_NAME, **stats.describe(),
             "fitted_on": "train", "n_fit": len(train.labels), "threshold": stats.threshold,
             "threshold_rule": f"{OOD_VALIDATION_PASS:.0%} of the validation images pass",
             "n_validation": len(val.labels), "validation_pass_rate": float((val_scores <= stats.threshold).mean()),
@@ -227,7 +252,6 @@ def fit_trust(outputs: dict[str, SplitOutputs], label_names: Sequence[str], data
     """
     run_dir = Path(run_dir)
     train, val, test = outputs["train"], outputs["val"], outputs["test"]
-    classes = len(label_names)
 
     temperature = fit_temperature(val.logits, val.labels)
     at_bound = not TEMPERATURE_BOUNDS[0] * 1.001 < temperature < TEMPERATURE_BOUNDS[1] * 0.999
@@ -261,9 +285,13 @@ def fit_trust(outputs: dict[str, SplitOutputs], label_names: Sequence[str], data
     return TrustFit(
         metrics={"calibration": calibration, "conformal": conformal, "ood": ood},
         card_section=_card_section(calibration, conformal, ood, dataset),
-        zoo_config={"temperature": temperature,
-                    "conformal": {"alpha": alpha, "threshold": threshold, "n_calibration": len(val.labels)},
-                    **({"ood": {"method": ood["method"], "file": OOD_NAME}} if ood_file else {}),  # threshold: in the file
+        # each piece writes its own keys, its method's name among them: what zoo/trust.py reads back by name
+        zoo_config={**TemperatureScaling(temperature).to_config(),
+                    **ThresholdSets(alpha=alpha, threshold=threshold, n_calibration=len(val.labels)).to_config(),
+                    # threshold: in the file; a check that cannot discriminate says so beside every answer (its note)
+                    **({"ood": {"method": ood["method"], "file": OOD_NAME,
+                                **({"note": f"this OOD check cannot discriminate: {ood['warning']}"}
+                                   if "warning" in ood else {})}} if ood_file else {}),
                     "calibration": {"test_ece_before": before["ece"], "test_ece_after": after["ece"],
                                     "n_test": len(test.labels), "ece_bins": ECE_BINS}},
         files=[f for f in (ood_file, reliability) if f is not None])
@@ -321,7 +349,8 @@ def _ood_text(ood: dict, dataset: str) -> str:
     """The card's OOD paragraph: the fitted method's own text, or why there is none."""
     if "skipped" in ood:
         return f"**Out-of-distribution check**: none for this model: {ood['skipped']}."
-    return ood_method(ood["method"]).card_text(ood, dataset)
+    text = ood_method(ood["method"]).card_text(ood, dataset)
+    return text + (f"\n\n**⚠ This check cannot discriminate:** {ood['warning']}." if ood.get("warning") else "")
 
 
 def _card_section(calibration: dict, conformal: dict, ood: dict, dataset: str) -> str:

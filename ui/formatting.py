@@ -16,6 +16,7 @@ from zoo.images import printable_name
 from zoo.inference import ModelResult
 
 from .glossary import explain_terms
+from .model_facts import FACTS_TITLE, facts_markdown
 
 __all__ = [
     "CSS", "DISPLAY_MIN_SIZE", "METRIC_COLUMNS", "OOD_FLAGGED_CLASS", "RAW_PROBABILITIES_LABEL", "ZOO_HEADERS",
@@ -51,6 +52,10 @@ CSS = """
 .ood-banner p, .ood-banner strong, .ood-banner code { color: #7f1d1d; }
 .ood-flagged { opacity: 0.45; filter: grayscale(1); }
 .trust p, .trust li { margin: 1px 0; font-size: 0.95em; }
+/* a column's model facts (ui/model_facts.py) fit one laptop screen in a sixth of its width */
+.model-column details:first-of-type li, .model-column details:first-of-type p { margin: 1px 0; font-size: 0.85em;
+                                                                                line-height: 1.3; }
+.model-column details:first-of-type ul { padding-left: 1em; }
 .ood-table table { display: block; overflow-x: auto; }
 .ood-table td, .ood-table th { white-space: nowrap; }
 /* the examples' captions under their thumbnails, whole, and the first row clear of a two-line label */
@@ -236,8 +241,9 @@ def column_header(result: ModelResult) -> str:
 
 
 def column_details(result: ModelResult) -> str:
-    """One column's headline (error, label-set warning, latency, Grad-CAM problems) and, folded in a collapsed
-    <details> block, its technical lines: backend, Grad-CAM time and layer, parameters, mode, test metrics."""
+    """One column's headline (error, label-set warning, latency, Grad-CAM problems) and, folded in collapsed
+    <details> blocks, the model's facts (ui/model_facts.py) and its technical lines: backend, Grad-CAM time and
+    layer, parameters, mode, test metrics."""
     headline, folded = [], []
     if result.error:
         headline.append(f"**✖ Error:** {result.error}\n")
@@ -263,7 +269,9 @@ def column_details(result: ModelResult) -> str:
             headline.append(f"\n_{note}_")
     # blank lines around the folded Markdown: without them it stays raw text inside the HTML block
     technical = explain_terms("\n".join(folded))
-    return "\n".join(headline) + f"\n\n<details><summary>Details</summary>\n\n{technical}\n\n</details>"
+    facts = (f"<details class=\"model-facts\"><summary>{FACTS_TITLE}</summary>\n\n{facts_markdown(result.facts)}"
+             "\n\n</details>")
+    return "\n".join(headline) + f"\n\n{facts}\n\n<details><summary>Details</summary>\n\n{technical}\n\n</details>"
 
 
 ZOO_HEADERS = ["architecture", "family", "parameters (1000 classes)", "default input", "min input", "ImageNet weights",

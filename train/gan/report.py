@@ -1,7 +1,6 @@
 """The GAN run's loss curves and its README (what the generators are, how they were trained, caveats)."""
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
