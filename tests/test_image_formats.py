@@ -58,10 +58,12 @@ def test_the_checker_sees_a_second_list(tmp_path):
 
 
 def test_every_list_of_readable_files_is_the_readers_own():
-    assert IMAGE_SUFFIXES == (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom")
+    assert IMAGE_SUFFIXES == (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom", ".nii",
+                              ".nii.gz")
     assert train.data.IMAGE_EXTENSIONS is IMAGE_SUFFIXES
     assert set(FORMAT_SUFFIXES.values()) <= set(IMAGE_SUFFIXES)
-    assert [fmt for reader in READERS for fmt in reader.formats] == ["PNG", "JPEG", "BMP", "TIFF", "GIF", "DICOM"]
+    assert [fmt for reader in READERS for fmt in reader.formats] == ["PNG", "JPEG", "BMP", "TIFF", "GIF", "DICOM",
+                                                                       "NIfTI"]
 
 
 def read_toy(fp, name: str, limits) -> LoadedImage:
@@ -80,11 +82,11 @@ def test_a_new_reader_is_one_registration(monkeypatch, tmp_path):
     path = tmp_path / "scan.toy"
     path.write_bytes(b"TOYIMG\x02" + bytes([0, 85, 170, 255]))
     before = str(_error_of(path))
-    assert "not a recognised image; its content is not PNG, JPEG, BMP, TIFF, GIF or DICOM" in before
+    assert "not a recognised image; its content is not PNG, JPEG, BMP, TIFF, GIF, DICOM or NIfTI" in before
     monkeypatch.setattr(dispatch, "READERS", dispatch.READERS + (toy,))
     loaded = load_image(path)
     assert loaded.info["format"] == "TOY" and np.asarray(loaded.image).tolist() == [[0, 85], [170, 255]]
-    assert "PNG, JPEG, BMP, TIFF, GIF, DICOM or TOY" in str(_error_of(tmp_path / "x.bin", b"\x01\x02\x03\x04"))
+    assert "PNG, JPEG, BMP, TIFF, GIF, DICOM, NIfTI or TOY" in str(_error_of(tmp_path / "x.bin", b"\x01\x02\x03\x04"))
     assert zoo.images.load_image is load_image
 
 

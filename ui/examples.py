@@ -25,10 +25,11 @@ from PIL import Image
 
 from zoo import ZooError
 from zoo import images as zoo_images
-from zoo.assets import MEDICAL_CLASSIFIERS
+from zoo.assets import ASSET_PACKAGES, MEDICAL_CLASSIFIERS, asset_file
 
-__all__ = ["EXAMPLE_DIGITS", "MEDICAL_PER_CLASS", "SERVED_SUFFIXES", "THUMBNAIL_SIDE", "Example", "digits",
-           "digit_examples", "make_private_folder", "package_dir", "thumbnail", "write_examples"]
+__all__ = ["DICOM_STUDIES", "EXAMPLE_DIGITS", "MEDICAL_PER_CLASS", "SERVED_SUFFIXES", "THUMBNAIL_SIDE", "Example",
+           "digits", "digit_examples", "make_private_folder", "mni_template", "package_dir", "thumbnail",
+           "write_examples"]
 
 _logger = logging.getLogger(__name__)
 
@@ -40,6 +41,30 @@ MEDICAL_PER_CLASS = {"pneumonia": 2, "braintumor": 1}
 SERVED_SUFFIXES = (".png", ".jpg", ".jpeg")
 _MODALITY = {"pneumonia": "chest X-ray", "braintumor": "brain MRI"}
 THUMBNAIL_SIDE = 160  # px, the longer side of an example's preview in the examples strip
+
+
+class DicomStudy(NamedTuple):
+    """A real DICOM file of pydicom-data (unlabelled): its file, sha256 pin and what it shows."""
+
+    file: str  # under the package's data/ folder
+    sha256: str
+    what: str  # the caption's description: modality and body part, as its header says
+
+
+# pydicom-data's real studies shown as examples, each pinned: the chest PA is a film from another hospital than the
+# pneumonia model's paediatric training films, so the comparison shows what each model's OOD check makes of it
+DICOM_STUDIES = (
+    DicomStudy("RG1_UNCR.dcm", "946f28f48b9fbf360196a9b835c8fce83b0c654bf85a5107663c8a61df02e498",
+               "chest PA radiograph (CR, MONOCHROME1)"),
+    DicomStudy("RG3_UNCR.dcm", "6babfc42dd404213e1758d6dbb93648c248783cc23f593103fff4295c3374dfb",
+               "lower-leg radiograph (CR)"),
+    DicomStudy("US1_UNCR.dcm", "af5a66e40cd49d15dfbf7b78c850eba0662bdc7339339c3fa13f123a57e812cb",
+               "ultrasound, colour Doppler (US)"),
+    DicomStudy("MR2_UNCR.dcm", "c14c7f0c6e25bd4dfbb822fe264e540fc7142bf1c9d15d4c652ec8f5f97fa9e8",
+               "shoulder MR slice (MR)"),
+    DicomStudy("693_UNCR.dcm", "cc4cdd599231922ecf63de2ddacf03d51c4588805c9154c2eef1ff49c23b32be",
+               "head CT slice (CT)"),
+)
 
 
 class Example(NamedTuple):
@@ -144,9 +169,34 @@ def _medical_examples() -> list[tuple[Path, str, str]]:
     return picked
 
 
+def _dicom_examples() -> list[tuple[Path, str]]:
+    """(packaged file, caption) of pydicom-data's studies, each checked against its pin; none where the package is
+    missing or changed (logged: the app starts without them)."""
+    source = ASSET_PACKAGES["pydicom_data"]
+    try:
+        return [(asset_file(source, f"data/{study.file}", study.sha256),
+                 _caption(study.what, None, study.file, source.package)) for study in DICOM_STUDIES]
+    except ZooError as e:
+        _logger.warning("no DICOM radiograph examples: %s", e)
+        return []
+
+
+def mni_template() -> tuple[Path, str] | None:
+    """nilearn's MNI ICBM152 2009 T1 template (a NIfTI volume, read as package data, sha256-pinned) and its caption;
+    None, logged, when the package is missing or changed (the app starts without it)."""
+    try:
+        path = asset_file(ASSET_PACKAGES["nilearn"], "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+                          "421a10e872fd6cadae7f61d358dffbcc1795a497d61ee76c5dda2503e1a1e9e6")
+    except ZooError as e:
+        _logger.warning("no MNI template example: %s", e)
+        return None
+    return path, _caption("brain MRI volume (NIfTI; the average of 152 healthy adults)", None, path.name, "nilearn")
+
+
 def write_examples(folder: Path, weights: Path) -> list[Example]:
     """Write the example images into `folder` (a private folder from make_private_folder, empty): labelled chest
-    X-rays and brain MRIs, a fundus photo, CT and MR slices, then digits for the digits demo models."""
+    X-rays and brain MRIs, a fundus photo, CT and MR slices, pydicom-data's real DICOM studies (a chest PA
+    radiograph among them), then digits for the digits demo models."""
     examples = []
     for source, caption, label in _medical_examples():
         target = folder / source.name
@@ -156,7 +206,9 @@ def write_examples(folder: Path, weights: Path) -> list[Example]:
     packaged = [(package_dir("skimage") / "data" / "retina.jpg", _caption("fundus photo", None, "retina.jpg",
                                                                            "scikit-image")),
                 (dicom_files / "CT_small.dcm", _caption("CT slice", None, "CT_small.dcm", "pydicom")),
-                (dicom_files / "MR_small.dcm", _caption("MR slice", None, "MR_small.dcm", "pydicom"))]
+                (dicom_files / "MR_small.dcm", _caption("MR slice", None, "MR_small.dcm", "pydicom")),
+                *_dicom_examples()]
+    packaged += [volume for volume in [mni_template()] if volume is not None]
     for source, caption in packaged:
         if source.is_file():
             target = folder / source.name

@@ -79,6 +79,9 @@ class ImageReader:
     claim: Callable[[bytes, str], Claim]  # (first 2 KiB, printable file name) -> how sure it is
     read: Callable[[Readable, str, Limits], LoadedImage | None]  # (file, printable name, limits)
     signatures: Mapping[bytes, str] = field(default_factory=dict)  # first bytes -> format, to name a cut file
+    # a reader of volumes too (NIfTI, multi-frame DICOM): (file, printable name, max voxels) -> zoo.images.Volume,
+    # which zoo.images.load_volume calls; `read` then gives one slice of it
+    read_volume: Callable[[Readable, str, int], Any] | None = None
 
 
 def printable_name(text: str) -> str:

@@ -23,10 +23,12 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, g
 from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
                          ImplicitVRLittleEndian)
 
-from .decoded import CHOSEN_WINDOW, Claim, ImageLoadError, ImageReader, Limits, LoadedImage
+from .decoded import CHOSEN_WINDOW, Claim, ImageLoadError, ImageReader, Limits, LoadedImage, Readable
 from .pixels import check_size, downscale, downscale_values
+from .volume import MAX_VOLUME_VOXELS, Volume, check_volume_size, window_volume
 
-__all__ = ["DEFLATED_DICOM_HEADER_BYTES", "DICOM_ROBUST_PERCENTILES", "DICOM_READER"]
+__all__ = ["DEFLATED_DICOM_HEADER_BYTES", "DICOM_ROBUST_PERCENTILES", "DICOM_READER", "dicom_frames",
+           "read_dicom_volume"]
 
 DICOM_ROBUST_PERCENTILES = (0.5, 99.5)  # display range of a DICOM that carries no window of its own
 _DICOM_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -395,5 +397,99 @@ def _full_range_to_uint8(pixels: np.ndarray, bits: int) -> np.ndarray:
     return np.round(np.clip(pixels.astype(np.float64) / (2**bits - 1), 0.0, 1.0) * 255).astype(np.uint8)
 
 
+def dicom_frames(fp: Readable, name: str) -> int:
+    """How many frames a DICOM file's header announces (1 where it names none; 0 when it cannot be read)."""
+    try:
+        ds = _read_dicom(fp, name, Limits(max_pixels=MAX_VOLUME_VOXELS, max_side=None, max_aspect_ratio=float("inf")))
+        return int(ds.get("NumberOfFrames") or 1)
+    except (ImageLoadError, ValueError, TypeError):
+        return 0
+
+
+def read_dicom_volume(fp: Readable, name: str, max_voxels: int) -> Volume:
+    """A multi-frame DICOM as a `Volume`: its frames are the axial slices, in file order, rows and columns as
+    stored (the per-frame geometry is not read, so nothing is reoriented); grayscale rescaled to modality units
+    and windowed over all frames, MONOCHROME1 inverted; colour kept as RGB."""
+    ds = _read_dicom(fp, name, Limits(max_pixels=max_voxels, max_side=None, max_aspect_ratio=float("inf")))
+    try:
+        info = _dicom_info(ds, name)
+        frames, rows, columns = info["number_of_frames"], int(ds.Rows), int(ds.Columns)
+        if frames < 2:
+            raise ImageLoadError(f"{name}: a DICOM of one frame is an image, not a volume. Open it as an image "
+                                 "(zoo.images.load_image), or pass a multi-frame DICOM or a NIfTI volume.")
+        bits = int(ds.get("BitsAllocated") or 8)
+        check_volume_size(name, (columns, rows, frames), max(1, bits // 8) * int(ds.get("SamplesPerPixel") or 1),
+                          max_voxels)
+        transfer_syntax = _transfer_syntax(ds, name, info["notes"])
+        pixels = _decode_all_frames(ds, name, transfer_syntax)
+    except ImageLoadError:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        raise ImageLoadError(f"{name}: the DICOM header has an invalid or inconsistent value ({exc}). "
+                             "Repair or re-export the file.") from exc
+    info["notes"].append(f"{frames} frames read as the axial slices, in file order, rows and columns as stored "
+                         "(the file's per-frame geometry is not read: not reoriented)")
+    voxels = np.moveaxis(pixels, (0, 1, 2), (2, 1, 0))  # (frames, rows, columns[, 3]) -> (columns, rows, frames[, 3])
+    voxels = voxels[:, ::-1]  # a slice shows its top row at the top (Volume.slice puts the high end of y there)
+    if pixels.ndim == 4 or info["photometric_interpretation"] == "PALETTE COLOR":
+        voxels = _dicom_colour_volume(voxels, ds, info)
+    else:
+        voxels = _dicom_gray_volume(voxels, ds, info)
+    spacing = _frame_spacing(ds)
+    info.update(volume_shape=tuple(int(s) for s in voxels.shape[:3]), voxel_spacing_mm=spacing,
+                orientation="as stored (frames as axial slices)", transfer_syntax=transfer_syntax.name)
+    return Volume(np.ascontiguousarray(voxels), spacing, info)
+
+
+def _decode_all_frames(ds: pydicom.Dataset, name: str, transfer_syntax: UID) -> np.ndarray:
+    """Every frame: (frames, rows, columns) or (frames, rows, columns, 3)."""
+    try:
+        ds.pixel_array_options(index=None)
+        return ds.pixel_array
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ImageLoadError(f"{name}: the {transfer_syntax.name} pixel data of its frames could not be decoded "
+                             f"({reason}). Re-export the file, or convert it to an uncompressed DICOM "
+                             "(e.g. `gdcmconv --raw`).") from exc
+
+
+def _dicom_gray_volume(voxels: np.ndarray, ds: pydicom.Dataset, info: dict[str, Any]) -> np.ndarray:
+    """Modality units (e.g. Hounsfield), one percentile window over every frame, MONOCHROME1 inverted."""
+    values = apply_modality_lut(voxels, ds)
+    gray, window = window_volume(values, info["source"], info["notes"])
+    info.update(window)
+    info["notes"].append(f"intensity window {window['window_low']:g} to {window['window_high']:g}: "
+                         f"{window['window_source']}")
+    if info["photometric_interpretation"] == "MONOCHROME1":
+        info["notes"].append("MONOCHROME1: inverted so that higher values are brighter")
+        return 255 - gray
+    return gray
+
+
+def _dicom_colour_volume(voxels: np.ndarray, ds: pydicom.Dataset, info: dict[str, Any]) -> np.ndarray:
+    """RGB frames (pydicom has turned YBR into RGB) or palette frames through their colour table, as 8-bit RGB."""
+    if info["photometric_interpretation"] == "PALETTE COLOR":
+        rgb = apply_color_lut(voxels, ds)[..., :3]
+        info["notes"].append("palette colour lookup table applied")
+        return _full_range_to_uint8(rgb, 8 * rgb.dtype.itemsize)
+    info.update(window_source="none: colour frames are shown as stored")
+    return _full_range_to_uint8(voxels, int(ds.get("BitsStored") or 8 * voxels.dtype.itemsize))
+
+
+def _frame_spacing(ds: pydicom.Dataset) -> tuple[float, float, float]:
+    """(column, row, frame) spacing in mm from Pixel Spacing and Spacing Between Slices / Slice Thickness, where
+    the file gives them (a shared functional group of an enhanced multi-frame file included); else 1 mm each."""
+    groups = ds.get("SharedFunctionalGroupsSequence")
+    measures = groups[0].get("PixelMeasuresSequence") if groups else None
+    source = measures[0] if measures else ds
+    try:
+        row, column = (float(v) for v in source.get("PixelSpacing") or (1.0, 1.0))
+        between = source.get("SpacingBetweenSlices") or source.get("SliceThickness") or 1.0
+        spacing = (column, row, abs(float(between)))
+    except (TypeError, ValueError):
+        return 1.0, 1.0, 1.0
+    return spacing if all(s > 0 for s in spacing) else (1.0, 1.0, 1.0)
+
+
 DICOM_READER = ImageReader(formats=("DICOM",), suffixes=_DICOM_SUFFIXES, format_suffixes={"DICOM": ".dcm"},
-                           claim=_claim_dicom, read=_load_dicom)
+                           claim=_claim_dicom, read=_load_dicom, read_volume=read_dicom_volume)

@@ -14,14 +14,20 @@ from typing import Any
 
 import numpy as np
 
+from ..upload_limits import MAX_UPLOAD_BYTES
 from .decoded import (MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, Claim, ImageLoadError, ImageReader, Limits,
                       LoadedImage, printable_name)
-from .dicom_reader import DICOM_READER
+from .dicom_reader import DICOM_READER, dicom_frames
+from .nifti_reader import NIFTI_READER
 from .pillow_reader import PILLOW_READER
+from .volume import MAX_VOLUME_VOXELS, Volume
 
-__all__ = ["READERS", "IMAGE_SUFFIXES", "FORMAT_SUFFIXES", "load_image"]
+__all__ = ["READERS", "IMAGE_SUFFIXES", "FORMAT_SUFFIXES", "VOLUME_FORMATS", "is_volume", "load_image", "load_volume"]
 
-READERS: tuple[ImageReader, ...] = (PILLOW_READER, DICOM_READER)  # the registration: a new reader goes here
+# the registration: a new reader goes here
+READERS: tuple[ImageReader, ...] = (PILLOW_READER, DICOM_READER, NIFTI_READER)
+# the formats whose files may hold a volume (zoo.images.load_volume), as messages name them
+VOLUME_FORMATS: tuple[str, ...] = tuple(fmt for reader in READERS if reader.read_volume for fmt in reader.formats)
 # every file-name suffix a reader reads, lower case: which files of a folder are images
 IMAGE_SUFFIXES: tuple[str, ...] = tuple(suffix for reader in READERS for suffix in reader.suffixes)
 # info["format"] of a loaded image -> the suffix a copy of that file gets (content decides, not the name)
@@ -63,6 +69,48 @@ def load_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_IMAGE
     if likely is not None:
         return _read(likely, readable(), name, limits)
     raise _unreadable(name, head)
+
+
+def load_volume(source: str | os.PathLike | bytes, *, max_voxels: int = MAX_VOLUME_VOXELS,
+                max_file_bytes: int = MAX_UPLOAD_BYTES) -> Volume:
+    """Read a volume (NIfTI .nii / .nii.gz, multi-frame DICOM; a path or its bytes) into an 8-bit `Volume`, whose
+    `slice(axis, index, limits)` gives the images. Files over `max_file_bytes`, or announcing more than
+    `max_voxels` voxels, are refused before their voxels are read."""
+    if not isinstance(max_voxels, int) or max_voxels <= 0:
+        raise ImageLoadError(f"max_voxels must be a positive int, got {max_voxels!r}")
+    name, readable, head = _open_source(source)
+    if not head:
+        raise ImageLoadError(f"{name}: the file is empty (0 bytes). Re-export or re-download it.")
+    size = _source_size(source)
+    if size > max_file_bytes:
+        raise ImageLoadError(f"{name}: a file of {size:,} bytes, over the limit of {max_file_bytes:,} bytes for a "
+                             "volume (max_file_bytes). Crop or downsample it, or pass a larger max_file_bytes if "
+                             "you trust the file.")
+    claims = [(reader, reader.claim(head, name)) for reader in READERS if reader.read_volume is not None]
+    reader = _first_claiming(claims, Claim.SURE) or _first_claiming(claims, Claim.LIKELY)
+    if reader is None:
+        raise ImageLoadError(f"{name}: not a volume; volumes are {' or '.join(VOLUME_FORMATS)} files (.nii, "
+                             f".nii.gz, a multi-frame .dcm) (first bytes {head[:8]!r}). Open an image with "
+                             "zoo.images.load_image.")
+    return reader.read_volume(readable(), name, max_voxels)
+
+
+def is_volume(source: str | os.PathLike | bytes) -> bool:
+    """Whether `source` is a file `load_volume` reads: a NIfTI, or a DICOM of more than one frame (from its
+    header). Unreadable files are not volumes (load_image then says what is wrong with them)."""
+    try:
+        name, readable, head = _open_source(source)
+    except ImageLoadError:
+        return False
+    if NIFTI_READER.claim(head, name) is Claim.SURE:
+        return True
+    return DICOM_READER.claim(head, name) is not Claim.NO and dicom_frames(readable(), name) > 1
+
+
+def _source_size(source: str | os.PathLike | bytes) -> int:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return len(source)
+    return os.path.getsize(source)
 
 
 def _first_claiming(claims: list[tuple[ImageReader, Claim]], wanted: Claim) -> ImageReader | None:
