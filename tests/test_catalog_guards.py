@@ -190,6 +190,7 @@ def test_source_keys_of_pretrained_cfg_never_cause_a_load(broken_zoo, tmp_path, 
 @pytest.mark.parametrize("arch, kwargs", [
     ("lenet5", {}), ("googlenet", {"aux_logits": True}), ("efficientnet_lite0", {"drop_rate": 0.3}),
     ("lenet5", {"head": "soft_attention"}), ("lenet5", {"head": "mlp", "mlp_hidden": 16}),
+    ("vgg11", {"head": "mlp", "mlp_hidden": 16, "mlp_ratio": 1 / 64, "backbone_pre_logits": True}),  # onnx_import's
     ("lenet5", {"head": "soft_attention+metadata", "metadata_hidden": 8,
                 "metadata_schema": {"sex": ["f", "m"], "site": ["a"]}}),
 ])

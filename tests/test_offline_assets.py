@@ -314,13 +314,21 @@ def test_push_refuses_weights_without_a_licence_unless_overridden(imported):
 
 
 def test_import_command_passes_its_options(tmp_path, monkeypatch):
-    from zoo import keras_import
     from zoo.__main__ import main
+    from zoo.model_imports import IMPORTS
 
     calls = []
-    monkeypatch.setattr(keras_import, "import_keras_classifier", lambda *a, **k: calls.append((a, k)) or Path(a[1]))
+    for name in ("braintumor", "braintumor-vgg16"):
+        monkeypatch.setitem(IMPORTS, name, lambda out, _name=name, **k: calls.append((_name, out, k)) or Path(out))
     assert main(["import", "braintumor", "--out", str(tmp_path / "brain")]) == 0
-    assert calls == [(("braintumor", str(tmp_path / "brain")), {"reference": str(KERAS_REFERENCE)})]
+    assert main(["import", "braintumor", "--out", str(tmp_path / "b2"), "--reference", "r.json"]) == 0
+    assert main(["import", "braintumor-vgg16", "--out", str(tmp_path / "vgg")]) == 0
+    assert calls == [("braintumor", str(tmp_path / "brain"), {}),
+                     ("braintumor", str(tmp_path / "b2"), {"reference": "r.json"}),
+                     ("braintumor-vgg16", str(tmp_path / "vgg"), {})]
+    # the ONNX import is checked against its source model, not a Keras record: --reference is refused, by name
+    assert main(["import", "braintumor-vgg16", "--out", str(tmp_path / "v2"), "--reference", "r.json"]) == 2
+    assert len(calls) == 3
     with pytest.raises(SystemExit):
         main(["import", "kidney", "--out", str(tmp_path / "x")])
 

@@ -5,13 +5,17 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from zoo.model_facts import accuracy_with_interval, frequent_confusions
 from zoo.run_layout import PLOT_FILES
 
 from .config import SAMPLERS, TrainConfig
 from .data import DataSource, Splits, class_counts
 from .losses import class_weights
 
-__all__ = ["CardData", "CardOutcome", "card_sections", "reproduce_command"]
+__all__ = ["CardData", "CardOutcome", "RUN_INTENDED_USE", "card_sections", "reproduce_command", "run_facts"]
+
+RUN_INTENDED_USE = ("teaching and research: showing what transfer learning does on this data set; not for clinical "
+                    "use (not validated on patients, not a medical device)")
 
 
 _AUGMENT = {
@@ -253,3 +257,21 @@ def _limits_section(data: CardData) -> str:
         lines.append("- The training data are not medical images: this model exists to demonstrate "
                      "the pipeline and transfer-learning modes.")
     return "\n".join(lines)
+
+
+def run_facts(data: CardData, test: dict[str, Any], evaluated_on: str) -> dict[str, Any]:
+    """config.json's "facts" (zoo/model_facts.py) of a run of python -m train: what it is for, what it learned
+    from (with n), its test accuracy with n and Wilson interval measured by us, and what it never saw."""
+    source, splits = data.source, data.splits
+    evaluation = accuracy_with_interval(test, f"{evaluated_on} of {source.name}", by="ours")
+    kind = {True: "medical images", False: "not medical images"}.get(source.medical, "images")
+    return {
+        "intended_use": RUN_INTENDED_USE,
+        "training_data": (f"{source.name} ({kind}): {len(splits.train):,} training and {len(splits.val):,} "
+                          f"validation images" + (f"; {source.description}" if source.description else "")),
+        "training_data_license": None,  # the zoo records no licence for a data set; the description may name one
+        "evaluation": [] if evaluation is None else [evaluation.to_dict()],
+        "not_tested_on": [f"any image outside {source.name}: other hospitals, scanners, populations and "
+                          "modalities than its training images"],
+        "failure_modes": frequent_confusions(test["confusion_matrix"], source.label_names, "test"),
+    }

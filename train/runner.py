@@ -25,7 +25,7 @@ from zoo.run_layout import (CHECKPOINT_NAME, METRICS_NAME, ONNX_NAME, PLOT_FILES
 from . import distributed
 from ._errors import ConfigError, DataError, TrainingInterrupted
 from .augment import eval_transform, train_transform
-from .card import CardData, CardOutcome, card_sections
+from .card import CardData, CardOutcome, card_sections, run_facts
 from .checkpoint import load_checkpoint, write_json
 from .config import TrainConfig, config_to_yaml, load_yaml_config
 from .data import (DataSource, ImageDataset, Sample, Splits, class_counts, data_fingerprint, load_source,
@@ -459,7 +459,8 @@ def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: Da
                           "extraction_s": trainer.feature_extraction_s},
         "timing": timings, **trust.metrics, "history": state.history,
     })
-    sections = card_sections(cfg, CardData(source, splits, data_config, in_chans),
+    card_data = CardData(source, splits, data_config, in_chans)
+    sections = card_sections(cfg, card_data,
                              CardOutcome(params, test, state.history, state.best_epoch, state.best_value,
                                          state.stopped_early, cache_note, timings))
     if held_out is not None:
@@ -467,7 +468,8 @@ def _write_outputs(cfg: TrainConfig, run_dir: Path, trainer: Trainer, source: Da
     extra = {"training": {"run": run_dir.name, "data": cfg.data, "loss": cfg.loss, "augment": cfg.augment,
                           "sampler": cfg.sampler, "epochs_run": len(state.history),
                           "best_epoch": state.best_epoch, "seed": cfg.seed},
-             "test_metrics": flat, "medical": source.medical, **trust.zoo_config}
+             "test_metrics": flat, "medical": source.medical, **trust.zoo_config,
+             "facts": run_facts(card_data, test, evaluated_on)}
     sections[TRUST_SECTION] = trust.card_section
     if cfg.synthetic:
         from .synthetic import synthetic_counts

@@ -3,7 +3,7 @@
     python -m zoo list                      every architecture with its metadata
     python -m zoo info quadsnet             one architecture in full
     python -m zoo classify IMAGE [--model efficientnet_lite0 | weights/RUN]   top-5 predictions
-    python -m zoo import pneumonia --out weights/pneumonia-xception   a packaged Keras classifier as a run folder
+    python -m zoo import pneumonia --out weights/pneumonia-xception   a packaged classifier as a run folder
     python -m zoo export weights/RUN [--images DIR]     RUN/model.onnx, verified against PyTorch before it is written
     python -m zoo quantize weights/RUN --images DIR     RUN/model.int8.onnx, kept only if top-1 agrees on >= 99%
 """
@@ -18,8 +18,7 @@ import torch
 from . import count_params, create_model, get_architecture, list_architectures, load_pretrained
 from ._errors import ZooError
 from .eval_transform import eval_transform
-from .assets import MEDICAL_CLASSIFIERS
-from .keras_import import KERAS_REFERENCE
+from .model_imports import IMPORTS, RECORDED_REFERENCE
 from .offline_weights import OFFLINE_WEIGHTS
 
 
@@ -73,9 +72,11 @@ def _classify(args: argparse.Namespace) -> None:
 
 
 def _import(args: argparse.Namespace) -> None:
-    from .keras_import import import_keras_classifier  # noqa: PLC0415
-
-    folder = import_keras_classifier(args.name, args.out, reference=args.reference)
+    if args.reference is not None and args.name not in RECORDED_REFERENCE:
+        raise ZooError(f"--reference is a record of the source's outputs, for the imports checked against one "
+                       f"({', '.join(sorted(RECORDED_REFERENCE))}); {args.name} is checked against its source model at "
+                       "import: leave --reference out.")
+    folder = IMPORTS[args.name](args.out, **({} if args.reference is None else {"reference": args.reference}))
     print(f"{args.name}: wrote {folder} (model.safetensors, config.json, README.md, metrics.json)")
 
 
@@ -139,12 +140,13 @@ def main(argv: list[str] | None = None) -> int:
                         "whose ImageNet weights work offline)")
     p.add_argument("--top-k", type=int, default=5)
     p.set_defaults(func=_classify)
-    p = sub.add_parser("import", help="a packaged Keras medical classifier (requirements-assets.txt) as a run folder")
-    p.add_argument("name", choices=list(MEDICAL_CLASSIFIERS))
+    p = sub.add_parser("import", help="a packaged medical classifier (requirements-assets.txt) as a run folder")
+    p.add_argument("name", choices=list(IMPORTS))
     p.add_argument("--out", required=True, help="the run folder to write, e.g. weights/pneumonia-xception")
-    p.add_argument("--reference", default=str(KERAS_REFERENCE),
-                   help="Keras's recorded outputs that the converted outputs must equal (the figure goes on the "
-                        "model card); default: the record that ships with the zoo (zoo/data/keras_reference.json)")
+    p.add_argument("--reference", default=None,
+                   help="imports checked against a recorded reference (Keras models) only: the source's recorded "
+                        "outputs that the converted outputs must equal (the figure goes on the model card); default: "
+                        "the record that ships with the zoo (zoo/data/)")
     p.set_defaults(func=_import)
     p = sub.add_parser("export", help="write RUN/model.onnx (and onnx.json), verified against PyTorch first")
     p.add_argument("run", help="the run folder")

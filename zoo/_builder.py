@@ -7,6 +7,7 @@ import timm
 from torch import nn
 
 from ._errors import ZooError
+from .eval_transform import RESIZE_KEY, TF_BILINEAR
 from ._hub import check_hub_reachable, load_matching
 from ._registry import get_architecture
 from .archs.metadata import MetadataSchema
@@ -126,12 +127,19 @@ def resolve_data_config(model: nn.Module) -> dict:
 
     As timm returns them (tuples), also for a model loaded from config.json, whose JSON lists come back as lists.
     """
-    return _as_tuples(timm.data.resolve_model_data_config(model))
+    return {**_as_tuples(timm.data.resolve_model_data_config(model)), **_zoo_resize(getattr(model, "zoo_cfg", None))}
 
 
-def resolve_data_config_from_cfg(pretrained_cfg: dict) -> dict:
-    """What resolve_data_config gives for a model with this pretrained_cfg (e.g. config.json's), without the model."""
-    return _as_tuples(timm.data.resolve_data_config({}, pretrained_cfg=dict(pretrained_cfg)))
+def resolve_data_config_from_cfg(pretrained_cfg: dict, zoo_cfg: dict | None = None) -> dict:
+    """What resolve_data_config gives for a model with this pretrained_cfg and zoo block (e.g. config.json's),
+    without the model."""
+    return {**_as_tuples(timm.data.resolve_data_config({}, pretrained_cfg=dict(pretrained_cfg))), **_zoo_resize(zoo_cfg)}
+
+
+def _zoo_resize(zoo_cfg: dict | None) -> dict:
+    """{"resize": "tf-bilinear"} for a model whose zoo block asks for TensorFlow's resize (zoo.eval_transform)."""
+    value = zoo_cfg.get(RESIZE_KEY) if isinstance(zoo_cfg, dict) else None
+    return {RESIZE_KEY: TF_BILINEAR} if value == TF_BILINEAR else {}
 
 
 def _as_tuples(config: dict) -> dict:

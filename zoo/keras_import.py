@@ -31,7 +31,9 @@ from ._hub import load_matching, save_pretrained
 from .assets import MedicalClassifier, asset_error, file_sha256, medical_classifier
 from .eval_transform import eval_transform
 from .images import load_image, to_model_mode
+from .intervals import wilson_interval
 from .keras_weights import KerasArchive, dense_head_state, read_keras_archive, xception_backbone_state
+from .model_facts import accuracy_with_interval, frequent_confusions
 from .modes import apply_mode, count_params
 from .run_layout import METRICS_NAME, OOD_NAME
 from .ood import KnnCosine, leave_one_out_scores, save_ood_statistics, threshold_at_pass_rate
@@ -39,7 +41,8 @@ from .trust import OOD_PASS_RATE, features_and_logits
 
 __all__ = ["FEATURE_PROJECTION", "KERAS_REFERENCE", "PARITY_TOLERANCE", "compare_with_reference", "packaged_inputs",
            "convert_keras_classifier", "evaluate_on_packaged_images", "fit_packaged_ood", "import_keras_classifier",
-           "keras_preprocessing_cfg", "packaged_outputs", "predict_packaged_images"]
+           "keras_preprocessing_cfg", "not_fitted", "packaged_outputs", "predict_packaged_images",
+           "write_packaged_metrics"]
 
 # How scripts/keras_reference.py summarises the 2048-d pooled features per image (and the tests compare them).
 FEATURE_PROJECTION = {"seed": 0, "dims": 16,
@@ -147,22 +150,32 @@ def fit_packaged_ood(features: torch.Tensor, folder: Path, source: MedicalClassi
                      "threshold_rule": metrics["threshold_rule"], "note": note}
 
 
-def _not_fitted(n: int) -> dict[str, dict[str, str]]:
-    """config.json's and metrics.json's ``calibration`` and ``conformal`` for a model with only `n` images."""
-    return {"calibration": {"skipped": f"not calibrated: no validation data (the package ships {n} labelled "
-                                       "images and no validation split; all of them are the evaluation, too "
+def not_fitted(n: int, images: str = "labelled images") -> dict[str, dict[str, str]]:
+    """config.json's and metrics.json's ``calibration`` and ``conformal`` for an import that comes with only `n`
+    packaged `images` (all of them its evaluation) and no validation split: each says why it is absent."""
+    return {"calibration": {"skipped": f"not calibrated: no validation data (the package ships {n} {images} "
+                                       "and no validation split; all of them are the evaluation, too "
                                        "few to also fit a temperature): the probabilities are the raw softmax"},
             "conformal": {"skipped": f"no prediction sets: no validation data ({n} packaged images are too few "
                                      "to calibrate a 90% set)"}}
 
 
-def _wilson(successes: int, n: int) -> list[float] | None:
-    from scipy.stats import binomtest  # noqa: PLC0415  (scipy comes with scikit-learn)
+def write_packaged_metrics(folder: Path, model: nn.Module, images: list[tuple[Path, str]], probs: np.ndarray,
+                           labels: list[str], metrics: dict) -> None:
+    """metrics.json of an import evaluated on packaged images: `metrics` (whose ``evaluation`` gains every image's
+    prediction) and the model's parameter counts."""
+    total, trainable = count_params(model)
+    predictions = [{"file": p.name, "label": label, "predicted": labels[int(pr.argmax())],
+                    "probs": [round(float(v), 6) for v in pr]} for (p, label), pr in zip(images, probs)]
+    metrics = {**metrics, "params": {"total": total, "trainable": trainable},
+               "evaluation": {**metrics["evaluation"], "predictions": predictions}}
+    (Path(folder) / METRICS_NAME).write_text(json.dumps(metrics, indent=1) + "\n")
 
-    if n == 0:
-        return None
-    ci = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return [round(float(ci.low), 4), round(float(ci.high), 4)]
+
+def _wilson(successes: int, n: int) -> list[float] | None:
+    """The Wilson interval as metrics.json stores it: a list rounded to 4 places, None without a sample."""
+    interval = wilson_interval(successes, n, digits=4)
+    return None if interval is None else list(interval)
 
 
 def evaluate_on_packaged_images(y_true: list[int], probs: np.ndarray, label_names: list[str]) -> dict:
@@ -232,7 +245,7 @@ def _ci(ci: list[float] | None) -> str:
 
 
 def _trust_text(ood: dict, n: int) -> str:
-    not_fitted = _not_fitted(n)
+    skipped = not_fitted(n)
     return "\n".join([
         f"- **Out-of-distribution check** (\"Out-of-Distribution Detection with Deep Nearest Neighbors\", "
         f"Sun et al., 2022): an image's score is 1 - the cosine similarity of its {ood['feature_size']} pooled "
@@ -240,8 +253,8 @@ def _trust_text(ood: dict, n: int) -> str:
         f"above **{ood['threshold']:.4g}** it is flagged as unlike the images this model is known to handle. "
         f"{ood['note']} The leave-one-out scores range from {min(ood['leave_one_out_scores']):.4f} to "
         f"{max(ood['leave_one_out_scores']):.4f}.",
-        f"- **Calibration**: {not_fitted['calibration']['skipped']}.",
-        f"- **Prediction sets**: {not_fitted['conformal']['skipped']}."])
+        f"- **Calibration**: {skipped['calibration']['skipped']}.",
+        f"- **Prediction sets**: {skipped['conformal']['skipped']}."])
 
 
 def _card_sections(source: MedicalClassifier, keras_sha: str, keras_version: str, test: dict,
@@ -285,6 +298,18 @@ def _card_sections(source: MedicalClassifier, keras_sha: str, keras_version: str
     }
 
 
+def _facts(source: MedicalClassifier, test: dict, evaluated_on: str) -> dict:
+    """config.json's "facts" (zoo/model_facts.py): the package states no intended use; our evaluation and the
+    confusions measured on the packaged images."""
+    evaluation = accuracy_with_interval(test, evaluated_on, by="ours")
+    return {"intended_use": "none stated by its author; here: teaching and research, not for clinical use",
+            "training_data": source.training_data, "training_data_license": source.images_license,
+            "evaluation": [] if evaluation is None else [evaluation.to_dict()],
+            "not_tested_on": [f"other hospitals, scanners and populations than the {test['num_samples']} packaged "
+                              f"images", f"other kinds of image than {source.modality}"],
+            "failure_modes": frequent_confusions(test["confusion_matrix"], test["label_names"], "packaged")}
+
+
 def import_keras_classifier(name: str, out: str | Path, reference: str | Path = KERAS_REFERENCE) -> Path:
     """Convert packaged classifier `name` into the run folder `out`, after checking its outputs on every packaged
     image against Keras's recorded ones in `reference` (nothing is saved past PARITY_TOLERANCE). Returns the folder."""
@@ -308,22 +333,19 @@ def import_keras_classifier(name: str, out: str | Path, reference: str | Path = 
              "images_license": source.images_license, "images_source": source.images_source,
              "evaluation": {"data": evaluated_on, "split": source.images_split, "n": test["num_samples"],
                             "accuracy_ci95": test["accuracy_ci95"]},
-             "source_parity": parity, "test_metrics": headline}
+             "source_parity": parity, "test_metrics": headline,
+             "facts": _facts(source, test, f"the images packaged with {source.package}")}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ood, ood_config = fit_packaged_ood(features, out, source)
-    not_fitted = _not_fitted(len(images))
-    extra.update(ood=ood_config, **not_fitted)
+    skipped = not_fitted(len(images))
+    extra.update(ood=ood_config, **skipped)
     # no `metrics=`: its model-index would name the training data as the evaluation data; the evaluation
     # section gives every figure with its n and interval instead
     folder = save_pretrained(model, out, label_names=labels, dataset=dataset,
                              card_sections=_card_sections(source, keras_sha, archive_version, test, parity, ood),
                              extra_config=extra)
-    total, trainable = count_params(model)
-    predictions = [{"file": p.name, "label": label, "predicted": labels[int(pr.argmax())],
-                    "probs": [round(float(v), 6) for v in pr]} for (p, label), pr in zip(images, probs)]
-    metrics = {"test": test, "headline": headline, "params": {"total": total, "trainable": trainable},
-               "evaluation": {"data": evaluated_on, "split": source.images_split, "predictions": predictions},
-               "source": provenance, "source_parity": parity, "ood": ood, **not_fitted}
-    (Path(folder) / METRICS_NAME).write_text(json.dumps(metrics, indent=1) + "\n")
+    write_packaged_metrics(folder, model, images, probs, labels, {
+        "test": test, "headline": headline, "evaluation": {"data": evaluated_on, "split": source.images_split},
+        "source": provenance, "source_parity": parity, "ood": ood, **skipped})
     return Path(folder)

@@ -22,8 +22,9 @@ from .assets import AssetPackage, asset_error
 
 __all__ = ["KerasArchive", "read_keras_archive", "xception_backbone_state", "dense_head_state"]
 
-# (Keras layer class) -> number of variables it stores, for the layers that have weights
-_VARIABLES = {"Conv2D": 1, "SeparableConv2D": 2, "BatchNormalization": 4, "Dense": 2}
+# (Keras layer class) -> number of variables it stores, for the layers that have weights (Normalization: mean,
+# variance, count)
+_VARIABLES = {"Conv2D": 1, "SeparableConv2D": 2, "BatchNormalization": 4, "Dense": 2, "Normalization": 3}
 # Xception (keras.applications): the residual 1x1 convolutions are unnamed (conv2d, conv2d_1, ...) and belong,
 # in order, to timm's blocks with a skip path
 _XCEPTION_SKIP_BLOCKS = (1, 2, 3, 12)

@@ -24,7 +24,7 @@ import timm
 
 from ._errors import ZooError
 from ._registry import get_architecture, list_architectures
-from .archs.metadata import MetadataSchema
+from .archs.metadata import MetadataSchema, hidden_sizes
 from .archs.variant import HEADS
 from .modes import get_mode
 from .zoo_config import ZooConfig
@@ -135,6 +135,16 @@ def _check_metadata_schema(source: str, what: str, value: Any, config: Mapping) 
         _fail(source, what, f"is invalid ({e})")
 
 
+def _check_hidden_sizes(source: str, what: str, value: Any, config: Mapping) -> None:
+    """One width or a list of them (a metadata encoder's dense stack), each within MAX_HIDDEN."""
+    try:
+        sizes = hidden_sizes(value)
+    except ZooError as e:
+        _fail(source, what, f"is invalid ({e})")
+    for size in sizes:
+        _int_in(source, what, size, 1, MAX_HIDDEN)
+
+
 def _arg(check: Callable[..., Any], *bounds: Any) -> Callable[[str, str, Any, Mapping], None]:
     return lambda source, what, value, config: check(source, what, value, *bounds)
 
@@ -164,10 +174,16 @@ MODEL_ARGS: dict[str, Callable[[str, str, Any, Mapping], None]] = {
     "backbone": _check_backbone,
     "head": _arg(_choice, HEADS),
     "metadata_schema": _check_metadata_schema,
-    "metadata_hidden": _arg(_int_in, 1, MAX_HIDDEN),
+    "metadata_hidden": _check_hidden_sizes,
     "mlp_hidden": _arg(_int_in, 1, MAX_HIDDEN),
+    "image_hidden": _arg(_int_in, 0, MAX_HIDDEN),
+    "image_drop_rate": _arg(_number_in, 0.0, 1.0),
+    "fusion_batch_norm": _arg(_flag),
     "attention_heads": _arg(_int_in, 1, MAX_ATTENTION_HEADS),
     "probe_size": _arg(_int_in, 8, MAX_INPUT_SIDE),
+    # a VGG's fc6 width as a fraction of 4096 (timm's own argument) under a head on its fc6/fc7 (zoo.onnx_import)
+    "mlp_ratio": _arg(_number_in, 1 / 4096, 1.0),
+    "backbone_pre_logits": _arg(_flag),
 }
 
 

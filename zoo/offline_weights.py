@@ -14,7 +14,6 @@ backbone without its 1000-class top (`include_top=False`), so a model created wi
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable

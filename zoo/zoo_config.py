@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ._errors import ZooError
+from .model_facts import ModelFacts
 
 __all__ = ["ZooConfig", "ZOO_FORMAT_VERSION"]
 
@@ -49,11 +50,16 @@ class ZooConfig:
     params_trainable: int | None = None
     training: dict[str, Any] | None = None      # what python -m train records (run, data, loss, epochs, ...)
     test_metrics: dict[str, Any] | None = None  # headline test metrics {name: value}
+    # intended use, training data, evaluation, ... (zoo/model_facts.py); malformed parts read as not stated, so
+    # bad facts never make a model unusable
+    facts: ModelFacts | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they are
 
     def to_dict(self) -> dict[str, Any]:
         """The plain form stored in config.json's "zoo" object and in ``model.zoo_cfg``."""
         known = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        if self.facts is not None:
+            known["facts"] = self.facts.to_dict()
         return {**known, **{k: v for k, v in self.extra.items() if k not in known}}
 
     @classmethod
@@ -66,6 +72,8 @@ class ZooConfig:
                            f"{values!r:.80}; re-save the model with zoo.save_pretrained.")
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         parsed = {k: v for k, v in values.items() if k in known}
+        if parsed.get("facts") is not None:  # parsed leniently: never raises
+            parsed["facts"] = ModelFacts.from_dict(parsed["facts"], source)
         for name, value in parsed.items():
             _check_type(name, value, source)
         _check_format_version(parsed.get("format_version"), source)

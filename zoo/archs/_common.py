@@ -16,6 +16,8 @@ from .._errors import ZooError
 INTERMEDIATE_FORMATS = ('NCHW', 'NHWC')
 # the value of timm's global_pool that switches pooling off
 NO_POOLING = ''
+# keras.layers.BatchNormalization's default epsilon: the layers of models whose weights come from Keras use it
+KERAS_BN_EPS = 1e-3
 
 
 def reject_unsupported(name: str, kwargs: dict[str, Any]) -> None:

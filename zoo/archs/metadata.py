@@ -7,15 +7,16 @@ are one-hot encoded with unknown kept as its own category; the encoding goes thr
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
 from .._errors import ZooError
+from ._common import KERAS_BN_EPS  # the fusion heads imported from Keras normalise as Keras does
 
-__all__ = ["MetadataSchema", "MetadataEncoder", "HAM10000_SITES"]
+__all__ = ["MetadataSchema", "MetadataEncoder", "HAM10000_SITES", "LAYOUT_BLOCKS", "DenseBlock", "hidden_sizes"]
 
 # HAM10000_metadata.csv `localization` values (the seed's data set), 'unknown' handled separately.
 HAM10000_SITES = (
@@ -23,6 +24,9 @@ HAM10000_SITES = (
     "neck", "scalp", "trunk", "upper extremity",
 )
 UNKNOWN = "unknown"
+# the blocks of an encoded row; a schema's `layout` orders them (an imported model keeps its source's order)
+LAYOUT_BLOCKS = ("age", "age_unknown", "sex", "site")
+MAX_HIDDEN_LAYERS = 8
 MAX_CATEGORIES = 1000  # per field: a saved schema is read from config.json, so its size is bounded
 
 
@@ -38,6 +42,8 @@ class MetadataSchema:
     sex_field: str = "sex"
     site_field: str = "localization"
     extra: dict = field(default_factory=dict)
+    layout: tuple[str, ...] = LAYOUT_BLOCKS  # order of the blocks in an encoded row
+    age_fill: float | None = None  # the age a missing one is encoded as (None: age_mean, i.e. 0 after normalising)
 
     @classmethod
     def from_dict(cls, d: Mapping | "MetadataSchema" | None) -> "MetadataSchema":
@@ -69,11 +75,20 @@ class MetadataSchema:
                 raise ZooError(f"metadata schema {k!r} must be a column name (a string), got {d[k]!r:.80}")
         if "extra" in d and not isinstance(d["extra"], dict):
             raise ZooError(f"metadata schema 'extra' must be an object, got {d['extra']!r:.80}")
+        if "layout" in d:
+            if (not isinstance(d["layout"], (list, tuple)) or not all(isinstance(b, str) for b in d["layout"])
+                    or sorted(d["layout"]) != sorted(LAYOUT_BLOCKS)):
+                raise ZooError(f"metadata schema 'layout' must order the blocks {list(LAYOUT_BLOCKS)}, each once, "
+                               f"got {d['layout']!r:.80}")
+            d["layout"] = tuple(d["layout"])
+        fill = d.get("age_fill")
+        if fill is not None and (isinstance(fill, bool) or not isinstance(fill, (int, float)) or not math.isfinite(fill)):
+            raise ZooError(f"metadata schema 'age_fill' must be a finite number of years or null, got {fill!r:.80}")
         return cls(**d)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["sex"], d["site"] = list(self.sex), list(self.site)
+        d["sex"], d["site"], d["layout"] = list(self.sex), list(self.site), list(self.layout)
         return d
 
     @property
@@ -93,16 +108,19 @@ class MetadataSchema:
     def encode(self, records: Iterable[Mapping | None]) -> torch.Tensor:
         """Records like {"age": 45, "sex": "male", "localization": "back"} -> (B, num_features) float tensor.
 
-        Missing, empty or unrecognised values go to the unknown category (age: 0 with the unknown flag set).
+        Missing, empty or unrecognised values go to the unknown category (age: `age_fill`, or 0 after
+        normalising, with the unknown flag set); the blocks come in `layout` order.
         """
+        fill = self.age_mean if self.age_fill is None else self.age_fill
         rows = []
         for r in records:
             r = r or {}
             age = _age(r.get(self.age_field))
-            row = [0.0 if age is None else (age - self.age_mean) / self.age_std, 1.0 if age is None else 0.0]
-            row += _one_hot(r.get(self.sex_field), self.sex)
-            row += _one_hot(r.get(self.site_field), self.site)
-            rows.append(row)
+            blocks = {"age": [((fill if age is None else age) - self.age_mean) / self.age_std],
+                      "age_unknown": [1.0 if age is None else 0.0],
+                      "sex": _one_hot(r.get(self.sex_field), self.sex),
+                      "site": _one_hot(r.get(self.site_field), self.site)}
+            rows.append([v for block in self.layout for v in blocks[block]])
         return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), self.num_features)
 
 
@@ -123,15 +141,46 @@ def _one_hot(value, categories: tuple[str, ...]) -> list[float]:
     return vec
 
 
-class MetadataEncoder(nn.Module):
-    """(B, schema.num_features) -> (B, hidden): a dense layer with ReLU, as seed 002's input schema."""
+def hidden_sizes(hidden: int | Sequence[int]) -> tuple[int, ...]:
+    """A dense stack's widths: one int (one layer) or a list of them, each >= 1, at most MAX_HIDDEN_LAYERS."""
+    sizes = (hidden,) if isinstance(hidden, int) and not isinstance(hidden, bool) else tuple(hidden)
+    if not 1 <= len(sizes) <= MAX_HIDDEN_LAYERS or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in sizes):
+        raise ZooError(f"hidden sizes must be a positive integer or a list of 1 to {MAX_HIDDEN_LAYERS} of them, "
+                       f"got {hidden!r:.80}")
+    return sizes
 
-    def __init__(self, schema: MetadataSchema, hidden: int = 4096, drop_rate: float = 0.0):
+
+class DenseBlock(nn.Sequential):
+    """[Dropout ->] Linear -> ReLU [-> BatchNorm1d]: one layer of a fusion head (Keras's Dense(relu) [+ BN])."""
+
+    def __init__(self, in_features: int, out_features: int, drop_rate: float = 0.0, batch_norm: bool = False):
         super().__init__()
-        self.fc = nn.Linear(schema.num_features, hidden)
-        self.act = nn.ReLU(inplace=True)
+        if drop_rate:
+            self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(in_features, out_features)
+        self.act = nn.ReLU()
+        if batch_norm:
+            self.norm = nn.BatchNorm1d(out_features, eps=KERAS_BN_EPS)
+
+
+class MetadataEncoder(nn.Module):
+    """(B, schema.num_features) -> (B, hidden[-1]): dense layers with ReLU (seed 002's input schema has one of
+    4096 units), each optionally followed by batch norm (as the imported skin-lesion model's two layers are)."""
+
+    def __init__(self, schema: MetadataSchema, hidden: int | Sequence[int] = 4096, drop_rate: float = 0.0,
+                 batch_norm: bool = False):
+        super().__init__()
+        sizes = hidden_sizes(hidden)
+        if len(sizes) == 1 and not batch_norm:  # the original single layer keeps its tensor names (fc.*)
+            self.fc = nn.Linear(schema.num_features, sizes[0])
+            self.act = nn.ReLU(inplace=True)
+        else:
+            widths = (schema.num_features, *sizes)
+            self.layers = nn.Sequential(*(DenseBlock(i, o, batch_norm=batch_norm) for i, o in zip(widths, sizes)))
         self.drop = nn.Dropout(drop_rate)
-        self.out_features = hidden
+        self.out_features = sizes[-1]
 
     def forward(self, metadata: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.act(self.fc(metadata)))
+        x = self.layers(metadata) if hasattr(self, "layers") else self.act(self.fc(metadata))
+        return self.drop(x)

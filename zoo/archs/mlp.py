@@ -10,18 +10,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._common import KERAS_BN_EPS
+
 __all__ = ["MLPHead"]
 
 
 class MLPHead(nn.Module):
-    """Linear(in_features, hidden) -> ReLU -> Dropout(drop_rate) -> Linear(hidden, num_classes)."""
+    """Linear(in_features, hidden) -> ReLU [-> BatchNorm1d] -> Dropout(drop_rate) -> Linear(hidden, num_classes).
 
-    def __init__(self, in_features: int, num_classes: int, hidden: int = 128, drop_rate: float = 0.3):
+    The batch norm (Keras's epsilon) is the imported skin-lesion model's Dense(32, relu) -> BatchNormalization."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 128, drop_rate: float = 0.3,
+                 batch_norm: bool = False):
         super().__init__()
         self.fc1 = nn.Linear(in_features, hidden)
         self.act = nn.ReLU()
+        self.norm = nn.BatchNorm1d(hidden, eps=KERAS_BN_EPS) if batch_norm else nn.Identity()
         self.drop = nn.Dropout(drop_rate)
         self.fc2 = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.drop(self.act(self.fc1(x))))  # (B, C) -> (B, hidden) -> (B, num_classes)
+        return self.fc2(self.drop(self.norm(self.act(self.fc1(x)))))  # (B, C) -> (B, hidden) -> (B, num_classes)

@@ -1,5 +1,9 @@
 """Any zoo backbone with an attachable head: Soft-Attention, metadata fusion, both, or an MLP.
 
+`metadata+mlp` is late fusion with dense layers on both sides: pooled image features [-> Dense(image_hidden)],
+the metadata encoder's dense stack, concatenated, then the MLP head; `fusion_batch_norm` puts a batch norm after
+every hidden dense layer. It is what the imported HAM10000 skin-lesion model (zoo.skin_import) is.
+
 One model class serves every architecture (`create_model("densenet201", head="soft_attention")`), and it is
 registered with timm as `zoo_variant`, so a saved variant's config.json reads
 `{"architecture": "zoo_variant", "model_args": {"backbone": "densenet201", "head": "soft_attention", ...}}`
@@ -14,13 +18,13 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import nn
 
 from .._errors import ZooError
-from .metadata import MetadataEncoder, MetadataSchema
+from .metadata import DenseBlock, MetadataEncoder, MetadataSchema
 from .mlp import MLPHead
 from .soft_attention import SoftAttentionHead
 
 __all__ = ["ZooVariant", "HEADS"]
 
-HEADS = ("soft_attention", "metadata", "soft_attention+metadata", "mlp")
+HEADS = ("soft_attention", "metadata", "soft_attention+metadata", "mlp", "metadata+mlp")
 
 
 def _prune_unused_by_features(backbone: nn.Module, in_chans: int, size: int) -> int:
@@ -47,6 +51,16 @@ def _prune_unused_by_features(backbone: nn.Module, in_chans: int, size: int) -> 
     return pruned
 
 
+def _check_backbone_pre_logits(backbone: nn.Module, name: str, head: str) -> None:
+    """backbone_pre_logits needs a backbone with its own pre-logits layers, and a head that starts from them."""
+    if isinstance(getattr(backbone, "pre_logits", nn.Identity()), nn.Identity):
+        raise ZooError(f"backbone_pre_logits=True needs a backbone with pre-logits layers between its features and "
+                       f"its classifier (e.g. vgg16's fc6/fc7); {name} has none: use backbone_pre_logits=False.")
+    if head != "mlp":
+        raise ZooError(f"backbone_pre_logits=True works with head='mlp' (a dense head on the backbone's pre-logits), "
+                       f"not {head!r}: Soft-Attention and metadata fusion start from the pooled feature map.")
+
+
 class ZooVariant(nn.Module):
     """backbone.forward_features -> [Soft-Attention head] -> pool -> [concat metadata encoding] -> classifier."""
 
@@ -59,10 +73,14 @@ class ZooVariant(nn.Module):
             drop_rate: float = 0.5,
             attention_heads: int = 16,
             metadata_schema: dict | None = None,
-            metadata_hidden: int = 4096,
+            metadata_hidden: int | list[int] = 4096,
             mlp_hidden: int = 128,
+            image_hidden: int = 0,
+            image_drop_rate: float = 0.0,
+            fusion_batch_norm: bool = False,
             global_pool: str = "avg",
             probe_size: int = 75,
+            backbone_pre_logits: bool = False,
             **backbone_kwargs,
     ):
         super().__init__()
@@ -71,7 +89,13 @@ class ZooVariant(nn.Module):
         self.num_classes = num_classes
         self.head_name = head
         self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, in_chans=in_chans, **backbone_kwargs)
-        _prune_unused_by_features(self.backbone, in_chans, probe_size)
+        # backbone_pre_logits keeps the backbone's own layers between its feature map and its classifier (a VGG's
+        # fc6/fc7), so that a head trained on them (a Keras Flatten -> Dense top) is the head's input as it was
+        self.backbone_pre_logits = backbone_pre_logits
+        if backbone_pre_logits:
+            _check_backbone_pre_logits(self.backbone, backbone, head)
+        else:
+            _prune_unused_by_features(self.backbone, in_chans, probe_size)
         with torch.no_grad():
             was_training = self.backbone.training
             feat_chs = self.backbone.eval().forward_features(torch.zeros(1, in_chans, probe_size, probe_size)).shape[1]
@@ -80,15 +104,21 @@ class ZooVariant(nn.Module):
         self.attention = SoftAttentionHead(feat_chs, attention_heads, drop_rate) if "soft_attention" in head else None
         self.num_features = self.attention.out_chs if self.attention is not None else feat_chs
         self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        # (B, C') -> (B, image_hidden): the image side's own dense layer before the fusion, where asked
+        self.image_projection = (DenseBlock(self.num_features, image_hidden, image_drop_rate, fusion_batch_norm)
+                                 if image_hidden and "metadata" in head else None)
+        image_size = image_hidden if self.image_projection is not None else self.num_features
         if "metadata" in head:
             self.metadata_schema = MetadataSchema.from_dict(metadata_schema)
-            self.metadata_encoder = MetadataEncoder(self.metadata_schema, metadata_hidden)
-            self.head_hidden_size = self.num_features + metadata_hidden
+            self.metadata_encoder = MetadataEncoder(self.metadata_schema, metadata_hidden,
+                                                    batch_norm=fusion_batch_norm)
+            self.head_hidden_size = image_size + self.metadata_encoder.out_features
         else:
             self.metadata_schema, self.metadata_encoder = None, None
-            self.head_hidden_size = self.num_features
-        # the mlp head drops out between its two layers (drop_rate), not before them
-        self.drop_rate, self.mlp_hidden = drop_rate, mlp_hidden
+            self.head_hidden_size = self.backbone.head_hidden_size if backbone_pre_logits else self.num_features
+        # the mlp head drops out between its two layers (drop_rate), not before them; metadata+mlp drops out
+        # before its first layer (as Keras's Dropout -> Dense(relu) -> BatchNormalization -> Dense)
+        self.drop_rate, self.mlp_hidden, self.fusion_batch_norm = drop_rate, mlp_hidden, fusion_batch_norm
         self.head_drop = nn.Dropout(0.0 if self.attention is not None or head == "mlp" else drop_rate)
         self.fc = self._new_classifier(num_classes)
 
@@ -97,6 +127,8 @@ class ZooVariant(nn.Module):
             return nn.Identity()
         if self.head_name == "mlp":  # (B, C') -> (B, mlp_hidden) -> (B, num_classes)
             return MLPHead(self.head_hidden_size, num_classes, self.mlp_hidden, self.drop_rate)
+        if self.head_name == "metadata+mlp":
+            return MLPHead(self.head_hidden_size, num_classes, self.mlp_hidden, 0.0, self.fusion_batch_norm)
         return nn.Linear(self.head_hidden_size, num_classes)
 
     @property
@@ -105,11 +137,11 @@ class ZooVariant(nn.Module):
 
     @property
     def zoo_head_modules(self) -> list[nn.Module]:
-        return [m for m in (self.attention, self.metadata_encoder, self.fc) if m is not None]
+        return [m for m in (self.attention, self.image_projection, self.metadata_encoder, self.fc) if m is not None]
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
-        return dict(stem=r"^backbone", blocks=[(r"^attention|^metadata_encoder|^fc", (99999,))])
+        return dict(stem=r"^backbone", blocks=[(r"^attention|^image_projection|^metadata_encoder|^fc", (99999,))])
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -131,7 +163,12 @@ class ZooVariant(nn.Module):
         return x
 
     def forward_head(self, x: torch.Tensor, metadata: torch.Tensor | None = None, pre_logits: bool = False):
-        x = self.global_pool(x)  # (B, C', h, w) -> (B, C')
+        if self.backbone_pre_logits:  # (B, C, h, w) -> the backbone's pre-logits (B, head_hidden_size), e.g. fc7's
+            x = self.backbone.forward_head(x, pre_logits=True)
+        else:
+            x = self.global_pool(x)  # (B, C', h, w) -> (B, C')
+        if self.image_projection is not None:
+            x = self.image_projection(x)  # (B, C') -> (B, image_hidden)
         if self.metadata_encoder is not None:
             if metadata is None:  # no metadata given: every field unknown
                 metadata = self.metadata_schema.encode([{}] * x.shape[0]).to(x.device, x.dtype)
@@ -139,7 +176,7 @@ class ZooVariant(nn.Module):
                 raise ZooError(f"metadata tensor has shape {tuple(metadata.shape)}, expected "
                                f"({x.shape[0]}, {self.metadata_schema.num_features}); make it with "
                                "model.metadata_schema.encode(records).")
-            x = torch.cat([x, self.metadata_encoder(metadata)], dim=1)  # (B, C') -> (B, C' + hidden)
+            x = torch.cat([x, self.metadata_encoder(metadata)], dim=1)  # (B, C') -> (B, C' + hidden[-1])
         x = self.head_drop(x)
         return x if pre_logits else self.fc(x)
 

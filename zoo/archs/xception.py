@@ -26,9 +26,9 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.xception import Xception
 from torch import nn
 
-__all__ = ['TfXception']
+from ._common import KERAS_BN_EPS  # used by keras.applications.Xception
 
-KERAS_BN_EPS = 1e-3  # keras.layers.BatchNormalization's default, used by keras.applications.Xception
+__all__ = ['TfXception']
 
 
 class TfXception(Xception):
