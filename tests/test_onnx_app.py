@@ -23,7 +23,8 @@ from _onnx_graphs import write_graph
 pytest.importorskip("onnxruntime")
 
 METADATA = {"age": 50, "sex": "male", "site": "face"}
-VOLATILE = ("latency_ms", "load_ms", "cam_ms", "backend", "backend_note")  # differ by nature between backends
+# differ by nature between backends (heatmap_source, like backend_note, names the backend and why it answered)
+VOLATILE = ("latency_ms", "load_ms", "cam_ms", "backend", "backend_note", "heatmap_source")
 
 
 def _digits(n: int) -> list[Image.Image]:

@@ -35,8 +35,11 @@ def _export_and_check(model, tmp_path):
     assert v["inputs"] == 3 and v["max_abs_diff"] <= v["tolerance"] and v["top1_agreement"] == 1.0
     assert v["features"]["max_abs_diff"] <= v["features"]["tolerance"]  # the OOD check's input, same rule
     assert result.info["inputs"][INPUT_NAME] == ["batch", *io_spec.input_size]
-    assert result.info["outputs"] == {OUTPUT_NAME: ["batch", io_spec.num_classes],
-                                      FEATURES_NAME: ["batch", model.num_features]}
+    outputs = dict(result.info["outputs"])
+    feature_map = outputs.pop("feature_map", None)  # where forward_features gives a 2-D map: Grad-CAM's input
+    assert outputs == {OUTPUT_NAME: ["batch", io_spec.num_classes], FEATURES_NAME: ["batch", model.num_features]}
+    assert feature_map is None or (feature_map[:2] == ["batch", model.num_features] and v["cam"]["form"] in
+                                   (None, "linear", "mlp"))
     assert (METADATA_NAME in result.info["inputs"]) == (meta is not None)
     config = {"num_classes": io_spec.num_classes, "pretrained_cfg": {"input_size": list(io_spec.input_size)},
               "model_args": {"head": getattr(model, "head_name", None),

@@ -147,3 +147,19 @@ def test_the_page_and_onnxruntime_web_are_served_locally(client):
     assert json.loads((WEB_DIR / "package.json").read_text())["dependencies"] == {"onnxruntime-web": "1.30.0"}
     lock = json.loads((WEB_DIR / "package-lock.json").read_text())
     assert lock["packages"]["node_modules/onnxruntime-web"]["version"] == "1.30.0"
+
+
+def test_a_model_resized_as_tensorflow_does_is_not_offered_with_the_reason(weights, tmp_path):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    folder = tmp_path / "tf-resized"
+    shutil.copytree(weights / "lenet5-scratch-digits", folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["zoo"]["resize"] = "tf-bilinear"  # as the imported skin-lesion model's block says (zoo.eval_transform)
+    (folder / "config.json").write_text(json.dumps(config))
+    client = TestClient(FastAPI(routes=private_routes(Settings(weights=tmp_path), max_bytes=2 * 2**20)))
+    listing = client.get("/private/api/models").json()
+    assert listing["models"] == []
+    reason = next(m["reason"] for m in listing["not_offered"] if m["id"] == "tf-resized")
+    assert "resize 'tf-bilinear'" in reason and "not implemented in the browser" in reason

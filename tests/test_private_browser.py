@@ -5,6 +5,7 @@ import base64
 import os
 from urllib.parse import urlparse
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -148,6 +149,10 @@ def test_bad_image_dicom_and_the_tab_link(page, server, tmp_path):
     assert "cannot decode the file as an image" in status
     _, status = run_private(page, packaged_examples()["ct"])
     assert "DICOM" in status and "Compare tab" in status
+    volume = tmp_path / "head.nii"  # a volume is refused as DICOM is: the page has no slices (the Compare tab has)
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), dtype=np.uint8), np.eye(4)), volume)
+    _, status = run_private(page, volume)
+    assert "head.nii is a NIfTI volume" in status and "Compare tab" in status
     _, status = run_private(page, packaged_examples()["retina"], MODELS[:1])
     assert "Select 2 to 6 models" in status
     page.goto(server[0])

@@ -2,19 +2,25 @@
 flagged the image (the map explains an answer that is not meaningful). Plain numpy/Pillow: no gradio here."""
 from __future__ import annotations
 
+import time
+import uuid
+from pathlib import Path
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from zoo.inference import ModelResult
 
 __all__ = ["HEATMAPS_BY_DEFAULT", "HEATMAP_LABEL", "HEATMAP_SWITCH_LABEL", "LEGEND_LEAST", "LEGEND_MOST",
-           "heatmap_for_display", "legend_colors"]
+           "HEATMAP_FILE_TTL_S", "heatmap_file", "heatmap_for_display", "legend_colors"]
 
 # Measured on the 2-core machine (tests' tiny zoo + the two packaged Xception classifiers, 6 models, the CT example,
-# models already loaded, median of 3): a comparison takes 0.34 s without Grad-CAM and 10.3-22.2 s with it, so the
-# heatmaps are opt-in and the first answer stays fast.
+# models already loaded, median of 3): a comparison took 0.34 s without Grad-CAM and 10.3-22.2 s with it on PyTorch.
+# Heatmaps from the ONNX feature map (zoo.onnx_cam) cost 1.07-1.33x the comparison without them (benchmarks/
+# bench_onnx_cam.py), but models whose head has no closed form still use PyTorch's: the heatmaps stay opt-in.
 HEATMAPS_BY_DEFAULT = False
-HEATMAP_SWITCH_LABEL = "Grad-CAM heatmaps (slower: about 30× the comparison time on CPU)"
+HEATMAP_SWITCH_LABEL = ("Grad-CAM heatmaps (fast where a model's head allows it from ONNX; "
+                        "otherwise PyTorch, many times slower)")
 HEATMAP_LABEL = "Grad-CAM: where the model looked"
 LEGEND_LEAST, LEGEND_MOST = "blue: looked least", "red: looked most"
 _LEGEND_BAR_HEIGHT = 14
@@ -49,3 +55,27 @@ def heatmap_for_display(result: ModelResult) -> np.ndarray | None:
     if result.ood_flagged:  # its answer is not meaningful: neither is where it looked
         picture = picture.convert("L").convert("RGB")
     return np.asarray(picture)
+
+
+# The /compare API's heatmap files are removed once older than this (the client has downloaded them by then)
+HEATMAP_FILE_TTL_S = 600.0
+
+
+def heatmap_file(result: ModelResult, folder: Path) -> str | None:
+    """A PNG of the column's heatmap as heatmap_for_display draws it (legend, greyed when OOD-flagged), in `folder`
+    (the API passes one its server serves); None when the comparison made none. Files of earlier calls older than
+    HEATMAP_FILE_TTL_S are removed."""
+    picture = heatmap_for_display(result)
+    if picture is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in folder.glob("*.png"):
+        try:
+            if now - old.stat().st_mtime > HEATMAP_FILE_TTL_S:
+                old.unlink()
+        except OSError:  # another request removed it first
+            pass
+    path = folder / f"{result.model}-{uuid.uuid4().hex}.png"
+    Image.fromarray(picture).save(path)
+    return str(path)

@@ -40,7 +40,9 @@ import zoo
 from zoo import ZooError
 from zoo.backends import Backend
 from zoo.catalog import ModelEntry, discover_models
+from zoo.eval_transform import RESIZE_KEY
 from zoo.run_layout import CONFIG_NAME, ONNX_NAME, OOD_NAME, WEIGHTS_NAME
+from zoo.prediction_sets import ThresholdSets
 from zoo.trust import Trust, read_trust
 
 from .public_errors import public_message
@@ -100,6 +102,10 @@ def _preprocessing(config: dict[str, Any]) -> tuple[dict[str, Any] | None, str |
     """config.json's pretrained_cfg resolved as timm resolves it, or the reason the page cannot do it."""
     from timm.data import resolve_data_config  # noqa: PLC0415
 
+    resize = (config.get("zoo") or {}).get(RESIZE_KEY)
+    if resize is not None:  # the page resizes as PIL/timm do (web/preprocess.js): another resize gives other inputs
+        return None, (f"its resize {resize!r:.40} (TensorFlow's bilinear, without antialiasing) is not implemented "
+                      "in the browser")
     data = resolve_data_config({}, pretrained_cfg=dict(config.get("pretrained_cfg") or {}))
     channels, height, width = (int(v) for v in data["input_size"])
     crop_mode = data.get("crop_mode") or "center"
@@ -153,8 +159,9 @@ def _bundle(entry: ModelEntry, backend: Backend, trust: Trust, preprocessing: di
         "format_version": BUNDLE_VERSION,
         "id": entry.id, "label_names": backend.label_names, "preprocessing": preprocessing,
         "temperature": trust.temperature,
-        "conformal": ({"alpha": trust.conformal.alpha, "threshold": trust.conformal.threshold}
-                      if trust.conformal is not None else None),
+        # the page implements temperature scaling and threshold sets (web/private.js): other methods are not offered
+        "conformal": ({"alpha": trust.prediction_sets.alpha, "threshold": trust.prediction_sets.threshold}
+                      if isinstance(trust.prediction_sets, ThresholdSets) and trust.temperature is not None else None),
         "onnx": {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "outputs": outputs},
         "metadata_unknown": None, "ood": None, "ood_reason": None,
     }

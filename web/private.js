@@ -89,6 +89,13 @@ function isDicom(bytes, name) {
   return magic || /\.(dcm|dicom)$/i.test(name);
 }
 
+// a NIfTI volume: by name, or by the NIfTI-1 (byte 344) or NIfTI-2 (byte 4) magic of an uncompressed file
+function isNifti(bytes, name) {
+  const text = (start) => String.fromCharCode(...bytes.subarray(start, start + 4));
+  return /\.nii(\.gz)?$/i.test(name) || (bytes.length > 348 && text(344) === "n+1\0") ||
+    (bytes.length > 540 && text(4) === "n+2\0");
+}
+
 // The file -> RGBA pixels as the server reads it: EXIF orientation applied, colour profile ignored (as
 // Pillow does), alpha composited on black (drawn on an opaque black canvas), longer side at most MAX_SIDE.
 async function decodeImage(file) {
@@ -96,6 +103,10 @@ async function decodeImage(file) {
   if (isDicom(bytes, file.name)) {
     throw new Error(`${file.name} is a DICOM file: private mode reads PNG and JPEG only. Reading DICOM (windowing, ` +
       "compressed transfer syntaxes) needs the server mode: use the Compare tab, or export the image as PNG.");
+  }
+  if (isNifti(bytes, file.name)) {
+    throw new Error(`${file.name} is a NIfTI volume: private mode reads PNG and JPEG only. Slicing a volume needs ` +
+      "the server mode: use the Compare tab (it shows a slice slider), or export a slice as PNG.");
   }
   let bitmap;
   try {

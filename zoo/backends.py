@@ -5,7 +5,10 @@
     backend.fallback_reason      # why not the backend asked for (None when it is)
     logits, features = backend.predict(x)  # (B, C, H, W) [, metadata (B, F)] -> (B, K), (B, D) or None
     backend.features_reason      # why `features` is None (a model.onnx exported before it had that output)
-    backend.torch_model()        # the PyTorch model, built on first call (Grad-CAM needs it)
+    logits, features, feature_map = backend.predict_with_map(x)  # and the last feature map (B, D, h, w) or None
+    backend.cam_head             # zoo.onnx_cam.CamHead: Grad-CAM from feature_map with numpy, or None:
+    backend.cam_reason           #   why heatmaps come from PyTorch's Grad-CAM instead
+    backend.torch_model()        # the PyTorch model, built on first call (only a fallback's Grad-CAM needs it)
 
 `features` are zoo.trust.features_and_logits' pooled backbone features, which the OOD check compares: both
 backends give them from the same single pass as the logits. A model.onnx exported before the `features`
@@ -47,9 +50,10 @@ from .archs.metadata import MetadataSchema
 from .assets import file_sha256
 from .onnx_export import export_onnx
 from .onnx_file import check_onnx_file
+from .onnx_cam import CAM_FALLBACKS, CamHead, read_head_weights
 from .onnx_info import remember_verification, verification_record
-from .onnx_io import (DEFAULT_THREADS, FEATURES_NAME, INPUT_NAME, METADATA_NAME, OUTPUT_NAME, OnnxIO,
-                      has_features_output, onnx_session, require_onnx_runtime)
+from .onnx_io import (DEFAULT_THREADS, FEATURE_MAP_NAME, FEATURES_NAME, INPUT_NAME, METADATA_NAME, OUTPUT_NAME, OnnxIO,
+                      has_features_output, has_output, onnx_session, require_onnx_runtime)
 from .onnx_verify import reference_inputs, verify_int8_onnx, verify_onnx
 from .run_layout import ONNX_INFO_NAME, ONNX_INT8_NAME, ONNX_NAME
 from .trust import features_and_logits
@@ -84,13 +88,40 @@ class Backend:
                                 if self.io.metadata_features is not None else None)
         self.label_names = [str(n) for n in config.get("label_names") or range(config["num_classes"])]
         # the same dict zoo.resolve_data_config gives for the loaded model: the app's preprocessing is identical
-        self.data_config = resolve_data_config_from_cfg(config.get("pretrained_cfg") or {})
+        self.data_config = resolve_data_config_from_cfg(config.get("pretrained_cfg") or {}, config.get("zoo"))
 
     def predict(self, x: torch.Tensor, metadata: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, C, H, W) [and (B, F) metadata for a metadata head] -> float32 logits (B, K) and image features
         (B, D), or None with `features_reason` set."""
         raise NotImplementedError
+
+    def predict_with_map(self, x: torch.Tensor, metadata: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray | None]:
+        """predict's (logits, features) and, where the closed-form Grad-CAM can use it, the last feature map
+        (B, D, h, w) of the same pass (None otherwise)."""
+        logits, features = self.predict(x, metadata)
+        return logits, features, None
+
+    @property
+    def cam_head(self) -> CamHead | None:
+        """The closed-form head Grad-CAM can use with predict_with_map's map; None: see cam_reason."""
+        return None
+
+    @property
+    def cam_head_loaded(self) -> bool:
+        """Whether cam_head's weights are read already (the first heatmap reads them: loading, not Grad-CAM)."""
+        return False
+
+    @property
+    def cam_layer(self) -> str | None:
+        """The layer whose map cam_head's Grad-CAM weighs (None without cam_head)."""
+        return None
+
+    @property
+    def cam_reason(self) -> str | None:
+        """Why heatmaps come from PyTorch's Grad-CAM (None when cam_head gives them)."""
+        return f"answered by PyTorch ({self.fallback_reason})" if self.fallback_reason else "answered by PyTorch"
 
     @property
     def feature_width(self) -> int | None:
@@ -167,6 +198,49 @@ class OnnxBackend(Backend):
             self._outputs = [OUTPUT_NAME]
             self.features_reason = (f"no OOD check on ONNX for this file ({path.name}, exported before it gave image "
                                     f"features): re-export it with python -m zoo export RUN")
+        self._cam_record, self._cam_reason = self._cam_plan()
+        self._cam_head: CamHead | None = None
+        self._cam_head_lock = threading.Lock()
+
+    def _cam_plan(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(the verified closed-form Grad-CAM record, None) or (None, why heatmaps come from PyTorch)."""
+        if self.name == "onnx-int8":
+            return None, CAM_FALLBACKS["int8"]
+        if not has_output(self.session, FEATURE_MAP_NAME):
+            return None, CAM_FALLBACKS["exported_before"]
+        record = (self.info.get("verification") or {}).get("cam")
+        if not isinstance(record, dict):
+            return None, CAM_FALLBACKS["verified_before"]
+        if record.get("form") is None:
+            return None, str(record.get("reason") or "no closed form")
+        return record, None
+
+    @property
+    def cam_reason(self) -> str | None:
+        return self._cam_reason
+
+    @property
+    def cam_layer(self) -> str | None:
+        return None if self._cam_record is None else str(self._cam_record.get("layer"))
+
+    @property
+    def cam_head_loaded(self) -> bool:
+        return self._cam_head is not None
+
+    @property
+    def cam_head(self) -> CamHead | None:
+        """Read on first use from the file's own initializers (the bytes checked against the verified sha256)."""
+        if self._cam_record is None:
+            return None
+        with self._cam_head_lock:
+            if self._cam_head is None:
+                import onnx  # noqa: PLC0415
+
+                data = self.path.read_bytes()
+                if hashlib.sha256(data).hexdigest() != self.info.get("sha256"):
+                    raise ZooError(f"{self.path} changed since it was verified; reload the model (or re-export it).")
+                self._cam_head = read_head_weights(onnx.load_from_string(data), self._cam_record)
+            return self._cam_head
 
     @property
     def feature_width(self) -> int | None:
@@ -176,6 +250,15 @@ class OnnxBackend(Backend):
 
     def predict(self, x: torch.Tensor | np.ndarray, metadata: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits, features, _ = self._run(x, metadata, with_map=False)
+        return logits, features
+
+    def predict_with_map(self, x: torch.Tensor | np.ndarray, metadata: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray | None]:
+        return self._run(x, metadata, with_map=self._cam_record is not None)
+
+    def _run(self, x: torch.Tensor | np.ndarray, metadata: torch.Tensor | None, with_map: bool
+             ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray | None]:
         shape = tuple(x.shape)
         if len(shape) != 4 or shape[1:] != self.io.input_size:
             raise ZooError(f"{self.folder.name}'s ONNX model takes (batch, {', '.join(map(str, self.io.input_size))}) "
@@ -187,9 +270,14 @@ class OnnxBackend(Backend):
                 raise ZooError(f"metadata tensor has shape {tuple(meta.shape)}, expected ({shape[0]}, "
                                f"{self.io.metadata_features}); make it with the model's MetadataSchema.encode.")
             feeds[METADATA_NAME] = np.ascontiguousarray(np.asarray(meta, dtype=np.float32))
-        logits, *features = self.session.run(self._outputs, feeds)  # (B, K) [, (B, D)]
-        self._check_outputs(shape[0], logits, features[0] if features else None)
-        return torch.from_numpy(logits), torch.from_numpy(features[0]) if features else None
+        outputs = self._outputs + ([FEATURE_MAP_NAME] if with_map else [])
+        logits, *rest = self.session.run(outputs, feeds)  # (B, K) [, (B, D)] [, (B, D, h, w)]
+        feature_map = rest.pop() if with_map else None
+        self._check_outputs(shape[0], logits, rest[0] if rest else None)
+        if feature_map is not None and (feature_map.ndim != 4 or feature_map.shape[0] != shape[0]):
+            raise ZooError(f"{self.folder.name}'s {self.path.name} gave a feature map of shape {feature_map.shape}, "
+                           f"not ({shape[0]}, D, h, w); re-export it with python -m zoo export RUN.")
+        return torch.from_numpy(logits), torch.from_numpy(rest[0]) if rest else None, feature_map
 
     def _check_outputs(self, batch: int, logits: np.ndarray, features: np.ndarray | None) -> None:
         """The shapes the run's config.json and the verified graph promise, on every call: a file is checked once,

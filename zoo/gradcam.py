@@ -1,9 +1,15 @@
 """Grad-CAM heatmaps of a prediction: which regions of the input raised the score of a class, drawn over the
-model's view of the image. Grad-CAM needs gradients, so it runs on the PyTorch model whatever backend answered."""
+model's view of the image.
+
+Where the backend's head has a closed-form gradient (zoo.onnx_cam: a linear or mlp head on the pooled last feature
+map, checked when the ONNX file was verified), the map is computed with numpy from the ONNX pass's own feature map:
+no PyTorch model is built. Elsewhere pytorch-grad-cam runs on the PyTorch model (built on the first heatmap), and
+the heatmap's source says why (`heatmap`)."""
 from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -11,9 +17,10 @@ from PIL import Image
 from torch import nn
 
 from .model_cache import LoadedModel
+from .onnx_cam import cam_mask
 from .prediction import Prediction, model_view
 
-__all__ = ["CAM_DISPLAY_SIZE", "cam_overlay", "grad_cam"]
+__all__ = ["CAM_DISPLAY_SIZE", "Heatmap", "cam_overlay", "grad_cam", "heatmap", "onnx_cam_ready"]
 
 CAM_DISPLAY_SIZE = 224  # heatmaps of small inputs (LeNet's 32 px) are upscaled to at least this for display
 
@@ -40,6 +47,43 @@ def _no_weight_grads(model: nn.Module):
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """A Grad-CAM map and where it came from."""
+
+    mask: np.ndarray          # (H, W) in [0, 1] at the model's input size
+    source: str               # "onnx": closed form on ONNX Runtime's feature map; "torch": pytorch-grad-cam
+    reason: str | None        # why "torch" (None for "onnx")
+    layer: str                # the layer whose map it weighs
+
+    @property
+    def source_note(self) -> str:
+        """The source in one string, e.g. for an API record: "onnx" or "torch (<reason>)"."""
+        return self.source if self.reason is None else f"{self.source} ({self.reason})"
+
+
+def onnx_cam_ready(loaded: LoadedModel, prediction: Prediction) -> bool:
+    """Whether `heatmap` computes this prediction's map from the ONNX pass (no PyTorch model needed)."""
+    return prediction.feature_map is not None and loaded.backend.cam_head is not None
+
+
+def heatmap(loaded: LoadedModel, prediction: Prediction, class_index: int | None = None) -> Heatmap:
+    """Grad-CAM for `class_index` (default: the top class): the closed form on the ONNX feature map where the
+    backend has one, else pytorch-grad-cam on the PyTorch model (built on its first heatmap)."""
+    index = prediction.class_index if class_index is None else int(class_index)
+    backend = loaded.backend
+    if onnx_cam_ready(loaded, prediction):
+        feature_map = prediction.feature_map[0]  # (1, D, h, w) -> (D, h, w)
+        # what the head read: the graph's `features` output of the same pass (the map's mean)
+        pooled = (prediction.features[0].numpy() if prediction.features is not None
+                  else feature_map.mean(axis=(1, 2)))
+        gradient = backend.cam_head.gradient(pooled, index)
+        mask = cam_mask(feature_map, gradient, tuple(prediction.input.shape[-2:]))
+        return Heatmap(mask, "onnx", None, backend.cam_layer)
+    reason = backend.cam_reason or "the ONNX pass gave no feature map"
+    return Heatmap(grad_cam(loaded, prediction, index), "torch", reason, loaded.cam_layer)
 
 
 def grad_cam(loaded: LoadedModel, prediction: Prediction, class_index: int | None = None) -> np.ndarray:

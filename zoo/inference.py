@@ -30,15 +30,17 @@ from PIL import Image
 from ._errors import ZooError
 from .catalog import ModelEntry
 from .eval_transform import eval_transform as build_transform  # its name here since the app began
-from .gradcam import CAM_DISPLAY_SIZE, cam_overlay, grad_cam
-from .model_cache import DEFAULT_BACKEND, LoadedModel, ModelCache, load_model
+from .gradcam import CAM_DISPLAY_SIZE, cam_overlay, grad_cam, heatmap, onnx_cam_ready
+from .model_cache import DEFAULT_BACKEND, LoadedModel, ModelCache, import_cam_library, load_model
+from .model_facts import ModelFacts
 from .prediction import (DEFAULT_TOP_K, MAX_AGE, Prediction, SharedImage, encode_metadata, model_input_image,
                          model_view, predict, preprocess)
 
 __all__ = [
     "CAM_DISPLAY_SIZE", "DEFAULT_TOP_K", "DEFAULT_BACKEND", "MAX_AGE", "LoadedModel", "load_model", "ModelCache",
     "Prediction", "ModelResult", "SharedImage", "build_transform", "preprocess", "encode_metadata", "predict",
-    "grad_cam", "cam_overlay", "model_view", "model_input_image", "run_model", "run_models", "ProgressCallback",
+    "grad_cam", "heatmap", "cam_overlay", "model_view", "model_input_image", "run_model", "run_models",
+    "ProgressCallback",
 ]
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -68,6 +70,7 @@ class ModelResult:
     heatmap: np.ndarray | None = None  # (H, W, 3) uint8 overlay
     cam_layer: str | None = None
     cam_note: str | None = None      # e.g. a map with no positive evidence
+    heatmap_source: str | None = None  # "onnx" (closed form on the ONNX feature map) or "torch (<why>)"
     cam_error: str | None = None
     error: str | None = None
     label_set_differs: bool = False
@@ -80,6 +83,7 @@ class ModelResult:
     ood_reason: str | None = None                 # why there is no OOD check (ood is None)
     trust_notes: list[str] = field(default_factory=list)  # why calibration or sets are missing; OOD caveats
     test_ece: dict[str, float] | None = None      # the run's test ECE before/after temperature scaling, n, bins
+    facts: ModelFacts | None = None               # intended use, training data, evaluation, ... (zoo.model_facts)
 
     @property
     def ood_flagged(self) -> bool:
@@ -103,6 +107,7 @@ class ModelResult:
             "params_total": self.params_total, "params_trainable": self.params_trainable,
             "test_metrics": self.test_metrics, "num_classes": len(self.label_names),
             "label_set_differs": self.label_set_differs, "cam_layer": self.cam_layer, "cam_note": self.cam_note,
+            "heatmap_source": self.heatmap_source,
             "cam_error": self.cam_error, "error": self.error,
             "calibrated_top_k": None if self.calibrated_top_k is None else
             [{"label": label, "probability": round(p, 6)} for label, p in self.calibrated_top_k],
@@ -117,7 +122,8 @@ def _result_for(entry: ModelEntry) -> ModelResult:
     total, trainable = entry.params
     return ModelResult(model=entry.id, architecture=entry.architecture, mode=entry.mode, head=entry.head,
                        dataset=entry.dataset, source=entry.source, label_names=entry.label_names,
-                       params_total=total, params_trainable=trainable, test_metrics=entry.test_metrics)
+                       params_total=total, params_trainable=trainable, test_metrics=entry.test_metrics,
+                       facts=entry.facts)
 
 
 def run_model(entry: ModelEntry, image: Image.Image | SharedImage, cache: ModelCache,
@@ -148,16 +154,22 @@ def run_model(entry: ModelEntry, image: Image.Image | SharedImage, cache: ModelC
     if cam:
         start = time.perf_counter()
         try:
-            if not loaded.cam_ready:  # the first heatmap builds the PyTorch model: loading, not Grad-CAM
+            # a model's first heatmap reads the head's weights from the ONNX file and imports the CAM library, or
+            # (a fallback) builds the PyTorch model: loading, not Grad-CAM
+            first = not (loaded.backend.cam_head_loaded or loaded.cam_ready)
+            if onnx_cam_ready(loaded, prediction):
+                import_cam_library()  # the overlay's colours
+            elif not loaded.cam_ready:
                 loaded.cam_target()
+            if first:
                 result.load_ms = (result.load_ms or 0.0) + (time.perf_counter() - start) * 1000.0
                 start = time.perf_counter()
-            result.cam_layer = loaded.cam_layer
-            mask = grad_cam(loaded, prediction)
-            result.heatmap = cam_overlay(loaded, prediction, mask)
-            if not mask.any():
+            cam = heatmap(loaded, prediction)
+            result.cam_layer, result.heatmap_source = cam.layer, cam.source_note
+            result.heatmap = cam_overlay(loaded, prediction, cam.mask)
+            if not cam.mask.any():
                 result.cam_note = (f"Grad-CAM found no region with positive evidence for `{prediction.top_k[0][0]}` "
-                                   f"at layer {loaded.cam_layer}: the map is empty.")
+                                   f"at layer {cam.layer}: the map is empty.")
         except Exception as e:  # the prediction stands even if its explanation fails
             result.cam_error = f"Grad-CAM failed for {entry.id} ({type(e).__name__}: {e})."
         result.cam_ms = (time.perf_counter() - start) * 1000.0

@@ -4,7 +4,8 @@ statistics, the PyTorch model and Grad-CAM layers built on first use) and a boun
 What runs the model is a backend (zoo.backends), chosen explicitly: ``ModelCache(backend="onnx")`` (the
 default) answers from ONNX Runtime where onnxruntime is installed and the run has, or can make once into the
 zoo's cache, a verified model.onnx, else from PyTorch; ``"torch"`` always uses PyTorch; ``"onnx-int8"`` a run's
-int8 file where it has one. The PyTorch model is built only when a Grad-CAM heatmap is asked for.
+int8 file where it has one. The PyTorch model is built only for a Grad-CAM heatmap that the ONNX feature map
+cannot give (zoo.onnx_cam).
 """
 from __future__ import annotations
 
@@ -28,13 +29,13 @@ from .cam import cam_target_layers
 from .catalog import ModelEntry
 from .eval_transform import eval_transform
 from .modes import count_params
+from .onnx_cam import CAM_MIN_MAP_SIZE
 from .run_layout import ONNX_NAME
 from .trust import Trust, read_trust
 
-__all__ = ["DEFAULT_BACKEND", "LoadedModel", "ModelCache", "load_model"]
+__all__ = ["DEFAULT_BACKEND", "LoadedModel", "ModelCache", "import_cam_library", "load_model"]
 
 DEFAULT_BACKEND = "onnx"  # ONNX Runtime where it can answer correctly, else PyTorch saying why (zoo.backends)
-CAM_MIN_MAP_SIZE = 3  # Grad-CAM uses the last feature level at least this many pixels a side (zoo.cam)
 
 
 @dataclass
@@ -61,7 +62,7 @@ class LoadedModel:
 
     @property
     def model(self) -> nn.Module:
-        """The PyTorch model (eval mode), built on the first call (Grad-CAM needs it; predictions do not)."""
+        """The PyTorch model (eval mode), built on the first call (a fallback Grad-CAM needs it; predictions do not)."""
         return self.backend.torch_model()
 
     @property
@@ -77,7 +78,7 @@ class LoadedModel:
         imports pytorch-grad-cam."""
         with self._cam_lock:
             if self._cam is None:
-                _import_cam_library()
+                import_cam_library()
                 model = self.model
                 layers = cam_target_layers(model, tuple(self.data_config["input_size"]), CAM_MIN_MAP_SIZE)
                 names = {module: name for name, module in model.named_modules()}
@@ -106,7 +107,7 @@ class LoadedModel:
         return self.backend.nbytes
 
 
-def _import_cam_library() -> None:
+def import_cam_library() -> None:
     """Import pytorch-grad-cam (it pulls in OpenCV: a second or more the first time) when the first heatmap
     of a model is prepared (LoadedModel.cam_target, counted as loading), so that a Grad-CAM's time is the
     map's cost, not the library's import. Not at module import nor at a model's load: a comparison without

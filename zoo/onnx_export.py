@@ -40,7 +40,8 @@ from .onnx_file import STANDARD_DOMAINS, check_onnx_file
 from .onnx_info import (INFO_FORMAT, ONNX_INFO_VERSION, OnnxExport, info_version_problem, read_onnx_info,
                         remember_verification, verification_record, write_info)
 from .onnx_int8 import quantize_int8
-from .onnx_io import (DEFAULT_THREADS, FEATURES_NAME, INPUT_NAME, METADATA_NAME, OPSET, OUTPUT_NAME, OnnxIO,
+from .onnx_io import (DEFAULT_THREADS, FEATURE_MAP_NAME, FEATURES_NAME, INPUT_NAME, METADATA_NAME, OPSET, OUTPUT_NAME,
+                      OnnxIO,
                       has_features_output, onnx_session, require_onnx_runtime)
 from .onnx_verify import (INT8_MIN_AGREEMENT, INT8_TIE, TOLERANCE, reference_inputs, top1_agreement, verify_int8_onnx,
                           verify_onnx)
@@ -48,7 +49,7 @@ from .run_layout import ONNX_NAME
 from .trust import features_and_logits
 
 __all__ = [
-    "INPUT_NAME", "METADATA_NAME", "OUTPUT_NAME", "FEATURES_NAME", "OPSET",
+    "INPUT_NAME", "METADATA_NAME", "OUTPUT_NAME", "FEATURES_NAME", "FEATURE_MAP_NAME", "OPSET",
     "TOLERANCE", "DEFAULT_THREADS", "INT8_MIN_AGREEMENT", "OnnxIO", "OnnxExport", "export_onnx", "verify_onnx",
     "check_onnx_file", "onnx_session", "has_features_output", "reference_inputs", "read_onnx_info", "onnx_card_section",
     "quantize_int8", "require_onnx_runtime", "top1_agreement", "INT8_TIE", "verify_int8_onnx",
@@ -101,24 +102,40 @@ def _exportable_adaptive_pooling():
 
 
 class _LogitsAndFeatures(nn.Module):
-    """The graph exported: (logits, features) from one backbone pass, exactly as the app computes them."""
+    """The graph exported: (logits, features[, feature_map]) from one backbone pass, exactly as the app computes them
+    (zoo.trust.features_and_logits: the features are the map averaged over its positions)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, with_map: bool):
         super().__init__()
-        self.model = model
+        self.model, self.with_map = model, with_map
 
-    def forward(self, x: torch.Tensor, metadata: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        features, logits = features_and_logits(self.model, x, metadata)  # (B, D), (B, K)
-        return logits, features
+    def forward(self, x: torch.Tensor, metadata: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        if not self.with_map:
+            features, logits = features_and_logits(self.model, x, metadata)  # (B, D), (B, K)
+            return logits, features
+        maps = self.model.forward_features(x)  # (B, C, H, W) -> (B, D, h, w)
+        features = maps.mean(dim=(2, 3))  # (B, D, h, w) -> (B, D)
+        logits = self.model.forward_head(maps) if metadata is None else self.model.forward_head(maps, metadata)
+        return logits, features, maps
+
+
+def _map_shape(model: nn.Module, io_spec: OnnxIO) -> tuple[int, int, int] | None:
+    """(D, h, w) of forward_features' map per image, None where it is not 2-D (tokens, a vector): only a 2-D map
+    is exported as `feature_map`."""
+    with torch.no_grad():
+        maps = model.forward_features(torch.zeros(1, *io_spec.input_size))
+    return tuple(int(v) for v in maps.shape[1:]) if maps.ndim == 4 else None
 
 
 def _export_bytes(model: nn.Module, io_spec: OnnxIO) -> bytes:
-    """The model as ONNX (opset 17, dynamic batch), logits and features, in memory."""
+    """The model as ONNX (opset 17, dynamic batch): logits, features and, where it has one, the feature map."""
     example = (torch.zeros(2, *io_spec.input_size),)  # batch 2: nothing may specialise on a batch of 1
     names = [INPUT_NAME]
     if io_spec.metadata_features is not None:
         example += (torch.zeros(2, io_spec.metadata_features),)
         names.append(METADATA_NAME)
+    with_map = _map_shape(model, io_spec) is not None
+    outputs = [OUTPUT_NAME, FEATURES_NAME] + ([FEATURE_MAP_NAME] if with_map else [])
     buffer = io.BytesIO()
     with _EXPORT_LOCK, _exportable_adaptive_pooling(), warnings.catch_warnings():
         # the input-size guard's Python checks are constants in the trace (the size is fixed), as intended
@@ -126,10 +143,10 @@ def _export_bytes(model: nn.Module, io_spec: OnnxIO) -> bytes:
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")  # strided slices stay as ops
         # the wrapper takes the model's mode: the exporter restores the wrapper's mode on all its submodules
-        wrapper = _LogitsAndFeatures(model).train(model.training)
+        wrapper = _LogitsAndFeatures(model, with_map).train(model.training)
         torch.onnx.export(wrapper, example, buffer, dynamo=False, opset_version=OPSET,
-                          input_names=names, output_names=[OUTPUT_NAME, FEATURES_NAME], do_constant_folding=True,
-                          dynamic_axes={name: {0: "batch"} for name in [*names, OUTPUT_NAME, FEATURES_NAME]})
+                          input_names=names, output_names=outputs, do_constant_folding=True,
+                          dynamic_axes={name: {0: "batch"} for name in [*names, *outputs]})
     return buffer.getvalue()
 
 
@@ -164,7 +181,7 @@ def export_onnx(model_or_folder: nn.Module | str | os.PathLike, path: str | os.P
         # the weights it was verified against: a stale or swapped file is refused by the loader
         "weights_sha256": weights_sha256,
         "opset": OPSET, "inputs": {k: list(v) for k, v in io_spec.expected().items()},
-        "outputs": {OUTPUT_NAME: ["batch", io_spec.num_classes], FEATURES_NAME: ["batch", io_spec.num_features]},
+        "outputs": _output_shapes(model, io_spec),
         "verification": {**figures, "inputs_source": inputs_source or "inputs given by the caller"},
         "export_s": round(export_s, 2),
     }
@@ -175,6 +192,17 @@ def export_onnx(model_or_folder: nn.Module | str | os.PathLike, path: str | os.P
     if update_card and (path.parent / CARD_NAME).is_file():
         update_card_section(path.parent / CARD_NAME, onnx_card_section(io_spec, info))
     return OnnxExport(path=path, info=info)
+
+
+def _output_shapes(model: nn.Module, io_spec: OnnxIO) -> dict[str, list]:
+    """Each output's shape as onnx.json records it ("batch" for the dynamic axis)."""
+    shapes = {OUTPUT_NAME: ["batch", io_spec.num_classes], FEATURES_NAME: ["batch", io_spec.num_features]}
+    was_training = model.training
+    map_shape = _map_shape(model.eval(), io_spec)
+    model.train(was_training)
+    if map_shape is not None:
+        shapes[FEATURE_MAP_NAME] = ["batch", *map_shape]
+    return shapes
 
 
 def _model_and_target(model_or_folder: nn.Module | str | os.PathLike,
@@ -229,20 +257,6 @@ def _export_and_verify(model: nn.Module, io_spec: OnnxIO, path: Path, inputs: to
     finally:
         model.train(was_training)
     return data, figures, export_s
-
-
-def _same_weights(model: nn.Module, weights: Path) -> bool:
-    """Whether `weights` (a model.safetensors beside the export) holds exactly this model's tensors."""
-    if not weights.is_file():
-        return False
-    from ._hub import read_safetensors  # noqa: PLC0415
-
-    try:
-        saved = read_safetensors(weights)
-    except ZooError:
-        return False
-    state = model.state_dict()
-    return saved.keys() == state.keys() and all(torch.equal(saved[k], state[k].detach().cpu()) for k in state)
 
 
 def _same_weights(model: nn.Module, weights: Path) -> bool:

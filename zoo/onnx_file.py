@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ._errors import ZooError
 from .fileio import check_file_size
-from .onnx_io import FEATURES_NAME, INPUT_NAME, OUTPUT_NAME, OnnxIO, require_onnx_runtime
+from .onnx_io import FEATURE_MAP_NAME, FEATURES_NAME, INPUT_NAME, OUTPUT_NAME, OnnxIO, require_onnx_runtime
 from .run_layout import MAX_FILE_BYTES, ONNX_NAME
 
 __all__ = ["STANDARD_DOMAINS", "check_onnx_file"]
@@ -91,15 +91,24 @@ def check_onnx_file(path: str | os.PathLike, config: dict) -> bytes:
             raise ZooError(f"{path}: input {name!r} is not float32; {fix}.")
     outputs = list(proto.graph.output)
     names = [o.name for o in outputs]
-    # logits alone: a file exported before the features output existed (it loads, without an OOD check)
-    if (names not in ([OUTPUT_NAME], [OUTPUT_NAME, FEATURES_NAME]) or _dims(outputs[0])[1:] != (expected.num_classes,)
-            or (len(outputs) == 2 and not _positive_width(_dims(outputs[1])))):
+    # logits alone: a file exported before the features output existed (it loads, without an OOD check); without
+    # feature_map: one exported before it (its heatmaps come from PyTorch)
+    if (names not in ([OUTPUT_NAME], [OUTPUT_NAME, FEATURES_NAME], [OUTPUT_NAME, FEATURES_NAME, FEATURE_MAP_NAME])
+            or _dims(outputs[0])[1:] != (expected.num_classes,)
+            or (len(outputs) >= 2 and not _positive_width(_dims(outputs[1])))
+            or (len(outputs) == 3 and not _map_of(_dims(outputs[2]), _dims(outputs[1])))):
         described = [(o.name, _dims(o)) for o in outputs]
         raise ZooError(f"{path} has outputs {described}, config.json says {OUTPUT_NAME!r} of shape "
                        f"(batch, {expected.num_classes}) and {FEATURES_NAME!r} of shape (batch, D); {fix}.")
     if any(o.type.tensor_type.elem_type != onnx.TensorProto.FLOAT for o in outputs):
         raise ZooError(f"{path}: an output is not float32; {fix}.")
     return data
+
+
+def _map_of(dims: tuple, feature_dims: tuple) -> bool:
+    """(batch, D, h, w) with the features' D (the exporter may leave h and w symbolic: each call's map is checked)."""
+    return (len(dims) == 4 and dims[1] == feature_dims[1]
+            and all((isinstance(v, int) and v >= 1) or (isinstance(v, str) and v) for v in dims[2:]))
 
 
 def _positive_width(dims: tuple) -> bool:

@@ -28,8 +28,11 @@ __all__ = ["INFO_FORMAT", "ONNX_INFO_VERSION", "OnnxExport", "write_info", "read
 
 INFO_FORMAT = "zoo-onnx/1"  # each entry's "format": what kind of record it is
 # each entry's "format_version": 2 names it and promises the `features` output's shape and verification figures
-# (version 1, written before entries named a version, left them out where model.onnx predates that output)
-ONNX_INFO_VERSION = 2
+# (version 1, written before entries named a version, left them out where model.onnx predates that output); 3 adds the
+# `feature_map` output (models whose last features are a 2-D map) and the Grad-CAM record (verification["cam"],
+# zoo.onnx_cam): an older entry's file answers as before, its heatmaps come from PyTorch ("exported before feature
+# maps")
+ONNX_INFO_VERSION = 3
 
 
 @dataclass
@@ -107,6 +110,10 @@ def info_version_problem(name: str, entry: dict[str, Any]) -> str | None:
         return (f"the entry for {name} has format version {entry.get('format_version')!r}, newer than this zoo's "
                 f"{ONNX_INFO_VERSION}: a newer medtl-zoo wrote it, and this one does not read it (upgrade medtl-zoo, "
                 "or re-export the file with this one).")
+    if version == 2:
+        return (f"the entry for {name} has format version 2: {name} was exported before feature maps, so it has no "
+                "`feature_map` output and its heatmaps come from PyTorch's Grad-CAM. Re-export it (python -m zoo "
+                "export RUN) for heatmaps from ONNX Runtime.")
     return (f"the entry for {name} names no format version (version 1, written before entries named one): where "
             f"{name} was exported before it gave image features, it lacks the `features` output's shape and "
             "verification figures. Re-export it (python -m zoo export RUN) to write a complete entry.")

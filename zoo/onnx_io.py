@@ -4,6 +4,8 @@
     input  ``metadata``      float32 (batch, F), metadata-head models only (``MetadataSchema.encode``)
     output ``logits``        float32 (batch, num_classes)
     output ``features``      float32 (batch, D), the pooled backbone features (zoo.trust.features_and_logits)
+    output ``feature_map``   float32 (batch, D, h, w), forward_features' map that `features` averages (files exported
+                             since ONNX_INFO_VERSION 3, for models whose map is 4-D): Grad-CAM's input (zoo.onnx_cam)
 
 onnx and onnxruntime are optional (``pip install 'medtl-zoo[onnx]'``); they are imported when used.
 """
@@ -22,10 +24,12 @@ from .archs.metadata import MetadataSchema
 from .fileio import check_file_size
 from .run_layout import ONNX_NAME
 
-__all__ = ["INPUT_NAME", "METADATA_NAME", "OUTPUT_NAME", "FEATURES_NAME", "OPSET", "DEFAULT_THREADS", "SESSION_BATCH",
-           "OnnxIO", "require_onnx_runtime", "onnx_session", "has_features_output", "run_session"]
+__all__ = ["INPUT_NAME", "METADATA_NAME", "OUTPUT_NAME", "FEATURES_NAME", "FEATURE_MAP_NAME", "OPSET", "DEFAULT_THREADS",
+           "SESSION_BATCH",
+           "OnnxIO", "require_onnx_runtime", "onnx_session", "has_features_output", "has_output", "run_session"]
 
 INPUT_NAME, METADATA_NAME, OUTPUT_NAME, FEATURES_NAME = "pixel_values", "metadata", "logits", "features"
+FEATURE_MAP_NAME = "feature_map"
 OPSET = 17
 DEFAULT_THREADS = 2  # ONNX Runtime intra-op threads
 SESSION_BATCH = 16  # inputs per ONNX Runtime (and PyTorch) call while verifying
@@ -111,7 +115,12 @@ def _feeds(x: np.ndarray, metadata: np.ndarray | None) -> dict[str, np.ndarray]:
 
 def has_features_output(session) -> bool:
     """Whether an ONNX Runtime session's graph gives `features` (files exported before it existed do not)."""
-    return FEATURES_NAME in {o.name for o in session.get_outputs()}
+    return has_output(session, FEATURES_NAME)
+
+
+def has_output(session, name: str) -> bool:
+    """Whether an ONNX Runtime session's graph has the output `name` (older files lack the newer ones)."""
+    return name in {o.name for o in session.get_outputs()}
 
 
 def run_session(session, x: torch.Tensor, metadata: torch.Tensor | None,

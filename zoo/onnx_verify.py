@@ -3,8 +3,10 @@
 ONNX Runtime and PyTorch run on the same inputs (the run's test images when the caller passes them, else real
 example images shipped with installed packages plus seeded random ones): the largest |difference| of a logit must
 be <= TOLERANCE (times the largest |logit| when that exceeds 1: float32 precision is relative) and the top-1 class
-identical; the features are held to the same rule (their cosine with PyTorch's is recorded as a sanity figure).
-Files exported before ``features`` existed (``logits`` only) are verified on their logits. An int8 file is held
+identical; the features, and the feature map where the file gives one, are held to the same rule (their cosine
+with PyTorch's is recorded as a sanity figure). Files exported before ``features`` existed (``logits`` only) are
+verified on their logits. A file with a feature map also gets its Grad-CAM record (zoo.onnx_cam.cam_record: whether
+the head's gradient has a closed form, checked against autograd), figures["cam"]. An int8 file is held
 to a top-1 agreement instead (INT8_MIN_AGREEMENT).
 """
 from __future__ import annotations
@@ -20,8 +22,9 @@ from torch import nn
 
 from ._errors import ZooError
 from .archs.metadata import MetadataSchema
-from .onnx_io import (DEFAULT_THREADS, FEATURES_NAME, OUTPUT_NAME, SESSION_BATCH, has_features_output, onnx_session,
-                      require_onnx_runtime, run_session)
+from .onnx_cam import cam_record
+from .onnx_io import (DEFAULT_THREADS, FEATURE_MAP_NAME, FEATURES_NAME, OUTPUT_NAME, SESSION_BATCH,
+                      has_features_output, has_output, onnx_session, require_onnx_runtime, run_session)
 from .trust import features_and_logits
 
 __all__ = ["TOLERANCE", "INT8_MIN_AGREEMENT", "INT8_TIE", "top1_agreement", "verify_onnx", "verify_int8_onnx",
@@ -110,7 +113,32 @@ def verify_onnx(model: nn.Module, onnx_model: bytes | str | os.PathLike, inputs:
         raise ZooError(f"the ONNX model does not reproduce PyTorch's image features: max |Δ feature| "
                        f"{features['max_abs_diff']:.3g} (allowed {features['tolerance']:.3g}, lowest cosine "
                        f"{features['min_cosine']:.6f}) on {len(inputs)} inputs.")
+    if has_output(session, FEATURE_MAP_NAME):
+        figures.update(_verify_map(model, onnx_model, session, inputs, metadata, got_features[0]))
     return figures
+
+
+def _verify_map(model: nn.Module, onnx_model: bytes | str | os.PathLike, session, inputs: torch.Tensor,
+                metadata: torch.Tensor | None, onnx_features: np.ndarray) -> dict[str, Any]:
+    """{"feature_map": figures, "cam": zoo.onnx_cam.cam_record}: the map held to the features' rule, then whether
+    Grad-CAM has a closed form on it; a ZooError when the map differs from PyTorch's."""
+    import onnx  # noqa: PLC0415
+
+    (got,) = run_session(session, inputs, metadata, (FEATURE_MAP_NAME,))
+    with torch.inference_mode():
+        reference = torch.cat([model.forward_features(inputs[i:i + SESSION_BATCH]).float()
+                               for i in range(0, len(inputs), SESSION_BATCH)]).numpy()
+    if got.shape != reference.shape:
+        raise ZooError(f"the ONNX model's {FEATURE_MAP_NAME!r} output has shape {got.shape}, PyTorch's "
+                       f"forward_features map {reference.shape}.")
+    figures = _feature_figures(got.reshape(len(got), -1), reference.reshape(len(reference), -1))
+    if not figures["max_abs_diff"] <= figures["tolerance"]:
+        raise ZooError(f"the ONNX model does not reproduce PyTorch's feature map: max |Δ| "
+                       f"{figures['max_abs_diff']:.3g} "
+                       f"(allowed {figures['tolerance']:.3g}) on {len(inputs)} inputs.")
+    proto = onnx.load_from_string(onnx_model if isinstance(onnx_model, bytes) else Path(onnx_model).read_bytes())
+    input_size = tuple(int(v) for v in inputs.shape[1:])
+    return {"feature_map": figures, "cam": cam_record(model, proto, inputs, metadata, onnx_features, input_size)}
 
 
 def verify_int8_onnx(model: nn.Module, onnx_model: bytes, inputs: torch.Tensor,

@@ -147,6 +147,8 @@ class Prediction:
     logits: torch.Tensor | None = None    # (1, K) raw logits (zoo.trust applies the temperature)
     features: torch.Tensor | None = None  # (1, D) image features for the OOD check (zoo.trust); None when the
                                           # backend gives none (a model.onnx exported before they existed)
+    feature_map: np.ndarray | None = None  # (1, D, h, w) the same pass's last feature map, where the backend's
+                                           # closed-form Grad-CAM uses it (zoo.onnx_cam); else None
 
     @property
     def class_index(self) -> int:
@@ -160,7 +162,7 @@ def predict(loaded: LoadedModel, image: Image.Image | SharedImage, metadata: Map
     x = preprocess(loaded, image)
     meta = encode_metadata(loaded, metadata)
     with loaded.lock, torch.inference_mode():
-        logits, features = loaded.backend.predict(x, meta)  # (1, C, H, W) -> (1, K), (1, D) or None
+        logits, features, feature_map = loaded.backend.predict_with_map(x, meta)  # -> (1, K), (1, D), (1, D, h, w)
         if tuple(logits.shape) != (1, len(loaded.label_names)):
             raise ZooError(f"{loaded.entry.id} gave logits of shape {tuple(logits.shape)} for its "
                            f"{len(loaded.label_names)} classes, so its answer cannot be read; its model file does "
@@ -175,7 +177,7 @@ def predict(loaded: LoadedModel, image: Image.Image | SharedImage, metadata: Map
     top = [(names[i] if i < len(names) else str(i), float(v)) for v, i in zip(values.tolist(), indices.tolist())]
     latency_ms = (time.perf_counter() - start) * 1000.0
     return Prediction(probabilities=probs.numpy(), top_k=top, latency_ms=latency_ms, input=x, metadata=meta,
-                      logits=logits, features=features)
+                      logits=logits, features=features, feature_map=feature_map)
 
 
 
