@@ -64,6 +64,16 @@ def _plot_png(path: Path, colour: tuple[int, int, int]) -> None:
     Image.new("RGB", (64, 48), colour).save(path)
 
 
+def zoo_of(folder: Path, *runs: Path) -> Path:
+    """A weights folder holding copies of these run folders: a fixture that adds models to an app builds its own
+    folder this way and never writes into a shared zoo (the medical zoo's tests read every model in it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        if not (folder / run.name).exists():
+            shutil.copytree(run, folder / run.name)
+    return folder
+
+
 def build_tiny_zoo(weights: Path) -> Path:
     """Write the tiny run folders into `weights` (once; a marker file says it is complete)."""
     marker = weights / ".complete"

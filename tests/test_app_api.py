@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from _app_zoo import (BROKEN, TINY_MODELS, bad_inputs, build_tiny_zoo, convertible_inputs,  # noqa: E402
-                      packaged_examples)
+                      packaged_examples, zoo_of)
 from _serve import serve  # noqa: E402
 
 RECORD_FIELDS = {"model", "top_k", "latency_ms", "params_total", "params_trainable", "mode", "error",
@@ -135,6 +135,23 @@ def test_keyword_arguments_and_defaults(served):
     assert [r["model"] for r in records] == DIGIT_MODELS[:2] and len(records[0]["top_k"]) == 5
 
 
+def test_heatmaps_flag_gives_each_record_its_heatmap_file_and_its_source(served):
+    from gradio_client import handle_file
+    from PIL import Image
+    _, _, _, client = served
+    image = handle_file(str(packaged_examples()["ct"]))
+    plain = client.predict(image=image, models=DIGIT_MODELS[:2], api_name="/compare")
+    assert all("heatmap" not in r and r["heatmap_source"] is None for r in plain)  # off by default, as before
+    records = client.predict(image=image, models=DIGIT_MODELS[:2], heatmaps=True, api_name="/compare")
+    for record in records:
+        assert record["cam_error"] is None, record
+        with Image.open(record["heatmap"]) as picture:  # downloaded by the client, as Gradio returns files
+            assert picture.format == "PNG" and picture.width >= 224
+        # the tiny zoo's LeNet-5 and Lite0 at 32 px end in a 1x1 map: no closed form there, PyTorch's Grad-CAM
+        # draws them, and the record says why
+        assert record["heatmap_source"].startswith("torch (its last feature map is 1x1, under 3 px a side"), record
+
+
 def test_metadata_reaches_the_metadata_head(served):
     _, _, _, client = served
     path = packaged_examples()["retina"]
@@ -244,7 +261,7 @@ def test_settings_from_the_environment(monkeypatch, tmp_path):
     settings = Settings.from_env()
     assert settings.cache_models == 3 and settings.max_pixels == 1000
     state = ComparisonApp(settings)  # no run folders: the app still starts, with the examples
-    assert state.entries == {} and len(state.examples) == 8 + 3 + 3  # X-rays and MRIs, retina/CT/MR, digits
+    assert state.entries == {} and len(state.examples) == 8 + 3 + 5 + 1 + 3  # X-rays and MRIs, retina/CT/MR, pydicom-data, MNI, digits
     assert "No models yet" in models_table_markdown([])
     with pytest.raises(gr.Error, match="over the limit of 1,000 pixels"):
         state.read_image(str(packaged_examples()["ct"]))  # 128 x 128 > 1000
@@ -266,13 +283,10 @@ def test_settings_from_the_environment(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def medical_demo(medical_zoo, tmp_path_factory):
     """The app over the two imported Keras classifiers and one digits model."""
-    import shutil
-
     import app
-    weights, _ = medical_zoo
     tiny = build_tiny_zoo(tmp_path_factory.getbasetemp() / "app-zoo")
-    if not (weights / "lenet5-scratch-digits").exists():
-        shutil.copytree(tiny / "lenet5-scratch-digits", weights / "lenet5-scratch-digits")
+    weights = zoo_of(tmp_path_factory.mktemp("medical-api-zoo"), *medical_zoo[1].values(),
+                     tiny / "lenet5-scratch-digits")
     return app.build_demo(app.Settings(weights=weights, examples_dir=tmp_path_factory.mktemp("medical-examples")))
 
 

@@ -3,6 +3,7 @@ a re-run does only what is missing; a failing cell is recorded while the rest fi
 from __future__ import annotations
 
 import importlib.util
+import shutil
 
 import pytest
 
@@ -23,7 +24,9 @@ def _cells(out, mode=("scratch",), sizes=(32,), seeds=(0,)):
 
 
 def _figures(path):
-    return {(r["arch"], r["mode"], r["seed"]): {k: r[k] for k in FIGURES} for r in read_results(path)}
+    """The figures of the cells that trained, by (arch, mode, img_size, seed)."""
+    return {(r["arch"], r["mode"], r["img_size"], r["seed"]): {k: r[k] for k in FIGURES}
+            for r in read_results(path) if r["status"] == "done"}
 
 
 def test_bad_grid_is_refused_before_anything_runs(tmp_path, capsys):
@@ -37,15 +40,26 @@ def test_bad_grid_is_refused_before_anything_runs(tmp_path, capsys):
     assert "pass --yes" in capsys.readouterr().err and not out.exists()
 
 
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    """One local-pool sweep the tests below share (each cell is a worker process that imports torch: the costly
+    part): lenet5 x (scratch, fine-tune) at 32 px, which train, then scratch at 16 px, which fails in its worker
+    (lenet5's minimum input is 32, checked only once its model is built)."""
+    out = tmp_path_factory.mktemp("local") / "sweep"
+    cells = _cells(out, mode=("scratch", "fine-tune")) + _cells(out, sizes=(16,))
+    return out, run_sweep(cells, out, SweepOptions(workers=2))
+
+
 @pytest.mark.heavy
-def test_failing_cell_is_recorded_and_a_rerun_does_only_what_is_missing(tmp_path):
-    out = tmp_path / "sweep"
-    # lenet5 refuses 16 px inputs (its minimum is 32) only once its model is built, inside the worker
-    first = run_sweep(_cells(out, sizes=(32, 16)), out, SweepOptions(workers=2))
-    assert [o.status for o in first.outcomes] == ["done", "failed"]
-    assert "below this model's minimum input size" in first.outcomes[1].error
-    rows = read_results(out / "results.csv")
-    assert rows[0]["accuracy"] and not rows[1]["accuracy"] and "minimum input size" in rows[1]["error"]
+def test_failing_cell_is_recorded_and_a_rerun_does_only_what_is_missing(local_sweep, tmp_path):
+    first_out, first = local_sweep
+    assert [o.status for o in first.outcomes] == ["done", "done", "failed"]
+    assert "below this model's minimum input size" in first.outcomes[2].error
+    rows = read_results(first_out / "results.csv")
+    assert all(r["accuracy"] for r in rows[:2]) and not rows[2]["accuracy"]
+    assert "minimum input size" in rows[2]["error"]
+    out = tmp_path / "sweep"  # a copy: the other tests read the shared sweep as it was
+    shutil.copytree(first_out, out)
     second = run_sweep(_cells(out, sizes=(32,), seeds=(0, 1)), out, SweepOptions(workers=2))
     assert [o.status for o in second.outcomes] == ["skipped", "done"]
     assert second.outcomes[0].seconds == 0.0
@@ -57,13 +71,13 @@ def test_failing_cell_is_recorded_and_a_rerun_does_only_what_is_missing(tmp_path
 
 @pytest.mark.heavy
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the [sweep] extra (ray) is not installed")
-def test_local_and_ray_engines_give_the_same_results(tmp_path):
-    local = run_sweep(_cells(tmp_path / "local", mode=("scratch", "fine-tune")), tmp_path / "local",
-                      SweepOptions(workers=2))
+def test_local_and_ray_engines_give_the_same_results(local_sweep, tmp_path):
+    local_out, _ = local_sweep
     ray = run_sweep(_cells(tmp_path / "ray", mode=("scratch", "fine-tune")), tmp_path / "ray",
                     SweepOptions(engine="ray"))
-    assert [o.status for o in local.outcomes] == [o.status for o in ray.outcomes] == ["done", "done"]
-    assert _figures(tmp_path / "local" / "results.csv") == _figures(tmp_path / "ray" / "results.csv")
+    assert [o.status for o in ray.outcomes] == ["done", "done"]
+    local = _figures(local_out / "results.csv")
+    assert len(local) == 2 and local == _figures(tmp_path / "ray" / "results.csv")
 
 
 def _write_results(path, rows):

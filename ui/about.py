@@ -13,9 +13,10 @@ __all__ = [
 TITLE = "Transfer-learning model zoo: compare models"
 INTRO = ("# Transfer-learning model zoo\nSeveral models judge the same image, side by side. "
          "A teaching and research tool, **not a medical device**.")
-FILE_TYPES_HELP = "PNG, JPEG, BMP, TIFF, GIF or DICOM (.dcm)"
+FILE_TYPES_HELP = "PNG, JPEG, BMP, TIFF, GIF, DICOM (.dcm) or a NIfTI volume (.nii, .nii.gz)"
 NO_IMAGE = f"Upload an image first ({FILE_TYPES_HELP}), or click an example."
-EXAMPLES_LABEL = "Examples (click one): chest X-rays and brain MRIs with true labels, fundus/CT/MR scans, digits"
+EXAMPLES_LABEL = ("Examples (click one): chest X-rays and brain MRIs with true labels, fundus/CT/MR scans, DICOM "
+                  "radiographs and ultrasound, a brain MRI volume, digits")
 
 
 def examples_note() -> str:

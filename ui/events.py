@@ -22,6 +22,7 @@ from .state import ComparisonApp, metadata_record
 from .teaching import (PLOT_CAPTIONS, TEACHING_HEADERS, ExampleOODChecks, column_widths, params_figure,
                        teaching_markdown, teaching_sections, teaching_table, trust_lesson, with_mode_comparison)
 from .train_tab import session_of
+from .volume import VolumeView, view_note
 from .window import WINDOW_MANUAL, chosen_window, window_note
 
 __all__ = ["SLOTS", "AppEvents", "ExamplePicker", "probabilities", "result_columns"]
@@ -67,25 +68,29 @@ class AppEvents:
 
     def compare(self, path: str | None, ids: list[str] | None, age: float | None, sex: str | None, site: str | None,
                 top_k: float, raw: bool, cam: bool, window_choice: str | None, center: float | None,
-                width: float | None, request: gr.Request, progress: Any = gr.Progress()) -> list[Any]:
-        """The Compare button: (summary, records, the results kept for redrawing, the result columns' updates)."""
+                width: float | None, request: gr.Request, progress: Any = gr.Progress(),
+                view: VolumeView | None = None) -> list[Any]:
+        """The Compare button: (summary, records, the results kept for redrawing, the result columns' updates);
+        `view` (axis, slice) is the slice of a volume upload the page shows."""
         app = self.app
         try:  # an example's true label is known: the summary then says which models were right
             comparison = app.compare(path, ids, metadata_record(age, sex, site), int(top_k), cam=bool(cam),
                                      progress=progress, true_label=app.true_label(path), session=session_of(request),
-                                     window=chosen_window(window_choice, center, width))
+                                     window=chosen_window(window_choice, center, width), view=view)
         except gr.Error as e:  # a bad image or selection: say so where the answer would be, keep the page
             gr.Warning(e.message, title=e.title)
             return [f"**⚠ {e.title}:** {e.message}", None, [], *_hidden_column() * len(SLOTS)]
         columns = result_columns(comparison.results, probabilities(comparison.results, raw))
-        summary = comparison.summary.markdown + window_note(comparison.image_info)
+        summary = comparison.summary.markdown + window_note(comparison.image_info) + view_note(comparison.image_info)
         return [summary, comparison.records(), comparison.results, *columns]
 
     def model_inputs(self, path: str | None, ids: list[str] | None, window_choice: str | None,
-                     center: float | None, width: float | None, request: gr.Request) -> list[Any]:
+                     center: float | None, width: float | None, request: gr.Request,
+                     view: VolumeView | None = None) -> list[Any]:
         """What each selected model reads: (the group shown when there is any, then column, picture, caption per
         slot)."""
-        shown = self.app.model_inputs(path, ids, session_of(request), chosen_window(window_choice, center, width))
+        shown = self.app.model_inputs(path, ids, session_of(request), chosen_window(window_choice, center, width),
+                                      view)
         updates = [gr.Group(visible=bool(shown))]
         for i in SLOTS:
             picture, caption = shown[i] if i < len(shown) else (None, "")

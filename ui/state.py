@@ -29,6 +29,7 @@ from .formatting import image_info_markdown, input_caption, model_choice_label, 
 from .public_errors import public_comparison, public_message
 from .settings import Settings
 from .training import TrainedModels
+from .volume import VolumeCache, VolumeView
 from .window import WINDOW_AUTO, chosen_window, window_choices
 
 __all__ = ["NON_MEDICAL_DATASETS", "UNKNOWN", "ComparisonApp", "ModelInput", "medical_rank", "metadata_record"]
@@ -58,6 +59,7 @@ class ComparisonApp:
         self.entries: dict[str, ModelEntry] = {}
         self._decoded: OrderedDict[tuple, zoo_images.LoadedImage] = OrderedDict()
         self._decoded_lock = threading.Lock()
+        self.volumes = VolumeCache()  # an uploaded volume (NIfTI, multi-frame DICOM), decoded once for its slices
         self.refresh()
         self.examples_dir = make_private_folder(settings.examples_dir)
         self.examples: list[Example] = write_examples(self.examples_dir, settings.weights)
@@ -121,19 +123,24 @@ class ComparisonApp:
             return None  # not an example: no need to read it
         return self._known_labels.get((size, hashlib.sha256(Path(path).read_bytes()).hexdigest()))
 
-    def read_image(self, path: str | None, window: tuple[float, float] | None = None) -> zoo_images.LoadedImage:
-        """The uploaded file as an 8-bit image (a DICOM shown through `window`, (centre, width), if given); any
-        problem becomes a gr.Error with the loader's message. Decoded once while the file is unchanged: the same
-        object is returned to every caller, which must not modify it."""
+    def read_image(self, path: str | None, window: tuple[float, float] | None = None,
+                   view: VolumeView | None = None) -> zoo_images.LoadedImage:
+        """The uploaded file as an 8-bit image (a DICOM shown through `window`, (centre, width), if given; of a
+        volume, the slice `view`, (axis, index), else its middle axial slice); any problem becomes a gr.Error with
+        the loader's message. Decoded once while the file is unchanged: the same object is returned to every caller,
+        which must not modify it."""
         if not path:
             raise gr.Error(NO_IMAGE, print_exception=False)
-        key = _upload_key(path, window)
+        key = _upload_key(path, (window, tuple(view)) if view else window)
         with self._decoded_lock:
             if key is not None and key in self._decoded:
                 self._decoded.move_to_end(key)
                 return self._decoded[key]
         try:
-            loaded = zoo_images.load_image(path, max_pixels=self.settings.max_pixels, window=window)
+            if not view and zoo_images.is_volume(path):  # read through the volume cache: the slider's slices follow
+                view = self.volumes.view(path)
+            loaded = self.volumes.slice(path, tuple(view), self.settings.max_pixels) if view else \
+                zoo_images.load_image(path, max_pixels=self.settings.max_pixels, window=window)
         except zoo.ZooError as e:  # not kept: a file that failed is read again (and fails again, saying why)
             raise gr.Error(self.public(str(e)), title="This image cannot be used", print_exception=False) from None
         if key is not None:
@@ -143,18 +150,20 @@ class ComparisonApp:
                     self._decoded.popitem(last=False)
         return loaded
 
-    def preview(self, path: str | None, window: tuple[float, float] | None = None) -> tuple[Image.Image | None, str]:
+    def preview(self, path: str | None, window: tuple[float, float] | None = None,
+                view: VolumeView | None = None) -> tuple[Image.Image | None, str]:
         """The uploaded image as read (8-bit; small ones enlarged with visible pixels), and what was done to it."""
-        picture, text, _ = self.preview_with_windows(path, window)
+        picture, text, _ = self.preview_with_windows(path, window, view)
         return picture, text
 
-    def preview_with_windows(self, path: str | None, window: tuple[float, float] | None = None
+    def preview_with_windows(self, path: str | None, window: tuple[float, float] | None = None,
+                             view: VolumeView | None = None
                              ) -> tuple[Image.Image | None, str, list[dict[str, Any]] | None]:
         """preview() and the file's own DICOM windows ([] for a DICOM without any; None when not a DICOM)."""
         if not path:
             return None, "", None
         try:
-            loaded = self.read_image(path, window)
+            loaded = self.read_image(path, window, view)
         except gr.Error as e:
             gr.Warning(e.message)
             return None, f"**⚠ {e.message}**", None
@@ -176,14 +185,14 @@ class ComparisonApp:
         return picture, text, *(window or (None, None))
 
     def model_inputs(self, path: str | None, model_ids: list[str] | None, session: str | None = None,
-                     window: tuple[float, float] | None = None) -> list[ModelInput]:
+                     window: tuple[float, float] | None = None, view: VolumeView | None = None) -> list[ModelInput]:
         """What each selected model reads of the image (its own transform's output, de-normalised and
         enlarged with nearest-neighbour), with the model and its input size as the caption. Loads the
         models (cached), so the comparison that follows starts sooner."""
         if not path or not model_ids:
             return []
         try:
-            image = inference.SharedImage(self.read_image(path, window).image)  # one resize per distinct input size
+            image = inference.SharedImage(self.read_image(path, window, view).image)  # one resize per input size
         except gr.Error:
             return []  # preview() already says what is wrong with the file
         shown = []
@@ -200,15 +209,16 @@ class ComparisonApp:
     def compare(self, path: str | None, model_ids: list[str] | None, metadata: dict[str, Any] | None = None,
                 top_k: int = inference.DEFAULT_TOP_K, cam: bool = True,
                 progress: Callable[..., Any] | None = None, true_label: str | None = None,
-                session: str | None = None, window: tuple[float, float] | None = None) -> comparison.Comparison:
+                session: str | None = None, window: tuple[float, float] | None = None,
+                view: VolumeView | None = None) -> comparison.Comparison:
         """Every selected model's answer; a bad selection or image raises gr.Error. `progress` is a
         gr.Progress (or any callable taking ((done, total), desc=...)); `true_label` (an example's) makes the
-        summary say which models were right."""
+        summary say which models were right; `view` (axis, slice) picks a volume's slice."""
         try:
             ids = comparison.check_selection(model_ids or [])
         except zoo.ZooError as e:
             raise gr.Error(self.public(str(e)), title="Select models", print_exception=False) from None
-        image = self.read_image(path, window)
+        image = self.read_image(path, window, view)
 
         def report(done: int, total: int, what: str) -> None:
             if progress is not None:
