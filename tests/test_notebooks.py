@@ -6,6 +6,7 @@ system-wide "python3" kernel of another Python can never be picked up), from the
 open it. A cell that raises fails the test with that cell's number, source and traceback.
 """
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,7 +76,8 @@ def test_notebook_runs_top_to_bottom(path, kernel_path, monkeypatch):
     except (CellExecutionError, CellTimeoutError) as e:
         index = failed[0] if failed else next((i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
                                                and cell.get("execution_count") is None), "?")
-        pytest.fail(f"{path.name} stopped at cell {index}:\n{e}", pytrace=False)
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # the kernel's traceback without its terminal colours
+        pytest.fail(f"{path.name} stopped at cell {index}:\n{plain}", pytrace=False)
     assert _repository_changes() == before, f"{path.name} wrote into the repository; write into a tempfile folder"
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert all(cell.execution_count for cell in code), f"{path.name}: not every code cell ran"
