@@ -6,6 +6,7 @@ system-wide "python3" kernel of another Python can never be picked up), from the
 open it. A cell that raises fails the test with that cell's number, source and traceback.
 """
 import json
+import os
 import re
 import subprocess
 import sys
@@ -25,9 +26,19 @@ def _notebooks() -> list[Path]:
 
 
 def _repository_changes() -> str:
-    """Untracked and modified files as git sees them (ignored build outputs such as __pycache__ excepted)."""
-    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT, capture_output=True,
-                          text=True, check=True).stdout
+    """Untracked and modified files as git sees them (ignored build outputs such as __pycache__ excepted); outside a
+    git checkout (an unpacked source archive), every file path with its size and modification time."""
+    try:
+        return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        listing = []
+        for folder, dirs, files in os.walk(ROOT):
+            dirs[:] = [d for d in dirs if d not in (".git", ".venv", "node_modules", "__pycache__")]
+            for name in files:
+                stat = (Path(folder) / name).stat()
+                listing.append(f"{Path(folder, name).relative_to(ROOT)} {stat.st_size} {stat.st_mtime_ns}")
+        return "\n".join(sorted(listing))
 
 
 def test_the_linked_notebooks_exist():
