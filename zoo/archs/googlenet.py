@@ -131,7 +131,8 @@ class GoogLeNet(nn.Module):
             drop_rate: Dropout before the classifier (0.4 in the paper).
             global_pool: Global pooling type of the head (timm pool types: 'avg', 'max', ...).
             aux_logits: Add the two auxiliary classifiers (on 4a and 4d), used in training mode only.
-            device, dtype: Where and in which dtype to create the parameters.
+            device: Where to create the parameters.
+            dtype: In which dtype to create the parameters.
             **kwargs: Options of other timm models (drop_path_rate, ...), accepted only as no-ops (None, 0).
         """
         super().__init__()
