@@ -119,6 +119,8 @@ class GanConfig:
 
 @dataclass
 class GanResult:
+    """A finished GAN run: its folder, its configuration and, per class, what its generator's training recorded."""
+
     run_dir: Path
     config: GanConfig
     classes: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> generator, epochs, steps, ...
