@@ -87,7 +87,10 @@ def _with_api_section(nav: list) -> list:
 def on_files(files: Files, config) -> Files:
     """Add the notebooks and the generated API pages to the site's files, then fit the nav to them."""
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        files.append(File.generated(config, f"notebooks/{notebook.name}", abs_src_path=str(notebook)))
+        # a File read from the repository root (not File.generated: mkdocs-jupyter's wrapper finds the source
+        # path of a file only through its src_dir)
+        files.append(File(f"notebooks/{notebook.name}", src_dir=str(ROOT), dest_dir=config.site_dir,
+                          use_directory_urls=config.use_directory_urls))
     for package in PACKAGES:
         for module in public_modules(package):
             files.append(File.generated(config, _api_uri(module), content=api_page(module)))
