@@ -51,7 +51,7 @@ def site(tmp_path_factory):
         for uri in sorted(p for p in _hooks().PENDING if p.startswith("notebooks/")):
             _notebook(tree / uri, f"Test notebook {Path(uri).stem}")
     out = tree / "site"
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(out)], cwd=tree,
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)], cwd=tree,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"mkdocs build --strict failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     return out, sorted(p.name for p in (tree / "notebooks").glob("*.ipynb"))
