@@ -86,9 +86,36 @@ def test_every_public_module_has_an_api_page_with_its_docstrings(site):
     assert "The 95% Wilson score interval" in (out / "api" / "zoo.intervals" / "index.html").read_text()
 
 
+# methods of timm's model interface and torch's nn.Module: timm and torch document what they do
+MODEL_INTERFACE = frozenset({"forward", "forward_features", "forward_head", "get_classifier", "reset_classifier",
+                             "group_matcher", "set_grad_checkpointing", "extra_repr"})
+
+
+def _documented_in_a_base(cls, name: str) -> bool:
+    """A base class of the project (its own methods resolution order) documents a method of this name."""
+    try:
+        bases = cls.mro()
+    except Exception:  # noqa: BLE001  (a base outside the project, e.g. nn.Module, ends griffe's resolution)
+        return False
+    return any(name in base.members and not base.members[name].is_alias and base.members[name].docstring
+               for base in bases)
+
+
+def _undocumented(member) -> list[str]:
+    """The member itself, if it is a public function or class without a docstring, and its public methods
+    without one (an override documented by the base class it overrides, and the model interface, excepted)."""
+    where = lambda obj: f"{obj.path} ({obj.relative_filepath}:{obj.lineno})"  # noqa: E731
+    found = [where(member)] if (member.is_function or member.is_class) and not member.docstring else []
+    if member.is_class:
+        found += [where(method) for name, method in member.members.items()
+                  if not method.is_alias and method.is_function and not name.startswith("_") and not method.docstring
+                  and name not in MODEL_INTERFACE and not _documented_in_a_base(member, name)]
+    return found
+
+
 def test_every_public_function_and_class_has_a_docstring():
-    """Module-level functions and classes defined in each public module of zoo and train (re-exports are checked
-    where they are defined). Read statically with griffe, as mkdocstrings reads them: nothing is imported."""
+    """Functions, classes and their public methods defined in each public module of zoo and train (re-exports are
+    checked where they are defined). Read statically with griffe, as mkdocstrings reads them: nothing is imported."""
     import griffe
 
     hooks = _hooks()
@@ -98,11 +125,9 @@ def test_every_public_function_and_class_has_a_docstring():
         for name in hooks.public_modules(package):
             module = loaded if name == package else loaded[name.split(".", 1)[1]]
             for member in module.members.values():
-                if member.is_alias or member.name.startswith("_"):
-                    continue
-                if (member.is_function or member.is_class) and not member.docstring:
-                    missing.append(f"{member.path} ({member.relative_filepath}:{member.lineno})")
-    assert missing == [], "public functions and classes without a docstring:\n" + "\n".join(missing)
+                if not member.is_alias and not member.name.startswith("_"):
+                    missing += _undocumented(member)
+    assert missing == [], "public functions, classes and methods without a docstring:\n" + "\n".join(missing)
 
 
 def test_public_modules_follow_the_underscore_rule(tmp_path):

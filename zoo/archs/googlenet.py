@@ -101,6 +101,7 @@ class AuxHead(nn.Module):
         self.fc = nn.Linear(1024, num_classes) if num_classes > 0 else nn.Identity()
 
     def reset(self, num_classes: int) -> None:
+        """Replace the auxiliary classifier's last layer for `num_classes` (0: no classifier)."""
         dd = get_device_dtype(self)
         self.fc = nn.Linear(1024, num_classes, **dd) if num_classes > 0 else nn.Identity()
 
