@@ -48,14 +48,14 @@ def _api_uri(module: str) -> str:
     return f"api/{module}.md"
 
 
-def _drop_pending(nav: list, present: set[str]) -> list:
+def drop_pending(nav: list, present: set[str]) -> list:
     """The nav without the PENDING entries whose file is absent (sections emptied that way go too)."""
     kept = []
     for item in nav:
         if isinstance(item, dict):
             (title, value), = item.items()
             if isinstance(value, list):
-                value = _drop_pending(value, present)
+                value = drop_pending(value, present)
                 if value:
                     kept.append({title: value})
                 continue
@@ -69,7 +69,7 @@ def _drop_pending(nav: list, present: set[str]) -> list:
     return kept
 
 
-def _with_api_section(nav: list) -> list:
+def with_api_section(nav: list) -> list:
     """The nav with the API reference section's index page followed by one entry per public module."""
     section = [{package: [{module: _api_uri(module)} for module in public_modules(package)]}
                for package in PACKAGES]
@@ -77,7 +77,9 @@ def _with_api_section(nav: list) -> list:
     for item in nav:
         if isinstance(item, dict) and API_SECTION in item:
             index = item[API_SECTION]
-            out.append({API_SECTION: ([index] if isinstance(index, str) else list(index)) + section})
+            written = [index] if isinstance(index, str) else [  # a rebuild (mkdocs serve) finds its own entries
+                entry for entry in index if not (isinstance(entry, dict) and set(entry) <= set(PACKAGES))]
+            out.append({API_SECTION: written + section})
         else:
             out.append(item)
     return out
@@ -96,5 +98,5 @@ def on_files(files: Files, config) -> Files:
             files.append(File.generated(config, _api_uri(module), content=api_page(module)))
     if config.nav:
         present = {file.src_uri for file in files}
-        config.nav = _with_api_section(_drop_pending(config.nav, present))
+        config.nav = with_api_section(drop_pending(config.nav, present))
     return files

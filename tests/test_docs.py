@@ -148,3 +148,18 @@ def test_the_readme_is_a_short_front_page_whose_links_resolve():
     broken = [t for t in local if not (ROOT / t).exists() and t not in pending]
     assert broken == [], f"README links to missing files: {broken}"
     assert "mkdocs serve" in readme and "bash .ci/run" in readme
+
+
+def test_the_nav_leaves_out_absent_pending_pages_and_lists_the_api_once_per_build():
+    hooks = _hooks()
+    nav = [{"Home": "index.md"}, {"Batch classification": "batch.md"},
+           {"Notebooks": [{"One": "notebooks/01_transfer_modes.ipynb"}]}, {"Gone": "not-pending.md"},
+           {"API reference": "api/index.md"}]
+    once = hooks.with_api_section(hooks.drop_pending(nav, {"index.md"}))
+    assert [next(iter(item)) for item in once] == ["Home", "Gone", "API reference"]  # only PENDING pages may be absent
+    api = once[-1]["API reference"]
+    assert api[0] == "api/index.md" and [next(iter(entry)) for entry in api[1:]] == list(hooks.PACKAGES)
+    assert {"zoo.intervals": "api/zoo.intervals.md"} in api[1]["zoo"]
+    assert hooks.with_api_section(hooks.drop_pending(once, {"index.md"})) == once  # mkdocs serve rebuilds
+    with_batch = hooks.drop_pending(nav, {"index.md", "batch.md"})
+    assert {"Batch classification": "batch.md"} in with_batch
