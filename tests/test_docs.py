@@ -39,6 +39,7 @@ def site(tmp_path_factory):
     tree = tmp_path_factory.mktemp("docs-tree")
     shutil.copy(ROOT / "mkdocs.yml", tree / "mkdocs.yml")
     shutil.copytree(ROOT / "docs", tree / "docs")
+    shutil.copytree(ROOT / "overrides", tree / "overrides")
     (tree / "scripts").mkdir()
     shutil.copy(ROOT / "scripts" / "docs_hooks.py", tree / "scripts" / "docs_hooks.py")
     for package in ("zoo", "train"):
@@ -69,6 +70,8 @@ def test_the_site_builds_strict_and_renders_its_pages(site):
     for name in notebooks:  # each notebook is a page of the site, with its code cell, and listed in the nav
         page = out / "notebooks" / Path(name).stem / "index.html"
         assert page.is_file(), f"notebooks/{name} was not rendered"
+        assert re.search(rf'href="[^"]*{re.escape(name)}"[^>]*download', page.read_text())  # the download button
+        assert (page.parent / name).is_file()
         assert f'href="notebooks/{Path(name).stem}/"' in home or f'href="./notebooks/{Path(name).stem}/"' in home
     search = json.loads((out / "search" / "search_index.json").read_text())
     assert any("wilson_interval" in doc["location"] for doc in search["docs"])
