@@ -45,6 +45,8 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the Python, NumPy and torch (CPU, and CUDA where available) generator states that rng_state
+    recorded, so a resumed run draws the same numbers as an uninterrupted one."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     np_state = state["numpy"]

@@ -204,6 +204,7 @@ class TrainConfig:
         return self.transfer_mode.needs_pretrained if self.pretrained is None else bool(self.pretrained)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every option as a plain dict (what run_config.yaml holds)."""
         return dataclasses.asdict(self)
 
     @classmethod

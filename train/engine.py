@@ -400,6 +400,7 @@ class Trainer:
         return probs_np, labels.cpu().numpy(), loss_sum / max(n, 1)
 
     def evaluate(self, split: str, label_names: Sequence[str]) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+        """(metrics with the mean loss, probabilities, labels) of the model on one split."""
         probs, labels, loss = self.predict(split)
         metrics = classification_metrics(labels, probs, label_names)
         metrics["loss"] = loss
@@ -535,6 +536,8 @@ class Trainer:
         return path
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from a checkpoint: the model, optimiser, scheduler, training state, best model and random
+        generators as they were when it was written."""
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if self.scheduler is not None and checkpoint.get("scheduler") is not None:

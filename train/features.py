@@ -42,6 +42,8 @@ DEFAULT_MAX_BYTES = 2 * 1024 ** 3
 
 @dataclass
 class CachePlan:
+    """Whether a run caches its frozen backbone's features, at which level, and why (plan_cache's answer)."""
+
     level: str | None   # pre_logits | pooled | maps | None (no cache)
     reason: str         # why this level, or why no cache (logged and written to the card)
 
@@ -226,6 +228,7 @@ def load_cached(cache_dir: str | Path, arch: str, key: str) -> dict[str, torch.T
 
 
 def store_cached(cache_dir: str | Path, arch: str, key: str, features: dict[str, torch.Tensor]) -> Path:
+    """Write the features for this key to the cache folder as safetensors (atomically) and return the file."""
     path = _cache_file(cache_dir, arch, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "wb") as f:

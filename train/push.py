@@ -230,6 +230,7 @@ def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, revisi
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m train.push` (RUN OWNER/NAME, --private, --revision, ...)."""
     parser = argparse.ArgumentParser(
         prog="python -m train.push",
         description="Publish a finished run folder to the Hugging Face Hub: its weights, config.json, model\n"

@@ -33,6 +33,8 @@ class Sample:
 
 @dataclass
 class SkippedFile:
+    """A file or CSV line left out of the data, named by `key`, and why (`reason`): a run's skipped_files.json."""
+
     key: str
     reason: str
 
@@ -64,12 +66,17 @@ class DataSource:
 
 @dataclass
 class Splits:
+    """The train, validation and test samples; `predefined` when they follow a split given with the data (its
+    train/ val/ test/ folders, a MedMNIST file's splits, explicit cross-validation indices) rather than a seeded
+    stratified split."""
+
     train: list[Sample]
     val: list[Sample]
     test: list[Sample]
     predefined: bool = False
 
     def items(self) -> Iterator[tuple[str, list[Sample]]]:
+        """("train", samples), ("val", samples), ("test", samples), in that order."""
         yield from (("train", self.train), ("val", self.val), ("test", self.test))
 
 

@@ -94,6 +94,7 @@ def read_synthetic_set(folder: str | Path, verify: bool = True) -> SyntheticSet:
 
 
 def is_synthetic(sample: Sample) -> bool:
+    """Whether the sample is a synthetic (GAN-made) image added by add_synthetic, by its key's prefix."""
     return sample.key.startswith(SYNTHETIC_KEY_PREFIX)
 
 

@@ -157,6 +157,7 @@ class MedicalClassifier:
         return int(self._config()["img_size"])
 
     def label_of(self, file_name: str) -> str:
+        """The true label of one of the package's images, read from its file name; a name without one raises."""
         for fragment, label in self.label_prefixes:
             if file_name.startswith(fragment) or f"_{fragment}_" in file_name:
                 return label

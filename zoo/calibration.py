@@ -51,15 +51,19 @@ class Calibration:
 
     @classmethod
     def read(cls, zoo_cfg: dict[str, Any], config_path: Path) -> "Calibration":
+        """The method's values from a run folder's zoo block; damaged values raise ZooError naming config_path."""
         raise NotImplementedError
 
     def to_config(self) -> dict[str, Any]:
+        """The keys this method writes into config.json's zoo block (its name among them)."""
         raise NotImplementedError
 
     def describe(self) -> str:
+        """The method and its values in a few words, for people (e.g. "temperature scaling, T = 0.761")."""
         raise NotImplementedError
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated probabilities from logits (..., K) -> (..., K); non-finite results raise ZooError."""
         raise NotImplementedError
 
 

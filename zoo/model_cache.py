@@ -178,6 +178,7 @@ class ModelCache:
         return len(self._models)
 
     def is_loaded(self, entry: ModelEntry) -> bool:
+        """Whether this entry's model is in the cache now (getting it would not load it)."""
         return self._key(entry) in self._models
 
     def get(self, entry: ModelEntry, on_load: Callable[[ModelEntry], None] | None = None) -> LoadedModel:
@@ -217,6 +218,7 @@ class ModelCache:
                 self._models.popitem(last=False)
 
     def clear(self) -> None:
+        """Drop every cached model."""
         with self._lock:
             self._models.clear()
 

@@ -46,6 +46,7 @@ class Evaluation:
     by: str  # one of EVALUATED_BY
 
     def to_dict(self) -> dict[str, Any]:
+        """The evaluation as the JSON object config.json's facts hold (ci95 as a list, or null)."""
         return {"data": self.data, "n": self.n, "metric": self.metric, "value": self.value,
                 "ci95": None if self.ci95 is None else list(self.ci95), "by": self.by}
 

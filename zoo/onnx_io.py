@@ -57,6 +57,7 @@ class OnnxIO:
 
     @classmethod
     def from_model(cls, model: nn.Module) -> "OnnxIO":
+        """The inputs and outputs an export of this model has: input size, metadata width, classes, feature width."""
         schema = getattr(model, "metadata_schema", None)
         return cls(tuple(int(v) for v in model.pretrained_cfg["input_size"]),
                    None if schema is None else MetadataSchema.from_dict(schema).num_features, int(model.num_classes),

@@ -39,12 +39,16 @@ class PredictionSets:
 
     @classmethod
     def read(cls, block: dict[str, Any], config_path: Path) -> "PredictionSets":
+        """The method's values from the zoo block's `conformal` entry; damaged values raise ZooError naming
+        config_path."""
         raise NotImplementedError
 
     def to_config(self) -> dict[str, Any]:
+        """The `conformal` entry this method writes into config.json's zoo block (its name among them)."""
         raise NotImplementedError
 
     def prediction_set(self, probabilities: np.ndarray | torch.Tensor) -> list[int]:
+        """The class indices in the set for one image's calibrated probabilities (K,)."""
         raise NotImplementedError
 
 

@@ -22,6 +22,7 @@ def _channels(text: str) -> int | None:
 
 
 def build_train_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m train.gan` (training the per-class DCGANs)."""
     parser = argparse.ArgumentParser(
         prog="python -m train.gan",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -76,6 +77,7 @@ def build_train_parser() -> argparse.ArgumentParser:
 
 
 def build_generate_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m train.gan generate` (synthetic images from a GAN run)."""
     parser = argparse.ArgumentParser(
         prog="python -m train.gan generate",
         description="Write synthetic images from a GAN run's generators in ImageFolder layout (DIR/<class>/*.png) "
@@ -92,6 +94,7 @@ def build_generate_parser() -> argparse.ArgumentParser:
 
 
 def build_quality_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m train.gan quality` (the offline quality report of a synthetic set)."""
     parser = argparse.ArgumentParser(
         prog="python -m train.gan quality",
         description="Offline quality report of a synthetic set: how often a classifier trained on real data "

@@ -79,6 +79,7 @@ class GanConfig:
     device: str = "auto"
 
     def validate(self) -> "GanConfig":
+        """This configuration, checked: a missing or out-of-range option raises ConfigError naming it."""
         if not self.data:
             raise ConfigError("no data given: pass --data SPEC (as for python -m train)")
         if not self.out:
@@ -110,6 +111,7 @@ class GanConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "GanConfig":
+        """A configuration from option names and values; an unknown name raises ConfigError."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -119,6 +121,8 @@ class GanConfig:
 
 @dataclass
 class GanResult:
+    """A finished GAN run: its folder, its configuration and, per class, what its generator's training recorded."""
+
     run_dir: Path
     config: GanConfig
     classes: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> generator, epochs, steps, ...

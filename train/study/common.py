@@ -135,6 +135,7 @@ def begin(config_class: type[Config], config: Config | None, options: dict[str, 
 
 
 def say(text: str) -> None:
+    """Print a line of the study's progress without breaking a tqdm progress bar."""
     from tqdm import tqdm
     tqdm.write(text, file=sys.stdout)
 
@@ -249,6 +250,7 @@ def still_improving(summary: list[dict[str, Any]], epochs: int) -> list[str]:
 
 
 def runs_of(runs: list[dict[str, Any]], variant: str) -> list[dict[str, Any]]:
+    """The runs of one variant (one remedy, mode or initialisation) of a study."""
     return [r for r in runs if r["variant"] == variant]
 
 
@@ -266,12 +268,14 @@ def test_means(runs: list[dict[str, Any]], metrics: Sequence[str]) -> dict[str, 
 
 
 def fmt(mean: float | None, std: float | None, digits: int = 3) -> str:
+    """"mean ± std" rounded to `digits` places ("n/a" without a mean, no "±" without a std)."""
     if mean is None:
         return "n/a"
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table of these rows under this header."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 

@@ -137,6 +137,8 @@ def leaderboard(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def leaderboard_columns() -> list[str]:
+    """The columns of leaderboard.csv: the cell's key columns, the number of seeds, and each metric's mean, std
+    and 95% t-interval bounds."""
     return [*KEY_COLUMNS, "seeds", *(f"{m}_{s}" for m in LEADERBOARD_METRICS for s in ("mean", "std", "ci95_low",
                                                                                        "ci95_high"))]
 

@@ -96,7 +96,8 @@ class AlexNet(nn.Module):
             drop_rate: Dropout after each hidden FC layer (0.5 in both papers).
             global_pool: 'avg' or 'max' adaptive pooling to the 6x6 grid the first FC layer takes; '' (with
                 num_classes=0) for the unpooled pool5 map.
-            device, dtype: Where and in which dtype to create the parameters.
+            device: Where to create the parameters.
+            dtype: In which dtype to create the parameters.
             **kwargs: Options of other timm models (drop_path_rate, ...), accepted only as no-ops (None, 0).
         """
         super().__init__()

@@ -101,6 +101,7 @@ class AuxHead(nn.Module):
         self.fc = nn.Linear(1024, num_classes) if num_classes > 0 else nn.Identity()
 
     def reset(self, num_classes: int) -> None:
+        """Replace the auxiliary classifier's last layer for `num_classes` (0: no classifier)."""
         dd = get_device_dtype(self)
         self.fc = nn.Linear(1024, num_classes, **dd) if num_classes > 0 else nn.Identity()
 
@@ -131,7 +132,8 @@ class GoogLeNet(nn.Module):
             drop_rate: Dropout before the classifier (0.4 in the paper).
             global_pool: Global pooling type of the head (timm pool types: 'avg', 'max', ...).
             aux_logits: Add the two auxiliary classifiers (on 4a and 4d), used in training mode only.
-            device, dtype: Where and in which dtype to create the parameters.
+            device: Where to create the parameters.
+            dtype: In which dtype to create the parameters.
             **kwargs: Options of other timm models (drop_path_rate, ...), accepted only as no-ops (None, 0).
         """
         super().__init__()

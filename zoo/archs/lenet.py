@@ -72,7 +72,8 @@ class LeNet5(nn.Module):
             drop_rate: Dropout before the classifier (the paper has none).
             global_pool: 'avg' or 'max' pooling of the C5 map before F6 (a no-op at 32x32, where C5 is 1x1);
                 '' (with num_classes=0) for the unpooled C5 map.
-            device, dtype: Where and in which dtype to create the parameters.
+            device: Where to create the parameters.
+            dtype: In which dtype to create the parameters.
             **kwargs: Options of other timm models (drop_path_rate, ...), accepted only as no-ops (None, 0).
         """
         super().__init__()

@@ -47,6 +47,8 @@ class MetadataSchema:
 
     @classmethod
     def from_dict(cls, d: Mapping | "MetadataSchema" | None) -> "MetadataSchema":
+        """The schema from its JSON form (a schema is returned as it is; None gives the default); unknown keys
+        raise ZooError."""
         if d is None:
             return cls()
         if isinstance(d, MetadataSchema):
@@ -87,6 +89,7 @@ class MetadataSchema:
         return cls(**d)
 
     def to_dict(self) -> dict:
+        """The schema as JSON-ready values (lists for the category tuples), as config.json stores it."""
         d = asdict(self)
         d["sex"], d["site"], d["layout"] = list(self.sex), list(self.site), list(self.layout)
         return d

@@ -63,7 +63,8 @@ class NASNetAMobile(nn.Module):
             drop_rate: Dropout before the classifier.
             global_pool: Global pooling type of the head (timm pool types).
             pad_type: Cell padding, 'same' for TensorFlow-style padding.
-            device, dtype: Where and in which dtype to create the parameters.
+            device: Where to create the parameters.
+            dtype: In which dtype to create the parameters.
             **kwargs: Options of other timm models (drop_path_rate, ...), accepted only as no-ops (None, 0).
         """
         super().__init__()

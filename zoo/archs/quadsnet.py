@@ -115,7 +115,8 @@ class QuadSNet(nn.Module):
             drop_rate: Dropout after the global average pool (0.3 in the paper).
             block_drop_rate: Dropout at the end of every block (0.3 in the paper).
             global_pool: Global pooling type of the head (timm pool types; the paper averages).
-            device, dtype: Where and in which dtype to create the parameters.
+            device: Where to create the parameters.
+            dtype: In which dtype to create the parameters.
             **kwargs: Options of other timm models (drop_path_rate, ...), accepted only as no-ops (None, 0).
         """
         super().__init__()

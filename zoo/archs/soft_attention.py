@@ -31,6 +31,8 @@ class SoftAttention(nn.Module):
         self.num_heads = num_heads
 
     def attention_maps(self, t: torch.Tensor) -> torch.Tensor:
+        """The aggregated attention map alpha: (B, C, H, W) features -> (B, 1, H, W), each head's map a softmax
+        over space, summed over the heads."""
         B, _, H, W = t.shape
         maps = F.relu(self.conv(t))  # (B, C, H, W) -> (B, K, H, W)
         maps = maps.flatten(2).softmax(dim=-1).view(B, self.num_heads, H, W)  # softmax over space

@@ -5,10 +5,12 @@ Paper: `Xception: Deep Learning with Depthwise Separable Convolutions` - Chollet
 
 timm's `legacy_xception` has the paper's layers and the same tensors as `keras.applications.Xception`, but
 two details differ from Keras, where the ImageNet weights come from:
+
 - the four strided 3x3 max-pools (entry flow blocks 2-4, exit flow block 13): Keras pads them TF-"same"
   (nothing on the top/left at even sizes, -inf padding), timm's pad one pixel on every side. The pooled
   features then differ (cosine 0.83-0.89 against Keras's on the packaged chest X-rays, see ../shared/ASSETS.md).
 - batch-norm epsilon: Keras's default 1e-3, PyTorch's 1e-5.
+
 `tf_xception` (timm's `tf_` prefix: TF padding and epsilon, as `tf_efficientnet_*`) is timm's Xception with
 those two changed, so it reproduces Keras's numbers with Keras's weights. Its ImageNet weights,
 `tf_xception.keras_in1k`, are Keras's own ImageNet Xception backbone without the 1000-class top

@@ -89,6 +89,7 @@ class OODStatistics(ABC):
         """D, the width of the image features the statistics compare."""
 
     def with_threshold(self, threshold: float) -> OODStatistics:
+        """A copy of these statistics with another threshold."""
         return dataclasses.replace(self, threshold=float(threshold))
 
     def check(self, features: torch.Tensor) -> list[dict[str, Any]]:
