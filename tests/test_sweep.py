@@ -104,7 +104,7 @@ def test_leaderboard_tab_aggregates_seeds_filters_and_sorts(tmp_path):
     _write_results(tmp_path / "other" / "results.csv", [
         {**common, "data": "medmnist:pathmnist", "arch": "lenet5", "mode": "scratch", "seed": "0",
          "balanced_accuracy": "0.5", "accuracy": "0.5"}])
-    rows, figure, data_sets, modes, data, note = leaderboard_view(tmp_path, None, None)
+    rows, figure, data_sets, modes, data, note, labels = leaderboard_view(tmp_path, None, None)
     assert data_sets == ["digits", "medmnist:pathmnist"] and data == "digits" and modes == ["fine-tune", "scratch"]
     assert len(rows[0]) == len(LEADERBOARD_HEADERS)
     # best first; the failed seed does not count; two seeds give a std and a t-interval (t(0.975, 1) = 12.71)
@@ -113,7 +113,10 @@ def test_leaderboard_tab_aggregates_seeds_filters_and_sorts(tmp_path):
     assert figure.axes[0].get_xlabel().startswith("ONNX Runtime CPU latency")
     rows, *_ = leaderboard_view(tmp_path, "digits", ["scratch"])
     assert [r[1] for r in rows] == ["lenet5"] and "1 of 3 configurations" in leaderboard_view(tmp_path, "digits",
-                                                                                              ["scratch"])[-1]
+                                                                                              ["scratch"])[5]
+    # every configuration can be picked by name, whatever the filter shows
+    assert labels == ["digits · resnet18 · fine-tune · 32 px", "digits · lenet5 · scratch · 32 px",
+                      "medmnist:pathmnist · lenet5 · scratch · 32 px"]
 
 
 @pytest.mark.heavy
