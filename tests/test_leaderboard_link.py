@@ -52,7 +52,8 @@ def swept(weights, tmp_path):
         _row("lenet5", "feature-extraction", 32, 0, BROKEN)])
     cell = folder / "sweeps" / "a" / CELL
     shutil.copytree(weights / "lenet5-scratch-digits", cell)
-    _write_results(folder / "sweeps" / "a" / "results.csv", [_row("lenet5", "scratch", 28, 0, f"out/{CELL}")])
+    _write_results(folder / "sweeps" / "a" / "results.csv", [_row("lenet5", "scratch", 28, 0, f"out/{CELL}"),
+                                                              _row("lenet5", "scratch", 28, 1, "out/deleted")])
     return folder
 
 
@@ -71,6 +72,7 @@ def test_picked_rows_become_the_models_the_app_offers_and_the_rest_say_why(swept
     assert (f"{NESTED}, seed 0: its run folder sweeps/a/{CELL} is not a model the Compare tab offers" in notes
             and f'"path": "sweeps/a/{CELL}"' in notes)
     assert "digits · gone · scratch · 32 px: not in the sweep results any more" in notes
+    assert f"{NESTED}, seed 1: its run folder sweeps/a/deleted does not exist" in notes
 
     limited = compare_selection([QUADS, LENET], rows, entries, swept, limit=1)
     assert limited.ids == ["quadsnet-scratch-digits"]
@@ -142,7 +144,7 @@ def test_a_person_sends_leaderboard_rows_to_the_compare_tab_in_chromium(swept, t
             table = page.locator("#leaderboard-table")
             expect(table).to_contain_text("quadsnet")
             for name in ("quadsnet", "quadsnet", "feature-extraction"):  # quick clicks, one row twice
-                table.get_by_role("cell", name=name, exact=True).first.click()
+                table.locator("[role=gridcell]").get_by_text(name, exact=True).first.click()
             picks = page.locator("#leaderboard-picks")
             expect(picks).to_contain_text(QUADS)
             expect(picks).to_contain_text(BROKEN_ROW)

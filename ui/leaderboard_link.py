@@ -52,6 +52,11 @@ def _not_offered(where: str, folder: Path, weights: Path) -> str:
     except ValueError:  # outside the weights folder: only its name (the server's paths stay private)
         return (f"{where}: its run folder {folder.name} is not in the app's weights folder; move the sweep there "
                 "and press Rescan")
+    if not folder.is_dir():
+        return f"{where}: its run folder {shown} does not exist (moved or deleted?); press Rescan on this tab"
+    if "/" not in shown:
+        return (f"{where}: its run folder {shown} is not among the Compare tab's models yet; press Rescan models "
+                "on the Compare tab")
     return (f"{where}: its run folder {shown} is not a model the Compare tab offers (it offers the run folders "
             f"directly in the weights folder and those its catalog.json lists). Add "
             f"{{\"id\": \"{folder.name}\", \"source\": \"local\", \"path\": \"{shown}\"}} to catalog.json's "
