@@ -119,6 +119,16 @@ def test_leaderboard_tab_aggregates_seeds_filters_and_sorts(tmp_path):
                       "medmnist:pathmnist · lenet5 · scratch · 32 px"]
 
 
+def test_pareto_plot_names_the_input_size_where_a_data_set_has_several():
+    from train.sweep.plots import accuracy_vs_latency_figure
+    entry = dict(data="digits", arch="lenet5", mode="scratch", img_size="32", onnx_latency_ms_mean=1.0,
+                 accuracy_mean=0.5)
+    two_sizes = [entry, {**entry, "img_size": "64", "onnx_latency_ms_mean": 2.0, "accuracy_mean": 0.6}]
+    assert [t.get_text() for t in accuracy_vs_latency_figure(two_sizes).axes[0].texts] == [
+        "lenet5 scratch 32 px", "lenet5 scratch 64 px"]
+    assert [t.get_text() for t in accuracy_vs_latency_figure([entry]).axes[0].texts] == ["lenet5 scratch"]
+
+
 @pytest.mark.heavy
 @needs_chromium
 def test_leaderboard_tab_shows_the_table_in_chromium(tmp_path):
