@@ -20,7 +20,6 @@ __all__ = ["MAX_DEPTH", "CompareSelection", "sweep_files", "row_label", "compare
 
 MAX_DEPTH = 3  # weights/<sweep>/results.csv or weights/sweeps/<sweep>/results.csv: never the whole disk
 _SEPARATOR = " · "
-_FINISHED = ("done", "resumed", "skipped")  # train.sweep.cells.STATUSES of a cell whose run folder is complete
 
 
 def sweep_files(weights: Path, name: str) -> list[Path]:
@@ -73,11 +72,12 @@ def compare_selection(labels: Sequence[str], rows: Sequence[dict[str, str]], ent
     for label in dict.fromkeys(labels):
         members = sorted((r for r in rows if row_label(r) == label), key=lambda r: int(r.get("seed") or 0))
         if not members:
-            chosen.notes.append(f"{label}: not in the sweep results any more; press Rescan on the Leaderboard tab")
+            chosen.notes.append(f"{label[:200]}: not in the sweep results any more; press Rescan on the "
+                                "Leaderboard tab")
         for row in members:
             where = f"{label}, seed {row.get('seed') or '?'}"
             folder = Path(row.get("run_folder") or "")
-            if row.get("status") not in _FINISHED or not row.get("run_folder"):
+            if not row.get("balanced_accuracy") or not row.get("run_folder"):  # as the leaderboard counts runs
                 error = f": {row['error'][:160]}" if row.get("error") else ""
                 chosen.notes.append(f"{where}: its run did not finish (status {row.get('status') or 'unknown'}{error})")
                 continue
