@@ -57,9 +57,10 @@ def _not_offered(where: str, folder: Path, weights: Path) -> str:
         return (f"{where}: its run folder {shown} is not among the Compare tab's models yet; press Rescan models "
                 "on the Compare tab")
     return (f"{where}: its run folder {shown} is not a model the Compare tab offers (it offers the run folders "
-            f"directly in the weights folder and those its catalog.json lists). Add "
+            "directly in the weights folder and those its catalog.json lists). Re-run the same sweep with "
+            "--catalog WEIGHTS/catalog.json (it adds the finished cells; nothing is trained again) or add "
             f"{{\"id\": \"{folder.name}\", \"source\": \"local\", \"path\": \"{shown}\"}} to catalog.json's "
-            "\"models\" (or sweep with --out set to the weights folder), then press Rescan models on the Compare tab")
+            "\"models\", then press Rescan models on the Compare tab")
 
 
 def compare_selection(labels: Sequence[str], rows: Sequence[dict[str, str]], entries: Iterable[ModelEntry],

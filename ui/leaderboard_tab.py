@@ -60,7 +60,8 @@ def leaderboard_view(weights: str | Path, data: str | None, modes: list[str] | N
     chosen = [e for e in board if e["data"] == data and (not modes or e["mode"] in modes)]
     note = (f"{len(chosen)} of {len(board)} configurations; mean over seeds, test split of each run."
             if board else f"No sweep results under {weights}: run `python -m train.sweep ... --out "
-                          f"{Path(weights) / 'sweeps' / 'NAME'}` and press Rescan.")
+                          f"{Path(weights) / 'sweeps' / 'NAME'} --catalog {Path(weights) / 'catalog.json'}` and "
+                          "press Rescan (--catalog: the Compare tab then offers the sweep's models).")
     figure = accuracy_vs_latency_figure(chosen) if board else None  # no sweeps: no figure to draw at start
     return _table(chosen), figure, data_sets, all_modes, data, note, [row_label(e) for e in board]
 
