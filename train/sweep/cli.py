@@ -124,7 +124,7 @@ def run_sweep(cells: Sequence[Cell], out: str | Path, options: SweepOptions | No
     files = write_results(out, rows)
     if options.catalog:
         added, skipped = add_to_catalog(options.catalog, cells)
-        print(f"{options.catalog}: {len(added)} run folders added"
+        print(f"{options.catalog}: {len(added)} run folder(s) added"
               + "".join(f"\n  not added: {why}" for why in skipped), flush=True)
         files += [Path(options.catalog)] if added else []
     return SweepResult(outcomes, rows, files, seconds)
