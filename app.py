@@ -43,7 +43,7 @@ from ui.events import SLOTS, AppEvents, ExamplePicker, probabilities  # noqa: E4
 from ui.train_tab import build_train_tab, forget_session  # noqa: E402
 from ui.teaching import PLOT_CAPTIONS, PLOT_HEIGHT, PLOT_ROWS, TEACHING_HEADERS, study_reports  # noqa: E402
 from ui.window import WINDOW_AUTO, window_choices  # noqa: E402
-from ui.leaderboard_tab import build_leaderboard_tab  # noqa: E402
+from ui.leaderboard_tab import LeaderboardLink, build_leaderboard_tab  # noqa: E402
 from ui.volume_events import AXIS_LABEL, VolumeEvents  # noqa: E402
 from zoo import inference  # noqa: E402
 from zoo.images import AXES, DEFAULT_AXIS  # noqa: E402
@@ -68,15 +68,18 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
     with gr.Blocks(title=about.TITLE, analytics_enabled=False, delete_cache=app.settings.delete_cache) as demo:
         demo.zoo_app = app  # the tests and benchmarks reach the state through the Blocks object
         gr.Markdown(about.INTRO)
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Compare", id="compare"):
                 page = _compare_tab(app)
             with gr.Tab("Train", id="train"):  # the learner trains models; they join this session's Compare list
                 build_train_tab(app, page.models)
             with gr.Tab("Teaching", id="teaching") as teaching_tab:
                 teaching = _teaching_tab(app)
-            _reference_tabs(app, images)
+            board = _reference_tabs(app, images)
         _wire(demo, app, page, teaching_tab, teaching, images)
+        # the Leaderboard's picked rows: their models ticked in the Compare tab's picker, and that tab shown
+        board.send.click(LeaderboardLink(app).send, inputs=board.picks, outputs=[page.models, tabs, board.sent],
+                         api_visibility="private", **images)
     # a Blocks app has no flagging (that is gr.Interface's), so nothing users send is stored
     demo.queue(max_size=app.settings.queue_size, default_concurrency_limit=2)
     return demo
@@ -231,8 +234,9 @@ def _teaching_tab(app: ComparisonApp) -> SimpleNamespace:
                            trust_text=trust_text, ood_examples=ood_examples, teaching_slots=teaching_slots)
 
 
-def _reference_tabs(app: ComparisonApp, images: dict[str, Any]) -> None:
-    """The tabs that only show: Private (the page served by ui/private.py), Model zoo, Leaderboard."""
+def _reference_tabs(app: ComparisonApp, images: dict[str, Any]) -> SimpleNamespace:
+    """The tabs that mostly show: Private (the page served by ui/private.py), Model zoo, Leaderboard (whose
+    components that reach the Compare tab are returned)."""
     with gr.Tab("Private", id="private"):  # the page itself: web/, served by ui/private.py's routes
         gr.Markdown(PRIVATE_TAB, elem_id="private-tab")
 
@@ -241,7 +245,7 @@ def _reference_tabs(app: ComparisonApp, images: dict[str, Any]) -> None:
         gr.Dataframe(zoo_rows(), headers=ZOO_HEADERS, interactive=False, wrap=True, show_search="search",
                      max_height=1400, pinned_columns=1, label="Architectures")
     # the sweeps (python -m train.sweep) under the weights folder; its plot shares the comparisons' limit
-    build_leaderboard_tab(app.settings.weights, images)
+    return build_leaderboard_tab(app.settings.weights, images)
 
 
 def _wire(demo: gr.Blocks, app: ComparisonApp, page: SimpleNamespace, teaching_tab: gr.Tab,

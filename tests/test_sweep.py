@@ -104,7 +104,7 @@ def test_leaderboard_tab_aggregates_seeds_filters_and_sorts(tmp_path):
     _write_results(tmp_path / "other" / "results.csv", [
         {**common, "data": "medmnist:pathmnist", "arch": "lenet5", "mode": "scratch", "seed": "0",
          "balanced_accuracy": "0.5", "accuracy": "0.5"}])
-    rows, figure, data_sets, modes, data, note = leaderboard_view(tmp_path, None, None)
+    rows, figure, data_sets, modes, data, note, labels = leaderboard_view(tmp_path, None, None)
     assert data_sets == ["digits", "medmnist:pathmnist"] and data == "digits" and modes == ["fine-tune", "scratch"]
     assert len(rows[0]) == len(LEADERBOARD_HEADERS)
     # best first; the failed seed does not count; two seeds give a std and a t-interval (t(0.975, 1) = 12.71)
@@ -113,7 +113,54 @@ def test_leaderboard_tab_aggregates_seeds_filters_and_sorts(tmp_path):
     assert figure.axes[0].get_xlabel().startswith("ONNX Runtime CPU latency")
     rows, *_ = leaderboard_view(tmp_path, "digits", ["scratch"])
     assert [r[1] for r in rows] == ["lenet5"] and "1 of 3 configurations" in leaderboard_view(tmp_path, "digits",
-                                                                                              ["scratch"])[-1]
+                                                                                              ["scratch"])[5]
+    # every configuration can be picked by name, whatever the filter shows
+    assert labels == ["digits · resnet18 · fine-tune · 32 px", "digits · lenet5 · scratch · 32 px",
+                      "medmnist:pathmnist · lenet5 · scratch · 32 px"]
+
+
+def test_catalog_option_lists_the_finished_cells_for_the_app(weights, tmp_path):
+    import json
+
+    from train._errors import ConfigError
+    from train.sweep.catalog import add_to_catalog, check_catalog
+    from zoo.catalog import discover_models
+
+    app_weights = tmp_path / "weights"
+    cells = _cells(app_weights / "sweeps" / "a", seeds=(0, 1))
+    shutil.copytree(weights / "lenet5-scratch-digits", cells[0].folder)  # seed 0 finished, seed 1 never ran
+    catalog = app_weights / "catalog.json"
+    assert add_to_catalog(catalog, cells) == ([cells[0].name], [])
+    assert json.loads(catalog.read_text())["models"][0]["path"] == f"sweeps/a/{cells[0].name}"
+    offered = {e.id: e for e in discover_models(app_weights)}
+    assert offered[cells[0].name].available and cells[1].name not in offered
+    assert add_to_catalog(catalog, cells) == ([], [])  # a re-run adds nothing twice
+    clash = json.loads(catalog.read_text())
+    clash["models"][0]["path"] = "elsewhere"
+    catalog.write_text(json.dumps(clash))
+    assert "already has this id for 'elsewhere'" in add_to_catalog(catalog, cells)[1][0]
+    outside = tmp_path / "other" / "catalog.json"
+    outside.parent.mkdir()
+    assert add_to_catalog(outside, cells) == ([], [f"{cells[0].name}: its folder is not below {outside.parent}; the "
+                                                  "app reads a catalog's local models from the folder the catalog "
+                                                  "is in"])
+    assert not outside.exists()
+    catalog.write_text("{not json")
+    with pytest.raises(ConfigError, match="--catalog: .*is not valid JSON"):
+        check_catalog(catalog)
+    out = tmp_path / "sweep"  # python -m train.sweep refuses it before any cell runs
+    assert main(["--arch", "lenet5", "--data", "digits", "--out", str(out), "--catalog", str(catalog)]) == 2
+    assert not out.exists()
+
+
+def test_pareto_plot_names_the_input_size_where_a_data_set_has_several():
+    from train.sweep.plots import accuracy_vs_latency_figure
+    entry = dict(data="digits", arch="lenet5", mode="scratch", img_size="32", onnx_latency_ms_mean=1.0,
+                 accuracy_mean=0.5)
+    two_sizes = [entry, {**entry, "img_size": "64", "onnx_latency_ms_mean": 2.0, "accuracy_mean": 0.6}]
+    assert [t.get_text() for t in accuracy_vs_latency_figure(two_sizes).axes[0].texts] == [
+        "lenet5 scratch 32 px", "lenet5 scratch 64 px"]
+    assert [t.get_text() for t in accuracy_vs_latency_figure([entry]).axes[0].texts] == ["lenet5 scratch"]
 
 
 @pytest.mark.heavy

@@ -12,6 +12,7 @@ import zoo
 
 from .._errors import ConfigError, TrainError
 from ..config import parse_args
+from .catalog import add_to_catalog, check_catalog
 from .cells import CellOutcome
 from .engines import ENGINES, plan_threads, run_local, run_ray
 from .grid import GRID_KEYS, MAX_CELLS, Cell, build_cells, load_grid_file, validate_cells
@@ -31,6 +32,7 @@ class SweepOptions:
     gpus: float = 0.0               # ray: GPUs per cell
     max_retries: int = 2            # ray: retries of a cell whose worker was lost
     yes: bool = False               # run a grid bigger than MAX_CELLS
+    catalog: str | None = None      # a catalog.json to list the finished cells in (the app's Compare tab offers them)
 
 
 @dataclass
@@ -74,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpus", type=float, default=0.0, help="ray: GPUs per cell")
     parser.add_argument("--max-retries", type=int, default=2, help="ray: retries of a cell whose worker was lost")
     parser.add_argument("--yes", action="store_true", help=f"run a grid of more than {MAX_CELLS} cells")
+    parser.add_argument("--catalog", metavar="JSON", help="list each finished cell in this catalog.json (e.g. "
+                        "weights/catalog.json, with --out below weights/) so that the app's Compare tab offers its "
+                        "model")
     return parser
 
 
@@ -101,6 +106,8 @@ def run_sweep(cells: Sequence[Cell], out: str | Path, options: SweepOptions | No
     """Validate the cells as a whole, run them on the chosen engine, write the tables and plots into `out`."""
     options = options or SweepOptions()
     validate_cells(cells, yes=options.yes)
+    if options.catalog:
+        check_catalog(options.catalog)  # a catalog it could not add to is refused before any cell runs
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -114,7 +121,13 @@ def run_sweep(cells: Sequence[Cell], out: str | Path, options: SweepOptions | No
         raise ConfigError(f"--engine {options.engine!r} is not one of {list(ENGINES)}")
     seconds = time.perf_counter() - start
     rows = [result_row(cell, outcome) for cell, outcome in zip(cells, outcomes)]
-    return SweepResult(outcomes, rows, write_results(out, rows), seconds)
+    files = write_results(out, rows)
+    if options.catalog:
+        added, skipped = add_to_catalog(options.catalog, cells)
+        print(f"{options.catalog}: {len(added)} run folder(s) added"
+              + "".join(f"\n  not added: {why}" for why in skipped), flush=True)
+        files += [Path(options.catalog)] if added else []
+    return SweepResult(outcomes, rows, files, seconds)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shared.setdefault("quiet", True)  # cells run side by side: their progress bars would interleave
         cells = build_cells(axes, shared, args.out)
         options = SweepOptions(engine=args.engine, workers=args.workers, threads=args.threads, address=args.address,
-                               gpus=args.gpus, max_retries=args.max_retries, yes=args.yes)
+                               gpus=args.gpus, max_retries=args.max_retries, yes=args.yes, catalog=args.catalog)
         print(f"sweep: {len(cells)} cells on the {args.engine} engine into {args.out}", flush=True)
         result = run_sweep(cells, args.out, options)
     except (TrainError, zoo.ZooError) as e:

@@ -38,8 +38,10 @@ def accuracy_vs_latency_figure(board: Sequence[dict[str, Any]]) -> Figure:
         entries = [e for e in timed if e["data"] == data]
         points = [(e["onnx_latency_ms_mean"], e["accuracy_mean"]) for e in entries]
         ax.scatter(*zip(*points), label=data, alpha=0.8)
+        several_sizes = len({e["img_size"] for e in entries}) > 1  # then each point says its input size too
         for e, (x, y) in zip(entries, points):
-            ax.annotate(f"{e['arch']} {e['mode']}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            label = f"{e['arch']} {e['mode']}" + (f" {e['img_size']} px" if several_sizes else "")
+            ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         front = [points[i] for i in pareto_front(points)]
         ax.plot(*zip(*front), linestyle="--", marker="o", fillstyle="none", label=f"{data}: Pareto front")
     if not timed:
