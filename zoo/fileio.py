@@ -3,6 +3,7 @@ one) with ordinary permissions, safetensors reading with a clear error for a cor
 file of a run folder with a size cap, without following links out of the folder."""
 from __future__ import annotations
 
+import errno
 import math
 import os
 import stat
@@ -18,8 +19,8 @@ from safetensors import SafetensorError, safe_open
 from ._errors import ZooError
 from .run_layout import MAX_FILE_BYTES
 
-__all__ = ["STALE_TEMPORARY_S", "atomic_write", "check_file_size", "read_safetensors", "read_safetensors_metadata",
-           "read_small_file",
+__all__ = ["STALE_TEMPORARY_S", "atomic_target", "atomic_write", "check_file_size", "is_disk_full", "read_safetensors",
+           "read_safetensors_metadata", "read_small_file",
            "remove_stale_temporary_files",
            "resolve_inside"]
 
@@ -27,6 +28,9 @@ __all__ = ["STALE_TEMPORARY_S", "atomic_write", "check_file_size", "read_safeten
 # write (an ONNX export of the largest model, a download) finishes its file within a minute or two.
 STALE_TEMPORARY_S = 600
 TEMPORARY_PREFIX, TEMPORARY_SUFFIX = ".", ".tmp"  # atomic_write's temporary file: .<name>.<random>.tmp
+
+# what the OS reports when a write finds no room: the disk (or the user's quota) is full
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 
 # mkstemp creates owner-only (0600) files; a finished file gets what open() would have given it (0666 less the
 # umask, usually 0644), so other users and web servers can read published runs. Read once: os.umask can only
@@ -60,6 +64,20 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
             pass
         raise
     _fsync(path.parent, os.O_RDONLY, required=False)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` is the OS saying a write found no room (ENOSPC: the disk is full, or EDQUOT: the quota)."""
+    return isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS
+
+
+def atomic_target(path: str | os.PathLike) -> Path:
+    """The file an atomic write's temporary file (``.<name>.<random>.tmp``) stands for; any other path as it is."""
+    path = Path(path)
+    name = path.name
+    if name.startswith(TEMPORARY_PREFIX) and name.endswith(TEMPORARY_SUFFIX) and name.count(".") >= 3:
+        return path.with_name(name[len(TEMPORARY_PREFIX):-len(TEMPORARY_SUFFIX)].rsplit(".", 1)[0])
+    return path
 
 
 def remove_stale_temporary_files(folder: str | os.PathLike, older_than_s: float = STALE_TEMPORARY_S) -> list[Path]:
