@@ -2,13 +2,17 @@
 `--resume` (card, metrics, ONNX, trust rewritten from its checkpoint) or, when only the ONNX export found no room, the
 run stands and says how to export it later.
 
-ENOSPC is injected where a real full disk reports it for every file of a run folder: the os.fsync of
-zoo.fileio.atomic_write's temporary file (ext4 and xfs report a delayed allocation that found no room at fsync at
-the latest; tmpfs at write). It is a real OSError(ENOSPC) from the real call path, raised in this process, so the
-tests need neither root nor a small filesystem (a tmpfs mount needs privileges CI does not have).
+The full disk is the kernel's own: from the moment it "fills", the temporary file of each atomic write
+(zoo.fileio.atomic_write's ``.<name>.<random>.tmp``, through which every file of a run folder is written) is a link to
+/dev/full, where every write fails with ENOSPC. So each writer meets a real ENOSPC in its own way: Python's file
+objects, torch.save's zip writer (which reports it as a RuntimeError), safetensors' Rust writer (a SafetensorError),
+matplotlib. Tried by hand as well, as root, on real tmpfs mounts of several sizes (the report lists them); a tmpfs
+mount needs privileges CI does not have, /dev/full does not.
 """
 import errno
+import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,25 +28,28 @@ ARGV = ["--arch", "lenet5", "--mode", "feature-extraction", "--pretrained", "fal
 
 
 class FullDisk:
-    """os.fsync raising ENOSPC once the temporary file of `first` (atomic_write's ``.<name>.<random>.tmp``) is synced:
-    from then on for every file (the disk stays full) or, with ``only``, for that file alone (room for small files,
-    not for this one). ``free()`` makes room again."""
+    """The disk fills when the file `first` is written: from then on every atomic write's temporary file is a link to
+    /dev/full (ENOSPC on every write), or, with ``only``, just `first`'s (room for small files, not for this one).
+    ``free()`` makes room again. (A link to /dev/full never gets a successful write, and fsync refuses a device, so
+    atomic_write never renames or chmods one: it removes the link.)"""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, first: str, only: bool = False):
         self.first, self.only, self.full, self.refused = first, only, False, []
-        self._fsync = os.fsync
-        monkeypatch.setattr(os, "fsync", self)
+        self._mkstemp = tempfile.mkstemp
+        monkeypatch.setattr(tempfile, "mkstemp", self._temporary)
 
-    def __call__(self, fd: int) -> None:
-        path = os.readlink(f"/proc/self/fd/{fd}")
-        name = Path(path).name
-        temporary = name.startswith(".") and name.endswith(".tmp")
-        if temporary and name.startswith(f".{self.first}."):
+    def _temporary(self, suffix=None, prefix=None, dir=None, text=False):
+        fd, name = self._mkstemp(suffix=suffix, prefix=prefix, dir=dir, text=text)
+        atomic = (prefix or "").startswith(".") and suffix == ".tmp"
+        if atomic and prefix == f".{self.first}.":
             self.full = True
-        if temporary and self.full and (name.startswith(f".{self.first}.") or not self.only):
-            self.refused.append(name)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-        self._fsync(fd)
+        if atomic and self.full and (prefix == f".{self.first}." or not self.only):
+            os.close(fd)
+            os.unlink(name)
+            os.symlink("/dev/full", name)
+            self.refused.append(prefix[1:-1])
+            fd = os.open(name, os.O_RDWR)
+        return fd, name
 
     def free(self) -> None:
         self.first, self.full = "\0", False
@@ -59,7 +66,7 @@ def test_disk_full_after_the_weights_is_one_line_and_resume_finishes_the_run(tmp
     code = main([*ARGV, "--out", str(run)])
     err = capsys.readouterr().err
     assert code == 3, err
-    assert disk.refused and disk.refused[0].startswith(f".{CONFIG_NAME}.")
+    assert disk.refused and disk.refused[0] == CONFIG_NAME
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert "No space left on device" in lines[0] and f"--resume {run}" in lines[0], lines[0]
@@ -76,7 +83,6 @@ def test_disk_full_after_the_weights_is_one_line_and_resume_finishes_the_run(tmp
     for name in (CONFIG_NAME, CARD_NAME, METRICS_NAME, ONNX_NAME, ONNX_INFO_NAME, "ood.safetensors", "roc.png"):
         assert (run / name).is_file(), name
     assert (run / WEIGHTS_NAME).read_bytes() == weights  # the same model: the checkpoint's best weights
-    import json
     before, after = json.loads(metrics), json.loads((run / METRICS_NAME).read_text())
     assert after["test"] == before["test"] and after["history"] == before["history"]
     assert after["timing"]["train_s"] == pytest.approx(before["timing"]["train_s"], rel=0.5)
@@ -116,3 +122,39 @@ def test_no_onnx_file_without_its_record_when_onnx_json_finds_no_room(tmp_path, 
         zoo.export_onnx(model, tmp_path / ONNX_NAME)
     assert raised.value.errno == errno.ENOSPC
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither model.onnx nor a temporary file
+
+
+def test_every_writer_of_a_run_folder_reports_a_full_disk_as_enospc(tmp_path, monkeypatch):
+    """torch.save reports ENOSPC as a RuntimeError ("unexpected pos", from its zip writer); the run folder's writers
+    all raise it as OSError(ENOSPC), leaving nothing behind. (safetensors replaces a linked temporary file instead of
+    writing through it, so its case is below.)"""
+    import matplotlib.pyplot as plt
+
+    from train.checkpoint import save_checkpoint, write_json
+    from train.plots import save_figure
+
+    model = zoo.create_model("lenet5", num_classes=3)
+    writes = {"checkpoint.pt": lambda: save_checkpoint(tmp_path / "checkpoint.pt", {"model": model.state_dict()}),
+              "curves.png": lambda: save_figure(plt.figure(), tmp_path / "curves.png"),
+              METRICS_NAME: lambda: write_json(tmp_path / METRICS_NAME, {"accuracy": 0.5})}
+    for name, write in writes.items():
+        with monkeypatch.context() as patch:
+            FullDisk(patch, name)
+            with pytest.raises(OSError) as raised:
+                write()
+        assert raised.value.errno == errno.ENOSPC, name
+        assert sorted(p.name for p in tmp_path.iterdir()) == [], name
+
+
+def test_safetensors_own_report_of_a_full_disk_is_raised_as_enospc(tmp_path):
+    """On a full tmpfs (tried as root), safetensors.torch.save_file raised exactly this SafetensorError; atomic_write
+    turns the OS error it names into that OSError, so a full disk while writing the weights reads as one."""
+    from safetensors import SafetensorError
+
+    from zoo.fileio import atomic_write
+
+    with pytest.raises(OSError) as raised:
+        with atomic_write(tmp_path / WEIGHTS_NAME) as f:
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == f.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

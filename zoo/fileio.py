@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import re
 import stat
 import tempfile
 import time
@@ -57,13 +58,32 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
         _fsync(tmp, os.O_RDWR)  # by name: the data may have been written through another handle
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        refused = _os_error_in(e, tmp)
+        if refused is not None:
+            raise refused from e
         raise
     _fsync(path.parent, os.O_RDONLY, required=False)
+
+
+# how Rust's std::io::Error shows an OS error (safetensors writes by file name in Rust): "... (os error 28)"
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _os_error_in(error: BaseException, path: str) -> OSError | None:
+    """The OSError a writer library reported as its own exception (safetensors' SafetensorError says "(os error
+    28)"), so that a full disk reads as one wherever it happened; None for an OSError itself or anything else."""
+    if isinstance(error, OSError):
+        return None
+    found = _RUST_OS_ERROR.search(str(error))
+    if found is None:
+        return None
+    number = int(found.group(1))
+    return OSError(number, os.strerror(number), path)
 
 
 def is_disk_full(error: BaseException) -> bool:
