@@ -70,7 +70,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
             torch.save(state, sink)
         except RuntimeError:
             if sink.error is not None:  # torch's zip writer reports a refused write as "unexpected pos ..."
-                raise sink.error from None
+                raise OSError(sink.error.errno, sink.error.strerror, f.name) from None
             raise
     return Path(path)
 

@@ -280,7 +280,7 @@ def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.dev
 
 def _disk_full_message(error: OSError, run_dir: Path) -> str:
     """What a full disk did to the run in `run_dir` and how to finish it once there is room."""
-    what = (f"{error.strerror} writing {atomic_target(error.filename)}" if error.filename else str(error))
+    what = (error.strerror or str(error)) + (f" writing {atomic_target(error.filename)}" if error.filename else "")
     if (run_dir / RUN_CONFIG_NAME).is_file():
         todo = (f"free some space, then finish the run with python -m train --resume {run_dir} (it continues from "
                 f"its last checkpoint and writes what is missing; no --overwrite needed)")
