@@ -266,6 +266,7 @@ def _wire(demo: gr.Blocks, app: ComparisonApp, page: SimpleNamespace, teaching_t
     show_inputs = dict(fn=events.model_inputs, inputs=[page.image_file, page.models, *window_inputs, page.volume_view],
                        outputs=input_outputs, **private, **images)
     page.replace.upload(events.uploaded_file, inputs=page.replace, outputs=page.image_file, **private)
+    page.image_file.upload(events.renamed_upload, inputs=page.image_file, outputs=page.image_file, **private, **images)
     page.examples.select(ExamplePicker(app.examples, page.image_file).pick, inputs=None, outputs=page.image_file,
                          **private)
     page.image_file.change(

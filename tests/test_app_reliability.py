@@ -17,7 +17,7 @@ import torch
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import zoo  # noqa: E402
-from _serve import serve  # noqa: E402
+from _serve import browser, needs_chromium, serve  # noqa: E402, F401  (browser: the fixture)
 from ui.public_errors import public_message  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,6 +116,44 @@ def test_an_upload_name_with_bidirectional_controls_is_shown_escaped(state, tmp_
     message = caught.value.message
     assert not set(BIDI_CONTROLS) & set(message), message
     assert "every" + "".join(f"\\u{ord(c):04x}" for c in BIDI_CONTROLS) + ".png: " in message
+
+
+@pytest.mark.heavy
+@needs_chromium
+def test_gradios_file_widget_shows_an_upload_name_escaped_in_chromium(browser, tmp_path):
+    """gr.File shows the name it serves a file under: on the old app "report\u202egnp.exe" read "reportpng.exe"
+    there (and in its download link) while the app's own text said report\\u202egnp.exe."""
+    import app
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    demo, url = serve(app.Settings(weights=tmp_path / "none", examples_dir=tmp_path / "examples"))
+    dropped, replaced = tmp_path / "report\u202egnp.exe", tmp_path / "scan\u2067\u200f1.png"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(dropped, format="PNG")
+    Image.new("L", (30, 20), 90).save(replaced, format="PNG")
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(url)
+        page.locator("#compare-button").wait_for()
+        name, link = page.locator("#image-file td.filename"), page.locator("#image-file a.download-link")
+        for path, shown, info in ((dropped, "report\\u202egnp.exe", "PNG, 40×30 px"),
+                                  (replaced, "scan\\u2067\\u200f1.png", "PNG, 30×20 px")):
+            if path is dropped:  # dropped on the empty file box
+                page.locator("#image-file input[type=file]").set_input_files(str(path))
+            else:  # the Replace button
+                with page.expect_file_chooser() as chooser:
+                    page.locator("#replace-image").click()
+                chooser.value.set_files(str(path))
+            expect(name).to_have_attribute("aria-label", shown)
+            assert "".join(name.inner_text().split()) == shown
+            expect(link).to_have_attribute("download", shown)
+            expect(page.locator("#image-info")).to_contain_text(f"{shown}: {info}")
+            text = page.evaluate("() => document.querySelector('#image-file').outerHTML")
+            assert not set(BIDI_CONTROLS) & set(text), [c for c in text if c in BIDI_CONTROLS]
+    finally:
+        page.close()
+        demo.close()
 
 
 def test_every_handler_that_reads_an_image_shares_the_comparison_limit(tmp_path):

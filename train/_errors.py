@@ -17,6 +17,11 @@ class NonFiniteError(TrainError):
     """A loss or a weight became NaN or infinite; the message names the epoch and step."""
 
 
+class DiskFullError(TrainError):
+    """A write found no room on the disk (ENOSPC, or EDQUOT: the quota); every file written is whole or absent, and
+    the message says how to finish the run once there is room."""
+
+
 class TrainingInterrupted(Exception):
     """SIGINT/SIGTERM stopped the run after a step; a checkpoint was saved for --resume."""
 

@@ -67,8 +67,31 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """torch.save ``state`` atomically, after checking that every tensor in it is finite."""
     _check_finite(state, "checkpoint")
     with atomic_write(path, "wb") as f:
-        torch.save(state, f)
+        sink = _WriteErrors(f)
+        try:
+            torch.save(state, sink)
+        except RuntimeError:
+            if sink.error is not None:  # torch's zip writer reports a refused write as "unexpected pos ..."
+                raise OSError(sink.error.errno, sink.error.strerror, f.name) from None
+            raise
     return Path(path)
+
+
+class _WriteErrors:
+    """A binary file for torch.save that keeps the OSError of a refused write (ENOSPC: the disk is full)."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:

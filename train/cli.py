@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from ._errors import TrainError, TrainingInterrupted
+from ._errors import DiskFullError, TrainError, TrainingInterrupted
 from .config import parse_args
 from .distributed import is_main_process
 from .logs import configure_logging
@@ -18,8 +18,10 @@ def _option(key: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run `python -m train` with `argv`; returns the exit status (0 ok, 1 push failed, 2 bad input, 130 stopped)."""
+    """Run `python -m train` with `argv`; returns the exit status (0 ok, 1 push failed, 2 bad input, 3 the disk is
+    full, 130 stopped)."""
     from zoo import ZooError
+    from zoo.fileio import is_disk_full
     try:
         cfg, resume, given = parse_args(argv)
         if cfg.push_to_hub:  # a bad repo id or a missing token fails now, not after the run
@@ -42,9 +44,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("aborted by a second Ctrl-C: the last checkpoint (end of the previous epoch or the "
               "previous interruption) is intact", file=sys.stderr)
         return 130
+    except DiskFullError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except (TrainError, ZooError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk outside a run folder (the zoo's cache, the feature cache)
+        if not is_disk_full(e):
+            raise
+        print(f"error: the disk is full ({e}); free some space and run the command again", file=sys.stderr)
+        return 3
     if not is_main_process():  # under torchrun rank 0 reports and pushes
         return 0
     m = result.metrics

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import auc, roc_curve  # noqa: E402
 
+from zoo.fileio import atomic_write  # noqa: E402
 from zoo.run_layout import PLOT_FILES  # noqa: E402
 
 from .metrics import METRIC_TITLES  # noqa: E402
@@ -107,7 +108,10 @@ def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     """Write `fig` as a PNG (tight layout, 110 dpi) and close it; returns the path."""
     path = Path(path)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_write(path) as f:  # a full disk or a kill leaves no torn PNG
+            fig.savefig(f, format="png", dpi=110)
+    finally:
+        plt.close(fig)
     return path
 

@@ -19,11 +19,12 @@ import numpy as np
 import torch
 
 import zoo
+from zoo.fileio import atomic_target, atomic_write, is_disk_full
 from zoo.run_layout import (CHECKPOINT_NAME, METRICS_NAME, ONNX_NAME, PLOT_FILES, RUN_CONFIG_NAME, RUN_FILES,
-                            SKIPPED_NAME, SPLIT_NAME, WEIGHTS_NAME)
+                            SKIPPED_NAME, SPLIT_NAME, run_is_complete)
 
 from . import distributed
-from ._errors import ConfigError, DataError, TrainingInterrupted
+from ._errors import ConfigError, DataError, DiskFullError, TrainingInterrupted
 from .augment import eval_transform, train_transform
 from .card import CardData, CardOutcome, card_sections, run_facts
 from .checkpoint import load_checkpoint, write_json
@@ -34,6 +35,7 @@ from .engine import SplitData, Trainer
 from .features import FeatureMemo, cache_key, load_cached, plan_cache, store_cached, weights_digest
 from .logs import configure_logging
 from .metrics import classification_metrics, flat_metrics
+from .onnx_step import export_run_onnx
 from .plots import plot_confusion_matrix, plot_curves, plot_roc
 from .trust import TRUST_SECTION, TrustFit, fit_run_trust
 
@@ -134,7 +136,7 @@ def _check_run_dir(run_dir: Path, overwrite: bool) -> None:
         # with or without a checkpoint: --resume restarts a run stopped before its first one
         started = (run_dir / CHECKPOINT_NAME).exists() or (run_dir / RUN_CONFIG_NAME).exists()
         hint = (f"; it holds an unfinished run: continue it with --resume {run_dir}"
-                if started and not (run_dir / WEIGHTS_NAME).exists() else "")
+                if started and not run_is_complete(run_dir) else "")
         raise ConfigError(f"run folder {run_dir} already holds a run ({', '.join(existing[:4])}"
                           f"{', ...' if len(existing) > 4 else ''}){hint}; pass --overwrite to replace "
                           "it or choose another --out/--name")
@@ -268,15 +270,43 @@ def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.dev
          hooks: RunHooks) -> RunResult:
     source, splits = _prepare(cfg, progress, hooks)
     run_dir = _run_dir(cfg, source.name)
+    try:
+        return _train_in(run_dir, cfg, source, splits, resume, on_step, device, progress, hooks)
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        raise DiskFullError(_disk_full_message(e, run_dir)) from None
+
+
+def _disk_full_message(error: OSError, run_dir: Path) -> str:
+    """What a full disk did to the run in `run_dir` and how to finish it once there is room."""
+    what = (error.strerror or str(error)) + (f" writing {atomic_target(error.filename)}" if error.filename else "")
+    if (run_dir / RUN_CONFIG_NAME).is_file():
+        todo = (f"free some space, then finish the run with python -m train --resume {run_dir} (it continues from "
+                f"its last checkpoint and writes what is missing; no --overwrite needed)")
+    else:
+        todo = "free some space, then run the same command again"
+    return (f"the disk is full ({what}); every file written so far is whole (a file that did not fit was not "
+            f"written), so nothing is lost: {todo}")
+
+
+def _train_in(run_dir: Path, cfg: TrainConfig, source: DataSource, splits: Splits, resume: str | Path | None,
+              on_step, device: torch.device, progress: bool, hooks: RunHooks) -> RunResult:
+    """Train in (or resume) the run folder `run_dir` and write it; see run_training."""
     main_process = distributed.is_main_process() and hooks.write_run  # who writes files (no one without a folder)
     checkpoint = None
     if resume is None and hooks.write_run:
         _check_run_dir(run_dir, cfg.overwrite)
     else:
+        if run_is_complete(run_dir):
+            missing_onnx = (f"; its {ONNX_NAME} is missing: export it with python -m zoo export {run_dir}"
+                            if cfg.onnx and not (run_dir / ONNX_NAME).is_file() else "")
+            raise ConfigError(f"{run_dir} is a finished run (its weights, config, card and metrics exist); nothing "
+                              f"to resume{missing_onnx}")
         if (run_dir / CHECKPOINT_NAME).is_file():
             checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME, required=("model", "optimizer", "rng", "state"))
-        elif (run_dir / WEIGHTS_NAME).is_file():
-            raise ConfigError(f"{run_dir} is a finished run ({WEIGHTS_NAME} exists); nothing to resume")
+            if checkpoint["state"].get("finished"):  # stopped in its final writes (a full disk, a kill)
+                _logger.info("%s finished training; writing what its run folder lacks from its checkpoint", run_dir)
         else:  # stopped (killed, out of memory, SIGTERM while extracting features) before its first checkpoint
             _logger.info("%s has no %s: the run stopped before its first checkpoint, so it restarts from "
                          "its %s", run_dir, CHECKPOINT_NAME, RUN_CONFIG_NAME)
@@ -285,8 +315,6 @@ def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.dev
         if saved is not None and saved != current:
             raise DataError(f"the data of {cfg.data} changed since {run_dir} started (its split differs "
                             "from split.json); resuming would mix two datasets. Start a new run")
-        if checkpoint and checkpoint["state"].get("finished") and (run_dir / WEIGHTS_NAME).is_file():
-            raise ConfigError(f"{run_dir} is a finished run (model.safetensors exists); nothing to resume")
 
     with distributed.main_process_first():  # the first use may store offline weights in the zoo's cache
         model, data_config, schema = _create_model(cfg, source, splits)
@@ -301,7 +329,8 @@ def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.dev
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume is None:
             _clear_run_files(run_dir)
-            (run_dir / RUN_CONFIG_NAME).write_text(config_to_yaml(cfg), encoding="utf-8")
+            with atomic_write(run_dir / RUN_CONFIG_NAME, "w") as f:
+                f.write(config_to_yaml(cfg))
         if checkpoint is None:  # a new run, or a restarted one (which may have been killed before this)
             write_json(run_dir / SPLIT_NAME,
                        split_record(source, splits, cfg.effective_split_seed, cfg.val_frac, cfg.test_frac))
@@ -342,7 +371,7 @@ def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.dev
     start = time.perf_counter()
     try:
         state = trainer.fit(source.label_names, checkpoint=checkpoint)
-        train_s = time.perf_counter() - start
+        train_s = time.perf_counter() - start + _trained_before_s(checkpoint)
         test, probs, labels = trainer.evaluate("test", source.label_names)  # every rank: the whole test split
     finally:
         trainer.close()
@@ -357,7 +386,7 @@ def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.dev
         _write_outputs(cfg, run_dir, trainer, source, splits, data_config, in_chans, test, probs, labels,
                        flat, plan, timing, hooks.held_out)
         if cfg.onnx:
-            _export_onnx(run_dir, trainer.model, split_data["test"])
+            export_run_onnx(run_dir, trainer.model, split_data["test"])
     distributed.barrier()
     _logger.info("test: %s", "  ".join(f"{k} {v:.4f}" for k, v in flat.items()))
     if hooks.write_run:
@@ -365,6 +394,15 @@ def _run(cfg: TrainConfig, resume: str | Path | None, on_step, device: torch.dev
     return RunResult(run_dir=run_dir, config=cfg, test=test, metrics=flat, history=state.history,
                      best_epoch=state.best_epoch, params=zoo.count_params(trainer.model), timing=timing,
                      test_probs=test_probs, test_labels=test_labels)
+
+
+def _trained_before_s(checkpoint: dict[str, Any] | None) -> float:
+    """Seconds of training a resumed run did before its checkpoint (its epochs and the started one)."""
+    if checkpoint is None:
+        return 0.0
+    state = checkpoint["state"]
+    return (sum(float(h.get("time_s", 0.0)) for h in state.get("history", ()))
+            + float(state.get("partial", {}).get("time_s", 0.0)))
 
 
 def _saved_split(run_dir: Path) -> dict[str, Any] | None:
@@ -499,27 +537,3 @@ def _held_out_sections(sections: dict[str, str], source: DataSource, held_out: H
         f"- Trained on all {n} images of {source.name}; the evaluation above comes from {held_out.protocol}, "
         "whose models never saw the images they were scored on. With so few images the intervals are wide; "
         "expect different results on images from other scanners, sites or populations.")
-
-
-ONNX_VERIFY_IMAGES = 64  # test images the ONNX export is verified on (all of a smaller test split)
-
-
-def _export_onnx(run_dir: Path, model: torch.nn.Module, test: SplitData) -> None:
-    """model.onnx beside the weights, verified against PyTorch on the run's test images.
-
-    A model that does not verify leaves the run folder as it was (the run itself succeeded): a warning says why.
-    """
-    count = min(ONNX_VERIFY_IMAGES, len(test.dataset))
-    inputs = torch.stack([test.dataset[i][0] for i in range(count)]) if count else None  # (N, C, H, W)
-    metadata = test.metadata[:count] if count and test.metadata is not None else None
-    try:
-        result = zoo.export_onnx(model, run_dir / ONNX_NAME, inputs=inputs, metadata=metadata,
-                                 inputs_source=f"test images of {run_dir.name}" if count else None,
-                                 weights=run_dir / "model.safetensors")
-    except zoo.ZooError as e:
-        _logger.warning("model.onnx not written: %s", e)
-        return
-    v = result.info["verification"]
-    _logger.info("onnx: %s verified on %d %s: max |Δ logit| %.2g, top-1 identical on %.0f%%", result.path,
-                 v["inputs"], "test images" if count else "reference inputs", v["max_abs_diff"],
-                 100 * v["top1_agreement"])

@@ -22,6 +22,7 @@ from .state import ComparisonApp, metadata_record
 from .teaching import (PLOT_CAPTIONS, TEACHING_HEADERS, ExampleOODChecks, column_widths, params_figure,
                        teaching_markdown, teaching_sections, teaching_table, trust_lesson, with_mode_comparison)
 from .train_tab import session_of
+from .upload_names import displayable_upload
 from .volume import VolumeView, view_note
 from .window import WINDOW_MANUAL, chosen_window, window_note
 
@@ -132,8 +133,15 @@ class AppEvents:
 
     @staticmethod
     def uploaded_file(path: str | None) -> str | None:
-        """The "Replace image…" button's upload becomes the image input's file."""
-        return path
+        """The "Replace image…" button's upload becomes the image input's file, under a name shown as it is."""
+        return displayable_upload(path)
+
+    @staticmethod
+    def renamed_upload(path: str | None) -> Any:
+        """An upload dropped on the image input whose name holds bidirectional or control characters: the same
+        file under its printable name, which the file widget then shows; otherwise nothing changes."""
+        shown = displayable_upload(path)
+        return gr.skip() if shown == path else shown
 
     @staticmethod
     def manual_window() -> str:

@@ -17,6 +17,7 @@ import torch
 
 from . import count_params, create_model, get_architecture, list_architectures, load_pretrained
 from ._errors import ZooError
+from .fileio import atomic_target, is_disk_full
 from .eval_transform import eval_transform
 from .model_imports import IMPORTS, RECORDED_REFERENCE
 from .offline_weights import OFFLINE_WEIGHTS
@@ -166,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     except ZooError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        print(f"error: the disk is full ({e.strerror} writing {atomic_target(e.filename or '')}); nothing was left "
+              "half-written: free some space and run the command again", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -3,8 +3,10 @@ one) with ordinary permissions, safetensors reading with a clear error for a cor
 file of a run folder with a size cap, without following links out of the folder."""
 from __future__ import annotations
 
+import errno
 import math
 import os
+import re
 import stat
 import tempfile
 import time
@@ -18,8 +20,8 @@ from safetensors import SafetensorError, safe_open
 from ._errors import ZooError
 from .run_layout import MAX_FILE_BYTES
 
-__all__ = ["STALE_TEMPORARY_S", "atomic_write", "check_file_size", "read_safetensors", "read_safetensors_metadata",
-           "read_small_file",
+__all__ = ["STALE_TEMPORARY_S", "atomic_target", "atomic_write", "check_file_size", "is_disk_full", "read_safetensors",
+           "read_safetensors_metadata", "read_small_file",
            "remove_stale_temporary_files",
            "resolve_inside"]
 
@@ -27,6 +29,9 @@ __all__ = ["STALE_TEMPORARY_S", "atomic_write", "check_file_size", "read_safeten
 # write (an ONNX export of the largest model, a download) finishes its file within a minute or two.
 STALE_TEMPORARY_S = 600
 TEMPORARY_PREFIX, TEMPORARY_SUFFIX = ".", ".tmp"  # atomic_write's temporary file: .<name>.<random>.tmp
+
+# what the OS reports when a write finds no room: the disk (or the user's quota) is full
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 
 # mkstemp creates owner-only (0600) files; a finished file gets what open() would have given it (0666 less the
 # umask, usually 0644), so other users and web servers can read published runs. Read once: os.umask can only
@@ -53,13 +58,46 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
         _fsync(tmp, os.O_RDWR)  # by name: the data may have been written through another handle
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        refused = _os_error_in(e, tmp)
+        if refused is not None:
+            raise refused from e
         raise
     _fsync(path.parent, os.O_RDONLY, required=False)
+
+
+# how Rust's std::io::Error shows an OS error (safetensors writes by file name in Rust): "... (os error 28)"
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _os_error_in(error: BaseException, path: str) -> OSError | None:
+    """The OSError a writer library reported as its own exception (safetensors' SafetensorError says "(os error
+    28)"), so that a full disk reads as one wherever it happened; None for an OSError itself or anything else."""
+    if isinstance(error, OSError):
+        return None
+    found = _RUST_OS_ERROR.search(str(error))
+    if found is None:
+        return None
+    number = int(found.group(1))
+    return OSError(number, os.strerror(number), path)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` is the OS saying a write found no room (ENOSPC: the disk is full, or EDQUOT: the quota)."""
+    return isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS
+
+
+def atomic_target(path: str | os.PathLike) -> Path:
+    """The file an atomic write's temporary file (``.<name>.<random>.tmp``) stands for; any other path as it is."""
+    path = Path(path)
+    name = path.name
+    if name.startswith(TEMPORARY_PREFIX) and name.endswith(TEMPORARY_SUFFIX) and name.count(".") >= 3:
+        return path.with_name(name[len(TEMPORARY_PREFIX):-len(TEMPORARY_SUFFIX)].rsplit(".", 1)[0])
+    return path
 
 
 def remove_stale_temporary_files(folder: str | os.PathLike, older_than_s: float = STALE_TEMPORARY_S) -> list[Path]:

@@ -11,7 +11,7 @@ from .ood import ood_method, ood_method_names
 from .onnx_io import FEATURES_NAME, INPUT_NAME, METADATA_NAME, OUTPUT_NAME, OnnxIO
 from .run_layout import ONNX_INFO_NAME, OOD_NAME
 
-__all__ = ["onnx_card_section", "update_card_section"]
+__all__ = ["onnx_card_section", "onnx_failure_section", "update_card_section"]
 
 
 _CARD_TITLE = "## ONNX Runtime"
@@ -92,6 +92,15 @@ def onnx_card_section(io_spec: OnnxIO, info: dict[str, Any]) -> str:
     snippet = (_SNIPPET.replace("METADATA\n", metadata).replace("FEEDS", feeds).replace("OOD_FILE", OOD_NAME)
                .replace("OOD_SCORES", _ood_scores()))
     return "\n".join([_CARD_TITLE, "", *lines, snippet, ""])
+
+
+def onnx_failure_section(reason: str, retry: str) -> str:
+    """The model card's ONNX section when the run's export failed: why, and the command that exports it later
+    (whose success replaces this section with onnx_card_section's)."""
+    return "\n".join([_CARD_TITLE, "", f"`model.onnx` was not exported at the end of this run ({reason}). The PyTorch "
+                      "weights, this card and the metrics are complete and do not depend on it. Once the cause is "
+                      f"fixed (e.g. space freed on the disk), export it with `{retry}`: it is verified against the "
+                      "PyTorch weights before it is written, and this section then describes it.", ""])
 
 
 def _ood_scores() -> str:

@@ -187,7 +187,11 @@ def export_onnx(model_or_folder: nn.Module | str | os.PathLike, path: str | os.P
     }
     with atomic_write(path) as f:
         f.write(data)
-    write_info(path.parent, path.name, info)
+    try:
+        write_info(path.parent, path.name, info)
+    except BaseException:  # e.g. no room left for onnx.json: no model.onnx without its record
+        path.unlink(missing_ok=True)
+        raise
     remember_verification(info)
     if update_card and (path.parent / CARD_NAME).is_file():
         update_card_section(path.parent / CARD_NAME, onnx_card_section(io_spec, info))

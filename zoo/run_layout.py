@@ -6,10 +6,12 @@ resumable checkpoint). The zoo, the catalog, training and publishing all take th
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = ["WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME", "METRICS_NAME", "RUN_CONFIG_NAME", "CHECKPOINT_NAME",
            "SPLIT_NAME", "SKIPPED_NAME", "PLOT_FILES", "OOD_NAME", "RELIABILITY_PLOT", "TRUST_FILES",
            "ONNX_NAME", "ONNX_INT8_NAME", "ONNX_INFO_NAME", "ONNX_FILES",
-           "PUBLISHABLE", "RUN_FILES", "MAX_FILE_BYTES"]
+           "PUBLISHABLE", "RUN_FILES", "COMPLETE_RUN_FILES", "MAX_FILE_BYTES", "run_is_complete"]
 
 # the Hub / timm layout (what zoo.save_pretrained writes and zoo.load_pretrained reads)
 WEIGHTS_NAME = "model.safetensors"
@@ -38,6 +40,15 @@ PUBLISHABLE = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, METRICS_NAME, SPLIT_NAME, R
 # every file a training run writes; --overwrite replaces exactly these and leaves anything else alone
 RUN_FILES = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, METRICS_NAME, RUN_CONFIG_NAME, SPLIT_NAME, SKIPPED_NAME,
              CHECKPOINT_NAME, *PLOT_FILES.values(), *TRUST_FILES, *ONNX_FILES)
+# a run folder holding all of these is finished (written last: the weights, config.json, then the card); the ONNX
+# export after them is optional, and a run stopped before them (a full disk, a kill) is finished by --resume
+COMPLETE_RUN_FILES = (METRICS_NAME, WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)
+
+
+def run_is_complete(folder: str | Path) -> bool:
+    """Whether the run folder `folder` holds a finished run (every one of COMPLETE_RUN_FILES)."""
+    return all((Path(folder) / name).is_file() for name in COMPLETE_RUN_FILES)
+
 
 # The largest file of each kind the zoo reads, checked (os.stat locally, the Hub's file metadata remotely) BEFORE a
 # byte is read or downloaded: a bigger one cannot be one the zoo wrote, and reading it first would cost its size

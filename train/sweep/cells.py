@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo.run_layout import METRICS_NAME, RUN_CONFIG_NAME, WEIGHTS_NAME
+from zoo.run_layout import RUN_CONFIG_NAME, run_is_complete
 
 from .._errors import TrainingInterrupted
 from ..config import TrainConfig, load_yaml_config
@@ -29,11 +29,6 @@ class CellOutcome:
     status: str
     error: str = ""
     seconds: float = 0.0
-
-
-def run_is_complete(folder: Path) -> bool:
-    """A run folder whose metrics and weights are written (the ONNX export after them is optional)."""
-    return (folder / METRICS_NAME).is_file() and (folder / WEIGHTS_NAME).is_file()
 
 
 def _conflict(folder: Path, config: TrainConfig) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures as futures
 import multiprocessing
 import os
+import signal
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -36,11 +37,46 @@ def _job(cell: Cell) -> tuple[str, dict]:
     return cell.name, asdict(cell.config)
 
 
+# A pool worker's own record of Ctrl-C. The terminal sends SIGINT to the driver and every worker at once; the pool has
+# already handed a worker its next cell (concurrent.futures queues one call ahead, out of reach of cancel_futures),
+# so without it a worker whose cell stopped would start the next one and run it whole after Ctrl-C.
+_WORKER = {"ctrl_c": False, "in_cell": False}
+
+
+def _worker_sigint(signum, frame) -> None:
+    """SIGINT in a pool worker: inside a cell it stops the cell (python -m train's own handler takes over while it
+    trains); between cells it is remembered, so no further cell starts (and the idle worker does not die)."""
+    _WORKER["ctrl_c"] = True
+    if _WORKER["in_cell"]:
+        raise KeyboardInterrupt
+
+
+def _start_worker() -> None:
+    signal.signal(signal.SIGINT, _worker_sigint)
+
+
+def _local_cell(name: str, config: dict, threads: int) -> CellOutcome:
+    """run_cell in a pool worker, unless Ctrl-C already reached this worker."""
+    if _WORKER["ctrl_c"]:
+        return CellOutcome(name, "interrupted", "Ctrl-C before it started")
+    _WORKER["in_cell"] = True
+    try:
+        outcome = run_cell(name, config, threads)
+    finally:
+        _WORKER["in_cell"] = False
+    if outcome.status == "interrupted":  # this worker got Ctrl-C
+        _WORKER["ctrl_c"] = True
+    return outcome
+
+
 def run_local(cells: Sequence[Cell], workers: int, threads: int, report: Report) -> list[CellOutcome]:
-    """Run the cells on a pool of `workers` spawned processes (fresh interpreters: no torch state shared)."""
+    """Run the cells on a pool of `workers` spawned processes (fresh interpreters: no torch state shared).
+
+    Ctrl-C: the running cells checkpoint and report "interrupted", and no further cell starts."""
     outcomes: dict[str, CellOutcome] = {}
-    pool = futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-    pending = {pool.submit(run_cell, *_job(cell), threads): cell.name for cell in cells}
+    pool = futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_start_worker)
+    pending = {pool.submit(_local_cell, *_job(cell), threads): cell.name for cell in cells}
     try:
         for future in futures.as_completed(pending):
             outcomes[pending[future]] = _result(future, pending[future])

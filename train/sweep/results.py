@@ -4,6 +4,7 @@ marked) and transfer_modes.png (the transfer modes side by side per architecture
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import time
@@ -13,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
+from zoo.fileio import atomic_write
 from zoo.onnx_export import OnnxIO, check_onnx_file, onnx_session
 from zoo.run_layout import CONFIG_NAME, METRICS_NAME, ONNX_NAME, RUN_CONFIG_NAME
 
@@ -93,10 +95,13 @@ def _text(value: Any) -> str:
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows({k: _text(row.get(k)) for k in columns} for row in rows)
+    """The table, atomically: a second Ctrl-C or a full disk leaves the previous results.csv, never a torn one."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(columns))
+    writer.writeheader()
+    writer.writerows({k: _text(row.get(k)) for k in columns} for row in rows)
+    with atomic_write(path) as f:
+        f.write(text.getvalue().encode("utf-8"))
 
 
 def read_results(path: str | Path) -> list[dict[str, str]]:
@@ -170,7 +175,8 @@ def write_results(out: Path, rows: Sequence[dict[str, Any]]) -> list[Path]:
     _write_csv(out / RESULTS_NAME, RESULT_COLUMNS, rows)
     board = leaderboard(rows)
     _write_csv(out / LEADERBOARD_NAME, leaderboard_columns(), board)
-    (out / LEADERBOARD_MD).write_text(leaderboard_markdown(board), encoding="utf-8")
+    with atomic_write(out / LEADERBOARD_MD, "w") as f:
+        f.write(leaderboard_markdown(board))
     written = [out / RESULTS_NAME, out / LEADERBOARD_NAME, out / LEADERBOARD_MD]
     if board:
         written.append(plot_accuracy_vs_latency(board, out / PARETO_PLOT))
