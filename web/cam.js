@@ -138,6 +138,7 @@ export function heatmapFigure(heatmap, input, preprocessing, settings, grey) {
   legend.style.background = `linear-gradient(to right, ${colors.join(", ")})`;
   if (grey) legend.style.filter = "grayscale(1)";
   const words = Object.assign(document.createElement("div"), { className: "legend-words" });
+  words.style.width = legend.style.width;
   words.append(Object.assign(document.createElement("span"), { textContent: settings.least }),
     Object.assign(document.createElement("span"), { textContent: settings.most }));
   const caption = document.createElement("figcaption");
