@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+CLIENT_TIMEOUT_S = 300  # httpx's default (5 s) times calls out while 20 clients queue for the app's workers
 VARIANTS = {"none": "no heatmaps", "onnx": "heatmaps from the ONNX feature map (closed form)",
             "torch": "heatmaps from pytorch-grad-cam on the PyTorch models (before)"}
 
@@ -76,7 +77,7 @@ def load_run(url: str, image: Path, models: list[str], heatmaps: bool, clients: 
     start_line = threading.Barrier(clients)
 
     def client_loop() -> None:
-        client = Client(url, verbose=False)
+        client = Client(url, verbose=False, httpx_kwargs={"timeout": CLIENT_TIMEOUT_S})
         start_line.wait()
         for _ in range(calls):
             start = time.perf_counter()
