@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 import zoo
-from _app_zoo import TINY_MODELS, build_tiny_zoo, packaged_examples
+from _app_zoo import LESIONS, TINY_MODELS, build_tiny_zoo, packaged_examples
 
 CALIBRATED = "lenet5-scratch-digits"
 WITH_OOD = "lite0-fe-digits"  # gets OOD statistics fitted on digits, so the page's OOD check is compared too
@@ -19,6 +19,13 @@ WITH_OOD = "lite0-fe-digits"  # gets OOD statistics fitted on digits, so the pag
 # check compares the page's arithmetic with the server's, not what the statistics mean
 WITH_MAHALANOBIS = "lenet5-meta-lesions"
 TRUST = {"temperature": 1.7, "conformal": {"alpha": 0.1, "threshold": 0.85, "n_calibration": 100}}
+SCHEMA = dict(sex=["female", "male"], site=["back", "face", "hand"])
+# runs whose Grad-CAM has the closed form (zoo.onnx_cam), so that the page computes their heatmaps: LeNet-5 at 48 px
+# (its C5 map is 5x5 there; 1x1 at the tiny zoo's 32 px, which falls back) with the mlp head and the metadata head
+# (its linear layer's first D columns), untrained: the page's arithmetic is compared with the server's
+CAM_MODELS = {"lenet48-mlp-lesions": dict(head="mlp", mlp_hidden=16),
+              "lenet48-meta-lesions": dict(head="metadata", metadata_hidden=8, metadata_schema=SCHEMA)}
+CAM_SIZE = 48
 
 
 def build_private_zoo(weights: Path) -> Path:
@@ -34,8 +41,25 @@ def build_private_zoo(weights: Path) -> Path:
     config_path.write_text(json.dumps(config, indent=2))
     fit_digit_ood(weights / WITH_OOD)
     fit_digit_ood(weights / WITH_MAHALANOBIS, method="mahalanobis")
+    for seed, (run, kwargs) in enumerate(CAM_MODELS.items(), start=10):
+        add_cam_run(weights / run, seed, kwargs)
     marker.write_text("ok")
     return weights
+
+
+def add_cam_run(folder: Path, seed: int, kwargs: dict) -> None:
+    """An exported LeNet-5 run at CAM_SIZE px with these create_model kwargs (random weights, fixed seed)."""
+    import warnings
+
+    import torch
+
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = zoo.create_model("lenet5", num_classes=len(LESIONS), mode="scratch", **kwargs)
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (1, CAM_SIZE, CAM_SIZE)}
+    zoo.save_pretrained(model.eval(), folder, label_names=LESIONS, dataset="lesions")
+    zoo.export_onnx(folder)
 
 
 def fit_digit_ood(folder: Path, count: int = 300, method: str = "knn-cosine") -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from _app_zoo import TINY_MODELS
-from _private_zoo import CALIBRATED, build_private_zoo, parity_images
+from _private_zoo import CALIBRATED, CAM_MODELS, build_private_zoo, parity_images
 from ui.private import ORT_DIST, WEB_DIR, private_routes
 from ui.settings import Settings
 from zoo.images import load_image, to_model_mode
@@ -70,7 +70,7 @@ def client(weights):
 def test_the_listing_offers_small_verified_models_and_says_why_not_the_others(client):
     listing = client.get("/private/api/models").json()
     offered = {m["id"] for m in listing["models"]}
-    assert offered == {"lenet5-scratch-digits", "lenet5-meta-lesions"}
+    assert offered == {"lenet5-scratch-digits", "lenet5-meta-lesions", *CAM_MODELS}
     reasons = {m["id"]: m["reason"] for m in listing["not_offered"]}
     assert "over private mode's limit of 2 MB" in reasons["lite0-fe-digits"]
     assert "over private mode's limit" in reasons["quadsnet-scratch-digits"]
@@ -101,7 +101,7 @@ def test_the_bundle_states_the_format_the_page_reads(client):
     from ui.private import BUNDLE_VERSION
 
     bundle = client.get(f"/private/api/models/{CALIBRATED}/bundle.json").json()
-    assert bundle["format_version"] == BUNDLE_VERSION == 1
+    assert bundle["format_version"] == BUNDLE_VERSION == 2
     page_version = re.findall(r"^const BUNDLE_VERSION = (\d+);$", (WEB_DIR / "private.js").read_text(), re.M)
     assert page_version == [str(BUNDLE_VERSION)]
 
@@ -163,3 +163,74 @@ def test_a_model_resized_as_tensorflow_does_is_not_offered_with_the_reason(weigh
     assert listing["models"] == []
     reason = next(m["reason"] for m in listing["not_offered"] if m["id"] == "tf-resized")
     assert "resize 'tf-bilinear'" in reason and "not implemented in the browser" in reason
+
+
+def test_a_closed_form_models_bundle_carries_its_heads_weights_and_the_download_counts_them(client, weights):
+    """cam.bin holds exactly the head weights the server's Grad-CAM uses (read from the verified model.onnx), laid out
+    as the bundle says; the listing's download size counts them; a model without the closed form gets the server's
+    reason instead."""
+    import zoo
+    from zoo.onnx_cam import CLOSED_FORMS
+
+    listing = client.get("/private/api/models").json()
+    assert listing["heatmap"]["image_weight"] == 0.55 and len(listing["heatmap"]["colors"]) == 256
+    sizes = {m["id"]: m for m in listing["models"]}
+    for model, form in zip(CAM_MODELS, ("mlp", "linear")):
+        bundle = client.get(f"/private/api/models/{model}/bundle.json").json()
+        assert bundle["cam"]["form"] == form and bundle["cam_reason"] is None and bundle["cam"]["channels"] == 120
+        data = client.get(f"/private/api/models/{model}/cam.bin").content
+        assert len(data) == bundle["cam"]["bytes"] and sizes[model]["cam_sha256"] == bundle["cam"]["sha256"]
+        assert sizes[model]["download_bytes"] == bundle["onnx"]["bytes"] + len(data)  # no OOD bank in these runs
+        head = zoo.load_backend(weights / model, "onnx", export_missing=False).cam_head
+        values = np.frombuffer(data, dtype="<f4")
+        assert list(bundle["cam"]["arrays"]) == list(CLOSED_FORMS[form])
+        for role, place in bundle["cam"]["arrays"].items():
+            array = values[place["offset"]:place["offset"] + int(np.prod(place["shape"]))].reshape(place["shape"])
+            assert np.array_equal(array, head.weights[role]), role
+    plain = client.get(f"/private/api/models/{CALIBRATED}/bundle.json").json()
+    assert plain["cam"] is None and plain["cam_reason"].startswith("no heatmap in private mode: its last feature map "
+                                                                   "is 1x1, under 3 px a side")
+    assert client.get(f"/private/api/models/{CALIBRATED}/cam.bin").status_code == 404
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed (apt-get install nodejs)")
+def test_cam_js_gives_the_servers_map_and_gradient(tmp_path):
+    """web/cam.js's head gradients and map (OpenCV's bilinear resize written out) against zoo.onnx_cam's, on random
+    maps of odd shapes, up- and down-sampled, for both closed forms."""
+    from zoo.onnx_cam import CamHead, cam_mask
+
+    rng = np.random.default_rng(0)
+    cases, expected = [], []
+    for D, h, w, H, W in ((16, 5, 5, 48, 48), (8, 3, 4, 37, 50), (32, 7, 7, 224, 224), (4, 1, 6, 10, 60),
+                          (6, 9, 9, 4, 5)):
+        feature_map = rng.standard_normal((D, h, w)).astype(np.float32)
+        pooled = feature_map.mean(axis=(1, 2))
+        hidden, classes = 11, 3
+        heads = {"linear": {"weight": rng.standard_normal((classes, D + 2)).astype(np.float32)},
+                 "mlp": {"fc1.weight": rng.standard_normal((hidden, D)).astype(np.float32),
+                         "fc1.bias": rng.standard_normal(hidden).astype(np.float32),
+                         "fc2.weight": rng.standard_normal((classes, hidden)).astype(np.float32)}}
+        for form, weights in heads.items():
+            gradient = CamHead(form, weights, D).gradient(pooled, 2)
+            expected.append((gradient, cam_mask(feature_map, gradient, (H, W))))
+            cases.append({"cam": {"form": form, "channels": D,
+                                  "arrays": {k: {"shape": list(v.shape)} for k, v in weights.items()}},
+                          "arrays": {k: v.ravel().tolist() for k, v in weights.items()},
+                          "map": feature_map.ravel().tolist(), "pooled": pooled.tolist(), "size": [D, h, w, H, W]})
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    script = f"""
+        import {{ camMask, headGradient }} from {json.dumps((WEB_DIR / "cam.js").as_uri())};
+        import fs from "fs";
+        const out = JSON.parse(fs.readFileSync({json.dumps(str(tmp_path / "cases.json"))})).map((c) => {{
+          const arrays = Object.fromEntries(Object.entries(c.arrays).map(([k, v]) => [k, Float32Array.from(v)]));
+          const gradient = headGradient(c.cam, arrays, Float32Array.from(c.pooled), 2, 3);
+          const [D, h, w, H, W] = c.size;
+          return [Array.from(gradient), Array.from(camMask(Float32Array.from(c.map), D, h, w, gradient, H, W))];
+        }});
+        fs.writeFileSync({json.dumps(str(tmp_path / "out.json"))}, JSON.stringify(out));"""
+    subprocess.run([NODE, "--input-type=module", "-e", script], check=True, timeout=120)
+    for case, (want_gradient, want_mask), (gradient, mask) in zip(
+            cases, expected, json.loads((tmp_path / "out.json").read_text())):
+        np.testing.assert_allclose(gradient, want_gradient, rtol=1e-6, atol=1e-9, err_msg=case["cam"]["form"])
+        got = np.asarray(mask, dtype=np.float32).reshape(want_mask.shape)
+        assert float(np.abs(got - want_mask).max()) <= 1e-5, (case["size"], float(np.abs(got - want_mask).max()))

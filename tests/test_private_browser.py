@@ -1,6 +1,6 @@
 """Private mode in a real browser (Debian's Chromium through Playwright): the page computes the comparison
-itself, equal to the server's /compare records and ONNX Runtime probabilities, and no request it makes
-carries the image or leaves 127.0.0.1."""
+itself, equal to the server's /compare records and ONNX Runtime probabilities, its Grad-CAM heatmaps equal to the
+server's closed form (zoo.onnx_cam), and no request it makes carries the image or leaves 127.0.0.1."""
 import base64
 import os
 from urllib.parse import urlparse
@@ -12,8 +12,8 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from _app_zoo import TINY_MODELS, packaged_examples  # noqa: E402
-from _private_zoo import (CALIBRATED, WITH_MAHALANOBIS, WITH_OOD, build_private_zoo, chest_xray,  # noqa: E402
-                          parity_images)
+from _private_zoo import (CALIBRATED, CAM_MODELS, WITH_MAHALANOBIS, WITH_OOD, build_private_zoo,  # noqa: E402
+                          chest_xray, parity_images)
 from _serve import browser, needs_chromium, serve  # noqa: E402, F401  (browser: the fixture)
 from ui.private import ORT_DIST  # noqa: E402
 
@@ -21,6 +21,7 @@ pytestmark = needs_chromium
 MODELS = list(TINY_MODELS)
 TOLERANCE = 1e-3
 OOD_TOLERANCE = 1e-4  # |score difference| page vs server, every OOD method
+CAM_TOLERANCE = 1e-3  # max |map difference| page vs server, both at the model's input size
 if not (ORT_DIST / "ort.wasm.min.js").is_file():
     pytestmark = pytest.mark.skip(reason="web/node_modules missing: run npm ci --omit=dev in web/ (.ci/run does it)")
 
@@ -212,7 +213,7 @@ def test_a_bundle_the_page_cannot_use_fails_its_column_alone(browser, server):
     context.close()
 
 
-@pytest.mark.parametrize("version", [2, None])
+@pytest.mark.parametrize("version", [1, 3, None])  # 1: a bundle from before heatmaps; 3: a newer app's
 def test_a_bundle_of_another_format_is_refused_by_the_page_alone(browser, server, version):
     """A server of a newer app (or one from before bundles were versioned) sends a bundle this page cannot read:
     that model fails, saying so and what to do, and the other model answers."""
@@ -230,7 +231,7 @@ def test_a_bundle_of_another_format_is_refused_by_the_page_alone(browser, server
     results, status = run_private(page, packaged_examples()["retina"], [CALIBRATED, "lenet5-meta-lesions"])
     error = results[CALIBRATED]["error"]
     assert f"its bundle.json has format version {'null' if version is None else version}, " in error, error
-    assert "this page reads version 1" in error and "Reload the page" in error
+    assert "this page reads version 2" in error and "Reload the page" in error
     assert results["lenet5-meta-lesions"]["error"] is None and "1 of 2 models answered" in status, status
     context.close()
 
@@ -277,4 +278,80 @@ def test_an_ood_method_the_page_does_not_know_gives_no_ood_check_never_a_pass(br
     assert mine["error"] is None and mine["top_k"] and "2 of 2 models answered" in status, (mine, status)
     assert mine["ood"] is None and mine["ood_reason"].startswith("no OOD check: method energy is not known"), mine
     assert results[WITH_MAHALANOBIS]["ood"] is not None, results[WITH_MAHALANOBIS]
+    context.close()
+
+
+def server_heatmap(weights, model, image):
+    """(the server's Grad-CAM map at the model's input size, its source, its class) for `image`: zoo.inference's
+    heatmap on the ONNX backend, with /compare's all-unknown metadata."""
+    from zoo import inference
+    from zoo.catalog import discover_models
+    from zoo.images import load_image
+
+    [entry] = [e for e in discover_models(weights) if e.id == model]
+    loaded = inference.ModelCache(max_models=1, backend="onnx").get(entry)
+    prediction = inference.predict(loaded, load_image(image).image, {"age": None, "sex": None, "site": None})
+    cam = inference.heatmap(loaded, prediction)
+    return cam.mask, cam.source_note, loaded.label_names[prediction.class_index]
+
+
+def test_the_pages_heatmaps_equal_the_servers_and_no_request_carries_the_image(page, server, tmp_path):
+    _, weights = server
+    chosen = [*CAM_MODELS, CALIBRATED]  # two closed forms (mlp, linear with metadata) and a model without one
+    worst = {}
+    images = {**parity_images(tmp_path), "chest": chest_xray()}
+    for name, image in images.items():
+        data = image.read_bytes()
+        needles = [data[:32].hex(), base64.b64encode(data[:3000])[100:164].decode()]
+        requests = []
+
+        def record(request, requests=requests):
+            requests.append(request)
+
+        page.on("request", record)
+        results, status = run_private(page, image, chosen)
+        page.remove_listener("request", record)
+        assert "3 of 3 models answered" in status, status
+        for request in requests:
+            assert urlparse(request.url).hostname == "127.0.0.1" and request.method == "GET", request.url
+            assert request.post_data_buffer is None and not any(n in request.url for n in needles), request.url
+        for model in CAM_MODELS:
+            mine = results[model]
+            assert mine["error"] is None and mine["heatmap_source"] == "onnx", (model, mine.get("heatmap_reason"))
+            expected, source, label = server_heatmap(weights, model, image)
+            assert source == "onnx" and mine["heatmap"]["label"] == label, (model, source, mine["heatmap"]["label"])
+            got = np.asarray(mine["heatmap"]["mask"], dtype=np.float32).reshape(mine["heatmap"]["height"],
+                                                                                mine["heatmap"]["width"])
+            assert got.shape == expected.shape, (got.shape, expected.shape)
+            worst[(name, model)] = float(np.abs(got - expected).max())
+        # a model without the closed form says why, in the words of the server's heatmap_source
+        _, source, _ = server_heatmap(weights, CALIBRATED, image)
+        reason = results[CALIBRATED]["heatmap_reason"]
+        assert results[CALIBRATED]["heatmap"] is None and reason.startswith("no heatmap in private mode: "), reason
+        assert source == f"torch ({reason.split(': ', 1)[1].split('; the Compare tab')[0]})", (source, reason)
+    print("max |Δ map| page vs server:", max(worst.values()), worst)
+    assert max(worst.values()) <= CAM_TOLERANCE, worst
+    shown = page.locator(f".column[data-model='{next(iter(CAM_MODELS))}'] canvas.heatmap-image")
+    assert shown.evaluate("c => [c.width, c.height]") == [240, 240]  # 48 px scaled by 5, to at least 224
+    assert "1x1, under 3 px" in page.locator(f".column[data-model='{CALIBRATED}']").inner_text()
+    page.screenshot(path="test-artifacts/private-heatmaps.png", full_page=True)
+
+
+def test_damaged_head_weights_cost_that_model_its_heatmap_only(browser, server, tmp_path):
+    """cam.bin cut short (a proxy, a disk error): that model answers without a heatmap, saying why; the other model's
+    heatmap is drawn."""
+    damaged, intact = CAM_MODELS
+    context = browser.new_context()  # a fresh cache: cam.bin is fetched (and cut) here
+    page = context.new_page()
+    page.route(f"**/api/models/{damaged}/cam.bin*",
+               lambda route: route.fulfill(response=route.fetch(), body=route.fetch().body()[:100]))
+    page.goto(server[0] + "private/")
+    page.wait_for_function("document.body.dataset.state === 'ready'")
+    results, status = run_private(page, parity_images(tmp_path)["retina"], [damaged, intact])
+    assert "2 of 2 models answered" in status, status
+    assert results[damaged]["top_k"] and results[damaged]["heatmap"] is None
+    assert "cam.bin) are 100 bytes, its bundle says" in results[damaged]["heatmap_reason"], results[damaged]
+    assert "cam.bin" in page.locator(f".column[data-model='{damaged}']").inner_text()
+    assert results[intact]["heatmap_source"] == "onnx"
+    assert page.locator(f".column[data-model='{intact}'] canvas.heatmap-image").count() == 1
     context.close()

@@ -3,7 +3,8 @@
 The server's part is read-only: it serves the page (web/private.html, web/private.js, web/preprocess.js),
 onnxruntime-web's files from web/node_modules (installed by `npm ci`, never a CDN), and, for each model on
 offer, what the page needs to run it: the verified model.onnx, a small JSON bundle (its format version,
-preprocessing, labels, temperature, conformal threshold, metadata default) and the OOD bank as raw float32. A model is on offer
+preprocessing, labels, temperature, conformal threshold, metadata default, Grad-CAM's closed form), the OOD bank and
+the head's weights for Grad-CAM (ui.private_cam) as raw float32. A model is on offer
 when it is a local run folder whose model.onnx ONNX Runtime accepted as verified for its weights
 (zoo.load_backend), whose download (model.onnx plus the OOD bank) is no larger than MAX_ONNX_BYTES in all, with a
 preprocessing the page implements, and whose trust values pass the server's own validation (zoo.trust.read_trust:
@@ -45,6 +46,7 @@ from zoo.run_layout import CONFIG_NAME, ONNX_NAME, OOD_NAME, WEIGHTS_NAME
 from zoo.prediction_sets import ThresholdSets
 from zoo.trust import Trust, read_trust
 
+from .private_cam import CAM_FILE, cam_bundle, page_heatmap_settings
 from .public_errors import public_message
 from .settings import APP_ROOT, Settings
 
@@ -54,7 +56,8 @@ __all__ = ["PAGE_PATH", "BUNDLE_VERSION", "MAX_ONNX_BYTES", "INTERPOLATIONS", "W
 PAGE_PATH = "/private/"
 # the format of a model's bundle.json; web/private.js declares the version it reads and refuses any other
 # (a tab left open across an update of the app, or a stale cached page). Raise it when a key changes meaning.
-BUNDLE_VERSION = 1
+# 2: "cam" and "cam_reason" (the page's Grad-CAM; a version-1 bundle cached by the page lacks them)
+BUNDLE_VERSION = 2
 MAX_ONNX_BYTES = 100 * 2**20  # a model's download (ONNX + OOD bank) over this is not offered: a tab would hold it
 # PIL's resampling filters, all implemented in web/preprocess.js (the names timm's pretrained_cfg uses)
 INTERPOLATIONS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
@@ -62,7 +65,7 @@ WEB_DIR = APP_ROOT / "web"
 ORT_DIST = WEB_DIR / "node_modules" / "onnxruntime-web" / "dist"
 # what the page loads: onnxruntime-web's WebAssembly build (the UMD script, its ES-module loader and the binary)
 _ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
-_PAGE_FILES = ("private.js", "preprocess.js", "private.css")
+_PAGE_FILES = ("private.js", "preprocess.js", "cam.js", "private.css")
 _MEDIA_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm",
                 ".css": "text/css", ".html": "text/html; charset=utf-8"}
 # cross-origin isolation, so that the page may use SharedArrayBuffer and onnxruntime-web's threads
@@ -77,7 +80,9 @@ model's ONNX file and settings from this server once, keeps them in the browser'
 your image **inside the page** with ONNX Runtime Web (WebAssembly): **the image is never uploaded**, and no
 request the page makes carries it. PNG and JPEG only (DICOM needs the server mode of the Compare tab); models
 whose download (ONNX file and OOD feature bank) is larger than {MAX_ONNX_BYTES // 2**20} MB are not offered there.
-Grad-CAM needs the PyTorch model and is not available in private mode.
+Grad-CAM heatmaps are computed in the page too, for models whose head gives Grad-CAM's gradient in closed form
+(a linear or MLP head on the pooled last feature map, checked when the ONNX file was exported); the others say
+why they have none (the Compare tab makes theirs with PyTorch).
 """
 
 
@@ -96,6 +101,12 @@ class OfferedModel:
     onnx_path: Path
     bundle: dict[str, Any]
     ood_bank: bytes | None = field(default=None, repr=False)  # (N, D) float32, little-endian
+    cam_weights: bytes | None = field(default=None, repr=False)  # the head's weights, float32 (ui.private_cam)
+
+    @property
+    def download_bytes(self) -> int:
+        """What the browser downloads for it: the ONNX file, the OOD bank and the head's weights."""
+        return self.bundle["onnx"]["bytes"] + len(self.ood_bank or b"") + len(self.cam_weights or b"")
 
 
 def _preprocessing(config: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
@@ -163,7 +174,7 @@ def _bundle(entry: ModelEntry, backend: Backend, trust: Trust, preprocessing: di
         "conformal": ({"alpha": trust.prediction_sets.alpha, "threshold": trust.prediction_sets.threshold}
                       if isinstance(trust.prediction_sets, ThresholdSets) and trust.temperature is not None else None),
         "onnx": {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "outputs": outputs},
-        "metadata_unknown": None, "ood": None, "ood_reason": None,
+        "metadata_unknown": None, "ood": None, "ood_reason": None, "cam": None, "cam_reason": None,
     }
     if backend.metadata_schema is not None:  # the page has no metadata fields: every one unknown, as in /compare
         bundle["metadata_unknown"] = backend.metadata_schema.encode([{}])[0].tolist()
@@ -225,7 +236,9 @@ def _offer(entry: ModelEntry, max_bytes: int) -> tuple[OfferedModel | None, str 
     except ZooError as e:
         return None, f"its trust values were refused: {e}"
     bundle, ood_bank = _bundle(entry, backend, trust, preprocessing, data)
-    return OfferedModel(entry.id, onnx_path, bundle, ood_bank), None
+    spare = max_bytes - len(data) - len(ood_bank or b"")
+    bundle["cam"], bundle["cam_reason"], cam_weights = cam_bundle(backend, spare)
+    return OfferedModel(entry.id, onnx_path, bundle, ood_bank, cam_weights), None
 
 
 class PrivateOffer:
@@ -270,12 +283,12 @@ class PrivateOffer:
     def listing(self) -> dict[str, Any]:
         """What the page shows: the offered models (with their files' digests) and the others with the reason."""
         self.refresh()
-        return {"max_onnx_bytes": self.max_bytes,
+        return {"max_onnx_bytes": self.max_bytes, "heatmap": page_heatmap_settings(),
                 "models": [{"id": m.id, "onnx_sha256": m.bundle["onnx"]["sha256"],
                             "onnx_bytes": m.bundle["onnx"]["bytes"],
                             "ood_sha256": (m.bundle["ood"] or {}).get("sha256"),
-                            # what the browser downloads for it: the ONNX file and the OOD bank
-                            "download_bytes": m.bundle["onnx"]["bytes"] + len(m.ood_bank or b"")}
+                            "cam_sha256": (m.bundle["cam"] or {}).get("sha256"),
+                            "download_bytes": m.download_bytes}
                            for m in self.models.values()],
                 "not_offered": [{"id": i, "reason": r} for i, r in self.refused.items()]}
 
@@ -329,7 +342,9 @@ def private_routes(settings: Settings, max_bytes: int = MAX_ONNX_BYTES) -> list[
             return Response(data, media_type="application/octet-stream", headers=_headers(True))
         if kind == "ood.bin" and model.ood_bank is not None:
             return Response(model.ood_bank, media_type="application/octet-stream", headers=_headers(True))
-        return _not_found(f"{model.id} has no file {kind!r} (bundle.json, {ONNX_NAME}, ood.bin)")
+        if kind == CAM_FILE and model.cam_weights is not None:
+            return Response(model.cam_weights, media_type="application/octet-stream", headers=_headers(True))
+        return _not_found(f"{model.id} has no file {kind!r} (bundle.json, {ONNX_NAME}, ood.bin, {CAM_FILE})")
 
     base = PAGE_PATH.rstrip("/")
     return [Route(PAGE_PATH, page, methods=["GET"]),

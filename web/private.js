@@ -1,6 +1,8 @@
 // The private comparison page: models run in this browser with onnxruntime-web (global `ort`, loaded by
 // private.html from this app), the image is decoded and preprocessed here (preprocess.js) and never sent.
-// Every request below goes to this app: the model list, and per model its bundle, ONNX file and OOD statistics.
+// Every request below goes to this app: the model list, and per model its bundle, ONNX file, OOD statistics and
+// its head's weights for Grad-CAM (cam.js computes the heatmap here from the graph's feature map).
+import { camMask, headGradient, heatmapFigure } from "./cam.js";
 import { preprocess, resize } from "./preprocess.js";
 
 const MIN_MODELS = 2, MAX_MODELS = 6;
@@ -9,6 +11,7 @@ const CACHE_NAME = "zoo-private-v1";
 const $ = (id) => document.getElementById(id);
 const sessions = new Map(); // model id + sha256 -> {bundle, session, ood}
 const state = { listing: null, results: {} };
+const heatmapInputs = new WeakMap(); // record -> {input (the model's input tensor), preprocessing}: what the map is drawn over
 window.zooPrivate = state; // read by the tests and the benchmark
 
 function say(text, isError = false) {
@@ -52,7 +55,7 @@ async function cachedBytes(url) {
 
 // The bundle.json format this page reads (ui/private.py BUNDLE_VERSION). A bundle of another version is refused,
 // never half-read; the version is in the bundle's URL too, so a copy cached for another version is never reused.
-const BUNDLE_VERSION = 1;
+const BUNDLE_VERSION = 2;
 
 async function loadModel(entry) {
   const key = `${entry.id}@${entry.onnx_sha256}`;
@@ -79,9 +82,30 @@ async function loadModel(entry) {
     ood = Object.fromEntries(Object.entries(bundle.ood.arrays).map(([name, { shape, offset }]) =>
       [name, data.subarray(offset, offset + shape.reduce((a, b) => a * b, 1))]));
   }
-  const model = { bundle, session, ood };
+  const model = { bundle, session, ood, ...await loadCam(base, bundle) };
   sessions.set(key, model);
   return model;
+}
+
+// The head's weights by role, views into cam.bin (ui/private_cam.py lays them out); a file that does not fit its
+// bundle costs this model its heatmap only: {cam: null, camProblem: why}.
+async function loadCam(base, bundle) {
+  if (!bundle.cam) return { cam: null, camProblem: null };
+  try {
+    const bytes = await cachedBytes(`${base}cam.bin?v=${bundle.cam.sha256}`);
+    if (bytes.length !== bundle.cam.bytes) {
+      throw new Error(`its head's weights (cam.bin) are ${bytes.length} bytes, its bundle says ${bundle.cam.bytes}`);
+    }
+    const data = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4);
+    const cam = Object.fromEntries(Object.entries(bundle.cam.arrays).map(([role, { shape, offset }]) => {
+      const size = shape.reduce((a, b) => a * b, 1);
+      if (!(offset >= 0 && offset + size <= data.length)) throw new Error(`its head's ${role} lies outside cam.bin`);
+      return [role, data.subarray(offset, offset + size)];
+    }));
+    return { cam, camProblem: null };
+  } catch (e) {
+    return { cam: null, camProblem: `no heatmap: ${String(e.message || e).slice(0, 300)}; reload the page` };
+  }
 }
 
 function isDicom(bytes, name) {
@@ -189,11 +213,12 @@ function ranked(probabilities, labels, k) {
 // One model on the decoded image: the same record fields as the server's /compare, computed here.
 async function runModel(entry, image, topK) {
   const start = performance.now();
-  const { bundle, session, ood } = await loadModel(entry);
+  const { bundle, session, ood, cam, camProblem } = await loadModel(entry);
   const loadedAt = performance.now();
   const cfg = bundle.preprocessing;
   const [c, h, w] = cfg.input_size;
-  const feeds = { pixel_values: new ort.Tensor("float32", preprocess(image.rgba, image.width, image.height, cfg), [1, c, h, w]) };
+  const input = preprocess(image.rgba, image.width, image.height, cfg);
+  const feeds = { pixel_values: new ort.Tensor("float32", input, [1, c, h, w]) };
   if (bundle.metadata_unknown) {
     feeds.metadata = new ort.Tensor("float32", Float32Array.from(bundle.metadata_unknown), [1, bundle.metadata_unknown.length]);
   }
@@ -243,7 +268,43 @@ async function runModel(entry, image, topK) {
   }
   record.latency_ms = performance.now() - loadedAt;
   record.load_ms = loadedAt - start;
+  record.heatmap = null;
+  record.heatmap_reason = camProblem ?? bundle.cam_reason;
+  if (cam) {
+    const camStart = performance.now();
+    try { // the prediction stands even if its explanation fails
+      Object.assign(record, heatmapOf(bundle, cam, outputs, probabilities, input));
+      heatmapInputs.set(record, { input, preprocessing: cfg });
+    } catch (e) {
+      record.heatmap_reason = `no heatmap: Grad-CAM failed in this browser (${String(e.message || e).slice(0, 300)})`;
+    }
+    record.cam_ms = performance.now() - camStart;
+  }
   return record;
+}
+
+// Grad-CAM of the top class from this pass's feature map (zoo.gradcam.heatmap's closed form), at the model's input
+// size: {heatmap: {mask (row-major), height, width, ...}, heatmap_source: "onnx", cam_note}.
+function heatmapOf(bundle, cam, outputs, probabilities, input) {
+  const map = outputs.feature_map;
+  if (!map || map.dims.length !== 4 || map.dims[0] !== 1 || map.dims[1] !== bundle.cam.channels) {
+    throw new Error(`the graph gave no feature map of ${bundle.cam.channels} channels (${map ? `[${map.dims}]` : "none"})`);
+  }
+  if (!Array.from(map.data).every(Number.isFinite)) throw new Error("its feature map is not finite for this image");
+  const [, D, fh, fw] = map.dims, [, h, w] = bundle.preprocessing.input_size;
+  // what the head read: the graph's `features` output of the same pass (the map's mean where it has none)
+  const pooled = outputs.features?.data ?? Float64Array.from({ length: D }, (_, k) =>
+    map.data.subarray(k * fh * fw, (k + 1) * fh * fw).reduce((a, b) => a + b, 0) / (fh * fw));
+  const index = probabilities.indexOf(Math.max(...probabilities)); // the top class, as the server's argmax
+  const gradient = headGradient(bundle.cam, cam, pooled, index, bundle.label_names.length);
+  const mask = camMask(map.data, D, fh, fw, gradient, h, w);
+  const label = bundle.label_names[index];
+  return {
+    heatmap: { mask: Array.from(mask), height: h, width: w, layer: bundle.cam.layer, label },
+    heatmap_source: "onnx",
+    cam_note: mask.some((v) => v > 0) ? null : `Grad-CAM found no region with positive evidence for \`${label}\` ` +
+      `at layer ${bundle.cam.layer}: the map is empty.`,
+  };
 }
 
 function column(record) {
@@ -289,8 +350,20 @@ function column(record) {
   }
   add("ood", record.ood ? `OOD check: score ${record.ood.score.toFixed(3)}, threshold ${record.ood.threshold.toFixed(3)}` +
     (record.ood.flagged ? " (flagged)" : " (passed)") : record.ood_reason);
+  if (record.heatmap) {
+    try { // a map that cannot be drawn costs the column its picture only
+      const { input, preprocessing } = heatmapInputs.get(record);
+      div.append(heatmapFigure(record.heatmap, input, preprocessing, state.listing.heatmap, Boolean(record.ood?.flagged)));
+      if (record.cam_note) add("note", record.cam_note);
+    } catch (e) {
+      add("no-heatmap note", `no heatmap: it cannot be drawn (${String(e.message || e).slice(0, 200)})`);
+    }
+  } else {
+    add("no-heatmap note", record.heatmap_reason ?? "no heatmap");
+  }
   add("latency", `Latency ${record.latency_ms.toFixed(1)} ms in this browser` +
-    (record.load_ms > 1 ? ` (+ ${record.load_ms.toFixed(0)} ms to load the model)` : ""));
+    (record.load_ms > 1 ? ` (+ ${record.load_ms.toFixed(0)} ms to load the model)` : "") +
+    (record.cam_ms !== undefined ? `; Grad-CAM ${record.cam_ms.toFixed(1)} ms` : ""));
   return div;
 }
 

@@ -20,9 +20,10 @@ from .model_cache import LoadedModel
 from .onnx_cam import cam_mask
 from .prediction import Prediction, model_view
 
-__all__ = ["CAM_DISPLAY_SIZE", "Heatmap", "cam_overlay", "grad_cam", "heatmap", "onnx_cam_ready"]
+__all__ = ["CAM_DISPLAY_SIZE", "CAM_IMAGE_WEIGHT", "Heatmap", "cam_overlay", "grad_cam", "heatmap", "onnx_cam_ready"]
 
 CAM_DISPLAY_SIZE = 224  # heatmaps of small inputs (LeNet's 32 px) are upscaled to at least this for display
+CAM_IMAGE_WEIGHT = 0.55  # the image's share of the overlay (pytorch-grad-cam's show_cam_on_image; the page's too)
 
 
 class _WithMetadata(nn.Module):
@@ -115,7 +116,8 @@ def cam_overlay(loaded: LoadedModel, prediction: Prediction, mask: np.ndarray,
     """The heatmap over the model's view of the image, (H', W', 3) uint8, at least `display_size` wide."""
     from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: PLC0415
 
-    overlay = show_cam_on_image(model_view(loaded, prediction.input), mask, use_rgb=True, image_weight=0.55)
+    overlay = show_cam_on_image(model_view(loaded, prediction.input), mask, use_rgb=True,
+                                image_weight=CAM_IMAGE_WEIGHT)
     height, width = overlay.shape[:2]
     scale = math.ceil(display_size / max(height, width))
     if scale > 1:
