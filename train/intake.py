@@ -39,7 +39,7 @@ from PIL import Image
 
 from zoo.archives import ArchiveError, ArchiveLimits, extract_members, plan_members, too_large
 from zoo.images import FORMAT_SUFFIXES, MAX_IMAGE_PIXELS, ImageLoadError, load_image
-from zoo.upload_limits import MAX_UPLOAD_BYTES
+from zoo.upload_limits import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_FILES, MAX_UPLOAD_BYTES
 
 from ._errors import DataError
 from .data import SPLIT_ALIASES, load_csv, load_npz
@@ -63,8 +63,8 @@ class IntakeError(DataError):
 class IntakeLimits:
     """Caps on one upload. The per-image caps are the Compare tab's defaults, imported from zoo."""
 
-    max_files: int = 2000
-    max_total_bytes: int = 512 * 1024 * 1024  # uncompressed; 2000 JPEG chest X-rays of ~250 kB fit
+    max_files: int = MAX_ARCHIVE_FILES
+    max_total_bytes: int = MAX_ARCHIVE_BYTES  # uncompressed
     max_image_bytes: int = MAX_UPLOAD_BYTES  # ZOO_APP_MAX_FILE_SIZE's default
     max_pixels: int = MAX_IMAGE_PIXELS  # ZOO_APP_MAX_PIXELS's default
     max_compression_ratio: int = 100  # a zip entry over 1 MiB inflating more than this is a zip bomb (zoo.archives)

@@ -34,13 +34,13 @@ from .gradcam import CAM_DISPLAY_SIZE, cam_overlay, grad_cam, heatmap, onnx_cam_
 from .model_cache import DEFAULT_BACKEND, LoadedModel, ModelCache, import_cam_library, load_model
 from .model_facts import ModelFacts
 from .prediction import (DEFAULT_TOP_K, MAX_AGE, Prediction, SharedImage, encode_metadata, model_input_image,
-                         model_view, predict, preprocess)
+                         model_view, predict, predict_batch, preprocess)
 
 __all__ = [
     "CAM_DISPLAY_SIZE", "DEFAULT_TOP_K", "DEFAULT_BACKEND", "MAX_AGE", "LoadedModel", "load_model", "ModelCache",
     "Prediction", "ModelResult", "SharedImage", "build_transform", "preprocess", "encode_metadata", "predict",
     "grad_cam", "heatmap", "cam_overlay", "model_view", "model_input_image", "run_model", "run_models",
-    "ProgressCallback",
+    "ProgressCallback", "answer_of", "predict_batch",
 ]
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -136,9 +136,7 @@ def run_model(entry: ModelEntry, image: Image.Image | SharedImage, cache: ModelC
         loaded = cache.get(entry, on_load=on_load)
         if not was_loaded:
             result.load_ms = loaded.load_s * 1000.0
-        result.label_names = loaded.label_names
-        result.params_total, result.params_trainable = loaded.params
-        result.backend, result.backend_note = loaded.backend.name, loaded.backend.description
+        _describe_loaded(result, loaded)
         prediction = predict(loaded, image, metadata, top_k)
         # the trust step reads this model's outputs too: what it refuses fails this column only
         _add_trust(result, loaded, prediction, len(prediction.top_k))
@@ -174,6 +172,24 @@ def run_model(entry: ModelEntry, image: Image.Image | SharedImage, cache: ModelC
             result.cam_error = f"Grad-CAM failed for {entry.id} ({type(e).__name__}: {e})."
         result.cam_ms = (time.perf_counter() - start) * 1000.0
     return result
+
+
+def answer_of(entry: ModelEntry, loaded: LoadedModel, prediction: Prediction) -> ModelResult:
+    """A model's result (its answer and trust checks, without Grad-CAM) from one prediction of `loaded` (the model
+    `entry` names): what run_model gives, for predictions made another way (zoo.prediction.predict_batch). The trust
+    step may raise ZooError on outputs it refuses."""
+    result = _result_for(entry)
+    _describe_loaded(result, loaded)
+    _add_trust(result, loaded, prediction, len(prediction.top_k))
+    result.top_k, result.latency_ms = prediction.top_k, prediction.latency_ms
+    return result
+
+
+def _describe_loaded(result: ModelResult, loaded: LoadedModel) -> None:
+    """What the loaded model says about itself: its labels, parameters and backend."""
+    result.label_names = loaded.label_names
+    result.params_total, result.params_trainable = loaded.params
+    result.backend, result.backend_note = loaded.backend.name, loaded.backend.description
 
 
 def _clear_answer(result: ModelResult) -> None:
