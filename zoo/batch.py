@@ -126,22 +126,27 @@ def _not_an_image(path: Path) -> str:
 
 
 def _folder_files(folder: Path, root: Path, prefix: str, skipped: list[tuple[str, str]]) -> list[BatchFile]:
-    """The image files under `folder`, sorted, hidden files and links to folders left out; other files skipped."""
-    found = []
+    """The image files under `folder`, sorted, hidden files and links to folders left out; other files skipped.
+    An image's label is the name of the folder holding it, below any lone folder that wraps class folders
+    (``scans/normal/1.png`` and ``scans/2.png``: normal and none; ``normal/1.png`` alone: normal)."""
+    images: list[tuple[PurePosixPath, Path]] = []
     for current, folders, names in os.walk(folder):  # links to folders are not followed
         folders[:] = sorted(f for f in folders if not f.startswith("."))
-        relative_folder = Path(current).relative_to(folder)
+        relative_folder = PurePosixPath(Path(current).relative_to(folder).as_posix())
         for name in sorted(names):
             relative = relative_folder / name
-            if is_ignored(PurePosixPath(relative.as_posix())):
+            if is_ignored(relative):
                 continue
-            shown = prefix + relative.as_posix()
             if not is_image_name(name):
-                skipped.append((shown, _not_an_image(Path(current) / name)))
+                skipped.append((prefix + relative.as_posix(), _not_an_image(Path(current) / name)))
                 continue
-            label = relative.parent.name if relative.parent != Path(".") else None
-            found.append(BatchFile(shown, Path(current) / name, label, root))
-    return found
+            images.append((relative, Path(current) / name))
+    depth = 0  # lone wrapping folders above the class folders (a lone folder of images is a class folder)
+    while (images and len({r.parts[depth] for r, _ in images}) == 1 and all(len(r.parts) > depth + 1 for r, _ in images)
+           and any(len(r.parts) > depth + 2 for r, _ in images)):
+        depth += 1
+    return [BatchFile(prefix + relative.as_posix(), path, relative.parts[-2] if len(relative.parts) > depth + 1 else None,
+                      root) for relative, path in images]
 
 
 def _read(file: BatchFile, limits: BatchLimits):
