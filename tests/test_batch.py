@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from zoo.batch import BatchError, BatchLimits, classify_batch
-from zoo.batch_report import CSV_COLUMNS
+from zoo.batch_report import CSV_COLUMNS, EMPTY_SET
 from zoo.inference import ModelCache, run_model
 from zoo.images import load_image
 from zoo.intervals import balanced_accuracy_interval, wilson_interval
@@ -133,7 +133,8 @@ def test_too_many_images_are_refused_and_nothing_at_all_is_said_plainly(tmp_path
 
 
 def test_an_image_over_the_byte_limit_is_skipped_with_the_reason(tmp_path, entries, cache):
-    folder = write_folder(tmp_path / "scans", {"0/small.png": digit_png(0), "scan.dcm": class_folder_entries()["scan.dcm"]})
+    dicom = class_folder_entries()["scan.dcm"]
+    folder = write_folder(tmp_path / "scans", {"0/small.png": digit_png(0), "scan.dcm": dicom})
     result = classify_batch(folder, [entries[MODELS[0]]], cache, limits=BatchLimits(max_image_bytes=5000),
                             progress_bar=False)
     assert result.files == ["0/small.png"]
@@ -154,7 +155,8 @@ def test_the_cli_prints_the_summary_and_skipped_files_and_writes_the_csv(tmp_pat
     with open(out, newline="") as f:
         assert len(list(csv.DictReader(f))) == 2 * (len(CLASSES) * PER_CLASS + 1)
     # one image keeps the single-image behaviour; a folder without a run folder says what to give
-    assert main(["classify", str(folder / "0" / f"{digits_of('0', 1)[0]}.png"), "--model", str(weights / MODELS[0])]) == 0
+    one = folder / "0" / f"{digits_of('0', 1)[0]}.png"
+    assert main(["classify", str(one), "--model", str(weights / MODELS[0])]) == 0
     assert capsys.readouterr().out.startswith(f"{weights / MODELS[0]}: ")
     assert main(["classify", str(folder)]) == 2
     assert "give one or more --model weights/RUN" in capsys.readouterr().err
@@ -180,9 +182,18 @@ def test_a_trained_run_fills_the_trust_columns_and_is_accurate_on_its_test_digit
     records = result.records()
     assert len(records) == len(split)
     for record in records:
-        assert 0 < record["calibrated_probability"] <= 1 and record["prediction_set"]
-        assert record["top1"] in record["prediction_set"].split("|") or record["prediction_set_coverage"] == 0.9
+        assert 0 < record["calibrated_probability"] <= 1 and record["prediction_set_coverage"] == 0.9
+        members = [] if record["prediction_set"] == EMPTY_SET else record["prediction_set"].split("|")
+        assert set(members) <= {str(d) for d in range(10)}
         assert record["ood_score"] is not None and isinstance(record["ood_flagged"], bool)
+    cache = ModelCache()
+    for row in result.rows[:5]:  # the trust columns are what a comparison of that image alone says
+        alone = run_model(entry_for_folder(digits_run.run_dir), load_image(folder / row.file).image,
+                          cache, cam=False, top_k=10)
+        record = row.record()
+        assert record["calibrated_probability"] == pytest.approx(alone.calibrated_top_k[0][1], abs=1e-5)
+        assert record["ood_score"] == pytest.approx(alone.ood["score"], abs=1e-5)
+        assert record["ood_flagged"] == alone.ood["flagged"]
     summary = result.summaries[digits_run.run_dir.name]
     assert summary.n == len(split) and summary.accuracy > 0.8
     low, high = summary.accuracy_ci95

@@ -4,12 +4,12 @@ Every form ends as ``<job_dir>/data/<class folder>/<image>``, which ``train.data
 ``python -m train --data``) reads as it is, plus an :class:`IntakeReport` of what was read, skipped and
 found twice. Uploads are treated as hostile: archive entries never leave the job folder (``..``,
 absolute paths, drive letters and links are refused), sizes are capped from the zip's directory and
-again while inflating (zoo.archives, the checks every zip upload goes through), and each image is decoded with ``zoo.images.load_image``, the reader of the
-Compare tab, so what trains is what the app would read. Every refusal raises :class:`IntakeError` before
-anything trains, and leaves nothing behind: the folder is built in a hidden folder of ``job_dir`` and only
-renamed into place once complete.
+again while inflating (zoo.archives: the checks every zip upload goes through), and each image is
+decoded with ``zoo.images.load_image``, the reader of the Compare tab, so what trains is what the app
+would read. Every refusal raises :class:`IntakeError` before anything trains, and leaves nothing behind:
+the folder is built in a hidden folder of ``job_dir`` and only renamed into place once complete.
 
-One cohesive thing, kept in one module past 500 lines: the three forms (class by class, zip, .npz) are
+One cohesive thing, kept in one module near 500 lines: the three forms (class by class, zip, .npz) are
 thin readers that feed one builder, and all of them share the limits, the refusal messages and the
 candidate type; split apart they would only pass those across files.
 """

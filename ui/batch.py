@@ -18,7 +18,7 @@ from gradio.utils import get_upload_folder
 
 from zoo import ZooError
 from zoo.batch import BatchLimits, classify_batch
-from zoo.batch_report import BatchResult, BatchRow, ModelSummary
+from zoo.batch_report import EMPTY_SET, SET_SEPARATOR, BatchResult, BatchRow, ModelSummary
 from zoo.images import IMAGE_SUFFIXES
 from zoo.upload_limits import MAX_ARCHIVE_FILES
 
@@ -97,10 +97,16 @@ def table_rows(result: BatchResult) -> list[list[Any]]:
     for record in result.records():
         rows.append([record["file"], record["true_label"] or "", record["model"], record["top1"] or "",
                      _number(record["probability"]), _number(record["calibrated_probability"]),
-                     (record["prediction_set"] or "").replace("|", ", "), _number(record["ood_score"]),
+                     _prediction_set(record["prediction_set"]), _number(record["ood_score"]),
                      {True: "yes", False: "no", None: ""}[record["ood_flagged"]],
                      "" if record["latency_ms"] is None else f"{record['latency_ms']:.1f}", record["error"] or ""])
     return rows
+
+
+def _prediction_set(cell: str | None) -> str:
+    if cell is None:
+        return ""
+    return "(empty: unsure)" if cell == EMPTY_SET else cell.replace(SET_SEPARATOR, ", ")
 
 
 def _number(value: float | None) -> str:

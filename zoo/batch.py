@@ -145,8 +145,8 @@ def _folder_files(folder: Path, root: Path, prefix: str, skipped: list[tuple[str
     while (images and len({r.parts[depth] for r, _ in images}) == 1 and all(len(r.parts) > depth + 1 for r, _ in images)
            and any(len(r.parts) > depth + 2 for r, _ in images)):
         depth += 1
-    return [BatchFile(prefix + relative.as_posix(), path, relative.parts[-2] if len(relative.parts) > depth + 1 else None,
-                      root) for relative, path in images]
+    return [BatchFile(prefix + relative.as_posix(), path, relative.parts[-2] if len(relative.parts) > depth + 1
+                      else None, root) for relative, path in images]
 
 
 def _read(file: BatchFile, limits: BatchLimits):

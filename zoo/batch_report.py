@@ -21,13 +21,14 @@ from .fileio import atomic_write
 from .inference import ModelResult
 from .intervals import balanced_accuracy_interval, wilson_interval
 
-__all__ = ["CSV_COLUMNS", "BatchResult", "BatchRow", "ModelSummary", "summarise"]
+__all__ = ["CSV_COLUMNS", "EMPTY_SET", "SET_SEPARATOR", "BatchResult", "BatchRow", "ModelSummary", "summarise"]
 
 # the CSV's columns, in order: one row per (file, model)
 CSV_COLUMNS = ("file", "true_label", "model", "top1", "probability", "calibrated_probability", "prediction_set",
                "prediction_set_coverage", "ood_score", "ood_threshold", "ood_flagged", "latency_ms", "backend",
                "error")
 SET_SEPARATOR = "|"  # between the classes of a prediction set in one CSV cell
+EMPTY_SET = "{}"  # an empty prediction set (no class probable enough); an empty cell: the model has no sets
 # a cell that starts with one of these is a formula to a spreadsheet: file and folder names come from users
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -46,10 +47,11 @@ class BatchRow:
         top = r.top_k[0] if r.top_k else None
         calibrated = dict(r.calibrated_top_k or []).get(top[0]) if top else None
         ood = r.ood or {}
+        members = None if r.prediction_set is None else SET_SEPARATOR.join(r.prediction_set) or EMPTY_SET
         return {"file": self.file, "true_label": self.true_label, "model": r.model,
                 "top1": top[0] if top else None, "probability": _round(top[1] if top else None),
                 "calibrated_probability": _round(calibrated),
-                "prediction_set": None if r.prediction_set is None else SET_SEPARATOR.join(r.prediction_set),
+                "prediction_set": members,
                 "prediction_set_coverage": r.prediction_set_coverage,
                 "ood_score": _round(ood.get("score")), "ood_threshold": _round(ood.get("threshold")),
                 "ood_flagged": None if r.ood is None else bool(ood.get("flagged")),
