@@ -37,7 +37,8 @@ from .run_layout import (CHECKPOINT_NAME, CONFIG_NAME, MAX_FILE_BYTES, METRICS_N
 from .model_facts import ModelFacts, known_facts
 from .zoo_config import ZooConfig
 
-__all__ = ["ModelEntry", "discover_models", "entry_for_folder", "read_catalog", "CATALOG_NAME", "METRICS_NAME", "PLOT_FILES"]
+__all__ = ["ModelEntry", "discover_models", "entry_for_folder", "read_catalog", "CATALOG_NAME", "METRICS_NAME",
+           "PLOT_FILES"]
 
 CATALOG_NAME = "catalog.json"
 SOURCES = ("local", "hub")
