@@ -146,7 +146,7 @@ def summary_markdown(result: BatchResult) -> str:
     """What was read and classified, each model's figures on the labelled images (with n and 95% intervals) or why
     there are none, and the skipped files with their reasons."""
     lines = [f"**{len(result.files)} image(s)** from {_md(result.source)} × **{len(result.models)} model(s)** in "
-             f"{result.wall_s:.1f} s; {len(result.skipped)} file(s) skipped."]
+             f"{result.wall_s:.1f} s (loading the models included); {len(result.skipped)} file(s) skipped."]
     for model in result.models:
         lines += ["", *_model_markdown(result.summaries[model], result.source)]
     if result.skipped:

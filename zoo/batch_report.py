@@ -160,8 +160,8 @@ class BatchResult:
 
     def summary_lines(self) -> list[str]:
         """The summary as plain text: per model, the accuracy figures with their n and intervals, or why none."""
-        lines = [f"{len(self.files)} image(s) from {self.source} x {len(self.models)} model(s) in {self.wall_s:.1f} s; "
-                 f"{len(self.skipped)} file(s) skipped"]
+        lines = [f"{len(self.files)} image(s) from {self.source} x {len(self.models)} model(s) in {self.wall_s:.1f} s "
+                 f"(loading the models included); {len(self.skipped)} file(s) skipped"]
         for model in self.models:
             s = self.summaries[model]
             if s.reason is not None:
@@ -174,7 +174,7 @@ class BatchResult:
                          f"OOD-flagged {s.flagged} of {s.n}" + (f"; {s.failed} not answered" if s.failed else ""))
             present = [i for i, row in enumerate(s.confusion_matrix) if sum(row)]
             used = sorted(set(present) | {j for row in s.confusion_matrix for j, v in enumerate(row) if v})
-            width = max(len(s.classes[j]) for j in used) + 1
+            width = max([len(s.classes[j]) for j in used] + [len(str(max(map(max, s.confusion_matrix))))]) + 1
             lines.append("  confusion matrix (rows: folder, columns: predicted)")
             lines.append("  " + " " * width + "".join(f"{s.classes[j]:>{width}}" for j in used))
             lines += ["  " + f"{s.classes[i]:>{width}}" + "".join(f"{s.confusion_matrix[i][j]:>{width}}" for j in used)
