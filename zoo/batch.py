@@ -14,7 +14,7 @@ An image's class is the name of the folder that holds it (``normal/001.png``): w
 of a model's classes, that model gets a summary (zoo.batch_report). Images are read with zoo.images (every
 format its readers register: the suffixes of zoo.images.IMAGE_SUFFIXES), decoded once and shared by the models;
 each model answers a chunk of images in one forward pass of its backend (zoo.prediction.predict_batch), with
-the same trust checks (calibrated probability, prediction set, OOD score) as a comparison (zoo.inference.answer_of).
+the same trust checks (calibrated probability, prediction set, OOD score) as a comparison (zoo.inference.answers_of).
 A zip goes through the archive checks of any upload (zoo.archives); the caps are zoo.upload_limits'.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from .batch_report import BatchResult, BatchRow, summarise
 from .catalog import ModelEntry
 from .fileio import read_small_file
 from .images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, ImageLoadError, load_image
-from .inference import LoadedModel, ModelCache, ModelResult, SharedImage, answer_of, predict_batch
+from .inference import LoadedModel, ModelCache, ModelResult, SharedImage, answers_of, predict_batch
 from .upload_limits import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_FILES, MAX_UPLOAD_BYTES
 
 __all__ = ["BatchError", "BatchFile", "BatchLimits", "DEFAULT_CHUNK", "classify_batch", "collect_files"]
@@ -96,7 +96,7 @@ def collect_files(sources: str | os.PathLike | Sequence[str | os.PathLike], stag
         elif path.suffix.lower() == ".zip" and path.is_file():
             target = staging / f"zip-{index}"
             try:
-                unpacked, too_big = extract_zip(path, target, limits.archive())
+                _, too_big = extract_zip(path, target, limits.archive())  # its files are walked below
             except ZooError as e:
                 raise BatchError(str(e)) from None
             prefix = f"{path.name}/" if len(items) > 1 else ""
@@ -238,13 +238,7 @@ def _answer_chunk(entry: ModelEntry, model: LoadedModel | str, images: list[Shar
     except Exception:  # noqa: BLE001  (told apart below, one image at a time)
         return [_answer_chunk(entry, model, [image])[0] for image in images] if len(images) > 1 else \
             [_one_failure(entry, model, images[0])]
-    results = []
-    for prediction in predictions:
-        try:
-            results.append(answer_of(entry, model, prediction))
-        except ZooError as e:  # the trust step refused this image's outputs
-            results.append(_failed(entry, str(e)))
-    return results
+    return answers_of(entry, model, predictions)  # a prediction the trust step refuses: its own row's error
 
 
 def _one_failure(entry: ModelEntry, model: LoadedModel, image: SharedImage) -> ModelResult:

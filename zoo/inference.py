@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ __all__ = [
     "CAM_DISPLAY_SIZE", "DEFAULT_TOP_K", "DEFAULT_BACKEND", "MAX_AGE", "LoadedModel", "load_model", "ModelCache",
     "Prediction", "ModelResult", "SharedImage", "build_transform", "preprocess", "encode_metadata", "predict",
     "grad_cam", "heatmap", "cam_overlay", "model_view", "model_input_image", "run_model", "run_models",
-    "ProgressCallback", "answer_of", "predict_batch",
+    "ProgressCallback", "answers_of", "predict_batch",
 ]
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -174,15 +174,24 @@ def run_model(entry: ModelEntry, image: Image.Image | SharedImage, cache: ModelC
     return result
 
 
-def answer_of(entry: ModelEntry, loaded: LoadedModel, prediction: Prediction) -> ModelResult:
-    """A model's result (its answer and trust checks, without Grad-CAM) from one prediction of `loaded` (the model
-    `entry` names): what run_model gives, for predictions made another way (zoo.prediction.predict_batch). The trust
-    step may raise ZooError on outputs it refuses."""
-    result = _result_for(entry)
-    _describe_loaded(result, loaded)
-    _add_trust(result, loaded, prediction, len(prediction.top_k))
-    result.top_k, result.latency_ms = prediction.top_k, prediction.latency_ms
-    return result
+def answers_of(entry: ModelEntry, loaded: LoadedModel, predictions: Sequence[Prediction]) -> list[ModelResult]:
+    """Each prediction's result (its answer and trust checks, without Grad-CAM), for predictions of `loaded` (the
+    model `entry` names) made another way than run_model (zoo.prediction.predict_batch): the model's description is
+    read once. A prediction whose outputs the trust step refuses gets a result with the error instead."""
+    base = _result_for(entry)
+    _describe_loaded(base, loaded)
+    results = []
+    for prediction in predictions:
+        result = replace(base, trust_notes=[])  # the entry's and the model's description, shared read-only
+        try:
+            _add_trust(result, loaded, prediction, len(prediction.top_k))
+        except ZooError as e:
+            _clear_answer(result)
+            result.error = str(e)
+        else:
+            result.top_k, result.latency_ms = prediction.top_k, prediction.latency_ms
+        results.append(result)
+    return results
 
 
 def _describe_loaded(result: ModelResult, loaded: LoadedModel) -> None:
