@@ -103,6 +103,10 @@ def serve_app(weights_dir: Path, examples: Path):
     return demo, Client(url, verbose=False)
 
 
+def _ratios(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}x" for v in values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=128)
@@ -144,17 +148,17 @@ def main() -> None:
         if demo is not None:
             demo.close()
     rate = {k: len(paths) / statistics.median(v) for k, v in times.items() if v}
-    # per round, batch and one-by-one ran back to back: the median of the rounds' ratios cancels slow load drifts
-    ratio = {k: statistics.median(t / b for t, b in zip(v, times["batch"])) for k, v in times.items() if v}
+    # per round, batch and one-by-one ran back to back: each round's ratio is printed too (the load drifts)
+    rounds = {k: [t / b for t, b in zip(v, times["batch"])] for k, v in times.items() if v}
     print(f"models: {', '.join(e.id for e in entries)} ({note}); backend {', '.join(sorted(backends))}")
     print(f"images: {len(paths)} digits (8x8 PNG) x {len(entries)} models, {args.repeats} rounds, medians; "
           f"torch threads {__import__('torch').get_num_threads()}")
     print(f"batch (zoo.batch.classify_batch, chunks of {args.chunk}):      {rate['batch']:8.1f} images/s")
     print(f"one by one (ui.comparison.compare, as /compare runs): {rate['compare']:8.1f} images/s "
-          f"-> batch is {ratio['compare']:.2f}x (median of the rounds' ratios)")
+          f"-> batch is {rate['batch'] / rate['compare']:.2f}x (rounds: {_ratios(rounds['compare'])})")
     if "http" in rate:
         print(f"one by one over HTTP (/compare via gradio_client):   {rate['http']:8.1f} images/s "
-              f"-> batch is {ratio['http']:.2f}x")
+              f"-> batch is {rate['batch'] / rate['http']:.2f}x (rounds: {_ratios(rounds['http'])})")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average: {load} (figures are upper bounds on a shared machine)")
 

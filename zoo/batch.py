@@ -19,6 +19,7 @@ A zip goes through the archive checks of any upload (zoo.archives); the caps are
 """
 from __future__ import annotations
 
+import math
 import os
 import stat
 import tempfile
@@ -38,9 +39,13 @@ from .images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, ImageLoadError, load_image
 from .inference import LoadedModel, ModelCache, ModelResult, SharedImage, answers_of, predict_batch
 from .upload_limits import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_FILES, MAX_UPLOAD_BYTES
 
-__all__ = ["BatchError", "BatchFile", "BatchLimits", "DEFAULT_CHUNK", "classify_batch", "collect_files"]
+__all__ = ["BATCH_PIXELS", "BatchError", "BatchFile", "BatchLimits", "DEFAULT_CHUNK", "classify_batch", "collect_files"]
 
-DEFAULT_CHUNK = 32  # images per forward pass: (32, 3, 299, 299) float32 is 34 MB
+DEFAULT_CHUNK = 32  # images decoded and shared by the models at a time
+# pixels (H x W) per forward pass: on a CPU a batch of large inputs outgrows the caches and runs slower per image than
+# single images (benchmarks/bench_batch.py measured efficientnet_lite0 at 224 px slower in chunks of 32), while small
+# inputs gain from fewer calls; 32 digits at 32 px fit, a 224-px image goes alone
+BATCH_PIXELS = 32 * 32 * 32
 Progress = Callable[[int, int, str], None]  # progress(done, total, what): `done` of `total` images finished
 
 
@@ -233,6 +238,10 @@ def _answer_chunk(entry: ModelEntry, model: LoadedModel | str, images: list[Shar
         return [_failed(entry, model) for _ in images]
     if not images:
         return []
+    size = max(1, BATCH_PIXELS // math.prod(model.data_config["input_size"][1:]))
+    if len(images) > size:  # large inputs: smaller forward passes (see BATCH_PIXELS)
+        return [r for first in range(0, len(images), size)
+                for r in _answer_chunk(entry, model, images[first:first + size])]
     try:
         predictions = predict_batch(model, images, top_k=len(model.label_names))
     except Exception:  # noqa: BLE001  (told apart below, one image at a time)
