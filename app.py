@@ -5,7 +5,8 @@
 
 Tabs: Compare (2-6 models, one column each: top classes, calibrated unless asked otherwise, the prediction set,
 the out-of-distribution check with a warning when it flags the image, Grad-CAM, latency, parameters, test
-metrics, and a summary of where they agree), Teaching (frozen vs trainable parameters, each model's training
+metrics, and a summary of where they agree), Batch (many images or a zip through the chosen models: a table, the
+agreement per image, accuracy when folders name the classes, a CSV; ui/batch.py), Teaching (frozen vs trainable parameters, each model's training
 curves, confusion matrix, ROC curves and reliability diagram, what the transfer modes did here, what the trust
 checks say on the examples), Model zoo (every registered architecture).
 
@@ -37,6 +38,7 @@ from ui.private import TAB_MARKDOWN as PRIVATE_TAB, private_routes  # noqa: E402
 from ui.settings import ENVIRONMENT_HELP, Settings, SettingsError  # noqa: E402
 from ui.shutdown import serve_until_stopped  # noqa: E402
 from ui.state import UNKNOWN, ComparisonApp  # noqa: E402
+from ui.batch import build_batch_tab  # noqa: E402
 from ui.compare_api import build_compare_api  # noqa: E402
 from ui.comparison import MAX_MODELS, MIN_MODELS  # noqa: E402
 from ui.events import SLOTS, AppEvents, ExamplePicker, probabilities  # noqa: E402
@@ -71,6 +73,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         with gr.Tabs() as tabs:
             with gr.Tab("Compare", id="compare"):
                 page = _compare_tab(app)
+            with gr.Tab("Batch", id="batch"):  # many images or a zip: a table, the agreement, a CSV (/batch API)
+                build_batch_tab(app)
             with gr.Tab("Train", id="train"):  # the learner trains models; they join this session's Compare list
                 build_train_tab(app, page.models)
             with gr.Tab("Teaching", id="teaching") as teaching_tab:

@@ -64,10 +64,10 @@ def compare(client, path, models, age=None, sex="", site="", top_k=5):
     return client.predict(handle_file(str(path)), models, age, sex, site, top_k, api_name="/compare")
 
 
-def test_only_compare_and_train_are_public_api(served):
+def test_only_batch_compare_and_train_are_public_api(served):
     _, _, _, client = served
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert sorted(endpoints) == ["/compare", "/train"]
+    assert sorted(endpoints) == ["/batch", "/compare", "/train"]
     train = [p["parameter_name"] for p in endpoints["/train"]["parameters"]]
     assert train == ["data", "dataset", "backbones", "mode", "img_size", "epochs"]
 

@@ -4,12 +4,12 @@ Every form ends as ``<job_dir>/data/<class folder>/<image>``, which ``train.data
 ``python -m train --data``) reads as it is, plus an :class:`IntakeReport` of what was read, skipped and
 found twice. Uploads are treated as hostile: archive entries never leave the job folder (``..``,
 absolute paths, drive letters and links are refused), sizes are capped from the zip's directory and
-again while inflating, and each image is decoded with ``zoo.images.load_image``, the reader of the
-Compare tab, so what trains is what the app would read. Every refusal raises :class:`IntakeError` before
-anything trains, and leaves nothing behind: the folder is built in a hidden folder of ``job_dir`` and only
-renamed into place once complete.
+again while inflating (zoo.archives: the checks every zip upload goes through), and each image is
+decoded with ``zoo.images.load_image``, the reader of the Compare tab, so what trains is what the app
+would read. Every refusal raises :class:`IntakeError` before anything trains, and leaves nothing behind:
+the folder is built in a hidden folder of ``job_dir`` and only renamed into place once complete.
 
-One cohesive thing, kept in one module past 500 lines: the three forms (class by class, zip, .npz) are
+One cohesive thing, kept in one module near 500 lines: the three forms (class by class, zip, .npz) are
 thin readers that feed one builder, and all of them share the limits, the refusal messages and the
 candidate type; split apart they would only pass those across files.
 """
@@ -37,8 +37,9 @@ import numpy as np
 from numpy.lib import format as npy_format
 from PIL import Image
 
+from zoo.archives import ArchiveError, ArchiveLimits, extract_members, plan_members, too_large
 from zoo.images import FORMAT_SUFFIXES, MAX_IMAGE_PIXELS, ImageLoadError, load_image
-from zoo.upload_limits import MAX_UPLOAD_BYTES
+from zoo.upload_limits import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_FILES, MAX_UPLOAD_BYTES
 
 from ._errors import DataError
 from .data import SPLIT_ALIASES, load_csv, load_npz
@@ -48,11 +49,8 @@ __all__ = ["IntakeLimits", "IntakeReport", "IntakeError", "read_upload", "read_c
 
 DATA_FOLDER = "data"  # the normalised ImageFolder's name inside job_dir
 MAX_CLASS_NAME_CHARS = 60  # 60 characters of UTF-8 stay under the 255-byte limit of a folder name
-RATIO_CHECKED_FROM_BYTES = 1 << 20  # smaller zip entries may compress well (a blank mask); they cannot hurt
 MAX_LISTED = 25  # skipped files and duplicates shown in the report's text; the lists keep them all
-IGNORED_NAMES = ("__MACOSX", "Thumbs.db", "desktop.ini")  # operating-system clutter in archives, never images
 
-_DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
 _UNSAFE_IN_FOLDER_NAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
 
@@ -65,11 +63,11 @@ class IntakeError(DataError):
 class IntakeLimits:
     """Caps on one upload. The per-image caps are the Compare tab's defaults, imported from zoo."""
 
-    max_files: int = 2000
-    max_total_bytes: int = 512 * 1024 * 1024  # uncompressed; 2000 JPEG chest X-rays of ~250 kB fit
+    max_files: int = MAX_ARCHIVE_FILES
+    max_total_bytes: int = MAX_ARCHIVE_BYTES  # uncompressed
     max_image_bytes: int = MAX_UPLOAD_BYTES  # ZOO_APP_MAX_FILE_SIZE's default
     max_pixels: int = MAX_IMAGE_PIXELS  # ZOO_APP_MAX_PIXELS's default
-    max_compression_ratio: int = 100  # a zip entry over 1 MiB inflating more than this is a zip bomb
+    max_compression_ratio: int = 100  # a zip entry over 1 MiB inflating more than this is a zip bomb (zoo.archives)
     min_per_class: int = 2
     min_classes: int = 2
     max_classes: int = 10
@@ -82,6 +80,11 @@ class IntakeLimits:
         if not 2 <= self.min_classes <= self.max_classes:
             raise ValueError(f"IntakeLimits needs 2 <= min_classes <= max_classes, got {self.min_classes} and "
                              f"{self.max_classes}")
+
+    def archive(self) -> ArchiveLimits:
+        """The caps zoo.archives applies to a zip upload."""
+        return ArchiveLimits(max_files=self.max_files, max_total_bytes=self.max_total_bytes,
+                             max_member_bytes=self.max_image_bytes, max_compression_ratio=self.max_compression_ratio)
 
 
 @dataclass
@@ -348,8 +351,7 @@ def _read_file(path: Path, limit: int) -> bytes:
 
 
 def _too_large(size: int, limits: IntakeLimits) -> str:
-    return (f"{size:,} bytes, over the per-image limit of {limits.max_image_bytes:,} bytes; downscale or "
-            "re-compress it")
+    return too_large(size, limits.max_image_bytes)
 
 
 def _md(text: str) -> str:
@@ -367,9 +369,12 @@ def _read_zip(path: Path, upload: str, limits: IntakeLimits, build: Path) -> Int
         raise IntakeError(f"{upload} is not a readable zip archive ({e}); zip the class folders again and "
                           "upload the .zip") from None
     staging = build / "upload"
-    with archive:
-        members, skipped = _plan_members(archive, upload, limits)
-        files = _extract(archive, members, staging, upload, limits)
+    try:
+        with archive:  # the archive checks every zip upload goes through (zoo.archives)
+            members, skipped = plan_members(archive, upload, limits.archive())
+            files = extract_members(archive, members, staging, upload, limits.archive())
+    except ArchiveError as e:
+        raise IntakeError(str(e)) from None
     tables = sorted(p for p in files if p.suffix.lower() in (".csv", ".tsv"))
     if len(tables) > 1:
         raise IntakeError(f"{upload} holds {len(tables)} CSV files {[t.as_posix() for t in tables]}; keep the one "
@@ -380,83 +385,6 @@ def _read_zip(path: Path, upload: str, limits: IntakeLimits, build: Path) -> Int
         candidates, source = _folder_candidates(files, upload, limits, skipped)
     labels = list(dict.fromkeys(c.label for c in candidates))
     return _build(candidates, labels, build, build.parent, limits, skipped, source)
-
-
-def _plan_members(archive: zipfile.ZipFile, upload: str, limits: IntakeLimits
-                  ) -> tuple[list[tuple[zipfile.ZipInfo, PurePosixPath]], list[tuple[str, str]]]:
-    """The entries to unpack, from the zip's directory alone: links, paths out of the folder, too many files,
-    too many bytes or a bomb's ratio refuse the whole archive; an image over the byte cap is skipped."""
-    kept, skipped, files, declared = [], [], 0, 0
-    for info in archive.infolist():
-        if stat.S_ISLNK(info.external_attr >> 16):
-            raise IntakeError(f"{upload}: the entry {info.filename!r} is a symbolic link; links are refused (they "
-                              "can point outside the upload). Zip the files themselves and upload again")
-        relative = _member_path(info.filename, upload)
-        if info.is_dir() or not relative.parts or _ignored(relative):
-            continue
-        files += 1
-        declared += info.file_size
-        if files > limits.max_files:
-            raise IntakeError(f"{upload} holds more than {limits.max_files} files; upload at most "
-                              f"{limits.max_files} images")
-        if (info.file_size >= RATIO_CHECKED_FROM_BYTES
-                and info.file_size > limits.max_compression_ratio * max(info.compress_size, 1)):
-            raise IntakeError(f"{upload}: the entry {info.filename!r} would inflate from {info.compress_size:,} to "
-                              f"{info.file_size:,} bytes (over {limits.max_compression_ratio}x); this looks like a "
-                              "zip bomb and was not unpacked. Upload the images themselves, zipped normally")
-        if info.file_size > limits.max_image_bytes:
-            skipped.append((info.filename, _too_large(info.file_size, limits)))
-            continue
-        kept.append((info, relative))
-    if declared > limits.max_total_bytes:
-        raise IntakeError(f"{upload} would inflate to {declared:,} bytes, over the limit of "
-                          f"{limits.max_total_bytes:,}; nothing was unpacked. Upload fewer or smaller images")
-    return kept, skipped
-
-
-def _member_path(name: str, upload: str) -> PurePosixPath:
-    """An entry's path inside the archive; absolute paths, drive letters and '..' are refused."""
-    text = name.replace("\\", "/")  # zips made on Windows may use backslashes
-    parts = text.split("/")
-    if text.startswith("/") or _DRIVE_LETTER.match(text) or ".." in parts or "\x00" in text:
-        raise IntakeError(f"{upload}: the entry {name!r} points outside the archive's folder (an absolute path, a "
-                          "drive letter or '..'); such archives are refused. Zip the class folders themselves "
-                          "and upload again")
-    return PurePosixPath(*[part for part in parts if part not in ("", ".")])
-
-
-def _ignored(relative: PurePosixPath) -> bool:
-    """Hidden files and folders (.DS_Store, ._x) and operating-system clutter, skipped without a word."""
-    return any(part.startswith(".") or part in IGNORED_NAMES for part in relative.parts)
-
-
-def _extract(archive: zipfile.ZipFile, members: list[tuple[zipfile.ZipInfo, PurePosixPath]], staging: Path,
-             upload: str, limits: IntakeLimits) -> dict[PurePosixPath, Path]:
-    """Unpack the entries under `staging`, counting the bytes as they inflate (the header may lie)."""
-    root = staging.resolve()
-    files: dict[PurePosixPath, Path] = {}
-    total = 0
-    for info, relative in members:
-        target = staging.joinpath(*relative.parts)
-        if not target.resolve().is_relative_to(root):  # cannot happen after _member_path; never trust one check
-            raise IntakeError(f"{upload}: the entry {info.filename!r} leads outside the upload; refused")
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(info) as source, open(target, "xb") as sink:
-                written = 0
-                while chunk := source.read(1 << 20):
-                    written, total = written + len(chunk), total + len(chunk)
-                    if written > min(info.file_size, limits.max_image_bytes) or total > limits.max_total_bytes:
-                        raise IntakeError(f"{upload}: the entry {info.filename!r} inflates past the "
-                                          f"{info.file_size:,} bytes its header declares or past the limits; "
-                                          "refused as a zip bomb")
-                    sink.write(chunk)
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as e:
-            raise IntakeError(f"{upload}: the entry {info.filename!r} cannot be unpacked ({type(e).__name__}: {e}); "
-                              "the archive is damaged, encrypted or uses an unusual compression. Zip the files "
-                              "again (plain zip, no password) and upload again") from None
-        files[relative] = target
-    return files
 
 
 def _folder_candidates(files: dict[PurePosixPath, Path], upload: str, limits: IntakeLimits,

@@ -36,10 +36,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import ImageOps
-from scipy.stats import beta
 from sklearn.model_selection import StratifiedKFold
 
 import zoo
+from zoo.intervals import balanced_accuracy_interval  # one definition, re-exported here
 from zoo.intervals import wilson_interval as zoo_wilson_interval
 
 from ._errors import ConfigError, DataError, TrainingInterrupted
@@ -184,28 +184,6 @@ class CurvePoint:
 def wilson_interval(correct: int, total: int) -> tuple[float, float]:
     """95 % Wilson score interval of correct/total (zoo.intervals); (0, 1) with no test image: nothing is known."""
     return zoo_wilson_interval(correct, total) or (0.0, 1.0)
-
-
-def balanced_accuracy_interval(matrix: np.ndarray, draws: int = 20_000, seed: int = 0) -> tuple[float, float]:
-    """95 % interval of balanced accuracy (the mean of per-class recalls) from a confusion matrix.
-
-    Each class's recall k_c/n_c gets its Jeffreys posterior Beta(k_c + 1/2, n_c - k_c + 1/2) (the
-    interval Brown, Cai and DasGupta recommend beside Wilson's for small n); the mean over classes of
-    independent draws gives the interval's 2.5 and 97.5 percentiles. Widened, if needed, to contain the
-    observed value (at 100 % recall the posterior's upper percentile sits just below 1).
-    """
-    matrix = np.asarray(matrix)
-    support = matrix.sum(axis=1)
-    present = support > 0
-    correct = np.diag(matrix)[present]
-    support = support[present]
-    if not present.any():
-        return (0.0, 1.0)
-    rng = np.random.default_rng(seed)
-    samples = beta.rvs(correct + 0.5, support - correct + 0.5, size=(draws, len(support)), random_state=rng)
-    low, high = np.percentile(samples.mean(axis=1), [2.5, 97.5])
-    observed = float(np.mean(correct / support))
-    return (float(min(low, observed)), float(max(high, observed)))
 
 
 def _accuracy_figures(matrix: np.ndarray) -> dict[str, Any]:

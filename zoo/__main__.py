@@ -3,6 +3,7 @@
     python -m zoo list                      every architecture with its metadata
     python -m zoo info quadsnet             one architecture in full
     python -m zoo classify IMAGE [--model efficientnet_lite0 | weights/RUN]   top-5 predictions
+    python -m zoo classify FOLDER_OR_ZIP --model weights/RUN [--model ...] --csv out.csv   every image x every model
     python -m zoo import pneumonia --out weights/pneumonia-xception   a packaged classifier as a run folder
     python -m zoo export weights/RUN [--images DIR]     RUN/model.onnx, verified against PyTorch before it is written
     python -m zoo quantize weights/RUN --images DIR     RUN/model.int8.onnx, kept only if top-1 agrees on >= 99%
@@ -20,7 +21,12 @@ from ._errors import ZooError
 from .fileio import atomic_target, is_disk_full
 from .eval_transform import eval_transform
 from .model_imports import IMPORTS, RECORDED_REFERENCE
+from .backends import BACKENDS
+from .model_cache import DEFAULT_BACKEND
 from .offline_weights import OFFLINE_WEIGHTS
+from .upload_limits import MAX_ARCHIVE_FILES
+
+DEFAULT_CLASSIFY_MODEL = "efficientnet_lite0"
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -44,32 +50,81 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _classify(args: argparse.Namespace) -> None:
+    source = Path(args.image)
+    if source.is_dir() or source.suffix.lower() == ".zip":
+        _classify_batch(args)
+        return
+    if args.csv is not None:
+        raise ZooError(f"--csv is for a folder or a .zip of images; {args.image} is one image, whose predictions are "
+                       "printed. Give its folder to get a CSV.")
+    for model in args.model or [DEFAULT_CLASSIFY_MODEL]:
+        _classify_image(args.image, model, args.top_k)
+
+
+def _classify_image(image_path: str, model_name: str, top_k: int) -> None:
+    """One image's top-k classes by one model (an architecture's ImageNet classes, or a run folder's)."""
     import timm  # noqa: PLC0415
 
     from .images import load_image, to_model_mode  # noqa: PLC0415
 
-    if args.model in list_architectures():
-        spec = OFFLINE_WEIGHTS.get(args.model)
+    if model_name in list_architectures():
+        spec = OFFLINE_WEIGHTS.get(model_name)
         if spec is not None and not spec.has_classifier:
-            raise ZooError(f"{args.model}'s offline ImageNet weights are a backbone without the 1000-class "
+            raise ZooError(f"{model_name}'s offline ImageNet weights are a backbone without the 1000-class "
                            "classifier, so it cannot name ImageNet classes; classify with a run folder "
                            "(--model weights/RUN) or an architecture whose weights include it (efficientnet_lite0, "
                            "mobilenetv2_100).")
-        model = create_model(args.model, pretrained=True, mode="feature-extraction").eval()
+        model = create_model(model_name, pretrained=True, mode="feature-extraction").eval()
         labels = [timm.data.ImageNetInfo().index_to_description(i) for i in range(model.num_classes)]
     else:
-        model = load_pretrained(args.model)
+        model = load_pretrained(model_name)
         labels = model.label_names
     config = timm.data.resolve_model_data_config(model)
     transform = eval_transform(config)
-    image = load_image(args.image).image
+    image = load_image(image_path).image
     x = transform(to_model_mode(image, config["input_size"][0])).unsqueeze(0)  # (1, C, H, W)
     with torch.inference_mode():
         probs = model(x).softmax(-1)[0]
     total, trainable = count_params(model)
-    print(f"{args.model}: {total:,} parameters; input {tuple(x.shape[1:])}")
-    for p, i in zip(*probs.topk(min(args.top_k, len(probs)))):
+    print(f"{model_name}: {total:,} parameters; input {tuple(x.shape[1:])}")
+    for p, i in zip(*probs.topk(min(top_k, len(probs)))):
         print(f"  {p.item():6.1%}  {i.item():4d}  {labels[i]}")
+
+
+def _classify_batch(args: argparse.Namespace) -> None:
+    """Every image of a folder or zip x every --model (run folders): the summary, the skipped files, the CSV."""
+    from .batch import BatchLimits, classify_batch  # noqa: PLC0415
+    from .catalog import entry_for_folder  # noqa: PLC0415
+    from .inference import ModelCache  # noqa: PLC0415
+
+    if not args.model:
+        raise ZooError("a folder or a zip is classified by run folders: give one or more --model weights/RUN "
+                       "(models trained or imported into the zoo, whose classes the rows name).")
+    entries = []
+    for name in args.model:
+        folder = Path(name) if Path(name).is_dir() else Path(args.weights) / name
+        if not folder.is_dir():
+            hint = (" (an architecture's ImageNet classes are for one image at a time: python -m zoo classify IMAGE "
+                    f"--model {name})" if name in list_architectures() else "")
+            raise ZooError(f"--model {name}: no run folder {name} nor {folder}{hint}; give the folder of a trained "
+                           "or imported model, e.g. weights/RUN.")
+        entry = entry_for_folder(folder)
+        if not entry.available:
+            raise ZooError(f"--model {name} cannot be used: {entry.reason}")
+        entries.append(entry)
+    cache = ModelCache(max_models=max(1, len(entries)), backend=args.backend)
+    result = classify_batch(args.image, entries, cache, limits=BatchLimits(max_files=args.max_files))
+    print("\n".join(result.summary_lines()))
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} file(s):")
+        print("\n".join(f"  {name}: {why}" for name, why in result.skipped))
+    failures = sorted({row.result.model for row in result.rows if row.result.error})
+    for model in failures:
+        first = next(row.result.error for row in result.rows if row.result.model == model and row.result.error)
+        print(f"{model} failed on some images, e.g.: {first.splitlines()[0]}")
+    if args.csv:
+        result.write_csv(args.csv)
+        print(f"wrote {args.csv}: {len(result.rows)} rows ({len(result.files)} images x {len(result.models)} models)")
 
 
 def _import(args: argparse.Namespace) -> None:
@@ -134,12 +189,20 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("info", help="one architecture's metadata")
     p.add_argument("name")
     p.set_defaults(func=_info)
-    p = sub.add_parser("classify", help="top-k predictions for an image file (PNG, JPEG, TIFF, BMP, DICOM)")
-    p.add_argument("image")
-    p.add_argument("--model", default="efficientnet_lite0",
-                   help="an architecture with ImageNet weights, or a run folder (default: efficientnet_lite0, "
-                        "whose ImageNet weights work offline)")
+    p = sub.add_parser("classify", help="top-k predictions for an image file (PNG, JPEG, TIFF, BMP, DICOM), or a CSV "
+                                        "of every image of a folder or .zip x every model")
+    p.add_argument("image", help="an image file; or a folder (searched recursively) or a .zip of images")
+    p.add_argument("--model", action="append", default=None,
+                   help="an architecture with ImageNet weights, or a run folder (default for one image: "
+                        f"{DEFAULT_CLASSIFY_MODEL}, whose ImageNet weights work offline); repeat it for several "
+                        "models. A folder or zip needs run folders (or run ids under --weights)")
     p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--csv", default=None, help="folder or zip: write one row per (file, model) here")
+    p.add_argument("--weights", default="weights", help="folder or zip: where --model ids are looked up")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+                   help="folder or zip: what runs the models (default: ONNX Runtime where verified, else PyTorch)")
+    p.add_argument("--max-files", type=int, default=MAX_ARCHIVE_FILES,
+                   help="folder or zip: the most images classified at once (default: the app's upload limit)")
     p.set_defaults(func=_classify)
     p = sub.add_parser("import", help="a packaged medical classifier (requirements-assets.txt) as a run folder")
     p.add_argument("name", choices=list(IMPORTS))

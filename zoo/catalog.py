@@ -37,7 +37,8 @@ from .run_layout import (CHECKPOINT_NAME, CONFIG_NAME, MAX_FILE_BYTES, METRICS_N
 from .model_facts import ModelFacts, known_facts
 from .zoo_config import ZooConfig
 
-__all__ = ["ModelEntry", "discover_models", "read_catalog", "CATALOG_NAME", "METRICS_NAME", "PLOT_FILES"]
+__all__ = ["ModelEntry", "discover_models", "entry_for_folder", "read_catalog", "CATALOG_NAME", "METRICS_NAME",
+           "PLOT_FILES"]
 
 CATALOG_NAME = "catalog.json"
 SOURCES = ("local", "hub")
@@ -182,6 +183,13 @@ def _local_entry(entry_id: str, folder: Path, description: str = "", root: Path 
         return entry
     entry.run_metrics = _read_metrics(folder)
     return entry
+
+
+def entry_for_folder(folder: str | os.PathLike) -> ModelEntry:
+    """The entry of one run folder named on a command line (its id: the folder's name), unavailable with the reason
+    when it cannot be used."""
+    folder = Path(folder)
+    return _local_entry(folder.resolve().name, folder)
 
 
 def _hub_entry(entry_id: str, repo_id: str, revision: str | None, description: str,

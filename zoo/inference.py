@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -34,13 +34,13 @@ from .gradcam import CAM_DISPLAY_SIZE, cam_overlay, grad_cam, heatmap, onnx_cam_
 from .model_cache import DEFAULT_BACKEND, LoadedModel, ModelCache, import_cam_library, load_model
 from .model_facts import ModelFacts
 from .prediction import (DEFAULT_TOP_K, MAX_AGE, Prediction, SharedImage, encode_metadata, model_input_image,
-                         model_view, predict, preprocess)
+                         model_view, predict, predict_batch, preprocess)
 
 __all__ = [
     "CAM_DISPLAY_SIZE", "DEFAULT_TOP_K", "DEFAULT_BACKEND", "MAX_AGE", "LoadedModel", "load_model", "ModelCache",
     "Prediction", "ModelResult", "SharedImage", "build_transform", "preprocess", "encode_metadata", "predict",
     "grad_cam", "heatmap", "cam_overlay", "model_view", "model_input_image", "run_model", "run_models",
-    "ProgressCallback",
+    "ProgressCallback", "answers_of", "predict_batch",
 ]
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -136,9 +136,7 @@ def run_model(entry: ModelEntry, image: Image.Image | SharedImage, cache: ModelC
         loaded = cache.get(entry, on_load=on_load)
         if not was_loaded:
             result.load_ms = loaded.load_s * 1000.0
-        result.label_names = loaded.label_names
-        result.params_total, result.params_trainable = loaded.params
-        result.backend, result.backend_note = loaded.backend.name, loaded.backend.description
+        _describe_loaded(result, loaded)
         prediction = predict(loaded, image, metadata, top_k)
         # the trust step reads this model's outputs too: what it refuses fails this column only
         _add_trust(result, loaded, prediction, len(prediction.top_k))
@@ -174,6 +172,33 @@ def run_model(entry: ModelEntry, image: Image.Image | SharedImage, cache: ModelC
             result.cam_error = f"Grad-CAM failed for {entry.id} ({type(e).__name__}: {e})."
         result.cam_ms = (time.perf_counter() - start) * 1000.0
     return result
+
+
+def answers_of(entry: ModelEntry, loaded: LoadedModel, predictions: Sequence[Prediction]) -> list[ModelResult]:
+    """Each prediction's result (its answer and trust checks, without Grad-CAM), for predictions of `loaded` (the
+    model `entry` names) made another way than run_model (zoo.prediction.predict_batch): the model's description is
+    read once. A prediction whose outputs the trust step refuses gets a result with the error instead."""
+    base = _result_for(entry)
+    _describe_loaded(base, loaded)
+    results = []
+    for prediction in predictions:
+        result = replace(base, trust_notes=[])  # the entry's and the model's description, shared read-only
+        try:
+            _add_trust(result, loaded, prediction, len(prediction.top_k))
+        except ZooError as e:
+            _clear_answer(result)
+            result.error = str(e)
+        else:
+            result.top_k, result.latency_ms = prediction.top_k, prediction.latency_ms
+        results.append(result)
+    return results
+
+
+def _describe_loaded(result: ModelResult, loaded: LoadedModel) -> None:
+    """What the loaded model says about itself: its labels, parameters and backend."""
+    result.label_names = loaded.label_names
+    result.params_total, result.params_trainable = loaded.params
+    result.backend, result.backend_note = loaded.backend.name, loaded.backend.description
 
 
 def _clear_answer(result: ModelResult) -> None:

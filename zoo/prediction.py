@@ -25,7 +25,7 @@ from .images import to_model_mode
 from .model_cache import LoadedModel
 
 __all__ = ["DEFAULT_TOP_K", "MAX_AGE", "Prediction", "SharedImage", "encode_metadata", "model_input_image",
-           "model_view", "predict", "preprocess"]
+           "model_view", "predict", "predict_batch", "preprocess"]
 
 DEFAULT_TOP_K = 5
 MAX_AGE = 130.0
@@ -163,22 +163,52 @@ def predict(loaded: LoadedModel, image: Image.Image | SharedImage, metadata: Map
     meta = encode_metadata(loaded, metadata)
     with loaded.lock, torch.inference_mode():
         logits, features, feature_map = loaded.backend.predict_with_map(x, meta)  # -> (1, K), (1, D), (1, D, h, w)
-        if tuple(logits.shape) != (1, len(loaded.label_names)):
-            raise ZooError(f"{loaded.entry.id} gave logits of shape {tuple(logits.shape)} for its "
-                           f"{len(loaded.label_names)} classes, so its answer cannot be read; its model file does "
-                           "not fit its config.json: re-export or retrain it.")
-        if not bool(torch.isfinite(logits).all()):
-            raise ZooError(f"{loaded.entry.id} produced NaN or infinite outputs for this image, so it has no "
-                           "answer; its weights are probably damaged (non-finite values): retrain or "
-                           "re-download it.")
-        probs = logits.float().softmax(dim=-1)[0]  # (1, K) -> (K,)
-        values, indices = probs.topk(min(max(1, int(top_k)), probs.numel()))
+        probs = _checked_probabilities(loaded, logits, 1)  # (1, K)
+    return _prediction(loaded, probs[0], top_k, start, x, meta, logits, features, feature_map)
+
+
+def predict_batch(loaded: LoadedModel, images: Sequence[Image.Image | SharedImage],
+                  top_k: int = DEFAULT_TOP_K) -> list[Prediction]:
+    """predict() for several images in one forward pass (a batch classification: no metadata, every field of a
+    metadata head unknown; no feature map, so no closed-form Grad-CAM). Each prediction's `latency_ms` is its
+    share of the batch's time (preprocessing, the one forward pass, postprocessing). An image that cannot be
+    preprocessed raises ZooError for the whole call: preprocess each first where that must not happen."""
+    start = time.perf_counter()
+    x = torch.cat([preprocess(loaded, image) for image in images])  # B x (1, C, H, W) -> (B, C, H, W)
+    with loaded.lock, torch.inference_mode():
+        logits, features = loaded.backend.predict(x, None)  # -> (B, K), (B, D) or None
+        probs = _checked_probabilities(loaded, logits, len(images))  # (B, K)
+    predictions = [_prediction(loaded, probs[i], top_k, start, x[i:i + 1], None, logits[i:i + 1],
+                               None if features is None else features[i:i + 1], None) for i in range(len(images))]
+    share = (time.perf_counter() - start) * 1000.0 / max(len(images), 1)
+    for prediction in predictions:
+        prediction.latency_ms = share
+    return predictions
+
+
+def _checked_probabilities(loaded: LoadedModel, logits: torch.Tensor, batch: int) -> torch.Tensor:
+    """softmax of logits (B, K) -> (B, K), once their shape and values are checked."""
+    if tuple(logits.shape) != (batch, len(loaded.label_names)):
+        raise ZooError(f"{loaded.entry.id} gave logits of shape {tuple(logits.shape)} for its "
+                       f"{len(loaded.label_names)} classes, so its answer cannot be read; its model file does "
+                       "not fit its config.json: re-export or retrain it.")
+    if not bool(torch.isfinite(logits).all()):
+        raise ZooError(f"{loaded.entry.id} produced NaN or infinite outputs for this image, so it has no "
+                       "answer; its weights are probably damaged (non-finite values): retrain or "
+                       "re-download it.")
+    return logits.float().softmax(dim=-1)
+
+
+def _prediction(loaded: LoadedModel, probs: torch.Tensor, top_k: int, start: float, x: torch.Tensor,
+                meta: torch.Tensor | None, logits: torch.Tensor, features: torch.Tensor | None,
+                feature_map: np.ndarray | None) -> Prediction:
+    """One image's Prediction from its probabilities (K,): the top k classes by name."""
+    values, indices = probs.topk(min(max(1, int(top_k)), probs.numel()))
     names = loaded.label_names
     top = [(names[i] if i < len(names) else str(i), float(v)) for v, i in zip(values.tolist(), indices.tolist())]
     latency_ms = (time.perf_counter() - start) * 1000.0
     return Prediction(probabilities=probs.numpy(), top_k=top, latency_ms=latency_ms, input=x, metadata=meta,
                       logits=logits, features=features, feature_map=feature_map)
-
 
 
 def model_view(loaded: LoadedModel, x: torch.Tensor) -> np.ndarray:
