@@ -3,12 +3,10 @@
     python app.py        # serves http://127.0.0.1:7860
     gradio app.py        # the same, reloading when the code changes
 
-Tabs: Compare (2-6 models, one column each: top classes, calibrated unless asked otherwise, the prediction set,
-the out-of-distribution check with a warning when it flags the image, Grad-CAM, latency, parameters, test
-metrics, and a summary of where they agree), Batch (many images or a zip through the chosen models: a table, the
-agreement per image, accuracy when folders name the classes, a CSV; ui/batch.py), Teaching (frozen vs trainable parameters, each model's training
-curves, confusion matrix, ROC curves and reliability diagram, what the transfer modes did here, what the trust
-checks say on the examples), Model zoo (every registered architecture).
+Tabs: Compare (2-6 models, one column each: top classes, calibrated probabilities, the prediction set, the OOD
+check and its warning, Grad-CAM, latency, parameters, test metrics, where they agree), Batch (many images or a
+zip: a table, the agreement per image, accuracy when folders name the classes, a CSV), Train, Teaching (training
+curves, confusion matrix, ROC, reliability, what the modes did), Private, Model zoo, Leaderboard.
 
 This file is layout and wiring only. The inference lives in zoo/inference.py, the comparison's policy (how many
 models, where they agree) in ui/comparison.py; settings, examples, text, display helpers, the teaching content

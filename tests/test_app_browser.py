@@ -311,7 +311,8 @@ def test_previews_show_what_each_selected_model_reads(page):
 
     select_models(page, SELECTED)
     upload(page, packaged_examples()["mr"])
-    expect(page.locator("#image-info")).to_contain_text("MR_small.dcm")
+    # a DICOM upload is read on the server: under a loaded CI machine that took over the default 5 s once
+    expect(page.locator("#image-info")).to_contain_text("MR_small.dcm", timeout=30_000)
     captions = [page.locator(f"#input-caption-{i} p") for i in range(len(SELECTED))]
     for caption in captions:
         expect(caption).to_have_text(re.compile(r"^\S+: reads \d+×\d+×\d+ \((grey|colour)\)$"))

@@ -63,6 +63,7 @@ class BatchLimits:
     max_pixels: int = MAX_IMAGE_PIXELS
 
     def archive(self) -> ArchiveLimits:
+        """The same limits in zoo.archives' terms, for reading a zip of images."""
         return ArchiveLimits(max_files=self.max_files, max_total_bytes=self.max_total_bytes,
                              max_member_bytes=self.max_image_bytes)
 

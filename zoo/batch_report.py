@@ -81,6 +81,7 @@ class ModelSummary:
     reason: str | None = None
 
     def record(self) -> dict[str, Any]:
+        """The summary as a JSON-ready dict (tuples as lists)."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
@@ -138,6 +139,7 @@ class BatchResult:
     wall_s: float
 
     def records(self) -> list[dict[str, Any]]:
+        """Every row as a JSON-ready dict, in the order classified."""
         return [row.record() for row in self.rows]
 
     def csv_text(self) -> str:
