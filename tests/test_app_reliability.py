@@ -168,8 +168,10 @@ def test_every_handler_that_reads_an_image_shares_the_comparison_limit(tmp_path)
     assert {"upload_preview", "window_preview", "model_inputs", "compare", "run_api", "selection", "_show"} <= names, names
     training = {"on_train", "on_curve", "on_api"}  # the Train tab: one job per process, beside the comparisons
     assert training <= names, names
+    batch = {"on_batch"}  # the Batch tab: one batch job per process (issue 24), queued with its position shown
+    assert batch <= names, names
     for fn in image_fns:
-        expected = ("training", 1) if fn.name in training else ("inference", 2)
+        expected = ("training", 1) if fn.name in training else ("batch", 1) if fn.name in batch else ("inference", 2)
         assert (fn.concurrency_id, fn.concurrency_limit) == expected, fn.name
     assert demo.delete_cache == (300, 3600)
 
