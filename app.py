@@ -71,8 +71,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         with gr.Tabs() as tabs:
             with gr.Tab("Compare", id="compare"):
                 page = _compare_tab(app)
-            with gr.Tab("Batch", id="batch"):  # many images or a zip: a table, the agreement, a CSV (/batch API)
-                build_batch_tab(app)
+            with gr.Tab("Batch", id="batch") as batch_tab:  # many images or a zip: a table, a CSV (/batch API)
+                build_batch_tab(app, batch_tab)
             with gr.Tab("Train", id="train"):  # the learner trains models; they join this session's Compare list
                 build_train_tab(app, page.models)
             with gr.Tab("Teaching", id="teaching") as teaching_tab:
@@ -147,7 +147,7 @@ def _controls_column(app: ComparisonApp) -> SimpleNamespace:
         raw_probs = gr.Checkbox(False, label=RAW_PROBABILITIES_LABEL, elem_id="raw-probabilities")
         heatmaps = gr.Checkbox(HEATMAPS_BY_DEFAULT, label=HEATMAP_SWITCH_LABEL, elem_id="heatmaps")
         run_button = gr.Button("Compare", variant="primary", elem_id="compare-button")
-        rescan = gr.Button("Rescan models", variant="secondary", size="sm")
+        rescan = gr.Button("Rescan models", variant="secondary", size="sm", elem_id="rescan")
     # a gallery, not gr.Examples: gr.Examples previews a gr.File input as its file name only
     examples = gr.Gallery([(thumbnail(e), e.caption) for e in app.examples],
                           label=about.EXAMPLES_LABEL, columns=5, height="auto",

@@ -3,6 +3,7 @@ one free port, one way to launch, one browser per module."""
 import shutil
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,19 @@ def serve(settings):
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                             **app.launch_kwargs(settings, demo))
     return demo, url
+
+
+@contextmanager
+def served_app(weights: Path, examples_dir: Path, **settings):
+    """The app over `weights`, served on a free local port until the block ends: -> (demo, url, gradio client)."""
+    import app
+    from gradio_client import Client
+
+    demo, url = serve(app.Settings(weights=weights, examples_dir=examples_dir, **settings))
+    try:
+        yield demo, url, Client(url, verbose=False)
+    finally:
+        demo.close()
 
 
 @pytest.fixture(scope="module")

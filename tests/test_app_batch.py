@@ -1,17 +1,20 @@
 """The Batch tab served on 127.0.0.1: a zip of class folders (real digits, a corrupt file, a DICOM) through the public
 /batch API (gradio_client) and in Chromium (upload, the table, the summary, the CSV download); a zip with a path out
-of it refused with the reason."""
+of it refused with the reason; a second batch waiting in line with its place shown; the tab's model list following
+a rescan of the weights folder."""
 import csv
 import os
+import re
+import shutil
+import threading
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from _app_zoo import build_tiny_zoo  # noqa: E402
 from _batch_inputs import CLASSES, PER_CLASS, class_folder_entries, digit_png, write_zip  # noqa: E402
-from _serve import browser, needs_chromium, serve  # noqa: E402, F401  (browser: the fixture)
+from _serve import browser, needs_chromium, served_app  # noqa: E402, F401  (browser: the fixture)
 
 from zoo.batch_report import CSV_COLUMNS  # noqa: E402
 
@@ -20,17 +23,10 @@ IMAGES = len(CLASSES) * PER_CLASS + 1  # the digits and the DICOM; the corrupt f
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(weights, tmp_path_factory):
     """(demo, url, client) for the tiny zoo."""
-    import app
-    from gradio_client import Client
-
-    weights = build_tiny_zoo(tmp_path_factory.getbasetemp() / "app-zoo")
-    settings = app.Settings(weights=weights, examples_dir=tmp_path_factory.mktemp("examples"))
-    demo, url = serve(settings)
-    client = Client(url, verbose=False)
-    yield demo, url, client
-    demo.close()
+    with served_app(weights, tmp_path_factory.mktemp("examples")) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +76,16 @@ def test_the_batch_api_refuses_a_zip_with_a_path_out_of_it_and_bad_selections(se
     assert len(table["data"]) == 1 and "no accuracy: the images are not in class folders" in summary
 
 
+def tick(page, models) -> None:
+    """Tick exactly `models` in the Batch tab's model list, as a person clicks the boxes."""
+    boxes = page.locator("#batch-models input[type=checkbox]")
+    boxes.first.wait_for()
+    for i in range(boxes.count()):
+        box = boxes.nth(i)
+        if (box.locator("xpath=..").inner_text().strip() in models) != box.is_checked():
+            box.click()
+
+
 @needs_chromium
 def test_the_batch_tab_in_chromium_shows_the_table_and_downloads_the_csv(served, upload, browser, tmp_path):
     from playwright.sync_api import expect
@@ -90,12 +96,7 @@ def test_the_batch_tab_in_chromium_shows_the_table_and_downloads_the_csv(served,
     try:
         page.goto(url)
         page.get_by_role("tab", name="Batch").click()
-        boxes = page.locator("#batch-models input[type=checkbox]")
-        boxes.first.wait_for()
-        for i in range(boxes.count()):
-            box = boxes.nth(i)
-            if (box.locator("xpath=..").inner_text().strip() in MODELS) != box.is_checked():
-                box.click()
+        tick(page, MODELS)
         page.locator("#batch-files input[type=file]").set_input_files(str(upload))
         expect(page.locator("#batch-files")).to_contain_text("digits.zip")
         page.locator("#batch-button").click()
@@ -117,3 +118,64 @@ def test_the_batch_tab_in_chromium_shows_the_table_and_downloads_the_csv(served,
         assert {r["true_label"] for r in records} == {*CLASSES, ""}
     finally:
         page.close()
+
+
+@needs_chromium
+def test_a_second_batch_waits_with_its_place_shown_and_the_list_follows_a_rescan(weights, browser, tmp_path,
+                                                                                monkeypatch):
+    """Two people start a batch at once: the second waits (one batch job per process) and its page says where it
+    stands in the line, then both get their table. A run folder added to the weights folder joins the Batch tab's
+    list at the Compare tab's "Rescan models" (when the Batch tab is opened again) and at the Batch tab's own."""
+    from playwright.sync_api import expect
+
+    import ui.batch
+
+    run_first, running = threading.Event(), threading.Event()
+    classify = ui.batch.classify_batch
+
+    def held(*args, **kwargs):  # the first job holds its slot until the test has seen the second one wait
+        running.set()
+        run_first.wait(timeout=120)
+        return classify(*args, **kwargs)
+
+    monkeypatch.setattr(ui.batch, "classify_batch", held)
+    folder = tmp_path / "weights"
+    for model in MODELS:
+        shutil.copytree(weights / model, folder / model)
+    (tmp_path / "a.png").write_bytes(digit_png(3))
+    with served_app(folder, tmp_path / "examples") as (_, url, _):
+        pages = [browser.new_page(viewport={"width": 700, "height": 900}) for _ in range(2)]  # narrow windows
+        try:
+            for page in pages:
+                page.set_default_timeout(60_000)
+                page.goto(url)
+                page.get_by_role("tab", name="Batch").click()
+                tick(page, MODELS)
+                page.locator("#batch-files input[type=file]").set_input_files(str(tmp_path / "a.png"))
+                expect(page.locator("#batch-files")).to_contain_text("a.png")
+            first, second = pages
+            first.locator("#batch-button").click()
+            assert running.wait(timeout=60), "the first batch never started"
+            second.locator("#batch-button").click()
+            # Gradio's status line on the second page's outputs: "queue: 1/1 |" while the first job runs
+            expect(second.locator("#batch-summary")).to_contain_text(re.compile(r"queue: 1/\d+"))
+            run_first.set()
+            for page in pages:
+                expect(page.locator("#batch-summary")).to_contain_text("1 image(s) from 1 file(s) given one by one")
+            expect(second.locator("#batch-summary")).not_to_contain_text("queue:")
+
+            shutil.copytree(weights / "lite0-fe-digits", folder / "lite0-fe-digits")
+            second.get_by_role("tab", name="Compare").click()
+            second.locator("#rescan").click()
+            expect(second.locator("#models")).to_contain_text("lite0-fe-digits")
+            second.get_by_role("tab", name="Batch").click()
+            expect(second.locator("#batch-models")).to_contain_text("lite0-fe-digits")
+            shutil.copytree(weights / "lenet5-meta-lesions", folder / "lenet5-meta-lesions")
+            first.locator("#batch-rescan").click()
+            expect(first.locator("#batch-models")).to_contain_text("lenet5-meta-lesions")
+            for model in MODELS:  # the ticked models stay ticked
+                expect(first.locator("#batch-models label", has_text=model).locator("input")).to_be_checked()
+        finally:
+            run_first.set()
+            for page in pages:
+                page.close()

@@ -103,3 +103,36 @@ def test_small_callbacks_and_the_example_picker(events, tmp_path):
 
     app = events.app
     assert ExamplePicker(app.examples, FileInput()).pick(Click()) == f"cached:{app.examples[1].path}"
+
+
+def test_the_batch_tab_offers_this_sessions_trained_models_and_follows_a_rescan(events, tmp_path):
+    """The Batch tab's model list (ui.batch.offered_models, run when the tab opens and by its own rescan button):
+    a model this session trained joins it, marked, other sessions never see it; a run folder added to the weights
+    folder joins it at a rescan; ticked models still offered stay ticked, gone ones are dropped."""
+    import shutil
+
+    from ui.batch import offered_models
+    from ui.settings import Settings
+    from ui.state import ComparisonApp
+
+    app = events.app
+    shutil.copytree(app.settings.weights / PAIR[0], app.trained.models_dir("session-a") / "my-lenet")
+    try:
+        mine = offered_models(app, [PAIR[1], "gone-since"], "session-a")
+        assert [label for label, v in mine.choices if v == "my-lenet"][0].endswith("(trained here)")
+        assert mine.value == [PAIR[1]]
+        assert "my-lenet" not in {v for _, v in offered_models(app, ["my-lenet"], "session-b").choices}
+        assert offered_models(app, ["my-lenet"], "session-b").value == []
+    finally:
+        app.trained.drop("session-a")
+
+    weights = tmp_path / "weights"
+    shutil.copytree(app.settings.weights / PAIR[0], weights / PAIR[0])
+    own = ComparisonApp(Settings(weights=weights, examples_dir=tmp_path / "examples"))
+    assert {v for _, v in offered_models(own, [PAIR[0]], None).choices} == {PAIR[0]}
+    shutil.copytree(app.settings.weights / PAIR[1], weights / PAIR[1])  # a run folder dropped in while the app runs
+    assert {v for _, v in offered_models(own, [PAIR[0]], None).choices} == {PAIR[0]}  # opening the tab reads no disk
+    rescanned = offered_models(own, [PAIR[0]], None, rescan=True)
+    assert {v for _, v in rescanned.choices} == set(PAIR) and rescanned.value == [PAIR[0]]
+    shutil.rmtree(weights / PAIR[0])
+    assert offered_models(own, [PAIR[0]], None, rescan=True).value == []

@@ -13,8 +13,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import nibabel as nib  # noqa: E402
 
-from _app_zoo import build_tiny_zoo  # noqa: E402
-from _serve import QueueRequests, browser, needs_chromium, serve  # noqa: E402,F401
+from _serve import QueueRequests, browser, needs_chromium, served_app  # noqa: E402,F401
 from zoo import images as zoo_images  # noqa: E402
 from zoo.assets import ASSET_PACKAGES, asset_file  # noqa: E402
 from zoo.images import ImageLoadError, load_image, load_volume  # noqa: E402
@@ -181,17 +180,10 @@ def test_images_are_not_volumes(tmp_path):
 # --- the app -------------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(weights, tmp_path_factory):
     """(demo, url, client) over the tiny zoo."""
-    import app
-    from gradio_client import Client
-
-    weights = build_tiny_zoo(tmp_path_factory.getbasetemp() / "app-zoo")
-    settings = app.Settings(weights=weights, examples_dir=tmp_path_factory.mktemp("volume-examples"))
-    demo, url = serve(settings)
-    client = Client(url, verbose=False)
-    yield demo, url, client
-    demo.close()
+    with served_app(weights, tmp_path_factory.mktemp("volume-examples")) as served:
+        yield served
 
 
 def test_the_slice_controls_preview_and_compare_the_chosen_slice(served, tmp_path):

@@ -28,7 +28,7 @@ from .state import ComparisonApp
 from .train_tab import session_of
 
 __all__ = ["AGREEMENT_HEADERS", "BATCH", "MAX_BATCH_MODELS", "TABLE_HEADERS", "BatchOutcome", "agreement_rows",
-           "build_batch_tab", "run_batch", "summary_markdown", "table_rows"]
+           "build_batch_tab", "offered_models", "run_batch", "summary_markdown", "table_rows"]
 
 BATCH = dict(concurrency_id="batch", concurrency_limit=1)  # one batch job per app process; others queue
 MAX_BATCH_MODELS = comparison.MAX_MODELS
@@ -179,8 +179,19 @@ def _md(text: Any) -> str:
     return "".join("\\" + c if c in "\\`*_[]<>|#" else c for c in " ".join(str(text).split()))
 
 
-def build_batch_tab(app: ComparisonApp) -> None:
-    """Lay out the Batch tab inside the current Blocks and wire it (its click is the public /batch API)."""
+def offered_models(app: ComparisonApp, ids: Sequence[str] | None, session: str | None, rescan: bool = False
+                   ) -> gr.CheckboxGroup:
+    """The tab's model list as it is now: the app's models (the weights folder read again when `rescan`, as the
+    Compare tab's "Rescan models" does) and those this browser session trained in the Train tab; the ticked models
+    that are still offered stay ticked."""
+    if rescan:
+        app.refresh()
+    return app.model_picker(list(ids or []), session)
+
+
+def build_batch_tab(app: ComparisonApp, tab: gr.Tab) -> None:
+    """Lay out the Batch tab (`tab`, inside the current Blocks) and wire it: its click is the public /batch API;
+    opening the tab brings its model list up to date (a rescan on the Compare tab, a model trained in this session)."""
     gr.Markdown(INTRO, elem_id="batch-intro")
     with gr.Row():
         files = gr.File(file_count="multiple", type="filepath", file_types=[*IMAGE_SUFFIXES, ".zip"],
@@ -188,7 +199,9 @@ def build_batch_tab(app: ComparisonApp) -> None:
         with gr.Column(scale=1):
             models = gr.CheckboxGroup(choices=app.choices(), value=app.default_selection(2),
                                       label=f"Models (1 to {MAX_BATCH_MODELS})", elem_id="batch-models")
-            run = gr.Button("Classify all", variant="primary", elem_id="batch-button")
+            with gr.Row():
+                run = gr.Button("Classify all", variant="primary", elem_id="batch-button")
+                rescan = gr.Button("Rescan models", variant="secondary", size="sm", elem_id="batch-rescan")
     summary = gr.Markdown(elem_id="batch-summary")
     agreement = gr.Dataframe(headers=AGREEMENT_HEADERS, interactive=False, wrap=True, label="Agreement per image",
                              max_height=400, elem_id="batch-agreement")
@@ -206,3 +219,12 @@ def build_batch_tab(app: ComparisonApp) -> None:
 
     run.click(on_batch, inputs=[files, models], outputs=[summary, agreement, table, csv_file], api_name="batch",
               **BATCH)
+
+    def on_open(ids: list[str] | None, request: gr.Request) -> gr.CheckboxGroup:
+        return offered_models(app, ids, session_of(request))
+
+    def on_rescan(ids: list[str] | None, request: gr.Request) -> gr.CheckboxGroup:
+        return offered_models(app, ids, session_of(request), rescan=True)
+
+    tab.select(on_open, inputs=models, outputs=models, api_visibility="private", show_progress="hidden")
+    rescan.click(on_rescan, inputs=models, outputs=models, api_visibility="private")

@@ -122,9 +122,7 @@ class AppEvents:
     def rescan(self, ids: list[str] | None, request: gr.Request) -> tuple[gr.CheckboxGroup, str]:
         """Rescan the weights folder: the models on offer (the selection keeps those still there), and their table."""
         self.app.refresh()
-        choices = self.app.choices(session_of(request))
-        kept = [m for m in ids or [] if m in {value for _, value in choices}]
-        return gr.CheckboxGroup(choices=choices, value=kept), models_table_markdown(list(self.app.entries.values()))
+        return self.app.model_picker(ids, session_of(request)), models_table_markdown(list(self.app.entries.values()))
 
     def example_ood_table(self, ids: list[str] | None) -> str:
         """The Teaching tab opened: what each selected model's OOD check says of every example image."""

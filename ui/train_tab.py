@@ -128,14 +128,11 @@ def train_models(app: ComparisonApp, choice: str, upload: str | None, names: Seq
     matrix = _picture(plot_confusion_matrix(first.confusion_matrix, first.label_names, data_dir.parent / "cm.png",
                                             title=f"{first.id}: {first.protocol}"))
     download = zip_runs([r.run_dir for r in records], data_dir.parent / "trained-models.zip")
-    choices = app.choices(session)
-    ids = {value for _, value in choices}
-    kept = [m for m in selected or [] if m in ids]
     status = (f"{shown}Done in {time.perf_counter() - start:.0f} s on {images} images: {len(records)} model(s) "
-              "trained. They are now in the Compare tab's model list for this browser session (marked \"trained "
-              "here\") and are deleted when you close the page; download them below to keep them.")
+              "trained. They are now in the model lists of the Compare and Batch tabs for this browser session "
+              "(marked \"trained here\") and are deleted when you close the page; download them below to keep them.")
     yield status, _picture(plot_live_curves(job.history, data_dir.parent / "live.png")), result_rows(records), \
-        matrix, lesson_markdown(records), str(download), gr.CheckboxGroup(choices=choices, value=kept)
+        matrix, lesson_markdown(records), str(download), app.model_picker(selected, session)
 
 
 def learning_curve_ui(app: ComparisonApp, choice: str, upload: str | None, names: Sequence[str],
@@ -188,12 +185,9 @@ def save_models(app: ComparisonApp, session: str, selected: Sequence[str] | None
         return "Saving into the weights folder is off on this server (ZOO_APP_SAVE_TRAINED).", gr.update()
     copied = save_to_weights(app.trained, session, app.settings.weights)
     app.refresh()
-    choices = app.choices(session)
-    ids = {value for _, value in choices}
-    kept = [m for m in selected or [] if m in ids]
     text = (f"Saved {len(copied)} model(s) into the weights folder: {', '.join(copied)}. They stay after this page "
             "closes and every user of this app sees them." if copied else "Nothing new to save.")
-    return text, gr.CheckboxGroup(choices=choices, value=kept)
+    return text, app.model_picker(selected, session)
 
 
 def forget_session(app: ComparisonApp) -> Callable[[gr.Request], None]:
