@@ -461,18 +461,26 @@ def test_monochrome1_is_inverted_relative_to_monochrome2(tmp_path):
     assert np.abs(pixels(mono1).astype(int) - pixels(mono2)).mean() > 50
 
 
-def test_multiframe_uses_first_frame(tmp_path):
-    multi, single = load_image(dicom_file("rtdose.dcm")), load_image(dicom_file("rtdose_1frame.dcm"))
-    assert multi.info["number_of_frames"] == 15 and multi.info["frame_used"] == 0
-    np.testing.assert_array_equal(pixels(multi), pixels(single))
+def test_a_multiframe_dicom_gives_its_middle_frame_as_a_volume_gives_its_middle_slice(tmp_path):
+    multi = load_image(dicom_file("rtdose.dcm"))
+    assert multi.info["number_of_frames"] == 15 and multi.info["frame_used"] == 7
+    assert "frame 8 of 15 used, the middle one (zoo.images.load_volume reads every frame)" in multi.info["notes"]
 
     ds = pydicom.dcmread(dicom_file("CT_small.dcm"))
     first = ds.pixel_array
-    ds.NumberOfFrames = 2
-    ds.PixelData = np.stack([first, first[::-1].T]).tobytes()  # frame 2 differs from frame 1
-    path = tmp_path / "ct_2frames.dcm"
-    ds.save_as(path)
-    np.testing.assert_array_equal(pixels(load_image(path)), pixels(load_image(dicom_file("CT_small.dcm"))))
+    frames = [first, first[::-1].T, first[:, ::-1]]  # three different frames
+    ds.NumberOfFrames = 3
+    ds.PixelData = np.stack(frames).tobytes()
+    ds.save_as(tmp_path / "ct_3frames.dcm")
+    ds.NumberOfFrames = 1
+    ds.PixelData = frames[1].tobytes()
+    ds.save_as(tmp_path / "ct_frame2.dcm")
+    from zoo.images import load_volume
+
+    three = load_image(tmp_path / "ct_3frames.dcm")
+    assert three.info["frame_used"] == 1 == load_volume(tmp_path / "ct_3frames.dcm").middle()
+    np.testing.assert_array_equal(pixels(three), pixels(load_image(tmp_path / "ct_frame2.dcm")))
+    assert not np.array_equal(pixels(three), pixels(load_image(dicom_file("CT_small.dcm"))))
 
 
 def test_multiframe_colour_jpeg_dicom():

@@ -307,3 +307,26 @@ def test_page_uploads_a_volume_moves_the_slider_and_runs_all_slices(served, brow
     assert "Every model read axial slice 3 (0 to 15) of the volume phantom.nii.gz" in \
         page.locator("#summary").inner_text()
     page.close()
+
+
+def test_a_training_folder_and_a_csv_of_ids_find_gzipped_nifti_volumes(tmp_path):
+    """`.nii.gz` is a compound suffix: a training folder lists those volumes (their middle slice is what a model
+    reads, as load_image gives it) and a CSV may name one by its id without the suffix."""
+    from train.data import load_csv, load_image_folder
+    from zoo.images import image_stem, is_image_name
+
+    assert is_image_name("Case7.NII.GZ") and not is_image_name("notes.gz") and image_stem("case7.nii.gz") == "case7"
+    assert image_stem("x.PNG") == "x" and image_stem("readme") == "readme"
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    for label in ("healthy", "lesion"):
+        for i in range(2):
+            (tmp_path / "scans" / label).mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(data + i, np.eye(4)), tmp_path / "scans" / label / f"{label}{i}.nii.gz")
+    source = load_image_folder(tmp_path / "scans")
+    assert sorted(Path(s.ref).name for s in source.samples) == ["healthy0.nii.gz", "healthy1.nii.gz",
+                                                                 "lesion0.nii.gz", "lesion1.nii.gz"]
+    assert load_image(source.samples[0].ref).info["format"].startswith("NIfTI")
+    table = tmp_path / "labels.csv"
+    table.write_text("image,label\nhealthy0,healthy\nlesion1.nii.gz,lesion\n")
+    listed = load_csv(table, image_dir=str(tmp_path / "scans"))
+    assert sorted(Path(s.ref).name for s in listed.samples) == ["healthy0.nii.gz", "lesion1.nii.gz"]

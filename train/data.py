@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from zoo.images import IMAGE_SUFFIXES as IMAGE_EXTENSIONS  # the one list of readable image files
+from zoo.images import image_stem, is_image_name
 
 from ._errors import DataError
 from .bundled_datasets import (BUNDLED_DATASETS, DIGITS_IMBALANCED_DEFAULTS, load_brain_mri_source, load_bundled,
@@ -72,7 +73,7 @@ def load_source(spec: str, image_dir: str | None = None, image_col: str | None =
 
 
 def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    return is_image_name(path.name) and not path.name.startswith(".")  # scan.nii.gz too (compound suffix)
 
 
 def _visible_dirs(path: Path) -> list[Path]:
@@ -201,8 +202,8 @@ def load_csv(path: Path, image_dir: str | None = None, image_col: str | None = N
         if stems is None:  # ids without a folder: index the image folder once, by file stem
             stems = {}
             for p in _walk_images(root):
-                stems.setdefault(p.stem, p)
-        found = stems.get(Path(value).stem if Path(value).suffix.lower() in IMAGE_EXTENSIONS else value)
+                stems.setdefault(image_stem(p.name), p)
+        found = stems.get(image_stem(Path(value).name) if is_image_name(value) else value)
         if found is None:
             skipped.append(SkippedFile(value, f"{path.name} line {line} names it, but no image "
                                               f"file for it exists under {root}"))

@@ -35,7 +35,7 @@ from .archives import ArchiveLimits, extract_zip, is_ignored, too_large
 from .batch_report import BatchResult, BatchRow, summarise
 from .catalog import ModelEntry
 from .fileio import read_small_file
-from .images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, ImageLoadError, load_image
+from .images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, ImageLoadError, is_image_name, load_image
 from .inference import LoadedModel, ModelCache, ModelResult, SharedImage, answers_of, predict_batch
 from .upload_limits import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_FILES, MAX_UPLOAD_BYTES
 
@@ -78,11 +78,6 @@ class BatchFile:
     path: Path
     label: str | None
     root: Path
-
-
-def is_image_name(name: str) -> bool:
-    """Whether a file name has a suffix one of zoo.images' readers reads."""
-    return name.lower().endswith(IMAGE_SUFFIXES)
 
 
 def collect_files(sources: str | os.PathLike | Sequence[str | os.PathLike], staging: Path,

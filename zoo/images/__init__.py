@@ -18,11 +18,13 @@ sagittal, coronal and axial slices are images; `load_image` of a volume is its m
 from .decoded import (CHOSEN_WINDOW, MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, ImageLoadError, LoadedImage,
                       printable_name, to_model_mode)
 from .dicom_reader import DEFLATED_DICOM_HEADER_BYTES, DICOM_ROBUST_PERCENTILES
-from .dispatch import FORMAT_SUFFIXES, IMAGE_SUFFIXES, READERS, VOLUME_FORMATS, is_volume, load_image, load_volume
+from .dispatch import (FORMAT_SUFFIXES, IMAGE_SUFFIXES, READERS, VOLUME_FORMATS, image_stem, is_image_name, is_volume,
+                       load_image, load_volume)
 from .pillow_reader import PILLOW_FORMATS
 from .volume import AXES, DEFAULT_AXIS, MAX_VOLUME_VOXELS, VOLUME_WINDOW_PERCENTILES, Volume
 
 __all__ = ["DEFLATED_DICOM_HEADER_BYTES", "ImageLoadError", "LoadedImage", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE",
            "MAX_ASPECT_RATIO", "CHOSEN_WINDOW", "load_image", "printable_name", "to_model_mode", "IMAGE_SUFFIXES",
            "FORMAT_SUFFIXES", "READERS", "PILLOW_FORMATS", "DICOM_ROBUST_PERCENTILES", "VOLUME_FORMATS", "is_volume",
-           "load_volume", "Volume", "AXES", "DEFAULT_AXIS", "MAX_VOLUME_VOXELS", "VOLUME_WINDOW_PERCENTILES"]
+           "load_volume", "image_stem", "is_image_name", "Volume", "AXES", "DEFAULT_AXIS", "MAX_VOLUME_VOXELS",
+           "VOLUME_WINDOW_PERCENTILES"]

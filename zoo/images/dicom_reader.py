@@ -1,4 +1,5 @@
-"""The DICOM reader (pydicom): the first frame of a DICOM file, presented as a radiology viewer would.
+"""The DICOM reader (pydicom): one frame of a DICOM file (the middle one of a multi-frame file, as a NIfTI volume
+gives its middle slice), presented as a radiology viewer would.
 
 Grayscale is rescaled to modality units (e.g. Hounsfield), windowed (the caller's window, else the file's VOI
 LUT or Window Center/Width, else a robust min-max) and MONOCHROME1 inverted; colour (RGB, YBR, palette) is kept
@@ -27,7 +28,7 @@ from .decoded import CHOSEN_WINDOW, Claim, ImageLoadError, ImageReader, Limits, 
 from .pixels import check_size, downscale, downscale_values
 from .volume import MAX_VOLUME_VOXELS, Volume, check_volume_size, window_volume
 
-__all__ = ["DEFLATED_DICOM_HEADER_BYTES", "DICOM_ROBUST_PERCENTILES", "DICOM_READER", "dicom_frames",
+__all__ = ["DEFLATED_DICOM_HEADER_BYTES", "DICOM_ROBUST_PERCENTILES", "DICOM_READER", "dicom_frames", "middle_frame",
            "read_dicom_volume"]
 
 DICOM_ROBUST_PERCENTILES = (0.5, 99.5)  # display range of a DICOM that carries no window of its own
@@ -55,7 +56,8 @@ def _claim_dicom(head: bytes, name: str) -> Claim:
 
 
 def _load_dicom(fp: str | io.BytesIO, name: str, limits: Limits) -> LoadedImage:
-    """Decode the first frame of a DICOM file and present it as a radiology viewer would."""
+    """Decode one frame of a DICOM file (the middle one, `middle_frame`) and present it as a radiology viewer
+    would."""
     ds = _read_dicom(fp, name, limits)
     try:
         rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
@@ -65,9 +67,10 @@ def _load_dicom(fp: str | io.BytesIO, name: str, limits: Limits) -> LoadedImage:
         info = _dicom_info(ds, name)
         transfer_syntax = _transfer_syntax(ds, name, info["notes"])
         info.update(transfer_syntax=transfer_syntax.name, transfer_syntax_uid=str(transfer_syntax))
-        pixels = _decode_first_frame(ds, name, transfer_syntax)
+        pixels = _decode_frame(ds, name, transfer_syntax, info["frame_used"])
         if info["number_of_frames"] > 1:
-            info["notes"].append(f"first of {info['number_of_frames']} frames used")
+            info["notes"].append(f"frame {info['frame_used'] + 1} of {info['number_of_frames']} used, the middle one "
+                                 "(zoo.images.load_volume reads every frame)")
         if pixels.ndim == 2 and info["photometric_interpretation"] != "PALETTE COLOR":
             pixels = downscale_values(pixels, limits.max_side, info["notes"])  # windowing at full size costs GBs
         image = downscale(_dicom_to_8bit(pixels, ds, info, limits.window), limits.max_side, info["notes"])
@@ -215,7 +218,8 @@ def _dicom_info(ds: pydicom.Dataset, name: str) -> dict[str, Any]:
         "photometric_interpretation": photometric,
         "original_mode": f"{ds.get('BitsStored', ds.get('BitsAllocated'))}-bit {photometric}",
         "original_size": (int(ds.Columns), int(ds.Rows)),
-        "number_of_frames": int(ds.get("NumberOfFrames") or 1), "frame_used": 0,
+        "number_of_frames": int(ds.get("NumberOfFrames") or 1),
+        "frame_used": middle_frame(int(ds.get("NumberOfFrames") or 1)),
         "bits_stored": ds.get("BitsStored"),
         "rescale_slope": None if slope is None else float(slope),
         "rescale_intercept": None if intercept is None else float(intercept),
@@ -280,9 +284,15 @@ def _decoder_packages(decoder: Any) -> str:
     return "; ".join(dep.replace(" - requires ", " (") + ")" for dep in decoder.missing_dependencies)
 
 
-def _decode_first_frame(ds: pydicom.Dataset, name: str, transfer_syntax: UID) -> np.ndarray:
+def middle_frame(frames: int) -> int:
+    """The frame `load_image` reads of a file of `frames` frames: the middle one (0-based), as a volume's middle
+    slice (zoo.images.volume.Volume.middle)."""
+    return max(frames, 1) // 2
+
+
+def _decode_frame(ds: pydicom.Dataset, name: str, transfer_syntax: UID, index: int) -> np.ndarray:
     try:
-        ds.pixel_array_options(index=0)  # decode only the first frame of a multi-frame file
+        ds.pixel_array_options(index=index)  # decode only that frame of a multi-frame file
         return ds.pixel_array
     except Exception as exc:
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__

@@ -22,7 +22,8 @@ from .nifti_reader import NIFTI_READER
 from .pillow_reader import PILLOW_READER
 from .volume import MAX_VOLUME_VOXELS, Volume
 
-__all__ = ["READERS", "IMAGE_SUFFIXES", "FORMAT_SUFFIXES", "VOLUME_FORMATS", "is_volume", "load_image", "load_volume"]
+__all__ = ["READERS", "IMAGE_SUFFIXES", "FORMAT_SUFFIXES", "VOLUME_FORMATS", "image_stem", "is_image_name", "is_volume",
+           "load_image", "load_volume"]
 
 # the registration: a new reader goes here
 READERS: tuple[ImageReader, ...] = (PILLOW_READER, DICOM_READER, NIFTI_READER)
@@ -32,6 +33,20 @@ VOLUME_FORMATS: tuple[str, ...] = tuple(fmt for reader in READERS if reader.read
 IMAGE_SUFFIXES: tuple[str, ...] = tuple(suffix for reader in READERS for suffix in reader.suffixes)
 # info["format"] of a loaded image -> the suffix a copy of that file gets (content decides, not the name)
 FORMAT_SUFFIXES: dict[str, str] = {fmt: suffix for reader in READERS for fmt, suffix in reader.format_suffixes.items()}
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name ends in a suffix one of the readers reads (compound ones too: ``scan.nii.gz``), case
+    aside."""
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def image_stem(name: str) -> str:
+    """A file name without its image suffix, compound ones whole (``case7.nii.gz`` -> ``case7``); other names as
+    they are."""
+    lower = name.lower()
+    suffix = max((s for s in IMAGE_SUFFIXES if lower.endswith(s)), key=len, default="")
+    return name[:len(name) - len(suffix)]
 
 
 def load_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_IMAGE_PIXELS,
