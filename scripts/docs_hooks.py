@@ -6,8 +6,6 @@
 - One API reference page per public module of `zoo` and `train` is generated under `api/` and listed in the nav's
   "API reference" section: a module is public when no part of its dotted name starts with an underscore, so a new
   module gets its page without a list to edit (`public_modules`, which tests/test_docs.py shares).
-- A nav entry of PENDING whose file is not in this checkout is left out with a note instead of failing the strict
-  build: those pages are written on other branches and arrive when they are merged.
 """
 from __future__ import annotations
 
@@ -21,9 +19,6 @@ log = logging.getLogger("mkdocs.hooks.docs")
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("zoo", "train")
 API_SECTION = "API reference"
-# pages other branches add (batch classification; the teaching notebooks): left out of the nav while absent
-PENDING = frozenset({"batch.md", "notebooks/01_transfer_modes.ipynb", "notebooks/02_trust.ipynb",
-                     "notebooks/03_deployment.ipynb"})
 
 
 def public_modules(package: str, root: Path = ROOT) -> list[str]:
@@ -48,27 +43,6 @@ def _api_uri(module: str) -> str:
     return f"api/{module}.md"
 
 
-def drop_pending(nav: list, present: set[str]) -> list:
-    """The nav without the PENDING entries whose file is absent (sections emptied that way go too)."""
-    kept = []
-    for item in nav:
-        if isinstance(item, dict):
-            (title, value), = item.items()
-            if isinstance(value, list):
-                value = drop_pending(value, present)
-                if value:
-                    kept.append({title: value})
-                continue
-            if value in PENDING and value not in present:
-                log.info("nav: %r (%s) is not in this checkout yet; left out", title, value)
-                continue
-        elif item in PENDING and item not in present:
-            log.info("nav: %s is not in this checkout yet; left out", item)
-            continue
-        kept.append(item)
-    return kept
-
-
 def with_api_section(nav: list) -> list:
     """The nav with the API reference section's index page followed by one entry per public module."""
     section = [{package: [{module: _api_uri(module)} for module in public_modules(package)]}
@@ -87,7 +61,7 @@ def with_api_section(nav: list) -> list:
 
 @event_priority(100)  # before mkdocs-jupyter's on_files, which turns the notebooks into pages
 def on_files(files: Files, config) -> Files:
-    """Add the notebooks and the generated API pages to the site's files, then fit the nav to them."""
+    """Add the notebooks and the generated API pages to the site's files, and the API pages to the nav."""
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
         # a File read from the repository root (not File.generated: mkdocs-jupyter's wrapper finds the source
         # path of a file only through its src_dir)
@@ -97,6 +71,5 @@ def on_files(files: Files, config) -> Files:
         for module in public_modules(package):
             files.append(File.generated(config, _api_uri(module), content=api_page(module)))
     if config.nav:
-        present = {file.src_uri for file in files}
-        config.nav = with_api_section(drop_pending(config.nav, present))
+        config.nav = with_api_section(config.nav)
     return files

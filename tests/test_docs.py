@@ -15,27 +15,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _hooks():
-    """scripts/docs_hooks.py, the site's hook module (its public_modules rule and PENDING pages are shared here)."""
+    """scripts/docs_hooks.py, the site's hook module (its public_modules rule is shared here)."""
     spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "scripts" / "docs_hooks.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def _notebook(path: Path, title: str) -> None:
-    """A small notebook of a markdown title and one code cell, outputs stripped as the committed ones are."""
-    import nbformat
-
-    cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\nA notebook made by the test."),
-             nbformat.v4.new_code_cell("answer = 6 * 7\nanswer")]
-    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """The site built with --strict from a copy of the docs, mkdocs.yml and the hook, beside links to zoo/ and
-    train/; its notebooks/ holds the repository's notebooks, or, where there are none yet, three made here under the
-    names the nav lists. (path of the built site, names of the notebooks it was given)."""
+    train/, and the repository's notebooks. (path of the built site, names of the notebooks it was given)."""
     tree = tmp_path_factory.mktemp("docs-tree")
     shutil.copy(ROOT / "mkdocs.yml", tree / "mkdocs.yml")
     shutil.copytree(ROOT / "docs", tree / "docs")
@@ -48,9 +38,7 @@ def site(tmp_path_factory):
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
     for notebook in notebooks:
         shutil.copy(notebook, tree / "notebooks" / notebook.name)
-    if not notebooks:
-        for uri in sorted(p for p in _hooks().PENDING if p.startswith("notebooks/")):
-            _notebook(tree / uri, f"Test notebook {Path(uri).stem}")
+    assert notebooks, "no notebook in notebooks/: the site's nav lists three"
     out = tree / "site"
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)], cwd=tree,
                           capture_output=True, text=True, timeout=600)
@@ -144,25 +132,20 @@ def test_public_modules_follow_the_underscore_rule(tmp_path):
 def test_the_readme_is_a_short_front_page_whose_links_resolve():
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 150
-    pending = {f"docs/{page}" for page in _hooks().PENDING}
     targets = re.findall(r"\]\(([^)\s]+)\)", readme)
     local = [t.split("#")[0] for t in targets if not re.match(r"[a-z]+://", t) and not t.startswith("#")]
     assert "docs/index.md" in local and "docs/images/compare.png" in local
-    broken = [t for t in local if not (ROOT / t).exists() and t not in pending]
+    broken = [t for t in local if not (ROOT / t).exists()]
     assert broken == [], f"README links to missing files: {broken}"
     assert "mkdocs serve" in readme and "bash .ci/run" in readme
 
 
-def test_the_nav_leaves_out_absent_pending_pages_and_lists_the_api_once_per_build():
+def test_the_api_section_lists_every_public_module_once_per_build():
     hooks = _hooks()
-    nav = [{"Home": "index.md"}, {"Batch classification": "batch.md"},
-           {"Notebooks": [{"One": "notebooks/01_transfer_modes.ipynb"}]}, {"Gone": "not-pending.md"},
-           {"API reference": "api/index.md"}]
-    once = hooks.with_api_section(hooks.drop_pending(nav, {"index.md"}))
-    assert [next(iter(item)) for item in once] == ["Home", "Gone", "API reference"]  # only PENDING pages may be absent
+    nav = [{"Home": "index.md"}, {"Batch classification": "batch.md"}, {"API reference": "api/index.md"}]
+    once = hooks.with_api_section(nav)
+    assert [next(iter(item)) for item in once] == ["Home", "Batch classification", "API reference"]
     api = once[-1]["API reference"]
     assert api[0] == "api/index.md" and [next(iter(entry)) for entry in api[1:]] == list(hooks.PACKAGES)
     assert {"zoo.intervals": "api/zoo.intervals.md"} in api[1]["zoo"]
-    assert hooks.with_api_section(hooks.drop_pending(once, {"index.md"})) == once  # mkdocs serve rebuilds
-    with_batch = hooks.drop_pending(nav, {"index.md", "batch.md"})
-    assert {"Batch classification": "batch.md"} in with_batch
+    assert hooks.with_api_section(once) == once  # mkdocs serve rebuilds the nav it was given
