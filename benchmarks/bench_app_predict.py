@@ -55,6 +55,8 @@ from zoo.images import LoadedImage, load_image  # noqa: E402
 from zoo.onnx_export import reference_inputs  # noqa: E402
 from zoo.run_layout import SPLIT_NAME  # noqa: E402
 
+from _zoo import demo_or_test_zoo  # noqa: E402  (benchmarks/_zoo.py)
+
 
 def extra_models(folder: Path) -> list[ModelEntry]:
     """224-px models as run folders: efficientnet_lite0 (ImageNet, feature extraction) and resnet18."""
@@ -123,16 +125,7 @@ def onnx_zoo(folder: Path, weights: Path) -> tuple[list[ModelEntry], str]:
     and resnet18, efficientnet_lite0 (ImageNet, feature extraction) and densenet121 at 224 px as run folders with a
     verified model.onnx in `folder`. Without a demo zoo, the test zoo's four small models (tests/_app_zoo.py) stand
     in, and the second value says so."""
-    demo = [e for e in discover_models(weights) if e.available]
-    note = f"the demo zoo in {weights}"
-    if not demo:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from _app_zoo import TINY_MODELS, build_tiny_zoo
-
-        build_tiny_zoo(folder / "tiny")
-        found = {e.id: e for e in discover_models(folder / "tiny")}
-        demo = [found[name] for name in TINY_MODELS]
-        note = f"no demo zoo in {weights} (python scripts/build_demo_zoo.py builds it): the test zoo's small models"
+    demo, note = demo_or_test_zoo(weights, folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         models = {"resnet18-224": zoo.create_model("resnet18", num_classes=10),

@@ -39,20 +39,16 @@ from zoo.catalog import ModelEntry, discover_models  # noqa: E402
 from zoo.images import load_image  # noqa: E402
 from zoo.inference import ModelCache  # noqa: E402
 
+from _zoo import demo_or_test_zoo  # noqa: E402  (benchmarks/_zoo.py)
+
 
 def models(folder: Path, weights: Path, with_224: bool) -> tuple[list[ModelEntry], str]:
-    """The demo zoo's models (or the test zoo's) and efficientnet_lite0 at 224 px; what they are, in words."""
-    demo = [e for e in discover_models(weights) if e.available]
-    note = f"the demo zoo in {weights}"
-    if not demo:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from _app_zoo import DIGITS, TINY_MODELS, build_tiny_zoo
-
-        build_tiny_zoo(folder / "tiny")
-        found = {e.id: e for e in discover_models(folder / "tiny")}
-        demo = [found[name] for name, spec in TINY_MODELS.items() if spec[4] == DIGITS]
-        note = f"no demo zoo in {weights}: the test zoo's digit models"
-    if with_224:
+    """The demo zoo's models (or the test zoo's), at most MAX_MODELS, and efficientnet_lite0 at 224 px where there
+    is room; what they are, in words."""
+    demo, note = demo_or_test_zoo(weights, folder, digits_only=True)
+    if len(demo) > MAX_MODELS:
+        demo, note = demo[:MAX_MODELS], f"{note}: its first {MAX_MODELS} models"
+    if with_224 and len(demo) < MAX_MODELS:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = zoo.create_model("efficientnet_lite0", num_classes=10, mode="feature-extraction", pretrained=True)
@@ -60,7 +56,7 @@ def models(folder: Path, weights: Path, with_224: bool) -> tuple[list[ModelEntry
                                             label_names=[str(i) for i in range(10)], dataset="digits"))
         demo += [e for e in discover_models(folder) if e.id == "lite0-224-fe"]
         note += " + efficientnet_lite0 at 224 px"
-    return demo[:MAX_MODELS], note
+    return demo, note
 
 
 def write_images(folder: Path, count: int) -> list[Path]:
