@@ -15,6 +15,7 @@ from pydicom.data import get_testdata_file
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from _batch_inputs import write_zip
 from train.data import class_counts, load_source
 from train.intake import DATA_FOLDER, IntakeError, IntakeLimits, read_class_files, read_upload
 from zoo.assets import medical_classifier
@@ -43,13 +44,6 @@ def chest_xrays() -> dict[str, list[Path]]:
     for path, label in medical_classifier("pneumonia").images():
         by_label.setdefault(label, []).append(path)
     return by_label
-
-
-def write_zip(path: Path, entries: dict[str, bytes]) -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-    return path
 
 
 def assert_reads_back(report):

@@ -3,13 +3,13 @@ not (ui/leaderboard_link.py); published results set beside the sweep's rows (ui/
 Chromium, a person clicking rows and the button."""
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 
 import pytest
 
 from _app_zoo import BROKEN, UNFINISHED, zoo_of
+from _sweep_rows import write_results_csv
 from _serve import CHROMIUM, CHROMIUM_ARGS, QueueRequests, needs_chromium, serve
 
 LENET = "digits · lenet5 · scratch · 32 px"
@@ -18,15 +18,6 @@ UNFINISHED_ROW = "digits · lenet5 · fine-tune · 32 px"
 BROKEN_ROW = "digits · lenet5 · feature-extraction · 32 px"
 NESTED = "digits · lenet5 · scratch · 28 px"
 CELL = "digits__lenet5__scratch__img28__seed0"
-
-
-def _write_results(path, rows):
-    from train.sweep import RESULT_COLUMNS
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(RESULT_COLUMNS))
-        writer.writeheader()
-        writer.writerows({**dict.fromkeys(RESULT_COLUMNS, ""), **row} for row in rows)
 
 
 def _row(arch, mode, size, seed, folder, status="done", **figures):
@@ -43,7 +34,7 @@ def swept(weights, tmp_path):
     folder = zoo_of(tmp_path / "weights", *(weights / name for name in
                                             ("lenet5-scratch-digits", "quadsnet-scratch-digits", BROKEN, UNFINISHED)))
     (folder / "catalog.json").write_text('{"models": []}')
-    _write_results(folder / "results.csv", [
+    write_results_csv(folder / "results.csv", [
         _row("lenet5", "scratch", 32, 0, "/elsewhere/sweep/lenet5-scratch-digits"),
         _row("lenet5", "scratch", 32, 1, "/elsewhere/sweep/never-written", status="failed",
              error="RuntimeError: out of memory", balanced_accuracy=""),
@@ -52,7 +43,7 @@ def swept(weights, tmp_path):
         _row("lenet5", "feature-extraction", 32, 0, BROKEN)])
     cell = folder / "sweeps" / "a" / CELL
     shutil.copytree(weights / "lenet5-scratch-digits", cell)
-    _write_results(folder / "sweeps" / "a" / "results.csv", [_row("lenet5", "scratch", 28, 0, f"out/{CELL}"),
+    write_results_csv(folder / "sweeps" / "a" / "results.csv", [_row("lenet5", "scratch", 28, 0, f"out/{CELL}"),
                                                               _row("lenet5", "scratch", 28, 1, "out/deleted")])
     return folder
 

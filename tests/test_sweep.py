@@ -11,6 +11,7 @@ from train.sweep import SweepOptions, build_cells, read_results, run_sweep
 from train.sweep.cli import main
 
 from _serve import CHROMIUM, CHROMIUM_ARGS, needs_chromium, serve
+from _sweep_rows import write_results_csv
 
 # tiny cells: 1 epoch, no ONNX export; the figures compared are the test metrics, which depend only on the seed
 SHARED = {"epochs": 1, "quiet": True, "onnx": False, "batch_size": 64, "pretrained": False}
@@ -80,20 +81,10 @@ def test_local_and_ray_engines_give_the_same_results(local_sweep, tmp_path):
     assert len(local) == 2 and local == _figures(tmp_path / "ray" / "results.csv")
 
 
-def _write_results(path, rows):
-    import csv
-    from train.sweep import RESULT_COLUMNS
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(RESULT_COLUMNS))
-        writer.writeheader()
-        writer.writerows({**dict.fromkeys(RESULT_COLUMNS, ""), **row} for row in rows)
-
-
 def test_leaderboard_tab_aggregates_seeds_filters_and_sorts(tmp_path):
     from ui.leaderboard_tab import LEADERBOARD_HEADERS, leaderboard_view
     common = {"img_size": "32", "status": "done", "onnx_latency_ms": "0.5"}
-    _write_results(tmp_path / "sweeps" / "a" / "results.csv", [
+    write_results_csv(tmp_path / "sweeps" / "a" / "results.csv", [
         {**common, "data": "digits", "arch": "lenet5", "mode": "scratch", "seed": "0", "balanced_accuracy": "0.80",
          "accuracy": "0.8"},
         {**common, "data": "digits", "arch": "lenet5", "mode": "scratch", "seed": "1", "balanced_accuracy": "0.90",
@@ -101,7 +92,7 @@ def test_leaderboard_tab_aggregates_seeds_filters_and_sorts(tmp_path):
         {**common, "data": "digits", "arch": "resnet18", "mode": "fine-tune", "seed": "0", "balanced_accuracy": "0.95",
          "accuracy": "0.95", "onnx_latency_ms": "3.0"},
         {**common, "data": "digits", "arch": "resnet18", "mode": "fine-tune", "seed": "1", "status": "failed"}])
-    _write_results(tmp_path / "other" / "results.csv", [
+    write_results_csv(tmp_path / "other" / "results.csv", [
         {**common, "data": "medmnist:pathmnist", "arch": "lenet5", "mode": "scratch", "seed": "0",
          "balanced_accuracy": "0.5", "accuracy": "0.5"}])
     rows, figure, data_sets, modes, data, note, labels = leaderboard_view(tmp_path, None, None)
@@ -170,7 +161,7 @@ def test_leaderboard_tab_shows_the_table_in_chromium(tmp_path):
     from playwright.sync_api import expect, sync_playwright
     weights = tmp_path / "weights"
     row = {"img_size": "32", "status": "done", "onnx_latency_ms": "0.5", "data": "digits", "mode": "scratch"}
-    _write_results(weights / "sweeps" / "a" / "results.csv", [
+    write_results_csv(weights / "sweeps" / "a" / "results.csv", [
         {**row, "arch": "lenet5", "seed": "0", "balanced_accuracy": "0.81", "accuracy": "0.8"},
         {**row, "arch": "quadsnet", "seed": "0", "balanced_accuracy": "0.93", "accuracy": "0.9"}])
     settings = app.Settings(weights=weights, catalog=tmp_path / "none.json", examples_dir=tmp_path / "examples")
