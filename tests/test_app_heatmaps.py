@@ -56,3 +56,28 @@ def test_a_flagged_models_heatmap_is_grey_and_an_unflagged_one_keeps_its_colours
 def test_no_heatmap_when_the_comparison_made_none(result):
     assert heatmap_for_display(dataclasses.replace(result, heatmap=None)) is None
 
+
+
+def test_heatmap_files_are_lossless_pngs_and_old_ones_go_at_most_once_a_minute(result, tmp_path):
+    """/compare's heatmap files: the picture heatmap_for_display draws, losslessly; files older than the TTL are
+    deleted when a new one is written, but the folder is scanned at most every SWEEP_EVERY_S (scanning it at every
+    heatmap cost a stat per file and per heatmap under load)."""
+    import os
+    import time
+
+    from PIL import Image
+
+    from ui.heatmaps import HEATMAP_FILE_TTL_S, SWEEP_EVERY_S, heatmap_file, remove_old_files
+
+    folder = tmp_path / "heatmaps"
+    path = heatmap_file(result, folder)
+    with Image.open(path) as picture:
+        assert picture.format == "PNG" and np.array_equal(np.asarray(picture), heatmap_for_display(result))
+    stale = folder / "stale.png"
+    stale.write_bytes(b"old")
+    old = time.time() - HEATMAP_FILE_TTL_S - 5
+    os.utime(stale, (old, old))
+    heatmap_file(result, folder)  # within a minute of the first scan: not scanned again
+    assert stale.exists()
+    assert remove_old_files(folder, now=time.time() + SWEEP_EVERY_S + 1) == 1 and not stale.exists()
+    assert len(list(folder.glob("*.png"))) == 2  # the fresh files stay

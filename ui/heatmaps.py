@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw, ImageFont
 from zoo.inference import ModelResult
 
 __all__ = ["HEATMAPS_BY_DEFAULT", "HEATMAP_LABEL", "HEATMAP_SWITCH_LABEL", "LEGEND_LEAST", "LEGEND_MOST",
-           "HEATMAP_FILE_TTL_S", "colormap_table", "heatmap_file", "heatmap_for_display", "legend_colors"]
+           "HEATMAP_FILE_TTL_S", "PNG_COMPRESS_LEVEL", "SWEEP_EVERY_S", "colormap_table", "heatmap_file",
+           "heatmap_for_display", "legend_colors", "remove_old_files"]
 
 # Measured on the 2-core machine (tests' tiny zoo + the two packaged Xception classifiers, 6 models, the CT example,
 # models already loaded, median of 3): a comparison took 0.34 s without Grad-CAM and 10.3-22.2 s with it on PyTorch.
@@ -65,23 +66,41 @@ def heatmap_for_display(result: ModelResult) -> np.ndarray | None:
 
 # The /compare API's heatmap files are removed once older than this (the client has downloaded them by then)
 HEATMAP_FILE_TTL_S = 600.0
+SWEEP_EVERY_S = 60.0  # the folder is scanned for old files at most this often, not at every heatmap
+# zlib level of the PNG files: profiled under 20 clients x six-model /compare calls with heatmaps, encoding at
+# Pillow's default level (6) took 55% of the time; level 1 encodes a 240x274 heatmap in 3.1 ms instead of 9.5 ms,
+# for 36 KB instead of 26 KB (benchmarks/bench_app_load.py, docs/app.md)
+PNG_COMPRESS_LEVEL = 1
+_last_sweep: dict[Path, float] = {}  # folder -> when it was last scanned for old files
 
 
 def heatmap_file(result: ModelResult, folder: Path) -> str | None:
     """A PNG of the column's heatmap as heatmap_for_display draws it (legend, greyed when OOD-flagged), in `folder`
     (the API passes one its server serves); None when the comparison made none. Files of earlier calls older than
-    HEATMAP_FILE_TTL_S are removed."""
+    HEATMAP_FILE_TTL_S are removed (the folder is scanned at most every SWEEP_EVERY_S)."""
     picture = heatmap_for_display(result)
     if picture is None:
         return None
     folder.mkdir(parents=True, exist_ok=True)
-    now = time.time()
+    remove_old_files(folder)
+    path = folder / f"{result.model}-{uuid.uuid4().hex}.png"
+    Image.fromarray(picture).save(path, compress_level=PNG_COMPRESS_LEVEL)
+    return str(path)
+
+
+def remove_old_files(folder: Path, now: float | None = None) -> int:
+    """Delete the PNG files in `folder` older than HEATMAP_FILE_TTL_S, unless it was scanned less than
+    SWEEP_EVERY_S ago; returns how many were deleted."""
+    now = time.time() if now is None else now
+    if now - _last_sweep.get(folder, float("-inf")) < SWEEP_EVERY_S:
+        return 0
+    _last_sweep[folder] = now  # another thread may scan at the same moment: each unlink is tried once
+    removed = 0
     for old in folder.glob("*.png"):
         try:
             if now - old.stat().st_mtime > HEATMAP_FILE_TTL_S:
                 old.unlink()
+                removed += 1
         except OSError:  # another request removed it first
             pass
-    path = folder / f"{result.model}-{uuid.uuid4().hex}.png"
-    Image.fromarray(picture).save(path)
-    return str(path)
+    return removed
