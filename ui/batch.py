@@ -186,7 +186,7 @@ def offered_models(app: ComparisonApp, ids: Sequence[str] | None, session: str |
     that are still offered stay ticked."""
     if rescan:
         app.refresh()
-    return app.model_picker(list(ids or []), session)
+    return app.model_picker(ids, session)
 
 
 def build_batch_tab(app: ComparisonApp, tab: gr.Tab) -> None:

@@ -111,7 +111,7 @@ class LeaderboardLink:
         fewer = (f" Tick at least {MIN_MODELS - len(chosen.ids)} more model there to compare."
                  if len(chosen.ids) < MIN_MODELS else "")
         text = f"Sent to the Compare tab: {', '.join(chosen.ids)}.{fewer}" + (f"\n\nNot sent:{notes}" if notes else "")
-        return (app.model_picker(None, session_of(request), value=chosen.ids),
+        return (app.model_picker(chosen.ids, session_of(request)),
                 gr.Tabs(selected="compare"), text)
 
 

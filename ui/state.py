@@ -9,7 +9,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,14 +88,12 @@ class ComparisonApp:
         return [(model_choice_label(e), e.id) for e in entries] + \
                [(f"{model_choice_label(e)} (trained here)", e.id) for e in trained]
 
-    def model_picker(self, ids: list[str] | None, session: str | None = None, value: list[str] | None = None
-                     ) -> gr.CheckboxGroup:
+    def model_picker(self, ids: Sequence[str] | None, session: str | None = None) -> gr.CheckboxGroup:
         """A model checkbox list brought up to date: the models on offer now (choices, with those `session` trained),
-        ticked as `value` or, without one, as `ids` less the models no longer offered."""
+        with `ids` ticked, less those no longer offered."""
         choices = self.choices(session)
         offered = {model_id for _, model_id in choices}
-        return gr.CheckboxGroup(choices=choices, value=value if value is not None else
-                                [m for m in ids or [] if m in offered])
+        return gr.CheckboxGroup(choices=choices, value=[m for m in ids or [] if m in offered])
 
     def default_selection(self, count: int = 5) -> list[str]:
         """The medical models (the imported chest X-ray and brain MRI classifiers first), up to `count`; without two

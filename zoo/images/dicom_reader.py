@@ -212,14 +212,14 @@ def _check_deflated_pixel_length(header: pydicom.Dataset, tag: int, length: int,
 def _dicom_info(ds: pydicom.Dataset, name: str) -> dict[str, Any]:
     slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    frames = int(ds.get("NumberOfFrames") or 1)
     return {
         "source": name, "format": "DICOM", "modality": ds.get("Modality"),
         "sop_class": UID(ds.SOPClassUID).name if ds.get("SOPClassUID") else None,
         "photometric_interpretation": photometric,
         "original_mode": f"{ds.get('BitsStored', ds.get('BitsAllocated'))}-bit {photometric}",
         "original_size": (int(ds.Columns), int(ds.Rows)),
-        "number_of_frames": int(ds.get("NumberOfFrames") or 1),
-        "frame_used": middle_frame(int(ds.get("NumberOfFrames") or 1)),
+        "number_of_frames": frames, "frame_used": middle_frame(frames),
         "bits_stored": ds.get("BitsStored"),
         "rescale_slope": None if slope is None else float(slope),
         "rescale_intercept": None if intercept is None else float(intercept),
